@@ -1,0 +1,376 @@
+"""Decode one segment from memory with PyAV into stream info, sampled RGB frames and luma stats.
+
+Limits are checked as early as the information exists: size before opening, resolution
+from the header before decoding, frame count and duration after demuxing, wall time
+while decoding. A hang inside FFmpeg itself is beyond a cooperative deadline; the
+daemon's decode workers are processes watched from outside for that reason.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import av.error
+import numpy as np
+
+from ingest.config import DecodeConfig
+from ingest.types import (
+    DecodedSegment,
+    DecodeError,
+    DecodeTimeout,
+    EmptySegment,
+    FrameStats,
+    LimitExceeded,
+    MissingInitSegment,
+    NoVideoStream,
+    SampledFrame,
+    Segment,
+    StreamInfo,
+)
+
+# Luma statistics are taken on every STATS_STEP-th row and column: enough for
+# black/freeze decisions at a small fraction of the cost of full planes.
+STATS_STEP = 4
+
+_FRAGMENT_BOXES = {b"moof", b"styp", b"sidx", b"emsg", b"prft"}
+
+# AVColorTransferCharacteristic values worth naming (libavutil/pixfmt.h).
+_TRANSFER_NAMES = {
+    1: "bt709",
+    4: "gamma22",
+    5: "gamma28",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "linear",
+    13: "iec61966-2-1",
+    14: "bt2020-10",
+    15: "bt2020-12",
+    16: "smpte2084",
+    18: "arib-std-b67",
+}
+
+
+def top_level_boxes(data: bytes) -> Iterator[bytes]:
+    """ISO-BMFF top-level box types, stopping at the first malformed size."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if size == 1 and pos + 16 <= len(data):
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        elif size == 0:
+            size = len(data) - pos
+        if size < 8 or not kind.isascii():
+            return
+        yield kind
+        pos += size
+
+
+def is_media_fragment(data: bytes) -> bool:
+    """True for a CMAF/fMP4 media segment (moof/mdat without a moov)."""
+    if len(data) < 8 or data[4:8] not in _FRAGMENT_BOXES | {b"moof"}:
+        return False
+    return b"moov" not in set(top_level_boxes(data))
+
+
+def is_init_segment(data: bytes) -> bool:
+    """True for a CMAF init segment: a moov and no media fragment."""
+    boxes = set(top_level_boxes(data))
+    return b"moov" in boxes and b"moof" not in boxes and b"mdat" not in boxes
+
+
+def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegment:
+    """Decode `segment` (bytes in memory) according to `config`; raise an IngestError subclass."""
+    cfg = config or DecodeConfig()
+    started = time.monotonic()
+    data = _assemble(segment, cfg)
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise DecodeError(
+            f"not a media file PyAV can open ({exc}); expected MPEG-TS, MP4, fMP4/CMAF "
+            "or Matroska bytes",
+            source=segment.source,
+        ) from exc
+    try:
+        return _decode_open(container, segment, cfg, started)
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"decoding failed: {exc}", source=segment.source) from exc
+    finally:
+        container.close()
+
+
+def _assemble(segment: Segment, cfg: DecodeConfig) -> bytes:
+    data = segment.data
+    if not data:
+        raise EmptySegment(
+            "segment is empty (0 bytes); the publisher sent no payload", source=segment.source
+        )
+    total = len(data) + len(segment.init or b"")
+    if total > cfg.limits.max_bytes:
+        raise LimitExceeded(
+            f"segment is {total} bytes, over limits.max_bytes={cfg.limits.max_bytes}; "
+            "send it as a JSON reference or raise the limit",
+            source=segment.source,
+        )
+    if is_media_fragment(data):
+        if segment.init is None:
+            raise MissingInitSegment(
+                "fMP4/CMAF media fragment without its init segment: publish the rendition's "
+                "init segment (header init=1) before its media segments, or pass it with --init",
+                source=segment.source,
+            )
+        return segment.init + data
+    return data
+
+
+def _decode_open(
+    container: av.container.InputContainer, segment: Segment, cfg: DecodeConfig, started: float
+) -> DecodedSegment:
+    limits = cfg.limits
+    deadline = started + limits.decode_timeout_s
+    if not container.streams.video:
+        raise NoVideoStream(
+            "no video stream in the segment (audio-only or data-only); vqmon scores video "
+            "renditions: publish the video rendition instead",
+            source=segment.source,
+        )
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    width, height = int(ctx.width or 0), int(ctx.height or 0)
+    _check_pixels(width, height, limits.max_pixels, segment.source)
+    ctx.thread_count = cfg.threads
+    ctx.thread_type = "AUTO" if cfg.threads != 1 else "SLICE"
+    keyframes_only = cfg.sampling.mode == "keyframes"
+    if keyframes_only:
+        ctx.skip_frame = "NONKEY"
+
+    packets = _demux(container, stream, segment, cfg, deadline)
+    time_base = stream.time_base or Fraction(1, 90000)
+    n_packets = len(packets)
+    wanted = _wanted_indices(n_packets, cfg) if not keyframes_only else None
+
+    frames: list[SampledFrame] = []
+    rows: list[tuple[float, float, float, float, float, bool, bool]] = []
+    prev: np.ndarray | None = None
+    decode_errors = 0
+    errors: list[str] = []
+    first_frame: av.VideoFrame | None = None
+
+    def consume(frame: av.VideoFrame) -> None:
+        nonlocal prev, first_frame
+        if frame.width * frame.height > limits.max_pixels:
+            _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
+        if first_frame is None:
+            first_frame = frame
+        index = len(rows)
+        luma, scale = _luma(frame)
+        lumaf = luma.astype(np.float32) / scale
+        diff = (
+            float("nan")
+            if prev is None or prev.shape != lumaf.shape
+            else float(np.abs(lumaf - prev).mean())
+        )
+        prev = lumaf
+        pts = float(frame.pts * time_base) if frame.pts is not None else index / _fps(stream)
+        key = bool(frame.key_frame)
+        rows.append(
+            (
+                pts,
+                float(lumaf.mean()),
+                float(lumaf.std()),
+                diff,
+                float((lumaf < cfg.dark_pixel_threshold).mean()),
+                key,
+                bool(frame.is_corrupt),
+            )
+        )
+        keep = (
+            key and len(frames) < cfg.sampling.count
+            if keyframes_only
+            else (wanted is None or index in wanted)
+        )
+        if keep:
+            frames.append(
+                SampledFrame(
+                    index, pts, key, np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+                )
+            )
+
+    for packet in [*packets, None]:
+        if time.monotonic() > deadline:
+            raise DecodeTimeout(
+                f"decoding took longer than limits.decode_timeout_s={limits.decode_timeout_s}s "
+                f"({len(rows)} of {n_packets} frames done); the segment is too heavy for "
+                "this node or malformed",
+                source=segment.source,
+            )
+        try:
+            decoded = ctx.decode(packet)
+        except av.error.FFmpegError as exc:
+            decode_errors += 1
+            if len(errors) < 10:
+                errors.append(f"packet {len(rows)}: {exc}")
+            continue
+        for frame in decoded:
+            consume(frame)
+
+    if not rows:
+        raise DecodeError(
+            f"no frame could be decoded from {n_packets} video packets"
+            + (f" ({errors[0]})" if errors else "")
+            + "; the segment is corrupt or truncated",
+            source=segment.source,
+        )
+    stats = _stats(rows)
+    info = _info(container, stream, packets, stats, first_frame, keyframes_only)
+    return DecodedSegment(
+        segment=segment,
+        info=info,
+        frames=tuple(frames),
+        stats=stats,
+        decode_errors=decode_errors,
+        corrupt_frames=int(stats.corrupt.sum()),
+        decode_seconds=time.monotonic() - started,
+        errors=tuple(errors),
+    )
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, source: str) -> None:
+    if width * height > max_pixels:
+        raise LimitExceeded(
+            f"resolution {width}x{height} ({width * height} pixels) is over "
+            f"limits.max_pixels={max_pixels}; raise the limit if such renditions are expected",
+            source=source,
+        )
+
+
+def _demux(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    segment: Segment,
+    cfg: DecodeConfig,
+    deadline: float,
+) -> list[av.Packet]:
+    limits = cfg.limits
+    packets: list[av.Packet] = []
+    first_pts: int | None = None
+    time_base = stream.time_base or Fraction(1, 90000)
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets.append(packet)
+            if len(packets) > limits.max_frames:
+                raise LimitExceeded(
+                    f"more than limits.max_frames={limits.max_frames} frames in one segment; "
+                    "cut the stream into shorter segments or raise the limit",
+                    source=segment.source,
+                )
+            if packet.pts is not None:
+                first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+                span = float((packet.pts - first_pts) * time_base)
+                if span > limits.max_duration_s:
+                    raise LimitExceeded(
+                        f"segment spans more than limits.max_duration_s={limits.max_duration_s}s "
+                        "of media time; cut it into shorter segments or raise the limit",
+                        source=segment.source,
+                    )
+            if len(packets) % 64 == 0 and time.monotonic() > deadline:
+                raise DecodeTimeout(
+                    f"demuxing took longer than limits.decode_timeout_s={limits.decode_timeout_s}s",
+                    source=segment.source,
+                )
+    except av.error.FFmpegError as exc:
+        if not packets:
+            raise DecodeError(
+                f"no video packet could be read ({exc}); the segment is corrupt or truncated",
+                source=segment.source,
+            ) from exc
+    if not packets:
+        raise DecodeError(
+            "the video stream has no packets; the segment is truncated or empty",
+            source=segment.source,
+        )
+    return packets
+
+
+def _wanted_indices(n: int, cfg: DecodeConfig) -> set[int] | None:
+    if cfg.sampling.mode == "all":
+        return None
+    count = min(cfg.sampling.count, n)
+    return {int((k + 0.5) * n / count) for k in range(count)}
+
+
+def _luma(frame: av.VideoFrame) -> tuple[np.ndarray, float]:
+    """A strided view of the luma plane and the full-scale code value."""
+    fmt = frame.format
+    name = fmt.name
+    if name.startswith(("yuv", "yuvj", "nv", "gray", "p01", "p21")):
+        bits = fmt.components[0].bits
+        plane = frame.planes[0]
+        dtype = np.uint8 if bits <= 8 else np.dtype("<u2")
+        itemsize = np.dtype(dtype).itemsize
+        buf = np.frombuffer(memoryview(plane), dtype=dtype)
+        buf = buf.reshape(plane.height, plane.line_size // itemsize)[:, : plane.width]
+        scale = float((1 << bits) - 1)
+        if name.startswith(("p01", "p21")):
+            # P010/P210 keep the 10 significant bits in the high bits of each word.
+            scale = 65535.0
+        return buf[::STATS_STEP, ::STATS_STEP], scale
+    gray = frame.to_ndarray(format="gray")
+    return gray[::STATS_STEP, ::STATS_STEP], 255.0
+
+
+def _stats(rows: list[tuple[float, float, float, float, float, bool, bool]]) -> FrameStats:
+    cols = list(zip(*rows, strict=True))
+    return FrameStats(
+        pts_s=np.asarray(cols[0], dtype=np.float64),
+        luma_mean=np.asarray(cols[1], dtype=np.float32),
+        luma_std=np.asarray(cols[2], dtype=np.float32),
+        luma_diff=np.asarray(cols[3], dtype=np.float32),
+        dark_fraction=np.asarray(cols[4], dtype=np.float32),
+        keyframe=np.asarray(cols[5], dtype=bool),
+        corrupt=np.asarray(cols[6], dtype=bool),
+    )
+
+
+def _fps(stream: av.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 25.0
+
+
+def _info(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    packets: list[av.Packet],
+    stats: FrameStats,
+    first: av.VideoFrame | None,
+    keyframes_only: bool,
+) -> StreamInfo:
+    ctx = stream.codec_context
+    fps = _fps(stream)
+    n = len(packets)
+    duration = n / fps
+    bits = sum(p.size for p in packets) * 8
+    fmt = first.format if first is not None else None
+    transfer = _TRANSFER_NAMES.get(int(first.color_trc)) if first is not None else None
+    return StreamInfo(
+        codec=ctx.name,
+        profile=ctx.profile,
+        width=int(first.width if first is not None else ctx.width),
+        height=int(first.height if first is not None else ctx.height),
+        fps=fps,
+        pix_fmt=fmt.name if fmt is not None else str(ctx.pix_fmt),
+        bit_depth=int(fmt.components[0].bits) if fmt is not None else 8,
+        color_transfer=transfer,
+        duration_s=duration,
+        bitrate=bits / duration if duration > 0 else 0.0,
+        frame_count=n if keyframes_only else len(stats),
+        keyframe_count=sum(1 for p in packets if p.is_keyframe),
+        container=container.format.name,
+    )

@@ -1,0 +1,146 @@
+"""The messages ingest makes: a Segment as it arrives, a DecodedSegment after PyAV.
+
+Everything downstream (scorers, monitor) imports these; nothing here imports them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One encoded media segment and what its publisher said about it.
+
+    `data` is a complete MPEG-TS / MP4 / Matroska file or a CMAF/fMP4 media
+    fragment; a fragment needs the `init` segment of its rendition to decode.
+    """
+
+    data: bytes
+    stream: str = "default"
+    rendition: str = "default"
+    seq: int = 0
+    bitrate: int | None = None
+    """Declared bitrate in bit/s (the `bitrate` header), if the publisher sent one."""
+    content_type: str | None = None
+    init: bytes | None = None
+    source: str = ""
+    """Where the segment came from (a path, or topic/partition@offset), for error messages."""
+
+    @property
+    def key(self) -> str:
+        """The `<stream>/<rendition>` key used for partitioning and per-rendition state."""
+        return f"{self.stream}/{self.rendition}"
+
+    @property
+    def segment_id(self) -> str:
+        """Stable id: a re-delivered segment gets the same id, so duplicates are recognisable."""
+        return f"{self.stream}/{self.rendition}/{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    fps: float
+    pix_fmt: str
+    bit_depth: int
+    color_transfer: str | None
+    duration_s: float
+    bitrate: float
+    """Measured: bits of video packets over the segment's duration, in bit/s."""
+    frame_count: int
+    keyframe_count: int
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameStats:
+    """Cheap luma statistics for every decoded frame (index-aligned arrays).
+
+    Values are on a 0-1 scale of the full code range, whatever the bit depth.
+    `luma_diff[i]` is the mean absolute difference to frame i-1 (NaN for the first).
+    """
+
+    pts_s: npt.NDArray[np.float64]
+    luma_mean: FloatArray
+    luma_std: FloatArray
+    luma_diff: FloatArray
+    dark_fraction: FloatArray
+    """Fraction of pixels darker than the configured black pixel threshold."""
+    keyframe: BoolArray
+    corrupt: BoolArray
+
+    def __len__(self) -> int:
+        return len(self.pts_s)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledFrame:
+    index: int
+    """Position of the frame in decode (presentation) order within the segment."""
+    pts_s: float
+    keyframe: bool
+    rgb: npt.NDArray[np.uint8]
+    """H x W x 3, native resolution."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedSegment:
+    segment: Segment
+    info: StreamInfo
+    frames: tuple[SampledFrame, ...]
+    stats: FrameStats
+    decode_errors: int
+    """Packets the decoder rejected outright."""
+    corrupt_frames: int
+    """Frames the decoder output but flagged corrupt (concealed errors)."""
+    decode_seconds: float
+    errors: tuple[str, ...] = field(default=())
+    """Short descriptions of decode problems, for evidence and logs."""
+
+
+class IngestError(Exception):
+    """A segment that cannot be turned into a DecodedSegment.
+
+    `reason` is a short stable code (a metric label and dead-letter reason);
+    the message says what is wrong and how to fix it.
+    """
+
+    reason = "ingest_error"
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+
+class DecodeError(IngestError):
+    reason = "decode_error"
+
+
+class EmptySegment(DecodeError):
+    reason = "empty"
+
+
+class NoVideoStream(DecodeError):
+    reason = "no_video"
+
+
+class MissingInitSegment(DecodeError):
+    reason = "missing_init"
+
+
+class LimitExceeded(IngestError):
+    reason = "limit_exceeded"
+
+
+class DecodeTimeout(LimitExceeded):
+    reason = "decode_timeout"
