@@ -22,6 +22,7 @@ Frames = Sequence[RGB]
 TS_PACKET = 188
 TS_SYNC = 0x47
 _NULL_PID = 0x1FFF
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # PMT stream_type values of video codecs (ISO 13818-1 table 2-34 and registrations).
 _VIDEO_STREAM_TYPES = {0x01, 0x02, 0x10, 0x1B, 0x20, 0x24, 0x33, 0xD1, 0xEA}
 
@@ -94,16 +95,24 @@ def noise(frames: Frames, sigma: float, seed: int = 0) -> list[RGB]:
 
 
 def banding(frames: Frames, levels: int) -> list[RGB]:
-    """Quantise each channel to `levels` evenly spaced values (2-256).
+    """Quantise luma to `levels` evenly spaced values (2-256), keeping chroma.
 
     On smooth gradients this makes flat bands separated by visible steps, the way a
-    low bit depth or an over-eager encoder does.
+    low bit depth or an over-eager encoder does. Luma (BT.601), not each RGB channel,
+    is quantised: channels quantised separately step at different places and their
+    luma steps come out smaller and irregular, unlike the contouring seen in video.
     """
     if not 2 <= levels <= 256:
         raise ValueError(f"banding levels must be within 2..256, got {levels}")
     _check_frames(frames)
     step = 255.0 / (levels - 1)
-    return [_to_uint8(np.rint(f.astype(np.float32) / step) * step) for f in frames]
+    out = []
+    for f in frames:
+        rgb = f.astype(np.float32)
+        luma = rgb @ _LUMA
+        shift = np.rint(luma / step) * step - luma
+        out.append(_to_uint8(rgb + shift[:, :, None]))
+    return out
 
 
 def _check_span(frames: Frames, start: int, length: int, what: str) -> None:
