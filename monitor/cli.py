@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules; each defines add_parser(subparsers) that sets `func` on its parser.
-COMMANDS = ("monitor.score",)
+COMMANDS = ("monitor.score", "monitor.run", "monitor.checkconfig")
 
 
 def build_parser() -> argparse.ArgumentParser:

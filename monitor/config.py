@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
 from ingest.config import DecodeConfig, StrictModel
+from ingest.kafka import KafkaConfig
+from monitor import yamlconf
+from monitor.sections import (
+    FeedConfig,
+    HttpConfig,
+    IngestConfig,
+    LoggingConfig,
+    OutputsConfig,
+    PipelineConfig,
+)
 from scorers.artifacts import ArtifactsConfig
 from scorers.backends import ScorerConfig
 
@@ -34,24 +44,34 @@ class Config(StrictModel):
         description="Screen-path scorers run on every segment, in order; verdicts are merged.",
     )
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    feed: FeedConfig = Field(default_factory=FeedConfig)
 
 
-def load_config(path: Path | None) -> Config:
-    """Read and validate a YAML config; no path means the built-in defaults."""
-    if path is None:
-        return Config()
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config; no path means the built-in defaults.
+
+    Environment variables VQMON_SECTION__KEY (e.g. VQMON_KAFKA__SASL_PASSWORD) override
+    the file, so secrets need not be written in it. Errors name the YAML line.
+    """
+    text, name = "", "<defaults>"
+    if path is not None:
+        name = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        doc = yamlconf.load(text, name)
+        doc.apply_env(os.environ if env is None else env)
+    except yamlconf.YamlError as exc:
+        raise ConfigError(str(exc)) from exc
     try:
-        raw: Any = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    try:
-        return Config.model_validate(raw)
+        return Config.model_validate(doc.data)
     except ValidationError as exc:
-        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError(doc.explain(exc, Config)) from exc

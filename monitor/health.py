@@ -1,0 +1,84 @@
+"""HTTP endpoints: /metrics (Prometheus text), /healthz (the loop turns), /readyz (serving)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HealthState:
+    """Updated by the daemon's main loop; read by the HTTP threads."""
+
+    def __init__(self, stall_after_s: float) -> None:
+        self.stall_after_s = stall_after_s
+        self.last_tick = time.monotonic()
+        self.ready = False
+        self.reason = "starting"
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def healthy(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self.last_tick
+        if idle > self.stall_after_s:
+            return False, f"main loop stalled for {idle:.0f}s"
+        return True, "ok"
+
+
+class HealthServer:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, state: HealthState
+    ) -> None:
+        handler = _handler(registry, state)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="vqmon-http", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> HealthServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(
+    registry: CollectorRegistry, state: HealthState
+) -> Callable[..., BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, why = state.healthy()
+                self._reply(200 if ok else 503, why.encode() + b"\n")
+            elif path == "/readyz":
+                ok = state.ready and state.healthy()[0]
+                self._reply(200 if ok else 503, (state.reason + "\n").encode())
+            else:
+                self._reply(404, b"try /metrics, /healthz or /readyz\n")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every few seconds would drown the logs
+
+    return Handler

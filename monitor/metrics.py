@@ -1,0 +1,133 @@
+"""Prometheus metrics of the daemon, on a registry passed in (tests use a fresh one).
+
+Base units, `_total` counters, histograms for latency; labels only stream, rendition,
+reason, stage and partition, never segment ids. Stream/rendition label values are
+capped (`max_series`): past the cap new ones are reported as "other".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scorers.types import Verdict
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+STAGES = ("queue", "decode", "score", "produce", "total")
+QUEUES = ("intake", "decode", "score", "produce")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, *, max_series: int = 1000) -> None:
+        self.registry = registry
+        self.max_series = max_series
+        self._series: set[tuple[str, str]] = set()
+        self.segments = Counter(
+            "vqmon_segments_processed",
+            "Segments finished, by reason: ok (screened, verdict published), init (CMAF init "
+            "segment cached) or the dead-letter reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "vqmon_stage_duration_seconds",
+            "Time a segment spent in each pipeline stage (queue: polled until a decode worker "
+            "took it; total: polled until every output was acknowledged).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "vqmon_queue_depth",
+            "Segments waiting in or occupying each stage.",
+            ["stage"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "vqmon_paused_partitions",
+            "Input partitions paused because the pipeline is full.",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "vqmon_consumer_lag",
+            "Messages behind the partition's high watermark, counted from the next offset "
+            "to commit.",
+            ["partition"],
+            registry=registry,
+        )
+        self.mos = Gauge(
+            "vqmon_quality_mos",
+            "MOS (1-5) of the latest segment screened; absent until a quality scorer runs.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+        self.active_flags = Gauge(
+            "vqmon_active_flags",
+            "Flags in the latest verdict of each stream and rendition.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+        self.flags = Counter(
+            "vqmon_flags",
+            "Flags raised, by kind (black, freeze, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "vqmon_dead_letters",
+            "Messages sent to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.decode_errors = Counter(
+            "vqmon_decode_errors",
+            "Packets the decoder rejected inside segments that still decoded.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+        self.corrupt_frames = Counter(
+            "vqmon_corrupt_frames",
+            "Frames the decoder output but marked corrupt.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+        self.worker_restarts = Counter(
+            "vqmon_decode_worker_restarts",
+            "Decode workers killed and replaced, by reason (decode_timeout, decoder_crashed).",
+            ["reason"],
+            registry=registry,
+        )
+        self.producer_resets = Counter(
+            "vqmon_producer_resets",
+            "Times the Kafka producer was recreated after a delivery failure.",
+            registry=registry,
+        )
+        self.commits = Counter(
+            "vqmon_offset_commits",
+            "Offset commits acknowledged by the group coordinator.",
+            registry=registry,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        for q in QUEUES:
+            self.queue_depth.labels(q).set(0)
+
+    def labels(self, stream: str, rendition: str) -> tuple[str, str]:
+        key = (stream, rendition)
+        if key in self._series:
+            return key
+        if len(self._series) < self.max_series:
+            self._series.add(key)
+            return key
+        return ("other", "other")
+
+    def observe_verdict(self, verdict: Verdict, decode_errors: int, corrupt_frames: int) -> None:
+        s, r = self.labels(verdict.stream, verdict.rendition)
+        if verdict.mos is not None:
+            self.mos.labels(s, r).set(verdict.mos)
+        self.active_flags.labels(s, r).set(len(verdict.flags))
+        for flag in verdict.flags:
+            self.flags.labels(flag.kind).inc()
+        if decode_errors:
+            self.decode_errors.labels(s, r).inc(decode_errors)
+        if corrupt_frames:
+            self.corrupt_frames.labels(s, r).inc(corrupt_frames)

@@ -1,0 +1,163 @@
+"""`vqmon run --config FILE [--role screen|diagnose|all] [--duration S]`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from ingest import kafka as kafka_io
+from ingest.broker import BrokerError, EmbeddedBroker
+from monitor import logs
+from monitor.config import Config, ConfigError, load_config
+from monitor.feed import Feed
+from monitor.health import HealthServer, HealthState
+from monitor.metrics import Metrics
+from monitor.pipeline import Daemon, Summary
+from monitor.sdnotify import Notifier
+from monitor.workers import WorkerPoolFailed
+from scorers.types import ScorerError
+
+log = logging.getLogger("vqmon.run")
+
+ROLES = ("screen", "diagnose", "all")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the monitoring daemon",
+        description="Consume segments from Kafka, screen every one, publish verdicts, alerts "
+        "and dead letters; serve /metrics, /healthz and /readyz. Stops cleanly on SIGTERM.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        default="screen",
+        help="screen: score every segment; diagnose: VLM diagnosis (not available yet); "
+        "all: every role available",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this many seconds and print a summary (for trying it out)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.role == "diagnose":
+        print(
+            "vqmon run: the diagnose role (VLM diagnosis of escalated segments) is not "
+            "available yet; run --role screen (or all, which runs screen)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"vqmon run: invalid config:\n{exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.logging.level, config.logging.format)
+    try:
+        summary = serve(config, duration_s=args.duration)
+    except (BrokerError, ScorerError, WorkerPoolFailed) as exc:
+        log.error("cannot run", extra={"error": str(exc)})
+        print(f"vqmon run: {exc}", file=sys.stderr)
+        return 1
+    if args.duration is not None:
+        print(render_summary(summary, config), flush=True)
+    return 0
+
+
+def serve(
+    config: Config,
+    *,
+    duration_s: float | None = None,
+    registry: CollectorRegistry | None = None,
+    notifier: Notifier | None = None,
+) -> Summary:
+    """Start what the config asks for (embedded broker, feed, HTTP), run the daemon, stop."""
+    registry = registry or CollectorRegistry()
+    notifier = notifier or Notifier()
+    metrics = Metrics(registry)
+    health = HealthState(config.http.stall_after_s)
+    with ExitStack() as stack:
+        bootstrap = list(config.kafka.bootstrap_servers)
+        embedded = config.kafka.use_embedded
+        if embedded:
+            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap = [broker.bootstrap_servers]
+            log.info("embedded broker started", extra={"bootstrap": broker.bootstrap_servers})
+        elif not bootstrap:
+            raise BrokerError(
+                "kafka.bootstrap_servers is empty and kafka.embedded is false; set one of them"
+            )
+        if config.http.enabled:
+            server = HealthServer(config.http.host, config.http.port, registry, health).start()
+            stack.callback(server.stop)
+            log.info("http listening", extra={"address": "{}:{}".format(*server.address)})
+        daemon = Daemon(
+            config,
+            bootstrap,
+            metrics,
+            health,
+            notify=notifier.status,
+            watchdog=notifier.watchdog,
+        )
+        _install_signals(daemon)
+        if config.feed.enabled is True or (config.feed.enabled == "auto" and embedded):
+            if config.kafka.create_topics:
+                kafka_io.ensure_topics(config.kafka, bootstrap, [config.kafka.topics.segments])
+            producer = kafka_io.make_producer(config.kafka, bootstrap)
+            feed = Feed(config.feed, producer, config.kafka.topics.segments).start()
+            stack.callback(_stop_feed, feed, daemon.summary)
+            log.info("synthetic feed publishing", extra={"topic": config.kafka.topics.segments})
+        notifier.ready("screening")
+        try:
+            return daemon.run(duration_s)
+        finally:
+            notifier.stopping()
+
+
+def _stop_feed(feed: Feed, summary: Summary) -> None:
+    feed.stop()
+    summary.published = feed.published
+
+
+def _install_signals(daemon: Daemon) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received: stopping", extra={"signal": signal.Signals(signum).name})
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def render_summary(summary: Summary, config: Config) -> str:
+    s = summary.to_json()
+    topics = config.kafka.topics
+    dead = {k: v for k, v in s["results"].items() if k not in ("ok", "init")}
+    lines = [
+        f"vqmon: screened {s['screened']} segments of {s['streams']} streams "
+        f"({s['renditions']} renditions) in {s['seconds']:.0f} s",
+        "  flags: " + (", ".join(f"{k} x{v}" for k, v in sorted(s["flags"].items())) or "none"),
+        "  dead letters: " + (", ".join(f"{k} x{v}" for k, v in dead.items()) or "none"),
+        f"  verdicts on {topics.verdicts}, alerts on {topics.alerts}, "
+        f"dead letters on {topics.dead_letter}",
+    ]
+    if "published" in s:
+        lines.insert(1, f"  synthetic feed published {s['published']} segments")
+    if s["handed_back"]:
+        lines.append(f"  {s['handed_back']} in-flight segments handed back uncommitted")
+    lines.append("  summary: " + json.dumps(s))
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Config sections of the daemon (`vqmon run`): pipeline, outputs, HTTP, logging, demo feed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ingest.config import StrictModel
+from ingest.reference import ReferenceConfig
+
+
+class IngestConfig(StrictModel):
+    references: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    init_cache_entries: int = Field(
+        10000, ge=1, description="CMAF init segments kept (one per stream/rendition)."
+    )
+
+
+class PipelineConfig(StrictModel):
+    decode_workers: int = Field(
+        2, ge=1, le=256, description="Decode worker processes (about one per core)."
+    )
+    worker_prefetch: int = Field(
+        2, ge=1, le=16, description="Segments queued at each worker so it never waits."
+    )
+    intake_queue: int = Field(
+        32,
+        ge=1,
+        le=100000,
+        description="Polled segments waiting for a decode worker. When full, the consumer "
+        "pauses its partitions (nothing is dropped) and resumes at half.",
+    )
+    score_queue: int = Field(
+        16, ge=1, le=100000, description="Decoded segments waiting for the scorers."
+    )
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Segments polled but not yet acknowledged by the broker; above it the "
+        "partitions pause too (e.g. while the output topics are unreachable).",
+    )
+    batch_size: int = Field(8, ge=1, le=1024, description="Most segments scored in one batch.")
+    batch_wait_s: float = Field(
+        0.02, ge=0, le=5, description="How long the scorer waits to fill a batch."
+    )
+    watchdog_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="A decode worker busy longer than decode.limits.decode_timeout_s plus this "
+        "(plus the reference timeout) is killed and restarted; the segment is dead-lettered.",
+    )
+    max_worker_restarts: int = Field(
+        20,
+        ge=0,
+        description="Worker restarts allowed per restart_window_s before the daemon gives up "
+        "(exit 1, so systemd restarts it).",
+    )
+    restart_window_s: float = Field(300.0, gt=0, description="Window for max_worker_restarts.")
+    commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Least time between offset commits."
+    )
+    shutdown_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, how long to finish in-flight segments before handing the "
+        "rest back to the group uncommitted.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        check_queues(self)
+        return self
+
+
+def check_queues(cfg: PipelineConfig) -> None:
+    floor = cfg.intake_queue + cfg.decode_workers * cfg.worker_prefetch + cfg.score_queue
+    if cfg.max_in_flight < floor:
+        raise ValueError(
+            f"max_in_flight={cfg.max_in_flight} is below intake_queue + decode_workers x "
+            f"worker_prefetch + score_queue = {floor}; raise it to at least {floor}"
+        )
+
+
+class AlertsConfig(StrictModel):
+    enabled: bool = Field(True, description="Publish alerts to the alerts topic.")
+    min_severity: float = Field(
+        0.5, ge=0, le=1, description="A flag at or above this severity becomes an alert."
+    )
+    mos_below: float | None = Field(
+        None, ge=1, le=5, description="Also alert when a segment's MOS is below this (1-5)."
+    )
+
+
+class OutputsConfig(StrictModel):
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    dead_letter_max_value_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="Bytes of the original value copied into a dead letter (base64); a longer "
+        "value is cut and marked value_truncated.",
+    )
+
+
+class HttpConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
+    port: int = Field(9464, ge=0, le=65535, description="Port; 0 picks a free one.")
+    stall_after_s: float = Field(
+        60.0, gt=0, description="/healthz fails when the main loop has not turned for this long."
+    )
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line (for journald/Loki); text: readable."
+    )
+
+
+class FeedConfig(StrictModel):
+    """A built-in synthetic publisher: real H.264 segments, for trying vqmon without a source."""
+
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="Publish synthetic segments to the segments topic while running; 'auto' "
+        "does so only with the embedded broker (never into a real cluster).",
+    )
+    streams: int = Field(2, ge=1, le=100, description="Number of synthetic streams.")
+    renditions: list[str] = Field(
+        default_factory=lambda: ["320x180", "640x360"],
+        description="Renditions of every stream, as WIDTHxHEIGHT.",
+    )
+    segment_seconds: float = Field(2.0, gt=0, le=10, description="Media length of a segment.")
+    speed: float = Field(
+        4.0,
+        gt=0,
+        le=1000,
+        description="Publishing rate as a multiple of real time (1 = live pacing).",
+    )
+    black_every: int = Field(
+        5, ge=0, description="Every Nth segment of the first stream is black (0: never)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedConfig:
+        for r in self.renditions:
+            w, _, h = r.partition("x")
+            if not (w.isdigit() and h.isdigit() and int(w) >= 16 and int(h) >= 16):
+                raise ValueError(f"rendition {r!r} must look like 640x360 (WIDTHxHEIGHT, >= 16)")
+        return self
