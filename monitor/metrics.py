@@ -47,6 +47,11 @@ class Metrics:
             "Input partitions paused because the pipeline is full.",
             registry=registry,
         )
+        self.assigned = Gauge(
+            "vqmon_assigned_partitions",
+            "Input partitions assigned to this member of the consumer group.",
+            registry=registry,
+        )
         self.lag = Gauge(
             "vqmon_consumer_lag",
             "Messages behind the partition's high watermark, counted from the next offset "

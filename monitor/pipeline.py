@@ -270,7 +270,9 @@ class Daemon:
         for tp, batch in records.items():
             for record in batch:
                 self._intake(tp, record)
-        ready = bool(self._consumer.assignment())
+        assignment = self._consumer.assignment()
+        self.metrics.assigned.set(len(assignment))
+        ready = bool(assignment)
         self.health.ready = ready
         self.health.reason = "ok" if ready else "waiting for a partition assignment"
 
