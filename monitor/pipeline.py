@@ -459,11 +459,11 @@ class Daemon:
         if full and not self._paused and assigned:
             self._consumer.pause(*assigned)
             self._paused = True
-            log.info("pipeline full: partitions paused", extra={"intake": len(self.intake)})
+            log.debug("pipeline full: partitions paused", extra={"intake": len(self.intake)})
         elif self._paused and calm and not self._stop.is_set():
             self._consumer.resume(*assigned)
             self._paused = False
-            log.info("partitions resumed", extra={"intake": len(self.intake)})
+            log.debug("partitions resumed", extra={"intake": len(self.intake)})
         self.metrics.paused.set(len(self._consumer.paused()))
 
     def _gauges(self) -> None:
@@ -484,6 +484,8 @@ class Daemon:
     def revoked(self, partitions: list[TopicPartition]) -> None:
         """Finish what is in flight for `partitions` (bounded), commit it, hand back the rest."""
         gone = set(partitions)
+        if not gone:
+            return
         handed = [i for i in self.intake if i.tp in gone]
         self.intake = collections.deque(i for i in self.intake if i.tp not in gone)
         for item in handed:
