@@ -50,8 +50,14 @@ class Outcome:
     seconds: float = 0.0
 
 
+Runner = Callable[[int, SegmentJob, DecodeConfig, ReferenceConfig], Any]
+
+
 def _worker_main(
-    conn: multiprocessing.connection.Connection, decode_cfg: DecodeConfig, ref_cfg: ReferenceConfig
+    conn: multiprocessing.connection.Connection,
+    decode_cfg: DecodeConfig,
+    ref_cfg: ReferenceConfig,
+    runner: Runner,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     while True:
@@ -62,10 +68,12 @@ def _worker_main(
         if msg is None:
             return
         job_id, job = msg
-        conn.send(_run(job_id, job, decode_cfg, ref_cfg))
+        conn.send(runner(job_id, job, decode_cfg, ref_cfg))
 
 
-def _run(job_id: int, job: SegmentJob, decode_cfg: DecodeConfig, ref_cfg: ReferenceConfig) -> Any:
+def run_job(
+    job_id: int, job: SegmentJob, decode_cfg: DecodeConfig, ref_cfg: ReferenceConfig
+) -> Any:
     started = time.monotonic()
     seg = job.segment
     try:
@@ -104,7 +112,10 @@ class DecodePool:
         max_restarts: int,
         restart_window_s: float,
         on_restart: Callable[[str], None] | None = None,
+        runner: Runner | None = None,
     ) -> None:
+        """`runner` (a module-level function, for tests) replaces decode in the workers."""
+        self.runner = runner or run_job
         self.prefetch = prefetch
         self.decode_cfg = decode_cfg
         self.ref_cfg = ref_cfg
@@ -120,7 +131,7 @@ class DecodePool:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.decode_cfg, self.ref_cfg),
+            args=(child, self.decode_cfg, self.ref_cfg, self.runner),
             name="vqmon-decode",
             daemon=True,
         )
