@@ -1,0 +1,247 @@
+"""Artifact detectors on real encodes: each impairment at graded strength fires with rising
+severity, clean encodes of every pattern on both codecs stay quiet, and every registered
+scorer backend keeps the scorer contract.
+
+Impairments are injected into RGB frames (ingest.impair) or into the MPEG-TS bytes, then
+encoded with FFmpeg's encoders and decoded with ingest.decode, so the detectors see what
+they see in production: coded, deblocked, 4:2:0 video.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import scorers.backends  # noqa: F401  (registers the backends)
+from ingest import impair
+from ingest.decode import decode
+from ingest.synth import PATTERNS, EncodeSettings, encode, pattern_frames
+from ingest.types import DecodedSegment, Segment
+from scorers import artifacts, registry
+from scorers.artifacts import ArtifactsConfig, ArtifactScorer
+from scorers.types import Flag
+
+RGB = np.ndarray
+SMALL = (320, 180)
+
+
+@cache
+def _frames(kind: str, size: tuple[int, int], count: int) -> tuple[RGB, ...]:
+    return tuple(pattern_frames(kind, size[0], size[1], count, seed=2))
+
+
+def _decoded(frames: Sequence[RGB], *, codec: str = "libx264", crf: int = 20) -> DecodedSegment:
+    data = encode(frames, EncodeSettings(codec=codec, crf=crf))
+    return decode(Segment(data, stream="t", seq=crf))
+
+
+def _flags(decoded: DecodedSegment) -> dict[str, Flag]:
+    return {f.kind: f for f in ArtifactScorer(ArtifactsConfig()).detect(decoded)}
+
+
+def _graded(kind: str, decoded: list[DecodedSegment], *, also: Sequence[str] = ()) -> list[float]:
+    """Severities of `kind` over increasing strength: all flagged and strictly rising."""
+    flags = [_flags(d) for d in decoded]
+    missing = [i for i, f in enumerate(flags) if kind not in f]
+    assert not missing, f"{kind} not flagged at strength levels {missing}: {flags}"
+    sev = [f[kind].severity for f in flags]
+    assert all(a < b for a, b in itertools.pairwise(sev)), f"{kind} severities {sev}"
+    for f in flags:
+        _check_flag(f[kind])
+        assert set(f) <= {kind, *also}, f"unexpected flags {sorted(f)} for {kind}"
+    return sev
+
+
+def _check_flag(flag: Flag) -> None:
+    assert 0 <= flag.severity <= 1
+    assert flag.start_s >= 0 and flag.duration_s > 0
+    assert flag.evidence and all(math.isfinite(v) for v in flag.evidence.values())
+
+
+# --- clean controls ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+@pytest.mark.parametrize("kind", PATTERNS)
+def test_clean_encodes_stay_quiet(kind: str, codec: str) -> None:
+    crf = 18 if codec == "libx264" else 23
+    decoded = _decoded(_frames(kind, SMALL, 25), codec=codec, crf=crf)
+    assert _flags(decoded) == {}
+
+
+@pytest.mark.parametrize("kind", ["scene", "gradient"])
+def test_clean_larger_frames_stay_quiet(kind: str) -> None:
+    decoded = _decoded(_frames(kind, (480, 270), 25), crf=23)
+    assert _flags(decoded) == {}
+
+
+# --- graded impairments ------------------------------------------------------------------
+
+
+def test_black_run_grows_with_its_length() -> None:
+    base = _frames("scene", SMALL, 50)
+    runs = [impair.black(base, 10, n) for n in (15, 25, 40)]
+    sev = _graded("black", [_decoded(f) for f in runs])
+    # Severity is the share of the segment: 15, 25 and 40 of 50 frames.
+    assert sev == pytest.approx([0.3, 0.5, 0.8], abs=0.05)
+
+
+def test_frozen_run_grows_with_its_length() -> None:
+    base = _frames("scene", SMALL, 50)
+    runs = [impair.freeze(base, 10, n) for n in (15, 25, 40)]
+    decoded = [_decoded(f) for f in runs]
+    sev = _graded("freeze", decoded)
+    assert sev == pytest.approx([0.3, 0.5, 0.8], abs=0.05)
+    # The run starts at frame 10 (media time; MPEG-TS timestamps need not start at 0).
+    assert _flags(decoded[1])["freeze"].start_s == pytest.approx(decoded[1].stats.pts_s[10])
+
+
+def test_heavy_quantisation_is_blocky() -> None:
+    base = _frames("gradient", SMALL, 25)
+    decoded = [_decoded(base, crf=crf) for crf in (40, 46, 51)]
+    # Heavy quantisation also smooths detail and makes contours: blur and banding may join.
+    _graded("blockiness", decoded, also=("blur", "banding"))
+
+
+def test_blur_grows_with_sigma() -> None:
+    base = _frames("scene", SMALL, 25)
+    _graded("blur", [_decoded(impair.blur(base, s)) for s in (1.5, 2.5, 4.0)])
+
+
+def test_noise_grows_with_sigma() -> None:
+    base = _frames("scene", SMALL, 25)
+    decoded = [_decoded(impair.noise(base, s, seed=3)) for s in (8, 14, 24)]
+    _graded("noise", decoded)
+    sigma = [_flags(d)["noise"].evidence["score"] for d in decoded]
+    assert sigma[0] > 2 and sigma[-1] > 10  # estimates in luma codes, after the encoder
+
+
+def test_banding_grows_with_fewer_levels() -> None:
+    base = _frames("scene", (480, 270), 25)
+    _graded("banding", [_decoded(impair.banding(base, n)) for n in (32, 24, 16)])
+
+
+@pytest.fixture(scope="module")
+def scene_ts() -> bytes:
+    return encode(_frames("scene", SMALL, 50), EncodeSettings(codec="libx264", crf=23))
+
+
+def test_corrupt_packets_grow_corruption(scene_ts: bytes) -> None:
+    decoded = [
+        decode(Segment(impair.corrupt_packets(scene_ts, fraction, seed=1)))
+        for fraction in (0.02, 0.1, 0.3)
+    ]
+    # Concealment also breaks the picture: blockiness, blur and noise may be found too.
+    _graded("corruption", decoded, also=("blockiness", "blur", "noise", "banding", "freeze"))
+    assert _flags(decoded[0])["corruption"].evidence["corrupt_frames"] >= 1
+
+
+def test_dropped_packets_in_hevc_show_as_missing_frames() -> None:
+    data = encode(_frames("scene", SMALL, 50), EncodeSettings(codec="libx265", crf=23))
+    decoded = decode(Segment(impair.corrupt_packets(data, 0.1, seed=5, mode="drop")))
+    flag = _flags(decoded)["corruption"]
+    # FFmpeg's HEVC decoder does not mark concealed frames; lost frames leave pts gaps.
+    assert flag.evidence["missing_frames"] > 0
+    _check_flag(flag)
+
+
+def test_clean_decode_has_no_corruption(scene_ts: bytes) -> None:
+    decoded = decode(Segment(scene_ts))
+    assert artifacts.detect_corruption(decoded, artifacts.CorruptionConfig()) is None
+
+
+# --- detector details --------------------------------------------------------------------
+
+
+def _with_luma_diff(decoded: DecodedSegment, diff: np.ndarray) -> DecodedSegment:
+    stats = dataclasses.replace(decoded.stats, luma_diff=diff.astype(np.float32))
+    return dataclasses.replace(decoded, stats=stats)
+
+
+def test_freeze_ignores_alternating_still_frames(scene_ts: bytes) -> None:
+    # Slow motion sampled on the 1-in-4 stats grid changes only every other frame; that
+    # is motion, not a freeze (it used to be joined into one long run).
+    decoded = decode(Segment(scene_ts))
+    alternating = np.where(np.arange(50) % 2 == 1, 0.0002, 0.005)
+    cfg = artifacts.FreezeConfig()
+    assert artifacts.detect_freeze(_with_luma_diff(decoded, alternating), cfg) is None
+    held = np.where((np.arange(50) >= 20) & (np.arange(50) < 40), 0.0, 0.005)
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, held), cfg)
+    assert flag is not None and flag.evidence["run_frames"] == 21  # 20 repeats of frame 19
+
+
+def test_black_run_is_not_also_a_freeze() -> None:
+    decoded = _decoded(impair.black(_frames("scene", SMALL, 50), 5, 30))
+    assert set(_flags(decoded)) == {"black"}
+
+
+def test_disabled_detectors_stay_silent() -> None:
+    decoded = _decoded(impair.noise(_frames("scene", SMALL, 25), 24, seed=3))
+    off = ArtifactsConfig.model_validate({"noise": {"enabled": False}})
+    assert "noise" in _flags(decoded)
+    assert all(f.kind != "noise" for f in ArtifactScorer(off).detect(decoded))
+
+
+def test_config_is_strict_and_documented() -> None:
+    with pytest.raises(ValidationError):
+        ArtifactsConfig.model_validate({"blur": {"treshold": 0.5}})
+    sections = [
+        artifacts.BlockinessConfig,
+        artifacts.BlurConfig,
+        artifacts.NoiseConfig,
+        artifacts.BandingConfig,
+        artifacts.CorruptionConfig,
+    ]
+    for section in sections:
+        for name, field in section.model_fields.items():
+            assert name == "enabled" or field.description, f"{section.__name__}.{name}"
+
+
+def test_strips_cover_a_fixed_budget_at_any_resolution() -> None:
+    for size in (SMALL, (1280, 720)):
+        decoded = _decoded(_frames("gradient", size, 4))
+        for s in artifacts.luma_strips(decoded):
+            assert s.rows.shape[1:] == (16, size[0]) and s.cols.shape[1:] == (16, size[1])
+            pixels = s.rows.size + s.cols.size
+            assert pixels <= max(131072, 16 * (size[0] + size[1]))
+
+
+# --- the scorer contract, for every registered backend -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_segments(scene_ts: bytes) -> list[DecodedSegment]:
+    return [
+        decode(Segment(scene_ts, stream="a", rendition="720p", seq=1)),
+        decode(Segment(scene_ts, stream="b", rendition="360p", seq=2)),
+    ]
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_backend_keeps_the_scorer_contract(
+    name: str, two_segments: list[DecodedSegment]
+) -> None:
+    backend = registry.get(name)
+    scorer = registry.build(backend.config())
+    try:
+        verdicts = scorer.score(two_segments)
+        assert [v.segment_id for v in verdicts] == [d.segment.segment_id for d in two_segments]
+        for v in verdicts:
+            assert f"{scorer.name}@{scorer.version}" in v.scorers
+            assert v.mos is None or 1 <= v.mos <= 5
+            for flag in v.flags:
+                _check_flag(flag)
+    finally:
+        scorer.close()
+
+
+def test_registry_suggests_close_names() -> None:
+    with pytest.raises(Exception, match="artifacts"):
+        registry.get("artefacts")
