@@ -708,20 +708,22 @@ class ArtifactScorer:
     def detect(self, decoded: DecodedSegment) -> list[Flag]:
         """Every enabled detector; the luma strips are read once and shared."""
         cfg = self.config
-        found = [
+        found: list[Flag | None] = [
             detect_black(decoded, cfg.black) if cfg.black.enabled else None,
             detect_freeze(decoded, cfg.freeze) if cfg.freeze.enabled else None,
             detect_corruption(decoded, cfg.corruption) if cfg.corruption.enabled else None,
         ]
-        picture = [
-            (cfg.blockiness, detect_blockiness),
-            (cfg.blur, detect_blur),
-            (cfg.noise, detect_noise),
-            (cfg.banding, detect_banding),
-        ]
-        if any(c.enabled for c, _ in picture) and decoded.frames:
+        picture = (cfg.blockiness, cfg.blur, cfg.noise, cfg.banding)
+        if any(c.enabled for c in picture) and decoded.frames:
             strips = luma_strips(decoded, cfg.analysis)
-            found += [fn(decoded, c, strips) for c, fn in picture if c.enabled]  # type: ignore[operator]
+            if cfg.blockiness.enabled:
+                found.append(detect_blockiness(decoded, cfg.blockiness, strips))
+            if cfg.blur.enabled:
+                found.append(detect_blur(decoded, cfg.blur, strips))
+            if cfg.noise.enabled:
+                found.append(detect_noise(decoded, cfg.noise, strips))
+            if cfg.banding.enabled:
+                found.append(detect_banding(decoded, cfg.banding, strips))
         return [f for f in found if f is not None]
 
     def score_one(self, decoded: DecodedSegment) -> Verdict:
