@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules; each defines add_parser(subparsers) that sets `func` on its parser.
-COMMANDS = ("monitor.score", "monitor.run", "monitor.checkconfig")
+COMMANDS = (
+    "monitor.score",
+    "monitor.run",
+    "monitor.checkconfig",
+    "monitor.train",
+    "monitor.eval",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,134 @@
+"""`vqmon train corpus|distill`: build a teacher-labelled corpus, train and export the student.
+
+Needs the train extra (`pip install vqmon[train]`): torch, onnx, scikit-image, scipy,
+imageio-ffmpeg, matplotlib. Imported lazily so the daemon never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "train",
+        help="build a training corpus or train the distilled scorer",
+        description="Train the distilled no-reference scorer (needs the 'train' extra).",
+    )
+    tsub = p.add_subparsers(dest="train_command", metavar="STEP", required=True)
+
+    c = tsub.add_parser(
+        "corpus",
+        help="render content, impair it, label it with a full-reference teacher",
+        description="Build a corpus directory: one .npz of labelled fragment mosaics per source "
+        "(resumable: existing sources are skipped).",
+    )
+    c.add_argument("--out", type=Path, default=Path("out/corpus/train"), help="corpus directory")
+    c.add_argument("--split", choices=("train", "bench"), default="train")
+    c.add_argument("--teacher", choices=("auto", "vmaf", "ssim"), default="auto")
+    c.add_argument("--sources", nargs="*", help="source names (default: the split's list)")
+    c.add_argument("--frames-per-variant", type=int, default=4)
+    c.add_argument("--workers", type=int, default=1, help="processes (one source each)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=run_corpus)
+
+    d = tsub.add_parser(
+        "distill",
+        help="train the student on a corpus and export it to ONNX",
+        description="Train (deterministic given --seed), write report.json, loss.png, "
+        "student.pt and student.onnx into --out; check ONNX Runtime against torch.",
+    )
+    d.add_argument("--corpus", type=Path, default=Path("out/corpus/train"))
+    d.add_argument("--out", type=Path, default=Path("out/distill"))
+    d.add_argument("--epochs", type=int, default=24)
+    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    d.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    d.add_argument("--version", default="1.0", help="model version written into the ONNX file")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=run_distill)
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    from scorers.train.corpus import build
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    lines = build(
+        args.out,
+        split=args.split,
+        sources=args.sources or None,
+        teacher=args.teacher,
+        seed=args.seed,
+        workers=args.workers,
+        frames_per_variant=args.frames_per_variant,
+    )
+    failed = [line for line in lines if "FAILED" in line]
+    print(f"corpus {args.out}: {len(lines) - len(failed)} sources ok, {len(failed)} failed")
+    for line in failed:
+        print(line, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from scorers.train.corpus import load
+    from scorers.train.distill import TrainConfig, load_checkpoint, train
+    from scorers.train.export import compare, export
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        data = load(args.corpus)
+    except FileNotFoundError as exc:
+        print(f"vqmon train distill: {exc}", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        max_steps=args.max_steps,
+    )
+    report = train(data, args.out, cfg, progress=not args.no_progress)
+    model = load_checkpoint(args.out / "student.pt")
+    onnx_path = export(
+        model,
+        args.out / "student.onnx",
+        version=args.version,
+        extra_metadata={"teacher": str(_teacher_name(args.corpus))},
+    )
+    report["onnx_vs_torch_max_abs_diff"] = compare(model, onnx_path, data.mosaic[:16])
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    print(_summary(report))
+    return 0
+
+
+def _teacher_name(corpus: Path) -> str:
+    import numpy as np
+
+    first = next(iter(sorted(corpus.glob("*.npz"))), None)
+    return str(np.load(first)["teacher"]) if first else "unknown"
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"trained {report['steps']} steps in {report['train_seconds']:.0f} s, "
+        f"{report['parameters']} parameters",
+    ]
+    held = report.get("heldout_metrics")
+    if held:
+        f, v = held["frame"], held["version"]
+        lines.append(
+            f"held-out sources {', '.join(held['sources'])}: frames SRCC {f['srcc']:.3f} "
+            f"PLCC {f['plcc']:.3f}; versions SRCC {v['srcc']:.3f}, within-source "
+            f"{held['version_within_source_srcc']:.3f}; degradation acc "
+            f"{held['degradation_accuracy']:.3f}"
+        )
+    lines.append(f"ONNX vs torch max |diff|: {report['onnx_vs_torch_max_abs_diff']}")
+    return "\n".join(lines)

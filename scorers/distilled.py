@@ -1,0 +1,228 @@
+"""The distilled no-reference scorer: the shipped ONNX student on ONNX Runtime (no torch).
+
+Every sampled frame of every segment in a batch is turned into a fragment mosaic
+(scorers.fragments, the same function training used) and run through the student
+in batches of `batch_size` across segments. Per frame the model gives MOS 1-5, a
+distribution over degradation types and an embedding; per segment the frame
+scores are pooled by `pool` into a mean and a low score that neither one bad frame
+dominates nor a short bad run hides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from ingest.config import StrictModel
+from ingest.types import DecodedSegment
+from scorers import fragments
+from scorers.types import ScorerError, Verdict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "vqmon-student.onnx"
+INPUT = "fragments"
+OUTPUTS = ("mos", "degradation", "embedding")
+
+
+def default_model_path() -> Path:
+    """The student shipped inside the package (scorers/weights/)."""
+    return Path(str(resources.files("scorers") / "weights" / DEFAULT_MODEL))
+
+
+class DistilledConfig(StrictModel):
+    type: Literal["distilled"] = "distilled"
+    model_path: Path | None = Field(
+        None,
+        description="ONNX student to run; empty means the model shipped in the package "
+        "(scorers/weights/vqmon-student.onnx).",
+    )
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference; the first that "
+        "works runs the model (see the scorer's `providers` and the startup log line).",
+    )
+    batch_size: int = Field(
+        16, ge=1, le=1024, description="Frames per inference call, gathered across segments."
+    )
+    threads: int = Field(
+        0, ge=0, le=64, description="ONNX Runtime intra-op threads; 0 lets it use every core."
+    )
+    low_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="mos_low is the mean of the worst this-fraction of a segment's frames "
+        "(at least two frames when there are four or more).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FramePredictions:
+    mos: npt.NDArray[np.float32]
+    """N, on 1-5."""
+    degradation: npt.NDArray[np.float32]
+    """N x len(degradations), rows sum to 1."""
+    embedding: npt.NDArray[np.float32]
+    """N x D, unit length."""
+
+
+def pool(
+    frame_mos: Sequence[float] | npt.NDArray[np.floating], low_fraction: float = 0.25
+) -> tuple[float, float]:
+    """(mean, low) of per-frame MOS.
+
+    low is the mean of the worst ceil(low_fraction * n) frames, and of at least two
+    frames once there are four or more: one bad frame among eight moves it halfway,
+    not all the way, while a run of two or more bad frames shows in full.
+    """
+    m = np.sort(np.asarray(frame_mos, dtype=np.float64))
+    if m.size == 0:
+        raise ValueError("cannot pool an empty list of frame scores")
+    k = max(1, int(np.ceil(low_fraction * m.size)))
+    if m.size >= 4:
+        k = max(k, 2)
+    return float(m.mean()), float(m[:k].mean())
+
+
+def _session(path: Path, providers: Sequence[str], threads: int) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ScorerError(
+            f"distilled model not found: {path}; set scorers[].model_path to an ONNX file made "
+            "by `vqmon train distill`, or leave it empty for the shipped model"
+        )
+    # Quiet: on a machine without CUDA the CUDA provider fails to load and ORT would log
+    # a stack of errors before falling back; the provider actually used is logged below.
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    available = set(ort.get_available_providers())
+    wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), options, providers=wanted)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        raise ScorerError(
+            f"distilled model {path} cannot be loaded by ONNX Runtime ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file is corrupt or not a vqmon student: re-export it "
+            "with `vqmon train distill` or reinstall vqmon for the shipped model"
+        ) from exc
+
+
+class DistilledScorer:
+    name: ClassVar[str] = "distilled"
+
+    def __init__(self, config: DistilledConfig | None = None) -> None:
+        self.config = config or DistilledConfig()
+        self.path = self.config.model_path or default_model_path()
+        self._session = _session(self.path, self.config.providers, self.config.threads)
+        inputs = {i.name for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if INPUT not in inputs or not set(OUTPUTS) <= outputs:
+            raise ScorerError(
+                f"distilled model {self.path} has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}; a vqmon student has input {INPUT!r} and outputs "
+                f"{', '.join(OUTPUTS)}"
+            )
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.degradations: tuple[str, ...] = tuple(json.loads(meta.get("degradations", "[]")))
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:8]
+        self._version = f"{meta.get('version', '0')}+{digest}"
+        self.providers: list[str] = list(self._session.get_providers())
+        log.info(
+            "distilled scorer %s runs on %s (asked for %s)",
+            self._version,
+            self.providers[0],
+            ", ".join(self.config.providers),
+        )
+
+    @classmethod
+    def from_config(cls, config: DistilledConfig) -> DistilledScorer:
+        return cls(config)
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that actually runs the model (for a metric label)."""
+        return self.providers[0]
+
+    def predict_mosaics(self, mosaics: npt.NDArray[np.uint8]) -> FramePredictions:
+        """Run the student on N x 224 x 224 x 3 uint8 mosaics, `batch_size` at a time."""
+        mos, deg, emb = [], [], []
+        bs = self.config.batch_size
+        for s in range(0, len(mosaics), bs):
+            m, d, e = self._session.run(list(OUTPUTS), {INPUT: mosaics[s : s + bs]})
+            mos.append(m)
+            deg.append(d)
+            emb.append(e)
+        if not mos:
+            n = len(self.degradations)
+            return FramePredictions(
+                np.zeros(0, np.float32), np.zeros((0, n), np.float32), np.zeros((0, 0), np.float32)
+            )
+        return FramePredictions(
+            np.concatenate(mos).astype(np.float32),
+            np.concatenate(deg).astype(np.float32),
+            np.concatenate(emb).astype(np.float32),
+        )
+
+    def predict_frames(self, frames: Sequence[npt.NDArray[np.uint8]]) -> FramePredictions:
+        """Fragment-sample H x W x 3 RGB frames (deterministic grid) and run the student."""
+        return self.predict_mosaics(fragments.sample_batch(list(frames)))
+
+    def score(self, segments: Sequence[DecodedSegment]) -> list[Verdict]:
+        frames = [f.rgb for d in segments for f in d.frames]
+        preds = self.predict_frames(frames)
+        verdicts = []
+        start = 0
+        tag = f"{self.name}@{self._version}"
+        for d in segments:
+            n = len(d.frames)
+            if n == 0:
+                verdicts.append(Verdict.empty(d, tag))
+                continue
+            mos = preds.mos[start : start + n]
+            deg = preds.degradation[start : start + n].mean(axis=0)
+            start += n
+            mean, low = pool(mos, self.config.low_fraction)
+            seg = d.segment
+            dist = {k: round(float(p), 4) for k, p in zip(self.degradations, deg, strict=True)}
+            verdicts.append(
+                Verdict(
+                    seg.segment_id,
+                    seg.stream,
+                    seg.rendition,
+                    seg.seq,
+                    mean,
+                    low,
+                    tuple(float(m) for m in mos),
+                    (),
+                    (tag,),
+                    {
+                        "degradation": dist,
+                        "degradation_top": max(dist, key=lambda k: dist[k]) if dist else None,
+                        "distilled_provider": self.provider,
+                    },
+                )
+            )
+        return verdicts
+
+    def close(self) -> None:
+        self._session = None

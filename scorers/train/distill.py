@@ -1,0 +1,267 @@
+"""Distil the teacher's labels into the student: deterministic given a seed, CPU-friendly.
+
+Validation holds out whole SOURCES (content), never frames or versions of a source
+that is also trained on, so the held-out figures say how the student does on
+pictures it has never seen. Loss: smooth-L1 on MOS + a pairwise ranking term (the
+screen path cares about order as much as level) + cross-entropy on the degradation
+type. Writes the checkpoint, a JSON report and a PNG of the loss curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from scorers import metrics
+from scorers.train.corpus import Corpus
+from scorers.train.model import DEGRADATIONS, ModelConfig, Student, parameter_count
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 24
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    rank_weight: float = 0.5
+    class_weight: float = 0.2
+    val_fraction: float = 0.15
+    seed: int = 0
+    threads: int = 2
+    train_patches: int = 20
+    """Patches (of 49) per mosaic seen in a training step: cheaper steps, and augmentation."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (tests); None trains all epochs."""
+
+
+@dataclass
+class History:
+    step_loss: list[float] = field(default_factory=list)
+    epoch_train_loss: list[float] = field(default_factory=list)
+    epoch_val_loss: list[float] = field(default_factory=list)
+    epoch_val_srcc: list[float] = field(default_factory=list)
+
+
+def split_sources(
+    sources: npt.NDArray[np.str_], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train, held-out) source names: a `fraction` of each content family held out whole."""
+    names = sorted(set(sources.tolist()))
+    rng = np.random.default_rng(seed)
+    held: list[str] = []
+    families = sorted({n.split(":")[0] for n in names})
+    for fam in families:
+        members = [n for n in names if n.split(":")[0] == fam]
+        k = round(len(members) * fraction)
+        if k == 0 and len(members) >= 3:
+            k = 1
+        held += [members[i] for i in rng.permutation(len(members))[:k]]
+    if not held and fraction > 0 and len(names) >= 2:
+        held = [names[int(rng.integers(len(names)))]]
+    return [n for n in names if n not in held], sorted(held)
+
+
+def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flips of the whole mosaic: they flip every patch, and quality does not care."""
+    n = batch.shape[0]
+    flip_h = torch.rand(n, generator=gen) < 0.5
+    flip_v = torch.rand(n, generator=gen) < 0.25
+    batch = torch.where(flip_h.view(n, 1, 1, 1), batch.flip(2), batch)
+    return torch.where(flip_v.view(n, 1, 1, 1), batch.flip(1), batch)
+
+
+def rank_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
+    """Logistic pairwise loss over pairs whose targets differ by more than 0.05 MOS."""
+    dp = pred[:, None] - pred[None, :]
+    dt = target[:, None] - target[None, :]
+    mask = dt.abs() > 0.05
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    return F.softplus(-torch.sign(dt[mask]) * dp[mask] / scale).mean()
+
+
+def predict(
+    model: Student, mosaics: npt.NDArray[np.uint8], batch: int = 128
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(MOS, degradation probabilities) of uint8 mosaics, in eval mode."""
+    model.eval()
+    mos, deg = [], []
+    with torch.no_grad():
+        for s in range(0, len(mosaics), batch):
+            m, d, _ = model(torch.from_numpy(mosaics[s : s + batch]))
+            mos.append(m.numpy())
+            deg.append(d.numpy())
+    return np.concatenate(mos).astype(np.float32), np.concatenate(deg).astype(np.float32)
+
+
+def evaluate(model: Student, data: Corpus) -> dict[str, Any]:
+    """Frame-level and version-level (mean over a version's frames) agreement with the teacher."""
+    mos, deg = predict(model, data.mosaic)
+    keys = np.char.add(np.char.add(data.source, "#"), data.variant.astype(str))
+    uniq, inv = np.unique(keys, return_inverse=True)
+    v_pred = np.bincount(inv, mos) / np.bincount(inv)
+    v_true = np.bincount(inv, data.mos) / np.bincount(inv)
+    v_src = np.array([u.split("#")[0] for u in uniq])
+    out: dict[str, Any] = {
+        "frames": len(data),
+        "versions": len(uniq),
+        "sources": sorted(set(data.source.tolist())),
+        "frame": metrics.summary(mos, data.mos),
+        "version": metrics.summary(v_pred, v_true),
+        "version_within_source_srcc": metrics.within_group_srcc(v_pred, v_true, v_src),
+        "degradation_accuracy": float((deg.argmax(1) == data.degradation).mean()),
+        "mae_mos": float(np.abs(mos - data.mos).mean()),
+    }
+    return out
+
+
+def train(
+    data: Corpus,
+    out_dir: Path,
+    config: TrainConfig,
+    model_config: ModelConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a student on `data`; returns the report (also written to out_dir/report.json)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_src, val_src = split_sources(data.source, config.val_fraction, config.seed)
+    tr = data.subset(np.isin(data.source, train_src))
+    va = data.subset(np.isin(data.source, val_src)) if val_src else None
+    model = Student(model_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(tr) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=total, pct_start=0.1)
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    mosaics = torch.from_numpy(tr.mosaic)
+    target = torch.from_numpy(tr.mos)
+    classes = torch.from_numpy(tr.degradation)
+    hist = History()
+    started = time.monotonic()
+    step = 0
+    with tqdm(total=total, desc="distill", unit="step", disable=not progress) as bar:
+        for _epoch in range(config.epochs):
+            if step >= total:
+                break
+            model.train()
+            order = torch.from_numpy(rng.permutation(len(tr)))
+            losses = []
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                x = _augment(mosaics[idx], gen)
+                keep = torch.randperm(49, generator=gen)[: config.train_patches]
+                mos, logits, _ = model.logits(x, keep)
+                y = target[idx]
+                loss = (
+                    F.smooth_l1_loss(mos, y, beta=0.25)
+                    + config.rank_weight * rank_loss(mos, y)
+                    + config.class_weight * F.cross_entropy(logits, classes[idx])
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                losses.append(loss.item())
+                hist.step_loss.append(losses[-1])
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                bar.update(1)
+            hist.epoch_train_loss.append(float(np.mean(losses)) if losses else float("nan"))
+            if va is not None and len(va):
+                vm, _ = predict(model, va.mosaic)
+                hist.epoch_val_loss.append(
+                    float(
+                        F.smooth_l1_loss(torch.from_numpy(vm), torch.from_numpy(va.mos), beta=0.25)
+                    )
+                )
+                hist.epoch_val_srcc.append(metrics.srcc(vm, va.mos))
+                log.info(
+                    "epoch %d: train %.4f, held-out SRCC %.4f",
+                    _epoch,
+                    hist.epoch_train_loss[-1],
+                    hist.epoch_val_srcc[-1],
+                )
+    seconds = time.monotonic() - started
+    report: dict[str, Any] = {
+        "train_config": asdict(config),
+        "model_config": model.config.to_json(),
+        "parameters": parameter_count(model),
+        "train_seconds": round(seconds, 1),
+        "steps": step,
+        "train_sources": train_src,
+        "heldout_sources": val_src,
+        "train_frames": len(tr),
+        "degradations": list(DEGRADATIONS),
+        "train_metrics": evaluate(model, tr) if len(tr) >= 2 else None,
+        "heldout_metrics": evaluate(model, va) if va is not None and len(va) >= 2 else None,
+        "history": asdict(hist),
+    }
+    torch.save(
+        {"state_dict": model.state_dict(), "model_config": model.config.to_json()},
+        out_dir / "student.pt",
+    )
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    plot_history(hist, out_dir / "loss.png")
+    return report
+
+
+def load_checkpoint(path: Path) -> Student:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = dict(ckpt["model_config"])
+    cfg["widths"] = tuple(cfg["widths"])
+    model = Student(ModelConfig(**cfg))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def plot_history(hist: History, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    steps = np.arange(1, len(hist.step_loss) + 1)
+    axes[0].plot(steps, hist.step_loss, lw=0.5, alpha=0.5, label="train (step)")
+    if hist.epoch_train_loss:
+        per = max(1, len(hist.step_loss) // len(hist.epoch_train_loss))
+        ep = np.arange(1, len(hist.epoch_train_loss) + 1) * per
+        axes[0].plot(ep, hist.epoch_train_loss, "o-", label="train (epoch mean)")
+        if hist.epoch_val_loss:
+            axes[0].plot(
+                ep[: len(hist.epoch_val_loss)],
+                hist.epoch_val_loss,
+                "s-",
+                label="held-out MOS smooth-L1",
+            )
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[1].plot(np.arange(1, len(hist.epoch_val_srcc) + 1), hist.epoch_val_srcc, "o-")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("held-out SRCC (frames)")
+    axes[1].grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

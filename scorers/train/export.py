@@ -1,0 +1,157 @@
+"""Export a trained student to one self-contained ONNX file (dynamic batch) and check it.
+
+Graph: input `fragments` N x 224 x 224 x 3 uint8 (scorers.fragments mosaics);
+outputs `mos` N (1-5), `degradation` N x 7 (probabilities, order in the metadata),
+`embedding` N x D (unit length). Metadata (custom_metadata_map) carries the model
+name, version, degradation names, input layout and the teacher, so the runtime
+needs nothing but the file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from scorers.fragments import SIZE
+from scorers.train.model import DEGRADATIONS, Student
+
+INPUT = "fragments"
+OUTPUTS = ("mos", "degradation", "embedding")
+
+
+def export(
+    model: Student, path: Path, *, version: str, extra_metadata: dict[str, str] | None = None
+) -> Path:
+    import onnx
+
+    model = model.eval()
+    example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes={INPUT: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
+            opset_version=17,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    meta = {
+        "name": "vqmon-student",
+        "version": version,
+        "degradations": json.dumps(list(DEGRADATIONS)),
+        "input": f"{INPUT}: N x {SIZE} x {SIZE} x 3 uint8 RGB fragment mosaic",
+        "model_config": json.dumps(model.config.to_json()),
+        **(extra_metadata or {}),
+    }
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))  # one file: the weights are small enough to stay inline
+    return path
+
+
+def compare(model: Student, path: Path, mosaics: npt.NDArray[np.uint8]) -> dict[str, Any]:
+    """Largest absolute differences between torch and ONNX Runtime (CPU) on `mosaics`."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(list(OUTPUTS), {INPUT: mosaics})
+    with torch.no_grad():
+        want = [t.numpy() for t in model.eval()(torch.from_numpy(mosaics))]
+    return {
+        name: float(np.abs(np.asarray(g) - w).max())
+        for name, g, w in zip(OUTPUTS, got, want, strict=True)
+    }
+
+
+def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: Path) -> Path:
+    """The model card (markdown) shipped beside the ONNX file."""
+    held = report.get("heldout_metrics") or {}
+    frame, version = held.get("frame", {}), held.get("version", {})
+
+    def f(d: dict[str, float], k: str) -> str:
+        return f"{d[k]:.3f}" if k in d else "-"
+
+    size_mb = onnx_path.stat().st_size / 1e6
+    lines = [
+        "# vqmon-student: the distilled no-reference scorer",
+        "",
+        f"File `{onnx_path.name}` ({size_mb:.2f} MB, {report['parameters']:,} parameters), "
+        "ONNX opset 17, dynamic batch. Input `fragments`: N x 224 x 224 x 3 uint8, a 7x7 "
+        "grid of native-resolution 32-px patches (scorers/fragments.py). Outputs `mos` (N, "
+        "1-5), `degradation` (N x 7: " + ", ".join(report["degradations"]) + ") and "
+        "`embedding` (N x D, unit length).",
+        "",
+        "## Model",
+        "",
+        "Per patch: 4x4 patchify stem (a reshape + 1x1 conv), depthwise-separable blocks at "
+        "8x8, 4x4, 2x2; patch features pooled over the 49 patches (mean and std); an MLP "
+        "gives the embedding z. Quality head after RALI: MOS = sum_k softmax_k(cos(z, P_k) / "
+        "tau) * s_k over K learned prototypes P_k with learned scores s_k in [1, 5]. A linear "
+        "head on z gives the degradation distribution. Config: "
+        f"`{json.dumps(report['model_config'])}`.",
+        "",
+        "## Data",
+        "",
+        f"{report['train_frames']} training frames from {len(report['train_sources'])} sources, "
+        "all made offline: scikit-image stills as panning/zooming clips, ingest.synth patterns "
+        "and procedural scenes, fractal zooms, noise textures, scrolling text and flat "
+        "graphics, at 384x216 to 1280x720. Impairments: H.264/HEVC CRF ladder (even CRFs "
+        "14-51), downscale (AREA) -> encode -> upscale (bicubic/bilinear) at 0.25-0.75, "
+        "gaussian blur, gaussian noise and banding under a light encode, MPEG-TS packet "
+        "corruption decoded with concealment (ingest.impair).",
+        "",
+        "## Teacher",
+        "",
+        "VMAF v0.6.1 per frame (FFmpeg libvmaf, imageio-ffmpeg's static binary) against the "
+        "pristine clip, mapped to MOS by MOS = 1 + 4 * clip(VMAF, 0, 100) / 100 "
+        "(scorers/train/teacher.py; SSIM with MOS = 1 + 4 * clip((SSIM - 0.5) / 0.5, 0, 1) "
+        "when no libvmaf is available).",
+        "",
+        "## Training",
+        "",
+        f"`{command}` (seed {report['train_config']['seed']}, "
+        f"{report['train_config']['epochs']} epochs, {report['steps']} steps, "
+        f"{report['train_seconds'] / 60:.1f} min on 2 shared CPU cores). Loss: smooth-L1 on "
+        "MOS + pairwise logistic rank loss + degradation cross-entropy.",
+        "",
+        "## Held-out metrics",
+        "",
+        "Whole sources held out of training (never frames of a trained source): "
+        + ", ".join(report.get("heldout_sources") or ["none"])
+        + ".",
+        "",
+        "| level | SRCC | PLCC | KRCC | RMSE (MOS) |",
+        "|---|---|---|---|---|",
+        f"| frame | {f(frame, 'srcc')} | {f(frame, 'plcc')} | {f(frame, 'krcc')} "
+        f"| {f(frame, 'rmse')} |",
+        f"| version (mean of its frames) | {f(version, 'srcc')} | {f(version, 'plcc')} | "
+        f"{f(version, 'krcc')} | {f(version, 'rmse')} |",
+        "",
+        f"Mean SRCC within a held-out source: {held.get('version_within_source_srcc', 0):.3f}; "
+        f"degradation-type accuracy {held.get('degradation_accuracy', 0):.3f}. The benchmark "
+        "on other content and other impairment parameters, beside classic no-reference "
+        "peers, is in docs/benchmarks.md (bench/quality.py).",
+        "",
+        "## Limits",
+        "",
+        "Trained on synthetic and still-image content only: natural video with camera noise, "
+        "film grain, HDR, or screen content unlike the corpus may be judged less well. It "
+        "learns VMAF's view of quality, including VMAF's blind spots (banding, some noise). "
+        "Measure it on your own streams with `vqmon eval`.",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

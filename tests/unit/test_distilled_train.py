@@ -1,0 +1,110 @@
+"""Training side of the distilled scorer: tiny corpus, a few steps, export, ONNX vs torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from scorers.distilled import DistilledConfig, DistilledScorer
+from scorers.train import content, teacher
+from scorers.train.corpus import Variant, build_source, load, plan
+from scorers.train.model import DEGRADATIONS
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    variants = [
+        Variant("clean", "libx264", 8),
+        Variant("compression", "libx264", 44),
+        Variant("blur", "libx264", 20, strength=2.5),
+    ]
+    for source in ("graphics:0", "texture:fbm:2"):
+        build_source(
+            source,
+            out,
+            teacher=teacher.SsimTeacher(),
+            variants=variants,
+            clip_frames=4,
+            frames_per_variant=2,
+        )
+    return out
+
+
+def test_corpus_files_are_labelled_and_split_by_source(tiny_corpus: Path) -> None:
+    data = load(tiny_corpus)
+    assert len(data) == 2 * 3 * 2
+    assert data.mosaic.shape[1:] == (224, 224, 3)
+    assert set(data.source.tolist()) == {"graphics:0", "texture:fbm:2"}
+    assert np.all((data.mos >= 1) & (data.mos <= 5))
+    clean = data.mos[data.variant == 0].mean()
+    worst = data.mos[data.variant == 1].mean()
+    assert clean > worst  # the teacher sees the CRF 44 damage
+    assert set(data.degradation.tolist()) <= set(range(len(DEGRADATIONS)))
+
+
+def test_train_and_bench_content_and_parameters_are_disjoint() -> None:
+    assert not set(content.train_sources()) & set(content.bench_sources())
+    crfs = {v.crf for v in plan("graphics:0", "train", 0) if v.kind == "compression"}
+    bench = {v.crf for v in plan("graphics:100", "bench", 0) if v.kind == "compression"}
+    assert all(c % 2 == 0 for c in crfs) and all(c % 2 == 1 for c in bench)
+
+
+def test_mos_maps_are_monotone() -> None:
+    v = np.linspace(-5, 105, 50)
+    assert np.all(np.diff(teacher.vmaf_to_mos(v)) >= 0)
+    assert teacher.vmaf_to_mos([0, 100]).tolist() == [1.0, 5.0]
+    s = np.linspace(0, 1, 50)
+    assert np.all(np.diff(teacher.ssim_to_mos(s)) >= 0)
+
+
+def test_vmaf_teacher_orders_quality() -> None:
+    if teacher.find_ffmpeg() is None:
+        pytest.skip("no FFmpeg with libvmaf")
+    from scorers.train.corpus import impaired
+
+    ref = content.render("graphics:0", 4)
+    bad = impaired(ref, Variant("compression", "libx264", 46), seed=0)
+    good, worse = teacher.VmafTeacher().raw(ref, [ref, bad])
+    assert good.mean() > 95 and worse.mean() < good.mean() - 10
+
+
+def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    from scorers.train.distill import TrainConfig, load_checkpoint, train
+    from scorers.train.export import compare, export
+    from scorers.train.model import ModelConfig
+
+    data = load(tiny_corpus)
+    small = ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8)
+    cfg = TrainConfig(epochs=5, batch_size=4, max_steps=3, val_fraction=0.5, seed=1)
+    report = train(data, tmp_path, cfg, small, progress=False)
+    assert report["steps"] == 3
+    assert len(report["history"]["step_loss"]) == 3
+    assert report["heldout_sources"] and not set(report["heldout_sources"]) & set(
+        report["train_sources"]
+    )
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    # Deterministic given the seed.
+    again = train(data, tmp_path / "again", cfg, small, progress=False)
+    assert again["history"]["step_loss"] == report["history"]["step_loss"]
+
+    model = load_checkpoint(tmp_path / "student.pt")
+    path = export(model, tmp_path / "student.onnx", version="0.test")
+    diffs = compare(model, path, data.mosaic[:5])
+    assert diffs["mos"] < 1e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 1e-4
+
+    scorer = DistilledScorer(DistilledConfig(model_path=path, batch_size=3))
+    preds = scorer.predict_mosaics(data.mosaic[:7])  # crosses a batch boundary
+    with torch.no_grad():
+        want = model(torch.from_numpy(data.mosaic[:7]))[0].numpy()
+    assert np.allclose(preds.mos, want, atol=1e-4)
+    assert preds.degradation.shape == (7, len(DEGRADATIONS))
+    assert np.allclose(np.linalg.norm(preds.embedding, axis=1), 1.0, atol=1e-4)
+    assert scorer.version.startswith("0.test+")
