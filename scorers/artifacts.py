@@ -245,7 +245,9 @@ class CorruptionConfig(StrictModel):
     count_missing: bool = Field(
         True,
         description="Count frames missing from the timeline (presentation-time gaps longer "
-        "than 1.5 frame durations). Turn off for variable-frame-rate sources.",
+        "than 1.5 frame durations, or packets that gave no frame). FFmpeg's HEVC decoder "
+        "conceals without marking frames corrupt but drops those that lost references, so "
+        "this is its main signal. Turn off for variable-frame-rate sources.",
     )
 
 
@@ -658,7 +660,13 @@ def detect_banding(
 
 
 def _missing_frames(decoded: DecodedSegment) -> tuple[int, list[float]]:
-    """Frames absent from the timeline: (count, presentation times where the gaps start)."""
+    """Frames absent from the timeline: (count, presentation times where gaps start).
+
+    Two views, the larger wins: gaps in the presentation times (a lost packet that took
+    a frame's timestamp with it), and video packets that produced no frame (a decoder
+    that drops pictures whose references are gone, also after the last frame shown;
+    ingest's duration is packets / fps).
+    """
     pts = decoded.stats.pts_s
     # In keyframes-only decoding ingest reports the packet count, and GOP-long gaps are normal.
     if decoded.info.frame_count > len(pts) or len(pts) < 2:
@@ -666,7 +674,11 @@ def _missing_frames(decoded: DecodedSegment) -> tuple[int, list[float]]:
     step = _frame_duration(decoded)
     gaps = np.diff(pts) / step
     lost = np.where(gaps > 1.5, np.rint(gaps) - 1, 0).astype(np.int64)
-    return int(lost.sum()), [float(t) for t in pts[:-1][lost > 0]]
+    times = [float(t) for t in pts[:-1][lost > 0]]
+    swallowed = round(decoded.info.duration_s * decoded.info.fps) - len(pts)
+    if swallowed > lost.sum():
+        times.append(float(pts[-1]))
+    return max(int(lost.sum()), swallowed), times
 
 
 def detect_corruption(decoded: DecodedSegment, cfg: CorruptionConfig) -> Flag | None:
