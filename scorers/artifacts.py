@@ -78,15 +78,15 @@ class FreezeConfig(StrictModel):
 
 class AnalysisConfig(StrictModel):
     pixels_per_frame: int = Field(
-        131072,
+        98304,
         ge=4096,
         description="Frame area (pixels) per sampled frame the picture detectors look at, "
         "two thirds in horizontal and one third in vertical full-length 16-pixel strips (of "
-        "vertical strips every other column is read). 128 Ki is all of a 320x180 frame "
-        "across and most of it down, and about a sixth of a 720p frame: the detectors then "
-        "cost a fixed ~2-3 ms per frame "
-        "whatever the resolution, and the strips, rotating from frame to frame, still cover "
-        "most of the picture over the 8 default sampled frames.",
+        "vertical strips every other column is read). 96 Ki is all of a 320x180 frame across "
+        "and half of it down, a tenth of a 720p frame: the detectors then cost a fixed "
+        "~2-3 ms per frame whatever the resolution (about 15% of a 720p decode), and the "
+        "strips, rotating from frame to frame, still cover much of the picture over the 8 "
+        "default sampled frames.",
     )
 
 
