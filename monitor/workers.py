@@ -16,7 +16,9 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +100,18 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     jobs: collections.deque[tuple[int, SegmentJob]]
     head_started: float
+    outbox: queue.SimpleQueue[tuple[int, SegmentJob] | None]
+    sender: threading.Thread
+
+
+def _sender(conn: multiprocessing.connection.Connection, outbox: queue.SimpleQueue[Any]) -> None:
+    """Feeds jobs to one worker. A thread, because a send blocks while the worker is busy
+    sending a large result back: sending from the loop that reads results would deadlock."""
+    while (msg := outbox.get()) is not None:
+        try:
+            conn.send(msg)
+        except (OSError, ValueError):
+            return  # the worker died; poll() notices and replaces it
 
 
 class DecodePool:
@@ -137,7 +151,12 @@ class DecodePool:
         )
         proc.start()
         child.close()
-        return _Worker(proc, parent, collections.deque(), time.monotonic())
+        outbox: queue.SimpleQueue[tuple[int, SegmentJob] | None] = queue.SimpleQueue()
+        sender = threading.Thread(
+            target=_sender, args=(parent, outbox), name="vqmon-decode-send", daemon=True
+        )
+        sender.start()
+        return _Worker(proc, parent, collections.deque(), time.monotonic(), outbox, sender)
 
     @property
     def size(self) -> int:
@@ -160,9 +179,7 @@ class DecodePool:
         if not worker.jobs:
             worker.head_started = time.monotonic()
         worker.jobs.append((job_id, job))
-        # If the worker died, poll() notices and restarts it.
-        with contextlib.suppress(OSError, ValueError):
-            worker.conn.send((job_id, job))
+        worker.outbox.put((job_id, job))
 
     def poll(self, timeout_s: float) -> list[Outcome]:
         """Collect finished jobs (waiting up to `timeout_s`) and enforce the watchdog."""
@@ -252,16 +269,18 @@ class DecodePool:
         if w.process.is_alive() and w.process.pid is not None:
             os.kill(w.process.pid, signal.SIGKILL)
         w.process.join(5)
+        w.outbox.put(None)
+        w.sender.join(5)
         w.conn.close()
 
     def close(self) -> None:
         for w in self._workers:
+            w.outbox.put(None)  # stops the sender ...
+        for w in self._workers:
+            w.sender.join(3)
             with contextlib.suppress(OSError, ValueError):
-                w.conn.send(None)
+                w.conn.send(None)  # ... then the worker
         deadline = time.monotonic() + 3
         for w in self._workers:
             w.process.join(max(0.0, deadline - time.monotonic()))
-            if w.process.is_alive():
-                self._kill(w)
-            else:
-                w.conn.close()
+            self._kill(w)

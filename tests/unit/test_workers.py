@@ -20,6 +20,8 @@ def misbehave(job_id: int, job: SegmentJob, cfg: DecodeConfig, ref: ReferenceCon
         time.sleep(3600)
     if job.segment.stream == "crash":
         os._exit(3)
+    if job.segment.stream == "big":
+        return ("ok", job_id, b"r" * 4_000_000, 0.0)
     return run_job(job_id, job, cfg, ref)
 
 
@@ -68,3 +70,17 @@ def test_restart_budget(ts_h264: bytes) -> None:
             collect(p, 1)
     finally:
         p.close()
+
+
+@pytest.mark.timeout(60)
+def test_large_jobs_and_results_with_prefetch_do_not_deadlock() -> None:
+    # Both directions over the pipe far beyond its buffer: a job queued to a worker that
+    # is still sending a big result back must not block the loop that reads results.
+    p = pool()
+    try:
+        for i in range(3):
+            p.submit(i, SegmentJob(Segment(b"j" * 4_000_000, "big")))
+        out = collect(p, 3, timeout_s=30)
+    finally:
+        p.close()
+    assert sorted(out) == [0, 1, 2]
