@@ -1,0 +1,191 @@
+"""End-to-end pipeline throughput vs decode-only throughput, and per-segment latency.
+
+    python bench/pipeline.py [--segments 24] [--workers 2] [--paced 24]
+
+1. decode-only: the same decode worker pool (same worker count and decode config) fed
+   the segments from memory: segments per second.
+2. pipeline (burst): segments published to a local Tansu broker, `vqmon run`'s daemon
+   consumes, decodes, scores and publishes a verdict for each (acknowledged by the
+   broker): segments per second from the first publish to the last acknowledged verdict.
+   The ratio pipeline / decode-only is the figure of merit (floor 0.7).
+3. pipeline (paced): segments published at half the measured pipeline rate; latency per
+   segment = verdict time - publish time (p50, p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from ingest.broker import EmbeddedBroker
+from ingest.kafka import SegmentJob
+from ingest.synth import EncodeSettings, clip
+from ingest.types import Segment
+from monitor.config import Config
+from monitor.metrics import Metrics
+from monitor.pipeline import Daemon
+from monitor.workers import DecodePool
+
+PARTITIONS = 4
+
+
+def make_segments(n_distinct: int) -> list[bytes]:
+    s = EncodeSettings(fps=25, gop=50, crf=23)
+    kinds = ("scene", "texture", "bars", "zoneplate")
+    return [
+        clip(kinds[i % len(kinds)], width=1280, height=720, seconds=2.0, seed=i, settings=s)
+        for i in range(n_distinct)
+    ]
+
+
+def decode_only(config: Config, segments: list[bytes], n: int) -> float:
+    cfg = config.pipeline
+    pool = DecodePool(
+        cfg.decode_workers,
+        cfg.worker_prefetch,
+        config.decode,
+        config.ingest.references,
+        job_timeout_s=300,
+        max_restarts=0,
+        restart_window_s=60,
+    )
+    try:
+        pool.submit(-1, SegmentJob(Segment(segments[0])))  # warm-up (imports)
+        while not pool.poll(0.5):
+            pass
+        started = time.perf_counter()
+        submitted = done = 0
+        while done < n:
+            while submitted < n and pool.free_slots() > 0:
+                pool.submit(submitted, SegmentJob(Segment(segments[submitted % len(segments)])))
+                submitted += 1
+            outcomes = pool.poll(0.05)
+            assert all(o.decoded is not None for o in outcomes), outcomes
+            done += len(outcomes)
+        return n / (time.perf_counter() - started)
+    finally:
+        pool.close()
+
+
+def bench_config(bootstrap: str, workers: int) -> Config:
+    config = Config()
+    config.kafka.bootstrap_servers = [bootstrap]
+    config.kafka.heartbeat_interval_ms = 1000
+    config.kafka.session_timeout_ms = 6000
+    config.kafka.partitions = PARTITIONS
+    config.http.enabled = False
+    config.decode.threads = 1
+    config.pipeline.decode_workers = workers
+    return config
+
+
+def publish(p: KafkaProducer, topic: str, data: bytes, i: int) -> None:
+    stream, rendition = f"bench{i % 4}", "720p"
+    headers = [("stream", stream.encode()), ("rendition", b"720p"), ("seq", str(i).encode())]
+    p.send(topic, key=f"{stream}/{rendition}".encode(), value=data, headers=headers)
+
+
+def wait_count(metrics: Metrics, n: int, timeout_s: float = 600) -> None:
+    counter = metrics.segments.labels("ok")
+    deadline = time.monotonic() + timeout_s
+    while counter._value.get() < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {counter._value.get()} of {n} segments screened")
+        time.sleep(0.01)
+
+
+def verdict_latencies(bootstrap: str, topic: str, seqs: set[int]) -> list[float]:
+    c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out: dict[int, float] = {}
+    deadline = time.monotonic() + 60
+    while len(out) < len(seqs) and time.monotonic() < deadline:
+        for batch in c.poll(500).values():
+            for r in batch:
+                v = json.loads(r.value)
+                if v["seq"] in seqs:
+                    # broker-side time the verdict was appended - producer time of the segment
+                    out[v["seq"]] = r.timestamp / 1000 - v["source"]["timestamp_ms"] / 1000
+    c.close()
+    return sorted(out.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--segments", type=int, default=24, help="segments in the burst run")
+    ap.add_argument("--paced", type=int, default=24, help="segments in the paced run")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
+    args = ap.parse_args()
+
+    segments = make_segments(args.distinct)
+    with EmbeddedBroker() as broker:
+        config = bench_config(broker.bootstrap_servers, args.workers)
+        decode_fps = decode_only(config, segments, args.segments)
+        metrics = Metrics(CollectorRegistry())
+        daemon = Daemon(config, [broker.bootstrap_servers], metrics)
+        thread = threading.Thread(target=daemon.run, name="daemon")
+        thread.start()
+        while not daemon.health.ready:
+            time.sleep(0.1)
+        producer = KafkaProducer(
+            bootstrap_servers=[broker.bootstrap_servers],
+            acks="all",
+            linger_ms=5,
+            max_request_size=16 * 1024 * 1024,
+        )
+        topic = config.kafka.topics.segments
+        started = time.perf_counter()
+        for i in range(args.segments):
+            publish(producer, topic, segments[i % len(segments)], i)
+        producer.flush()
+        wait_count(metrics, args.segments)
+        pipeline_fps = args.segments / (time.perf_counter() - started)
+
+        period = 1.0 / (pipeline_fps / 2)
+        paced = set(range(args.segments, args.segments + args.paced))
+        next_at = time.perf_counter()
+        for i in sorted(paced):
+            publish(producer, topic, segments[i % len(segments)], i)
+            producer.flush()
+            next_at += period
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+        wait_count(metrics, args.segments + args.paced)
+        producer.close()
+        daemon.stop()
+        thread.join()
+        lat = verdict_latencies(broker.bootstrap_servers, config.kafka.topics.verdicts, paced)
+
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+    result = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU",
+        "segments": "1280x720 H.264 (libx264 crf 23, veryfast), 2 s at 25 fps, MPEG-TS",
+        "workers": args.workers,
+        "decode_only_seg_per_s": round(decode_fps, 2),
+        "pipeline_seg_per_s": round(pipeline_fps, 2),
+        "ratio": round(pipeline_fps / decode_fps, 3),
+        "paced_rate_seg_per_s": round(1 / period, 2),
+        "latency_p50_s": round(p50, 3),
+        "latency_p99_s": round(p99, 3),
+    }
+    print(json.dumps(result, indent=2))
+    return 0 if result["ratio"] >= 0.7 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
