@@ -129,7 +129,31 @@ def artifacts_peers() -> dict[str, Any]:
     return {name: make(fn, cfg) for name, (fn, cfg) in pairs.items()}
 
 
-def quality(records: list[dict[str, Any]], scorer: DistilledScorer) -> dict[str, Any]:
+class PeerCache:
+    """Peer scores per (peer, source, version), kept in a JSON file: peers do not change
+    between student runs, and PIQE is slow."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, float] = {}
+        if path is not None and path.is_file():
+            self.data = json.loads(path.read_text())
+
+    def get(self, peer: str, record: dict[str, Any], fn: Any) -> float:
+        key = f"{peer}|{record['source']}|{record['variant']}"
+        if key not in self.data:
+            self.data[key] = fn(record)
+        return self.data[key]
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data))
+
+
+def quality(
+    records: list[dict[str, Any]], scorer: DistilledScorer, cache: PeerCache | None = None
+) -> dict[str, Any]:
     vmaf = np.array([r["vmaf"] for r in records])
     sources = [r["source"] for r in records]
     # name -> (per-version score, sign so that higher = better)
@@ -144,22 +168,22 @@ def quality(records: list[dict[str, Any]], scorer: DistilledScorer) -> dict[str,
         peers["NIQE (scikit-video)"] = lambda f: float(
             np.asarray(niqe(f.mean(axis=2, keepdims=False)[None].astype(np.float64))).ravel()[0]
         )
-    for name, fn in peers.items():
+    cache = cache or PeerCache(None)
+
+    def per_frame(fn: Any) -> Any:
+        return lambda r: float(np.nanmean([fn(f) for f in r["frames"]]))
+
+    def per_clip(which: str) -> Any:
+        return lambda r: float(np.mean(ffmpeg_detect(r["frames"], which)))
+
+    jobs = {name: per_frame(fn) for name, fn in peers.items()}
+    jobs.update({f"FFmpeg {w}": per_clip(w) for w in ("blockdetect", "blurdetect")})
+    for name, job in jobs.items():
         try:
-            scores[name] = (
-                [float(np.nanmean([fn(f) for f in r["frames"]])) for r in records],
-                -1.0,
-            )
+            scores[name] = ([cache.get(name, r, job) for r in records], -1.0)
         except Exception as exc:  # a peer that cannot run is reported, not fatal
             print(f"peer {name} skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
-    for which in ("blockdetect", "blurdetect"):
-        try:
-            scores[f"FFmpeg {which}"] = (
-                [float(np.mean(ffmpeg_detect(r["frames"], which))) for r in records],
-                -1.0,
-            )
-        except Exception as exc:
-            print(f"peer {which} skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        cache.save()
     table = {}
     for name, (vals, sign) in scores.items():
         v = np.nan_to_num(sign * np.asarray(vals), nan=-1e9)
@@ -262,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": machine(), "providers": scorer.providers}
     result["model"] = scorer.version
     if not args.skip_quality:
-        result["quality"] = quality(load_bench(args.corpus), scorer)
+        cache = PeerCache(args.json.with_name("quality-peers.json"))
+        result["quality"] = quality(load_bench(args.corpus), scorer, cache)
     result["speed"] = speed(scorer)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))

@@ -21,6 +21,7 @@ from monitor.sections import (
 )
 from scorers.artifacts import ArtifactsConfig
 from scorers.backends import ScorerConfig
+from scorers.distilled import DistilledConfig
 
 
 class ConfigError(Exception):
@@ -34,7 +35,7 @@ class ScoreConfig(StrictModel):
 
 
 def _default_scorers() -> list[ScorerConfig]:
-    return [ArtifactsConfig()]
+    return [ArtifactsConfig(), DistilledConfig()]
 
 
 class Config(StrictModel):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from scorers import artifacts, registry
+from scorers import artifacts, distilled, registry
 
 registry.register(
     registry.Backend(
@@ -17,4 +17,15 @@ registry.register(
     )
 )
 
-ScorerConfig = Annotated[artifacts.ArtifactsConfig, Field(discriminator="type")]
+registry.register(
+    registry.Backend(
+        "distilled",
+        distilled.DistilledConfig,
+        distilled.DistilledScorer.from_config,
+        "learned no-reference student (ONNX Runtime): per-frame MOS 1-5 and degradation type",
+    )
+)
+
+ScorerConfig = Annotated[
+    artifacts.ArtifactsConfig | distilled.DistilledConfig, Field(discriminator="type")
+]

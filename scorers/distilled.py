@@ -105,8 +105,9 @@ def _session(path: Path, providers: Sequence[str], threads: int) -> Any:
             "by `vqmon train distill`, or leave it empty for the shipped model"
         )
     # Quiet: on a machine without CUDA the CUDA provider fails to load and ORT would log
-    # a stack of errors before falling back; the provider actually used is logged below.
-    ort.set_default_logger_severity(3)
+    # a stack of errors before falling back; the provider actually used is logged by the
+    # scorer instead. Only fatal messages while the session is made, errors afterwards.
+    ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
@@ -121,6 +122,8 @@ def _session(path: Path, providers: Sequence[str], threads: int) -> Any:
             f"{str(exc)[:200]}); the file is corrupt or not a vqmon student: re-export it "
             "with `vqmon train distill` or reinstall vqmon for the shipped model"
         ) from exc
+    finally:
+        ort.set_default_logger_severity(3)
 
 
 class DistilledScorer:
