@@ -8,6 +8,7 @@ The logistic fit needs scipy; without it PLCC/RMSE fall back to a linear fit.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,7 +81,9 @@ def fit_logistic(pred: npt.ArrayLike, target: npt.ArrayLike) -> Array:
         from scipy.optimize import curve_fit
 
         beta0 = [float(t.max()), float(t.min()), float(np.median(p)), float(p.std() or 1.0)]
-        params, _ = curve_fit(logistic4, p, t, p0=beta0, maxfev=20000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OptimizeWarning on tiny sets: the fit is still used
+            params, _ = curve_fit(logistic4, p, t, p0=beta0, maxfev=20000)
         fitted = logistic4(p, *params)
         if np.all(np.isfinite(fitted)):
             return fitted

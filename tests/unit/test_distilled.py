@@ -146,3 +146,37 @@ def test_config_union_and_default_chain() -> None:
     with pytest.raises(ValueError):
         Config.model_validate({"scorers": [{"type": "distilled", "bogus": 1}]})
     assert any(isinstance(s, DistilledConfig) for s in Config().scorers)
+
+
+def test_eval_cli_on_a_csv_and_a_reference_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from monitor.cli import main
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    settings = EncodeSettings(crf=0)
+    refs.joinpath("scene.ts").write_bytes(
+        clip("scene", width=320, height=180, seconds=0.4, seed=9, settings=settings)
+    )
+    rows = []
+    for crf in (18, 34, 50):
+        name = f"scene__crf{crf}.ts"
+        data = clip(
+            "scene", width=320, height=180, seconds=0.4, seed=9, settings=EncodeSettings(crf=crf)
+        )
+        tmp_path.joinpath(name).write_bytes(data)
+        rows.append(f"{name},{5 - crf / 15:.2f}")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,mos\n" + "\n".join(rows) + "\n")
+    assert main(["eval", str(csv_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["items"] == 3 and result["srcc"] == pytest.approx(1.0)
+    assert set(result) >= {"srcc", "plcc", "krcc", "rmse"}
+    from scorers.train.teacher import find_ffmpeg
+
+    if find_ffmpeg() is not None:
+        assert main(["eval", str(tmp_path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["srcc"] == pytest.approx(1.0)
