@@ -47,6 +47,11 @@ class Metrics:
             "Input partitions paused because the pipeline is full.",
             registry=registry,
         )
+        self.pauses = Counter(
+            "vqmon_partition_pauses",
+            "Times the consumer paused its partitions because the pipeline was full.",
+            registry=registry,
+        )
         self.assigned = Gauge(
             "vqmon_assigned_partitions",
             "Input partitions assigned to this member of the consumer group.",

@@ -459,6 +459,7 @@ class Daemon:
         if full and not self._paused and assigned:
             self._consumer.pause(*assigned)
             self._paused = True
+            self.metrics.pauses.inc()
             log.debug("pipeline full: partitions paused", extra={"intake": len(self.intake)})
         elif self._paused and calm and not self._stop.is_set():
             self._consumer.resume(*assigned)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -141,6 +142,8 @@ def _install_signals(daemon: Daemon) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # `kill -USR1 PID` writes every thread's stack to stderr: for a daemon that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def render_summary(summary: Summary, config: Config) -> str:

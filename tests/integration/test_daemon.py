@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,18 @@ def test_verdict_for_every_segment_of_every_stream_and_rendition(
     assert committed == counts
 
 
+def _serve(root: Path) -> ThreadingHTTPServer:
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def _huge_resolution_segment() -> bytes:
     """One frame at 8192x4608 (38 Mpixel): over the default max_pixels, refused from the header."""
     import numpy as np
@@ -143,14 +158,35 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
         seq=0,
     )
     publish(p, topics.segments, tiny_segments[3], stream="good", rendition="r", seq=0)
+    server = _serve(tmp_path)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    publish(
+        p,
+        topics.segments,
+        json.dumps({"uri": f"{url}/big.ts"}).encode(),
+        stream="http",
+        rendition="r",
+        seq=0,
+    )
+    publish(
+        p,
+        topics.segments,
+        json.dumps({"uri": f"{url}/missing.ts"}).encode(),
+        stream="http404",
+        rendition="r",
+        seq=0,
+    )
     p.flush()
     p.close()
+    bad["http404"] = (b"", "bad_reference")
 
     daemon = start_daemon(daemon_config(tmp_path, bs, topics))
     dead = TopicReader(bs, topics.dead_letter)
     dead.until(lambda msgs: len(msgs) >= len(bad), 90, daemon)
     verdicts = TopicReader(bs, topics.verdicts)
-    verdicts.until(lambda msgs: {"ref/r/0", "good/r/0"} <= {k for k, _, _ in msgs}, 60, daemon)
+    want = {"ref/r/0", "good/r/0", "http/r/0"}
+    verdicts.until(lambda msgs: want <= {k for k, _, _ in msgs}, 60, daemon)
+    server.shutdown()
 
     reasons = {base64.b64decode(v["key"]).decode(): v for _, v, _ in dead.messages}
     assert set(reasons) == {f"{name}/r" for name in bad}
@@ -159,10 +195,12 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
         assert letter["schema"] == "vqmon.dead-letter/1"
         assert letter["reason"] == reason, (name, letter["error"])
         assert letter["error"]
-        assert base64.b64decode(letter["value"]) == value
-        assert letter["value_bytes"] == len(value)
         headers = {k: base64.b64decode(v) for k, v in letter["headers"]}
-        assert headers["x-trace"] == b"abc" and headers["stream"] == name.encode()
+        assert headers["stream"] == name.encode()
+        if name != "http404":  # published with the original value and an extra header
+            assert base64.b64decode(letter["value"]) == value
+            assert letter["value_bytes"] == len(value)
+            assert headers["x-trace"] == b"abc"
         assert letter["source"]["topic"] == topics.segments
     for _, _, headers in dead.messages:
         assert headers["vqmon-reason"] in {r.encode() for _, r in bad.values()}
@@ -175,7 +213,13 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
         "dead-letter metrics",
         daemon,
     )
-    for reason in ("limit_exceeded", "empty", "unsupported_reference", "bad_header"):
+    for reason in (
+        "limit_exceeded",
+        "empty",
+        "unsupported_reference",
+        "bad_header",
+        "bad_reference",
+    ):
         assert daemon.metric("vqmon_dead_letters_total", reason=reason) == 1
         assert daemon.metric("vqmon_segments_processed_total", reason=reason) == 1
     assert daemon.proc.poll() is None

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ingest.broker import EmbeddedBroker, free_port, wait_for_port
-from tests.integration.conftest import TopicReader, Topics, daemon_config, producer, publish
+from tests.integration.conftest import TopicReader, Topics, daemon_config, producer
 
 pytestmark = pytest.mark.integration
 
@@ -59,22 +59,33 @@ def s3_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 def _publish(bs: str, topic: str, segments: list[bytes], seqs: range) -> set[str]:
-    p = producer(bs)  # a new producer each time: an idempotent one does not survive a restart
-    expected = set()
-    for seq in seqs:
-        for s in range(3):
-            publish(
-                p,
-                topic,
-                segments[(seq + s) % len(segments)],
-                stream=f"s{s}",
-                rendition="r",
-                seq=seq,
+    """Publish and make sure the broker has every message: after a broker restart a new
+    idempotent producer can be refused (Tansu remembers producer ids), so failures are
+    sent again with another producer. kafka-python's flush() does not raise for them."""
+    todo = [(seq, s) for seq in seqs for s in range(3)]
+    for _ in range(10):
+        p = producer(bs)
+        futures = []
+        for seq, s in todo:
+            futures.append(
+                p.send(
+                    topic,
+                    key=f"s{s}/r".encode(),
+                    value=segments[(seq + s) % len(segments)],
+                    headers=[
+                        ("stream", f"s{s}".encode()),
+                        ("rendition", b"r"),
+                        ("seq", str(seq).encode()),
+                    ],
+                )
             )
-            expected.add(f"s{s}/r/{seq}")
-    p.flush()
-    p.close()
-    return expected
+        p.flush()
+        todo = [item for item, f in zip(todo, futures, strict=True) if f.failed()]
+        p.close()
+        if not todo:
+            return {f"s{s}/r/{seq}" for seq in seqs for s in range(3)}
+        time.sleep(1)
+    raise AssertionError(f"{len(todo)} segments could not be published")
 
 
 def test_broker_restart_while_running_loses_nothing(

@@ -49,7 +49,9 @@ def test_kill_9_mid_run_loses_nothing(
     topics.create(bs)
     expected = _publish_run(bs, topics.segments, tiny_segments, streams=3, per=40)
     assert len(expected) == 240
-    config = daemon_config(tmp_path, bs, topics, pipeline={"decode_workers": 2})
+    # Small queues: the consumer must pause and resume its partitions many times.
+    pipeline = {"decode_workers": 2, "intake_queue": 4, "score_queue": 2, "max_in_flight": 16}
+    config = daemon_config(tmp_path, bs, topics, pipeline=pipeline)
 
     first = start_daemon(config)
     reader = TopicReader(bs, topics.verdicts)
@@ -65,6 +67,7 @@ def test_kill_9_mid_run_loses_nothing(
     duplicates = len(keys) - len(set(keys))
     assert duplicates >= 0  # allowed, and recognisable because the key is the segment id
     reader.close()
+    assert second.metric("vqmon_partition_pauses_total") > 0
     assert second.terminate() == 0
 
 
