@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     logs.setup(config.logging.level, config.logging.format)
     try:
         summary = serve(config, duration_s=args.duration)
-    except (BrokerError, ScorerError, WorkerPoolFailed) as exc:
+    except (BrokerError, ScorerError, WorkerPoolFailed, OSError) as exc:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
@@ -104,7 +104,15 @@ def serve(
                 "kafka.bootstrap_servers is empty and kafka.embedded is false; set one of them"
             )
         if config.http.enabled:
-            server = HealthServer(config.http.host, config.http.port, registry, health).start()
+            try:
+                server = HealthServer(config.http.host, config.http.port, registry, health)
+            except OSError as exc:
+                raise BrokerError(
+                    f"cannot serve metrics on {config.http.host}:{config.http.port} "
+                    f"({exc.strerror}); set http.port to a free port (0 picks one) or "
+                    "http.enabled: false"
+                ) from exc
+            server.start()
             stack.callback(server.stop)
             log.info("http listening", extra={"address": "{}:{}".format(*server.address)})
         daemon = Daemon(
