@@ -74,6 +74,8 @@ class Summary:
     flags: collections.Counter[str] = field(default_factory=collections.Counter)
     renditions: set[tuple[str, str]] = field(default_factory=set)
     handed_back: int = 0
+    mos_sum: float = 0.0
+    mos_count: int = 0
     published: int | None = None
     """Segments the built-in synthetic feed published (None without a feed)."""
 
@@ -90,6 +92,7 @@ class Summary:
             "streams": len({s for s, _ in self.renditions}),
             "renditions": len(self.renditions),
             "handed_back": self.handed_back,
+            "mean_mos": round(self.mos_sum / self.mos_count, 3) if self.mos_count else None,
             **({"published": self.published} if self.published is not None else {}),
         }
 
@@ -383,6 +386,9 @@ class Daemon:
                 )
                 self.summary.flags.update(f.kind for f in verdict.flags)
                 self.summary.renditions.add((verdict.stream, verdict.rendition))
+                if verdict.mos is not None:
+                    self.summary.mos_sum += verdict.mos
+                    self.summary.mos_count += 1
                 item.decoded = None  # the frames are no longer needed
                 self._publish(item, messages)
 

@@ -160,7 +160,8 @@ def render_summary(summary: Summary, config: Config) -> str:
     dead = {k: v for k, v in s["results"].items() if k not in ("ok", "init")}
     lines = [
         f"vqmon: screened {s['screened']} segments of {s['streams']} streams "
-        f"({s['renditions']} renditions) in {s['seconds']:.0f} s",
+        f"({s['renditions']} renditions) in {s['seconds']:.0f} s"
+        + (f", mean MOS {s['mean_mos']:.2f} (1-5)" if s["mean_mos"] is not None else ""),
         "  flags: " + (", ".join(f"{k} x{v}" for k, v in sorted(s["flags"].items())) or "none"),
         "  dead letters: " + (", ".join(f"{k} x{v}" for k, v in dead.items()) or "none"),
         f"  verdicts on {topics.verdicts}, alerts on {topics.alerts}, "
