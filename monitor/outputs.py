@@ -3,7 +3,8 @@
 The JSON shapes are documented in docs/topics.md; the builders are pure functions.
 `Publisher` sends every output of a segment and reports the segment done only when the
 broker has acknowledged all of them. On any delivery failure it recreates the
-(idempotent) producer and sends every unacknowledged output again: duplicates are
+producer (acks=all, deliberately not idempotent: see ingest.kafka.make_producer)
+and sends every unacknowledged output again: duplicates are
 possible and recognisable by key, losses are not.
 """
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,7 +212,8 @@ def publish(
 class TopicReader:
     """Reads a topic from the beginning, across polls, keeping (key, value json, headers)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, decode_value: bool = True) -> None:
+        self.decode_value = decode_value
         self.consumer = KafkaConsumer(
             bootstrap_servers=[bootstrap],
             enable_auto_commit=False,
@@ -227,7 +228,8 @@ class TopicReader:
         for batch in self.consumer.poll(timeout_ms=timeout_ms).values():
             for r in batch:
                 headers = {k: v for k, v in r.headers}
-                self.messages.append((r.key.decode(), json.loads(r.value), headers))
+                value = json.loads(r.value) if self.decode_value else {"bytes": len(r.value)}
+                self.messages.append((r.key.decode(), value, headers))
         return self.messages
 
     def keys(self) -> list[str]:
@@ -235,6 +237,44 @@ class TopicReader:
 
     def until(self, cond: Any, timeout_s: float, daemon: DaemonProcess | None = None) -> None:
         wait_for(lambda: cond(self.read(200)), timeout_s, "messages", daemon)
+
+    def until_keys(
+        self,
+        expected: set[str],
+        *,
+        stall_s: float,
+        max_s: float,
+        daemon: DaemonProcess | None = None,
+        explain: Callable[[set[str]], str] | None = None,
+    ) -> None:
+        """Wait until every key of `expected` was read, for as long as new ones keep coming.
+
+        Fails when no new expected key arrived for `stall_s` (the daemon stalled or lost
+        them) or after `max_s` in all, naming the missing keys (and `explain(missing)`).
+        A loaded machine only makes progress slower, so it does not make this fail.
+        """
+        start = last_progress = time.monotonic()
+        seen: set[str] = set()
+        while True:
+            now_seen = expected & set(self.keys())
+            if now_seen == expected:
+                return
+            now = time.monotonic()
+            if len(now_seen) > len(seen):
+                seen, last_progress = now_seen, now
+            if daemon is not None and daemon.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({daemon.proc.returncode}):\n{daemon.tail()}")
+            if now - last_progress > stall_s or now - start > max_s:
+                missing = expected - now_seen
+                why = "no progress" if now - last_progress > stall_s else "too slow"
+                raise AssertionError(
+                    f"{why}: {len(missing)} of {len(expected)} keys missing after "
+                    f"{now - start:.0f} s (last new key {now - last_progress:.0f} s ago): "
+                    f"{sorted(missing)[:20]}\n"
+                    + (explain(missing) + "\n" if explain is not None else "")
+                    + (daemon.tail() if daemon is not None else "")
+                )
+            self.read(200)
 
     def close(self) -> None:
         self.consumer.close()

@@ -11,14 +11,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from ingest.broker import EmbeddedBroker, free_port, wait_for_port
-from tests.integration.conftest import TopicReader, Topics, daemon_config, producer
+from tests.integration.conftest import TopicReader, Topics, daemon_config
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +59,27 @@ def s3_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         proc.wait(10)
 
 
+def _producer(bs: str) -> KafkaProducer:
+    """acks=all, retrying, not idempotent: a batch in flight when the broker dies and sent
+    again may be answered DUPLICATE_SEQUENCE_NUMBER by a restarted Tansu, which
+    kafka-python counts as success although the records were not kept (the daemon's
+    producer is not idempotent for the same reason). A duplicate input is harmless here:
+    both copies get the same verdict key."""
+    return KafkaProducer(
+        bootstrap_servers=[bs],
+        acks="all",
+        enable_idempotence=False,
+        max_request_size=16 * 1024 * 1024,
+        linger_ms=5,
+    )
+
+
 def _publish(bs: str, topic: str, segments: list[bytes], seqs: range) -> set[str]:
-    """Publish and make sure the broker has every message: after a broker restart a new
-    idempotent producer can be refused (Tansu remembers producer ids), so failures are
-    sent again with another producer. kafka-python's flush() does not raise for them."""
+    """Publish and make sure the broker has every message: kafka-python's flush() does not
+    raise for failed sends, so failures are sent again with another producer."""
     todo = [(seq, s) for seq in seqs for s in range(3)]
     for _ in range(10):
-        p = producer(bs)
+        p = _producer(bs)
         futures = []
         for seq, s in todo:
             futures.append(
@@ -88,6 +103,36 @@ def _publish(bs: str, topic: str, segments: list[bytes], seqs: range) -> set[str
     raise AssertionError(f"{len(todo)} segments could not be published")
 
 
+def _explain(bs: str, topics: Topics, daemon: Any, tansu_log: Path) -> Callable[[set[str]], str]:
+    """What a failure report needs: were the missing segments on the input topic at all,
+    what the daemon counted, and where the full logs are."""
+
+    def explain(missing: set[str]) -> str:
+        inputs = TopicReader(bs, topics.segments, decode_value=False)
+        try:
+            ends = sum(inputs.consumer.end_offsets(list(inputs.consumer.assignment())).values())
+            deadline = time.monotonic() + 60
+            while len(inputs.messages) < ends and time.monotonic() < deadline:
+                inputs.read(500)
+        finally:
+            inputs.close()
+        published = {
+            f"{h['stream'].decode()}/{h['rendition'].decode()}/{h['seq'].decode()}"
+            for _, _, h in inputs.messages
+        }
+        return (
+            f"{len(missing - published)} of the missing segments are not on the input topic "
+            f"({len(inputs.messages)} of {ends} records read); daemon counted "
+            f"{daemon.metric('vqmon_segments_processed_total', reason='ok'):.0f} screened, "
+            f"{daemon.metric('vqmon_queue_depth', stage='produce'):.0f} outputs unacknowledged, "
+            f"{daemon.metric('vqmon_assigned_partitions'):.0f} partitions assigned, "
+            f"{daemon.metric('vqmon_paused_partitions'):.0f} paused\n"
+            f"daemon log: {daemon.log}\ntansu log: {tansu_log}"
+        )
+
+    return explain
+
+
 def test_broker_restart_while_running_loses_nothing(
     s3_broker: EmbeddedBroker, tiny_segments: list[bytes], tmp_path: Path, start_daemon: Any
 ) -> None:
@@ -107,7 +152,15 @@ def test_broker_restart_while_running_loses_nothing(
 
     expected |= _publish(bs, topics.segments, tiny_segments, range(60, 80))
     reader = TopicReader(bs, topics.verdicts)
-    reader.until(lambda msgs: expected <= {k for k, _, _ in msgs}, 180, daemon)
+    # Reconnecting takes seconds; screening the rest is slow on a loaded machine: wait as
+    # long as verdicts keep arriving, fail when they stop with segments still missing.
+    reader.until_keys(
+        expected,
+        stall_s=120,
+        max_s=900,
+        daemon=daemon,
+        explain=_explain(bs, topics, daemon, tmp_path / "tansu.log"),
+    )
     assert set(reader.keys()) == expected
     reader.close()
     assert daemon.get("/healthz")[0] == 200
