@@ -83,7 +83,7 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
 
     data = load(tiny_corpus)
     small = ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8)
-    cfg = TrainConfig(epochs=5, batch_size=4, max_steps=3, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(epochs=5, batch_size=4, max_steps=3, val_fraction=0.5, seed=1, threads=1)
     report = train(data, tmp_path, cfg, small, progress=False)
     assert report["steps"] == 3
     assert len(report["history"]["step_loss"]) == 3
