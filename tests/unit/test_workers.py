@@ -27,7 +27,7 @@ def misbehave(job_id: int, job: SegmentJob, cfg: DecodeConfig, ref: ReferenceCon
 
 def pool(**kw: Any) -> DecodePool:
     args: dict[str, Any] = dict(
-        job_timeout_s=2.0, max_restarts=5, restart_window_s=60, runner=misbehave
+        job_timeout_s=6.0, max_restarts=5, restart_window_s=60, runner=misbehave
     )
     args.update(kw)
     return DecodePool(1, 3, DecodeConfig(), ReferenceConfig(), **args)
