@@ -116,6 +116,14 @@ class Metrics:
             "Offset commits acknowledged by the group coordinator.",
             registry=registry,
         )
+        self.scorer_info = Gauge(
+            "vqmon_scorer_info",
+            "1 for each scorer in the chain: its model version and the runtime provider that "
+            "actually runs it (e.g. CUDAExecutionProvider, or CPUExecutionProvider after a "
+            "CUDA fallback).",
+            ["scorer", "version", "provider"],
+            registry=registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         for q in QUEUES:

@@ -210,6 +210,8 @@ class Daemon:
             if created:
                 log.info("created topics", extra={"topics": created})
         chain = Chain.from_configs(cfg.scorers)
+        for name, version, provider in chain.runtimes():
+            self.metrics.scorer_info.labels(name, version, provider).set(1)
         limits = cfg.decode.limits
         self._pool = DecodePool(
             cfg.pipeline.decode_workers,

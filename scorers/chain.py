@@ -26,6 +26,10 @@ class Chain:
     def names(self) -> list[str]:
         return [f"{s.name}@{s.version}" for s in self.scorers]
 
+    def runtimes(self) -> list[tuple[str, str, str]]:
+        """(name, version, provider) per scorer; scorers without a model runtime run in Python."""
+        return [(s.name, s.version, str(getattr(s, "provider", "python"))) for s in self.scorers]
+
     def score(self, batch: Sequence[DecodedSegment]) -> list[Verdict]:
         merged: list[Verdict] | None = None
         for scorer in self.scorers:

@@ -86,6 +86,13 @@ def test_verdict_for_every_segment_of_every_stream_and_rendition(
 
     assert daemon.metric("vqmon_segments_processed_total", reason="ok") >= len(expected)
     assert daemon.metric("vqmon_segments_processed_total", reason="init") == 1
+    # The provider that actually runs the student (CPU here: the CUDA one falls back).
+    info = [
+        ln for ln in daemon.get("/metrics")[1].splitlines() if ln.startswith("vqmon_scorer_info{")
+    ]
+    assert any(
+        'scorer="distilled"' in ln and 'provider="CPUExecutionProvider"' in ln for ln in info
+    )
     assert daemon.get("/healthz")[0] == 200
     assert daemon.terminate() == 0
     assert '"msg": "stopped"' in daemon.tail()
