@@ -178,11 +178,11 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         d.kill()
 
 
-def producer(bootstrap: str) -> KafkaProducer:
+def producer(bootstrap: str, *, idempotent: bool = True) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=[bootstrap],
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=idempotent,
         max_request_size=16 * 1024 * 1024,
         linger_ms=5,
     )

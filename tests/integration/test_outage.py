@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaProducer
 
 from ingest.broker import EmbeddedBroker, free_port, wait_for_port
-from tests.integration.conftest import TopicReader, Topics, daemon_config
+from tests.integration.conftest import TopicReader, Topics, daemon_config, producer
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +65,7 @@ def _producer(bs: str) -> KafkaProducer:
     kafka-python counts as success although the records were not kept (the daemon's
     producer is not idempotent for the same reason). A duplicate input is harmless here:
     both copies get the same verdict key."""
-    return KafkaProducer(
-        bootstrap_servers=[bs],
-        acks="all",
-        enable_idempotence=False,
-        max_request_size=16 * 1024 * 1024,
-        linger_ms=5,
-    )
+    return producer(bs, idempotent=False)
 
 
 def _publish(bs: str, topic: str, segments: list[bytes], seqs: range) -> set[str]:
