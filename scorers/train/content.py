@@ -83,11 +83,12 @@ def seed_of(name: str, salt: int = 0) -> int:
 
 def train_sources() -> list[str]:
     names = [f"still:{s}" for s in TRAIN_STILLS]
-    names += [f"pattern:{k}:{i}" for k in ("scene", "texture") for i in range(6)]
+    names += [f"pattern:{k}:{i}" for k in ("scene", "texture") for i in range(12)]
     names += [f"pattern:{k}:0" for k in ("bars", "gradient", "zoneplate")]
-    names += [f"fractal:julia:{i}" for i in range(4)] + ["fractal:mandel:0", "fractal:mandel:1"]
-    names += [f"texture:fbm:{i}" for i in range(4)] + [f"texture:plasma:{i}" for i in range(3)]
-    names += [f"text:{i}" for i in range(4)] + [f"graphics:{i}" for i in range(4)]
+    names += [f"fractal:julia:{i}" for i in range(8)] + [f"fractal:mandel:{i}" for i in range(4)]
+    names += [f"texture:fbm:{i}" for i in range(8)] + [f"texture:plasma:{i}" for i in range(6)]
+    names += [f"text:{i}" for i in range(10)] + [f"graphics:{i}" for i in range(8)]
+    names += [f"overlay:{i}" for i in range(8)]
     return names
 
 
@@ -105,8 +106,9 @@ def family(name: str) -> str:
 
 def source_size(name: str) -> tuple[int, int]:
     """(width, height) a source renders at: mixes 384x216 .. 1280x720 across sources."""
-    if family(name) == "still":
-        h0, w0 = _still(name.split(":")[1]).shape[:2]
+    if family(name) in ("still", "overlay"):
+        which = name.split(":")[1] if family(name) == "still" else _overlay_still(name)
+        h0, w0 = _still(which).shape[:2]
         if min(h0, w0) >= 800:
             return 960, 540
         return (512, 288) if w0 >= 450 else (384, 216)
@@ -133,6 +135,7 @@ def render(name: str, count: int, size: tuple[int, int] | None = None) -> list[R
         "texture": _texture_clip,
         "text": _text_clip,
         "graphics": _graphics_clip,
+        "overlay": _overlay_clip,
     }
     if parts[0] not in makers:
         raise ValueError(f"unknown content family {parts[0]!r} in source {name!r}")
@@ -310,3 +313,35 @@ def _graphics_clip(parts: list[str], width: int, height: int, count: int) -> lis
                 draw.rectangle(box, fill=col)
         out.append(np.asarray(img))
     return out
+
+
+def _overlay_clip(parts: list[str], width: int, height: int, count: int) -> list[RGB]:
+    """Broadcast graphics over natural content: a training still panning under a
+    lower-third bar with text and a corner logo box (news, sports)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed_of(":".join(parts)))
+    still = _overlay_still(":".join(parts))
+    base = _still_clip(["still", still, parts[-1]], width, height, count)
+    size = int(rng.integers(max(10, height // 24), max(12, height // 10)))
+    font = ImageFont.load_default(size=size)
+    bar = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    fg = (255, 255, 255) if sum(bar) < 384 else (0, 0, 0)
+    top = int(height * rng.uniform(0.72, 0.85))
+    line = " ".join(rng.choice(_WORDS, size=int(rng.integers(3, 7)))).upper()
+    speed, x0 = rng.uniform(2.0, 8.0), rng.uniform(8, width * 0.3)
+    out = []
+    for t, frame in enumerate(base):
+        img = Image.fromarray(frame)
+        draw = ImageDraw.Draw(img, "RGBA")
+        draw.rectangle((0, top, width, top + int(size * 1.6)), fill=(*bar, 210))
+        draw.text((int(x0 - speed * t), top + size // 4), line, fill=fg, font=font)
+        draw.rectangle((width - 8 - 3 * size, 8, width - 8, 8 + size * 2), fill=(*bar, 255))
+        draw.text((width - 6 - 3 * size, 8 + size // 2), "LIVE", fill=fg, font=font)
+        out.append(np.asarray(img))
+    return out
+
+
+def _overlay_still(name: str) -> str:
+    """The training still under overlay source `name`."""
+    return TRAIN_STILLS[seed_of(name, 7) % len(TRAIN_STILLS)]
