@@ -98,8 +98,12 @@ def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: P
         "## Model",
         "",
         "Per patch: 4x4 patchify stem (a reshape + 1x1 conv), depthwise-separable blocks at "
-        "8x8, 4x4, 2x2; patch features pooled over the 49 patches (mean and std); an MLP "
-        "gives the embedding z. Quality head after RALI: MOS = sum_k softmax_k(cos(z, P_k) / "
+        "8x8, 4x4, 2x2; patch features pooled over the 49 patches (mean and std). Beside "
+        "it a fixed statistics branch per patch (BRISQUE-style MSCN moments and neighbour "
+        "products at native and half resolution, gradient energy across scales, 8/4-px "
+        "block-edge ratios), pooled by mean, std and 10/50/90th percentiles, normalised "
+        "and mapped by one learned layer. An MLP over both gives the embedding z. "
+        "Quality head after RALI: MOS = sum_k softmax_k(cos(z, P_k) / "
         "tau) * s_k over K learned prototypes P_k with learned scores s_k in [1, 5]. A linear "
         "head on z gives the degradation distribution. Config: "
         f"`{json.dumps(report['model_config'])}`.",
@@ -108,8 +112,9 @@ def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: P
         "",
         f"{report['train_frames']} training frames from {len(report['train_sources'])} sources, "
         "all made offline: scikit-image stills as panning/zooming clips, ingest.synth patterns "
-        "and procedural scenes, fractal zooms, noise textures, scrolling text and flat "
-        "graphics, at 384x216 to 1280x720. Impairments: H.264/HEVC CRF ladder (even CRFs "
+        "and procedural scenes, fractal zooms, noise textures, scrolling text, flat "
+        "graphics and broadcast overlays (lower-third bars and logos over stills), at "
+        "384x216 to 1280x720. Impairments: H.264/HEVC CRF ladder (even CRFs "
         "14-51), downscale (AREA) -> encode -> upscale (bicubic/bilinear) at 0.25-0.75, "
         "gaussian blur, gaussian noise and banding under a light encode, MPEG-TS packet "
         "corruption decoded with concealment (ingest.impair).",
@@ -126,7 +131,9 @@ def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: P
         f"`{command}` (seed {report['train_config']['seed']}, "
         f"{report['train_config']['epochs']} epochs, {report['steps']} steps, "
         f"{report['train_seconds'] / 60:.1f} min on 2 shared CPU cores). Loss: smooth-L1 on "
-        "MOS + pairwise logistic rank loss + degradation cross-entropy.",
+        "MOS + pairwise logistic rank loss over the batch and, weighted "
+        f"{report['train_config'].get('within_rank_weight', 0)}, over pairs of the same "
+        "source (batches of 4 frames per source) + degradation cross-entropy.",
         "",
         "## Held-out metrics",
         "",

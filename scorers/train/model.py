@@ -6,6 +6,15 @@ convolutional encoder (no cross-patch convolution: the seams between patches are
 not artifacts), and patch features are pooled (mean and standard deviation over
 patches) into one frame embedding z.
 
+Beside the learned encoder, a fixed statistics branch (PatchStats) measures what
+the quality literature knows carries quality without a reference: natural-scene
+statistics of the mean-subtracted contrast-normalised luma (BRISQUE's MSCN moments
+and neighbour products, at native and half resolution), gradient energy across
+scales (softness, upscaling), and the 8- and 4-pixel block-edge ratio (coding
+blocks). Pooled over patches (mean, spread, 10/50/90th percentiles) and
+normalised, they join the encoder's pooled features before the projection: a
+few hundred parameters of prior knowledge that a CPU-sized corpus cannot learn.
+
 Quality head, after RALI: z is L2-normalised and compared by cosine with K
 learned prototypes P_k, each carrying a learned score s_k in [1, 5];
 MOS = sum_k softmax_k(cos(z, P_k) / tau) * s_k. A linear head on z gives the
@@ -37,6 +46,9 @@ class ModelConfig:
     prototypes: int = 32
     tau: float = 0.1
     """Initial softmax temperature (learned, in log space)."""
+    stats: bool = True
+    """Add the fixed patch-statistics branch (PatchStats) to the embedding."""
+    stats_width: int = 256
 
     def to_json(self) -> dict[str, object]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -52,6 +64,107 @@ def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
+
+
+def _blur_matrix(n: int, size: int = 7, sigma: float = 7.0 / 6.0) -> torch.Tensor:
+    """n x n matrix B such that B @ Y @ B.T is Y blurred by a size x size Gaussian with
+    replicated borders (BRISQUE's window): two small matmuls, far cheaper on CPU than a
+    one-channel 7x7 convolution over hundreds of patches."""
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    m = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for k in range(size):
+            j = min(max(i + k - size // 2, 0), n - 1)
+            m[i, j] += g[k]
+    return m.to(torch.float32)
+
+
+class PatchStats(nn.Module):
+    """Per-patch quality statistics of luma (M x 1 x H x W, code values 0..255) -> M x FEATURES."""
+
+    FEATURES = 25
+    QUANTILES = (0.1, 0.5, 0.9)
+    blur32: torch.Tensor
+    blur16: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("blur32", _blur_matrix(PATCH), persistent=False)
+        self.register_buffer("blur16", _blur_matrix(PATCH // 2), persistent=False)
+
+    def _nss(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """BRISQUE-style MSCN statistics (C = 1 on the 0..255 scale), border cropped."""
+        b = self.blur32 if y.shape[-1] == PATCH else self.blur16
+        both = b @ torch.cat([y, y * y], dim=1) @ b.t()
+        mu, var = both[:, :1], both[:, 1:] - both[:, :1] ** 2
+        sigma = var.clamp_min(0.0).sqrt()
+        m = ((y - mu) / (sigma + 1.0))[..., 3:-3, 3:-3]
+        sigma = sigma[..., 3:-3, 3:-3]
+        dims = (1, 2, 3)
+        v = m.pow(2).mean(dims)
+        kurt = torch.log(m.pow(4).mean(dims) / (v * v + 1e-6) + 1e-3)
+        return [
+            v,
+            m.abs().mean(dims),
+            kurt,
+            (m[..., :, 1:] * m[..., :, :-1]).mean(dims),
+            (m[..., 1:, :] * m[..., :-1, :]).mean(dims),
+            (m[..., 1:, 1:] * m[..., :-1, :-1]).mean(dims),
+            (m[..., 1:, :-1] * m[..., :-1, 1:]).mean(dims),
+            torch.log1p(sigma).mean(dims),
+            (sigma < 1.0).to(y.dtype).mean(dims),
+        ]
+
+    @staticmethod
+    def _edges(y: torch.Tensor) -> list[torch.Tensor]:
+        """Gradient energy at two scales, Laplacian energy, and block-edge ratios."""
+        dx = (y[..., :, 1:] - y[..., :, :-1]).abs()
+        dy = (y[..., 1:, :] - y[..., :-1, :]).abs()
+        g1 = torch.log1p(dx.mean((1, 2, 3)) + dy.mean((1, 2, 3)))
+        y2 = F.avg_pool2d(y, 2)
+        g2 = torch.log1p(
+            (y2[..., :, 1:] - y2[..., :, :-1]).abs().mean((1, 2, 3))
+            + (y2[..., 1:, :] - y2[..., :-1, :]).abs().mean((1, 2, 3))
+        )
+        c = y[..., 1:-1, 1:-1]
+        lap = 4 * c - y[..., 2:, 1:-1] - y[..., :-2, 1:-1] - y[..., 1:-1, 2:] - y[..., 1:-1, :-2]
+        l1 = torch.log1p(lap.abs().mean((1, 2, 3)))
+        cols, rows = dx.mean((1, 2)), dy.mean((1, 3))  # M x (W-1), M x (H-1)
+
+        def ratio(period: int) -> torch.Tensor:
+            # Differences that straddle a coding-block edge (x % period == period-1 -> x+1)
+            # against all the others; patch origins are ALIGN-snapped, so edges line up.
+            on_c, off_c = (
+                cols[:, period - 1 :: period],
+                cols.sum(1) - cols[:, period - 1 :: period].sum(1),
+            )
+            on_r, off_r = (
+                rows[:, period - 1 :: period],
+                rows.sum(1) - rows[:, period - 1 :: period].sum(1),
+            )
+            n_on = on_c.shape[1] + on_r.shape[1]
+            n_off = cols.shape[1] + rows.shape[1] - n_on
+            on = (on_c.sum(1) + on_r.sum(1)) / n_on
+            off = (off_c + off_r) / n_off
+            return torch.log((on + 1.0) / (off + 1.0))
+
+        return [g1, g2, g1 - g2, l1, l1 - g1, ratio(8), ratio(4)]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        feats = self._nss(y) + self._nss(F.avg_pool2d(y, 2)) + self._edges(y)
+        return torch.stack(feats, dim=1)
+
+    @classmethod
+    def pool(cls, f: torch.Tensor) -> torch.Tensor:
+        """N x P x FEATURES per-patch statistics -> N x 5*FEATURES (mean, sd, quantiles)."""
+        mu = f.mean(dim=1)
+        sd = (f - mu.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+        ordered = torch.sort(f, dim=1).values
+        p = int(f.shape[1])  # a constant in the exported graph: 49 patches at runtime
+        picks = [ordered[:, round(q * (p - 1))] for q in cls.QUANTILES]
+        return torch.cat([mu, sd, *picks], dim=1)
 
 
 class Student(nn.Module):
@@ -72,6 +185,16 @@ class Student(nn.Module):
             layers += [_block(a, b, 2), _block(b, b, 1)]
         self.encoder = nn.Sequential(*layers)
         feat = w[-1] * 2
+        self.stats: PatchStats | None = None
+        if cfg.stats:
+            self.stats = PatchStats()
+            n_stats = 5 * PatchStats.FEATURES
+            self.stats_head = nn.Sequential(
+                nn.BatchNorm1d(n_stats),
+                nn.Linear(n_stats, cfg.stats_width),
+                nn.GELU(),
+            )
+            feat += cfg.stats_width
         self.project = nn.Sequential(
             nn.Linear(feat, cfg.hidden),
             nn.LayerNorm(cfg.hidden),
@@ -101,13 +224,32 @@ class Student(nn.Module):
         x = x.reshape(-1, 3 * s * s, g, g).to(torch.float32)
         return (x - 0.45 * 255.0) / (0.25 * 255.0)
 
+    @staticmethod
+    def luma_patches(mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """N x 224 x 224 x 3 uint8 -> N x P x 1 x 32 x 32 BT.601 luma, code values."""
+        n = mosaic.shape[0]
+        x = mosaic.to(torch.float32)
+        y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+        y = y.reshape(n, GRID, PATCH, GRID, PATCH).permute(0, 1, 3, 2, 4)
+        y = y.reshape(n, GRID * GRID, 1, PATCH, PATCH)
+        return y if keep is None else y[:, keep]
+
     def embed(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         n = mosaic.shape[0]
         f = self.encoder(self.stem(self.patches(mosaic, keep)))
         f = f.mean(dim=(2, 3)).reshape(n, -1, f.shape[1])
         mu = f.mean(dim=1)
         sd = (f - mu.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
-        return self.project(torch.cat([mu, sd], dim=1))
+        parts = [mu, sd]
+        if self.stats is not None:
+            # Always all 49 patches, also in training: the statistics are cheap, and their
+            # pooled spread and percentiles depend on the patch count, so training on a
+            # subset would shift them away from what the runtime sees.
+            y = self.luma_patches(mosaic)
+            p = y.shape[1]
+            s = self.stats(y.reshape(n * p, 1, PATCH, PATCH)).reshape(n, p, -1)
+            parts.append(self.stats_head(PatchStats.pool(s)))
+        return self.project(torch.cat(parts, dim=1))
 
     def proto_scores(self) -> torch.Tensor:
         return 1.0 + 4.0 * torch.sigmoid(self.proto_raw)
