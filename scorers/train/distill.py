@@ -3,8 +3,11 @@
 Validation holds out whole SOURCES (content), never frames or versions of a source
 that is also trained on, so the held-out figures say how the student does on
 pictures it has never seen. Loss: smooth-L1 on MOS + a pairwise ranking term (the
-screen path cares about order as much as level) + cross-entropy on the degradation
-type. Writes the checkpoint, a JSON report and a PNG of the loss curves.
+screen path cares about order as much as level) + the same ranking term restricted to
+pairs of one source (batches are drawn a few frames per source, so every batch has
+such pairs: ranking versions of the same picture is what a no-reference model gets
+wrong most) + cross-entropy on the degradation type. Writes the checkpoint, a JSON
+report and a PNG of the loss curves.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     rank_weight: float = 0.5
+    within_rank_weight: float = 0.3
+    """Weight of a second rank term over pairs of frames of the SAME source only."""
+    source_group: int = 4
+    """Frames drawn per source in a batch (batch_size // source_group sources per batch), so
+    the within-source rank term has pairs to learn from; 0 draws frames uniformly."""
     class_weight: float = 0.2
     val_fraction: float = 0.15
     seed: int = 0
@@ -73,19 +81,51 @@ def split_sources(
 
 
 def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Flips of the whole mosaic: they flip every patch, and quality does not care."""
+    """Flips and transposes of the whole mosaic: they flip/transpose every patch (and move
+    patches, which the order-free pooling ignores), and quality does not care."""
     n = batch.shape[0]
     flip_h = torch.rand(n, generator=gen) < 0.5
     flip_v = torch.rand(n, generator=gen) < 0.25
+    swap = torch.rand(n, generator=gen) < 0.5
     batch = torch.where(flip_h.view(n, 1, 1, 1), batch.flip(2), batch)
-    return torch.where(flip_v.view(n, 1, 1, 1), batch.flip(1), batch)
+    batch = torch.where(flip_v.view(n, 1, 1, 1), batch.flip(1), batch)
+    return torch.where(swap.view(n, 1, 1, 1), batch.transpose(1, 2), batch)
 
 
-def rank_loss(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
-    """Logistic pairwise loss over pairs whose targets differ by more than 0.05 MOS."""
+def _batches(
+    sources: npt.NDArray[np.str_], batch_size: int, steps: int, group: int, rng: np.random.Generator
+) -> list[npt.NDArray[np.int64]]:
+    """Index batches for one epoch: uniform permutation (group 0), or `group` frames of each of
+    batch_size // group random sources, so every batch holds same-source pairs to rank."""
+    n = len(sources)
+    if group <= 0:
+        order = rng.permutation(n)
+        return [order[b * batch_size : (b + 1) * batch_size] for b in range(steps)]
+    names, inv = np.unique(sources, return_inverse=True)
+    members = [np.flatnonzero(inv == k) for k in range(len(names))]
+    per = min(group, batch_size)
+    k = max(1, -(-batch_size // per))
+    out = []
+    for _ in range(steps):
+        picked = rng.choice(len(names), size=k, replace=k > len(names))
+        idx = [rng.choice(members[m], size=per, replace=per > len(members[m])) for m in picked]
+        out.append(np.concatenate(idx)[:batch_size].astype(np.int64))
+    return out
+
+
+def rank_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    scale: float = 0.1,
+    group: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logistic pairwise loss over pairs whose targets differ by more than 0.05 MOS
+    (and, given `group`, that share a group)."""
     dp = pred[:, None] - pred[None, :]
     dt = target[:, None] - target[None, :]
     mask = dt.abs() > 0.05
+    if group is not None:
+        mask = mask & (group[:, None] == group[None, :])
     if not bool(mask.any()):
         return pred.sum() * 0.0
     return F.softplus(-torch.sign(dt[mask]) * dp[mask] / scale).mean()
@@ -154,6 +194,7 @@ def train(
     mosaics = torch.from_numpy(tr.mosaic)
     target = torch.from_numpy(tr.mos)
     classes = torch.from_numpy(tr.degradation)
+    source_id = torch.from_numpy(np.unique(tr.source, return_inverse=True)[1].astype(np.int64))
     hist = History()
     started = time.monotonic()
     step = 0
@@ -162,12 +203,14 @@ def train(
             if step >= total:
                 break
             model.train()
-            order = torch.from_numpy(rng.permutation(len(tr)))
+            batches = _batches(
+                tr.source, config.batch_size, steps_per_epoch, config.source_group, rng
+            )
             losses = []
             for b in range(steps_per_epoch):
                 if step >= total:
                     break
-                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                idx = torch.from_numpy(batches[b])
                 x = _augment(mosaics[idx], gen)
                 keep = torch.randperm(49, generator=gen)[: config.train_patches]
                 mos, logits, _ = model.logits(x, keep)
@@ -175,6 +218,7 @@ def train(
                 loss = (
                     F.smooth_l1_loss(mos, y, beta=0.25)
                     + config.rank_weight * rank_loss(mos, y)
+                    + config.within_rank_weight * rank_loss(mos, y, group=source_id[idx])
                     + config.class_weight * F.cross_entropy(logits, classes[idx])
                 )
                 opt.zero_grad()
