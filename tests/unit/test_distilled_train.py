@@ -108,3 +108,74 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
     assert preds.degradation.shape == (7, len(DEGRADATIONS))
     assert np.allclose(np.linalg.norm(preds.embedding, axis=1), 1.0, atol=1e-4)
     assert scorer.version.startswith("0.test+")
+
+
+def test_patch_stats_blur_is_the_replicate_padded_gaussian() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from scorers.train.model import _blur_matrix
+
+    y = torch.rand(3, 1, 32, 32) * 255
+    x = torch.arange(7, dtype=torch.float32) - 3
+    g = torch.exp(-(x**2) / (2 * (7 / 6) ** 2))
+    g = g / g.sum()
+    want = F.conv2d(F.pad(y, (3, 3, 3, 3), mode="replicate"), (g[:, None] * g[None, :])[None, None])
+    b = _blur_matrix(32)
+    assert torch.allclose(b @ y @ b.t(), want, atol=1e-3)
+
+
+def test_patch_stats_see_blur_and_coding_blocks() -> None:
+    """The fixed branch must move the right way on real impairments of real content."""
+    import torch
+
+    from ingest import impair
+    from scorers.train.model import PatchStats, Student
+
+    stats = PatchStats()
+    names = [
+        n
+        for group in ("nss", "nss_half")
+        for n in ("var", "abs", "kurt", "h", "v", "d1", "d2", "log_sigma", "flat")
+    ] + ["g1", "g2", "sharp", "lap", "lap_rel", "block8", "block4"]
+    assert len(names) == PatchStats.FEATURES
+    frame = content.render("still:astronaut", 1, (256, 256))[0]
+
+    def features(img: np.ndarray) -> dict[str, float]:
+        mosaic = torch.from_numpy(np.ascontiguousarray(img[16:240, 16:240]))[None]
+        y = Student.luma_patches(mosaic).reshape(-1, 1, 32, 32)
+        return dict(zip(names, stats(y).mean(0).tolist(), strict=True))
+
+    clean = features(frame)
+    blurred = features(impair.blur([frame], 2.5)[0])
+    assert blurred["g1"] < clean["g1"] - 0.3  # less gradient energy
+    assert blurred["sharp"] < clean["sharp"]  # and less at the fine scale than the coarse one
+    assert blurred["flat"] >= clean["flat"]
+    # 8x8 blocks (each block its mean, as a starved encoder leaves it) raise the 8-px edge ratio.
+    f = frame.astype(np.float32)
+    blocks = f.reshape(32, 8, 32, 8, 3).mean(axis=(1, 3), keepdims=True)
+    blocky = np.broadcast_to(blocks, (32, 8, 32, 8, 3)).reshape(256, 256, 3)
+    assert features(blocky.astype(np.uint8))["block8"] > clean["block8"] + 0.5
+
+
+def test_source_grouped_batches_hold_pairs_of_one_source() -> None:
+    from scorers.train.distill import _batches
+
+    sources = np.array(["a"] * 10 + ["b"] * 3 + ["c"] * 20)
+    rng = np.random.default_rng(0)
+    batches = _batches(sources, 8, 5, 4, rng)
+    assert len(batches) == 5
+    for idx in batches:
+        assert len(idx) == 8
+        names, counts = np.unique(sources[idx], return_counts=True)
+        assert len(names) <= 2 and (counts >= 4).all()
+    uniform = _batches(sources, 8, 4, 0, np.random.default_rng(0))
+    assert len(np.unique(np.concatenate(uniform))) == 32  # a permutation, no repeats
+
+
+def test_overlay_source_renders_over_its_still() -> None:
+    a = content.render("overlay:3", 2)
+    b = content.render("overlay:3", 2)
+    w, h = content.source_size("overlay:3")
+    assert a[0].shape == (h, w, 3) and np.array_equal(a[1], b[1])
+    assert "overlay:3" in content.train_sources()
