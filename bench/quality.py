@@ -192,7 +192,21 @@ def quality(
             "srcc_within_source": metrics.within_group_srcc(v, vmaf, sources),
             "plcc": metrics.plcc(v, vmaf) if name == "vqmon distilled" else None,
         }
+    # Where the student wins and loses: per impairment kind, SRCC inside the kind (across
+    # sources and strengths) and the mean MOS error against the teacher's map.
+    student = np.asarray(scores["vqmon distilled"][0])
+    kinds = np.array([r["variant"].split("/")[0] for r in records])
+    by_kind = {
+        str(k): {
+            "versions": int((kinds == k).sum()),
+            "srcc": metrics.srcc(student[kinds == k], vmaf[kinds == k]),
+            "mean_vmaf": float(vmaf[kinds == k].mean()),
+            "mos_bias": float((student[kinds == k] - (1 + 4 * vmaf[kinds == k] / 100)).mean()),
+        }
+        for k in np.unique(kinds)
+    }
     return {
+        "by_kind": by_kind,
         "versions": len(records),
         "frames": sum(len(r["frames"]) for r in records),
         "sources": sorted(set(sources)),
@@ -255,6 +269,16 @@ def render(result: dict[str, Any]) -> str:
     ]
     for name, row in sorted(q["table"].items(), key=lambda kv: -kv[1]["srcc"]):
         lines.append(f"| {name} | {row['srcc']:.3f} | {row['srcc_within_source']:.3f} |")
+    lines += [
+        "",
+        "| impairment | versions | student SRCC within kind | mean VMAF | student MOS bias |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, row in q["by_kind"].items():
+        lines.append(
+            f"| {kind} | {row['versions']} | {row['srcc']:.3f} | {row['mean_vmaf']:.1f} "
+            f"| {row['mos_bias']:+.2f} |"
+        )
     lines += (
         []
         if "speed" not in result
