@@ -10,8 +10,9 @@ Beside the learned encoder, a fixed statistics branch (PatchStats) measures what
 the quality literature knows carries quality without a reference: natural-scene
 statistics of the mean-subtracted contrast-normalised luma (BRISQUE's MSCN moments
 and neighbour products, at native and half resolution), gradient energy across
-scales (softness, upscaling), and the 8- and 4-pixel block-edge ratio (coding
-blocks). Pooled over patches (mean, spread, 10/50/90th percentiles) and
+scales (softness, upscaling), the 8- and 4-pixel block-edge ratio (coding
+blocks), and the emptiness of high-frequency DCT coefficients on the 8x8 and 4x4
+block grid (quantisation). Pooled over patches (mean, spread, 10/50/90th percentiles) and
 normalised, they join the encoder's pooled features before the projection: a
 few hundred parameters of prior knowledge that a CPU-sized corpus cannot learn.
 
@@ -81,18 +82,40 @@ def _blur_matrix(n: int, size: int = 7, sigma: float = 7.0 / 6.0) -> torch.Tenso
     return m.to(torch.float32)
 
 
+def _dct_matrix(n: int) -> torch.Tensor:
+    """Orthonormal DCT-II matrix: C @ X @ C.T is the 2-D DCT of an n x n block."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    m = torch.cos(torch.pi * (i + 0.5) * k / n) * (2.0 / n) ** 0.5
+    m[0] = m[0] / 2**0.5
+    return m.to(torch.float32)
+
+
 class PatchStats(nn.Module):
     """Per-patch quality statistics of luma (M x 1 x H x W, code values 0..255) -> M x FEATURES."""
 
-    FEATURES = 25
+    FEATURES = 35
     QUANTILES = (0.1, 0.5, 0.9)
     blur32: torch.Tensor
     blur16: torch.Tensor
+    dct8: torch.Tensor
+    dct4: torch.Tensor
+    hi8: torch.Tensor
+    hi4: torch.Tensor
+    mid8: torch.Tensor
+    mid4: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("blur32", _blur_matrix(PATCH), persistent=False)
         self.register_buffer("blur16", _blur_matrix(PATCH // 2), persistent=False)
+        for n in (8, 4):
+            self.register_buffer(f"dct{n}", _dct_matrix(n), persistent=False)
+            u = torch.arange(n)
+            freq = u[:, None] + u[None, :]
+            self.register_buffer(f"hi{n}", (freq >= n).to(torch.float32), persistent=False)
+            mid = ((freq >= 1) & (freq < n)).to(torch.float32)
+            self.register_buffer(f"mid{n}", mid, persistent=False)
 
     def _nss(self, y: torch.Tensor) -> list[torch.Tensor]:
         """BRISQUE-style MSCN statistics (C = 1 on the 0..255 scale), border cropped."""
@@ -152,8 +175,31 @@ class PatchStats(nn.Module):
 
         return [g1, g2, g1 - g2, l1, l1 - g1, ratio(8), ratio(4)]
 
+    def _dct(self, y: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """Coding-transform statistics on the n x n block grid (patches are 8-aligned, so
+        it is the codec's grid): quantisation empties the high-frequency coefficients of
+        blocks that still carry mid-frequency content, whatever the picture."""
+        c_mat, hi, mid = getattr(self, f"dct{n}"), getattr(self, f"hi{n}"), getattr(self, f"mid{n}")
+        m, b = y.shape[0], PATCH // n
+        blocks = y.reshape(m, b, n, b, n).permute(0, 1, 3, 2, 4)
+        c = c_mat @ blocks @ c_mat.t()
+        e = c * c
+        e_hi, e_mid = (e * hi).sum((-1, -2)), (e * mid).sum((-1, -2))
+        log_ratio = torch.log((e_hi + 1.0) / (e_mid + 1.0))
+        zero = ((c.abs() < 2.0).to(y.dtype) * hi).sum((-1, -2)) / hi.sum()
+        active = (e_mid > 100.0).to(y.dtype)
+        n_active = active.sum((1, 2)) + 1.0
+        return [
+            log_ratio.mean((1, 2)),
+            zero.mean((1, 2)),
+            (zero * active).sum((1, 2)) / n_active,
+            (log_ratio * active).sum((1, 2)) / n_active,
+            active.mean((1, 2)),
+        ]
+
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         feats = self._nss(y) + self._nss(F.avg_pool2d(y, 2)) + self._edges(y)
+        feats += self._dct(y, 8) + self._dct(y, 4)
         return torch.stack(feats, dim=1)
 
     @classmethod

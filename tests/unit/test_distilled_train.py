@@ -110,6 +110,16 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
     assert scorer.version.startswith("0.test+")
 
 
+def test_patch_stats_dct_is_orthonormal() -> None:
+    import torch
+
+    from scorers.train.model import _dct_matrix
+
+    for n in (4, 8):
+        c = _dct_matrix(n)
+        assert torch.allclose(c @ c.t(), torch.eye(n), atol=1e-5)
+
+
 def test_patch_stats_blur_is_the_replicate_padded_gaussian() -> None:
     import torch
     import torch.nn.functional as F
@@ -138,6 +148,7 @@ def test_patch_stats_see_blur_and_coding_blocks() -> None:
         for group in ("nss", "nss_half")
         for n in ("var", "abs", "kurt", "h", "v", "d1", "d2", "log_sigma", "flat")
     ] + ["g1", "g2", "sharp", "lap", "lap_rel", "block8", "block4"]
+    names += [f"{n}{k}" for k in (8, 4) for n in ("ratio", "zero", "zero_act", "ratio_act", "act")]
     assert len(names) == PatchStats.FEATURES
     frame = content.render("still:astronaut", 1, (256, 256))[0]
 
@@ -156,6 +167,14 @@ def test_patch_stats_see_blur_and_coding_blocks() -> None:
     blocks = f.reshape(32, 8, 32, 8, 3).mean(axis=(1, 3), keepdims=True)
     blocky = np.broadcast_to(blocks, (32, 8, 32, 8, 3)).reshape(256, 256, 3)
     assert features(blocky.astype(np.uint8))["block8"] > clean["block8"] + 0.5
+    # A starved encode empties the high-frequency DCT coefficients of busy blocks.
+    from ingest.synth import EncodeSettings, encode
+    from scorers.train.corpus import decode_all
+
+    starved = decode_all(encode([frame] * 2, EncodeSettings(crf=46, container="mpegts")))[0]
+    fine = decode_all(encode([frame] * 2, EncodeSettings(crf=16, container="mpegts")))[0]
+    assert features(starved)["zero8"] > features(fine)["zero8"] + 0.05
+    assert features(starved)["ratio8"] < features(fine)["ratio8"]
 
 
 def test_source_grouped_batches_hold_pairs_of_one_source() -> None:
