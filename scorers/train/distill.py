@@ -66,6 +66,8 @@ def split_sources(
 ) -> tuple[list[str], list[str]]:
     """(train, held-out) source names: a `fraction` of each content family held out whole."""
     names = sorted(set(sources.tolist()))
+    if fraction <= 0:
+        return names, []
     rng = np.random.default_rng(seed)
     held: list[str] = []
     families = sorted({n.split(":")[0] for n in names})
