@@ -77,14 +77,74 @@ def compare(model: Student, path: Path, mosaics: npt.NDArray[np.uint8]) -> dict[
     }
 
 
-def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: Path) -> Path:
-    """The model card (markdown) shipped beside the ONNX file."""
-    held = report.get("heldout_metrics") or {}
-    frame, version = held.get("frame", {}), held.get("version", {})
+def _heldout_lines(report: dict[str, Any], bench: dict[str, Any] | None) -> list[str]:
+    """The card's held-out section: the training run's held-out sources if it had any,
+    and the benchmark (bench/quality.py output) if given."""
 
     def f(d: dict[str, float], k: str) -> str:
         return f"{d[k]:.3f}" if k in d else "-"
 
+    lines: list[str] = []
+    held = report.get("heldout_metrics")
+    if held:
+        frame, version = held.get("frame", {}), held.get("version", {})
+        lines += [
+            "Whole sources held out of training (never frames of a trained source): "
+            + ", ".join(report.get("heldout_sources") or [])
+            + ".",
+            "",
+            "| level | SRCC | PLCC | KRCC | RMSE (MOS) |",
+            "|---|---|---|---|---|",
+            f"| frame | {f(frame, 'srcc')} | {f(frame, 'plcc')} | {f(frame, 'krcc')} "
+            f"| {f(frame, 'rmse')} |",
+            f"| version (mean of its frames) | {f(version, 'srcc')} | {f(version, 'plcc')} | "
+            f"{f(version, 'krcc')} | {f(version, 'rmse')} |",
+            "",
+            f"Mean SRCC within a held-out source: {held.get('version_within_source_srcc', 0):.3f}"
+            f"; degradation-type accuracy {held.get('degradation_accuracy', 0):.3f}.",
+            "",
+        ]
+    else:
+        lines += [
+            "This model was trained on every training source (`--holdout 0`); its held-out "
+            "figures are the benchmark's below, on sources and impairment parameters it "
+            "never saw.",
+            "",
+        ]
+    if bench:
+        q = bench["quality"]
+        row = q["table"]["vqmon distilled"]
+        lines += [
+            f"Benchmark (bench/quality.py): {q['versions']} impaired versions of "
+            f"{len(q['sources'])} held-out sources ({', '.join(q['sources'])}), target VMAF: "
+            f"SRCC {row['srcc']:.3f} overall, {row['srcc_within_source']:.3f} mean within "
+            f"source, PLCC {row['plcc']:.3f} (after the 4-parameter logistic fit).",
+            "",
+            "| impairment | versions | SRCC within kind | MOS bias |",
+            "|---|---|---|---|",
+            *(
+                f"| {k} | {r['versions']} | {r['srcc']:.3f} | {r['mos_bias']:+.2f} |"
+                for k, r in q["by_kind"].items()
+            ),
+            "",
+        ]
+    lines.append(
+        "The peers side by side (PIQE, FFmpeg blockdetect/blurdetect, our detectors) are "
+        "in docs/benchmarks.md."
+    )
+    return lines
+
+
+def write_card(
+    report: dict[str, Any],
+    path: Path,
+    *,
+    command: str,
+    onnx_path: Path,
+    bench: dict[str, Any] | None = None,
+) -> Path:
+    """The model card (markdown) shipped beside the ONNX file; `bench` is bench/quality.py's
+    JSON result for this model, if measured."""
     size_mb = onnx_path.stat().st_size / 1e6
     lines = [
         "# vqmon-student: the distilled no-reference scorer",
@@ -137,21 +197,7 @@ def write_card(report: dict[str, Any], path: Path, *, command: str, onnx_path: P
         "",
         "## Held-out metrics",
         "",
-        "Whole sources held out of training (never frames of a trained source): "
-        + ", ".join(report.get("heldout_sources") or ["none"])
-        + ".",
-        "",
-        "| level | SRCC | PLCC | KRCC | RMSE (MOS) |",
-        "|---|---|---|---|---|",
-        f"| frame | {f(frame, 'srcc')} | {f(frame, 'plcc')} | {f(frame, 'krcc')} "
-        f"| {f(frame, 'rmse')} |",
-        f"| version (mean of its frames) | {f(version, 'srcc')} | {f(version, 'plcc')} | "
-        f"{f(version, 'krcc')} | {f(version, 'rmse')} |",
-        "",
-        f"Mean SRCC within a held-out source: {held.get('version_within_source_srcc', 0):.3f}; "
-        f"degradation-type accuracy {held.get('degradation_accuracy', 0):.3f}. The benchmark "
-        "on other content and other impairment parameters, beside classic no-reference "
-        "peers, is in docs/benchmarks.md (bench/quality.py).",
+        *_heldout_lines(report, bench),
         "",
         "## Limits",
         "",

@@ -109,6 +109,15 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
     assert np.allclose(np.linalg.norm(preds.embedding, axis=1), 1.0, atol=1e-4)
     assert scorer.version.startswith("0.test+")
 
+    from scorers.train.export import write_card
+
+    card = write_card(report, tmp_path / "card.md", command="vqmon train", onnx_path=path)
+    text = card.read_text()
+    assert "Whole sources held out" in text and report["heldout_sources"][0] in text
+    all_sources = {**report, "heldout_metrics": None, "heldout_sources": []}
+    text = write_card(all_sources, tmp_path / "all.md", command="x", onnx_path=path).read_text()
+    assert "--holdout 0" in text and "Whole sources held out" not in text
+
 
 def test_patch_stats_dct_is_orthonormal() -> None:
     import torch
