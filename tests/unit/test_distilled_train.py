@@ -207,3 +207,13 @@ def test_overlay_source_renders_over_its_still() -> None:
     w, h = content.source_size("overlay:3")
     assert a[0].shape == (h, w, 3) and np.array_equal(a[1], b[1])
     assert "overlay:3" in content.train_sources()
+
+
+def test_holdout_zero_trains_on_every_source_and_default_holds_whole_sources() -> None:
+    from scorers.train.distill import split_sources
+
+    names = np.array([f"text:{i}" for i in range(6)] + [f"still:{s}" for s in "abcd"] * 3)
+    train_all, held_none = split_sources(names, 0.0, seed=0)
+    assert held_none == [] and len(train_all) == 10
+    train, held = split_sources(names, 0.15, seed=0)
+    assert held and not set(held) & set(train) and len(train) + len(held) == 10
