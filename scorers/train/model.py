@@ -82,6 +82,12 @@ def _blur_matrix(n: int, size: int = 7, sigma: float = 7.0 / 6.0) -> torch.Tenso
     return m.to(torch.float32)
 
 
+def _mean_sd(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over dim 1 (the patches of each frame)."""
+    mu = f.mean(dim=1)
+    return mu, (f - mu.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+
+
 def _dct_matrix(n: int) -> torch.Tensor:
     """Orthonormal DCT-II matrix: C @ X @ C.T is the 2-D DCT of an n x n block."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
@@ -156,21 +162,15 @@ class PatchStats(nn.Module):
         l1 = torch.log1p(lap.abs().mean((1, 2, 3)))
         cols, rows = dx.mean((1, 2)), dy.mean((1, 3))  # M x (W-1), M x (H-1)
 
+        both = torch.cat([cols, rows], dim=1)
+
         def ratio(period: int) -> torch.Tensor:
             # Differences that straddle a coding-block edge (x % period == period-1 -> x+1)
             # against all the others; patch origins are ALIGN-snapped, so edges line up.
-            on_c, off_c = (
-                cols[:, period - 1 :: period],
-                cols.sum(1) - cols[:, period - 1 :: period].sum(1),
-            )
-            on_r, off_r = (
-                rows[:, period - 1 :: period],
-                rows.sum(1) - rows[:, period - 1 :: period].sum(1),
-            )
-            n_on = on_c.shape[1] + on_r.shape[1]
-            n_off = cols.shape[1] + rows.shape[1] - n_on
-            on = (on_c.sum(1) + on_r.sum(1)) / n_on
-            off = (off_c + off_r) / n_off
+            edge = torch.cat([cols[:, period - 1 :: period], rows[:, period - 1 :: period]], 1)
+            n_on = edge.shape[1]
+            on = edge.sum(1) / n_on
+            off = (both.sum(1) - edge.sum(1)) / (both.shape[1] - n_on)
             return torch.log((on + 1.0) / (off + 1.0))
 
         return [g1, g2, g1 - g2, l1, l1 - g1, ratio(8), ratio(4)]
@@ -205,8 +205,7 @@ class PatchStats(nn.Module):
     @classmethod
     def pool(cls, f: torch.Tensor) -> torch.Tensor:
         """N x P x FEATURES per-patch statistics -> N x 5*FEATURES (mean, sd, quantiles)."""
-        mu = f.mean(dim=1)
-        sd = (f - mu.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+        mu, sd = _mean_sd(f)
         ordered = torch.sort(f, dim=1).values
         p = int(f.shape[1])  # a constant in the exported graph: 49 patches at runtime
         picks = [ordered[:, round(q * (p - 1))] for q in cls.QUANTILES]
@@ -271,22 +270,18 @@ class Student(nn.Module):
         return (x - 0.45 * 255.0) / (0.25 * 255.0)
 
     @staticmethod
-    def luma_patches(mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """N x 224 x 224 x 3 uint8 -> N x P x 1 x 32 x 32 BT.601 luma, code values."""
+    def luma_patches(mosaic: torch.Tensor) -> torch.Tensor:
+        """N x 224 x 224 x 3 uint8 -> N x 49 x 1 x 32 x 32 BT.601 luma, code values."""
         n = mosaic.shape[0]
         x = mosaic.to(torch.float32)
         y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
         y = y.reshape(n, GRID, PATCH, GRID, PATCH).permute(0, 1, 3, 2, 4)
-        y = y.reshape(n, GRID * GRID, 1, PATCH, PATCH)
-        return y if keep is None else y[:, keep]
+        return y.reshape(n, GRID * GRID, 1, PATCH, PATCH)
 
     def embed(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         n = mosaic.shape[0]
         f = self.encoder(self.stem(self.patches(mosaic, keep)))
-        f = f.mean(dim=(2, 3)).reshape(n, -1, f.shape[1])
-        mu = f.mean(dim=1)
-        sd = (f - mu.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
-        parts = [mu, sd]
+        parts = list(_mean_sd(f.mean(dim=(2, 3)).reshape(n, -1, f.shape[1])))
         if self.stats is not None:
             # Always all 49 patches, also in training: the statistics are cheap, and their
             # pooled spread and percentiles depend on the patch count, so training on a
