@@ -37,6 +37,26 @@ TRAIN_STILLS = (
     "colorwheel",
     "cell",
     "clock",
+    "motorcycle",
+    "grace_hopper",
+)
+# Stills that are photographs (or photograph-like): the "photo" family gives each a
+# capture history, because real sources rarely arrive pristine.
+PHOTO_STILLS = (
+    "astronaut",
+    "camera",
+    "coins",
+    "moon",
+    "rocket",
+    "brick",
+    "grass",
+    "retina",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "clock",
+    "cell",
+    "motorcycle",
+    "grace_hopper",
 )
 BENCH_STILLS = ("coffee", "chelsea", "gravel", "page")
 
@@ -89,6 +109,7 @@ def train_sources() -> list[str]:
     names += [f"texture:fbm:{i}" for i in range(8)] + [f"texture:plasma:{i}" for i in range(6)]
     names += [f"text:{i}" for i in range(10)] + [f"graphics:{i}" for i in range(8)]
     names += [f"overlay:{i}" for i in range(8)]
+    names += [f"photo:{s}:{i}" for s in PHOTO_STILLS for i in range(2)]
     return names
 
 
@@ -104,10 +125,20 @@ def family(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+def underlying_still(name: str) -> str | None:
+    """The scikit-image (or matplotlib) still a source is made from, if any."""
+    fam = family(name)
+    if fam in ("still", "photo"):
+        return name.split(":")[1]
+    if fam == "overlay":
+        return _overlay_still(name)
+    return None
+
+
 def source_size(name: str) -> tuple[int, int]:
     """(width, height) a source renders at: mixes 384x216 .. 1280x720 across sources."""
-    if family(name) in ("still", "overlay"):
-        which = name.split(":")[1] if family(name) == "still" else _overlay_still(name)
+    which = underlying_still(name)
+    if which is not None:
         h0, w0 = _still(which).shape[:2]
         if min(h0, w0) >= 800:
             return 960, 540
@@ -136,6 +167,7 @@ def render(name: str, count: int, size: tuple[int, int] | None = None) -> list[R
         "text": _text_clip,
         "graphics": _graphics_clip,
         "overlay": _overlay_clip,
+        "photo": _photo_clip,
     }
     if parts[0] not in makers:
         raise ValueError(f"unknown content family {parts[0]!r} in source {name!r}")
@@ -146,7 +178,16 @@ def render(name: str, count: int, size: tuple[int, int] | None = None) -> list[R
 def _still(which: str) -> RGB:
     from skimage import data
 
-    img = np.asarray(getattr(data, which)())
+    if which == "motorcycle":  # the left view of scikit-image's stereo pair
+        img = np.asarray(data.stereo_motorcycle()[0])
+    elif which == "grace_hopper":  # the portrait matplotlib ships as sample data
+        from matplotlib import cbook
+        from PIL import Image
+
+        with Image.open(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))) as im:
+            img = np.asarray(im.convert("RGB"))
+    else:
+        img = np.asarray(getattr(data, which)())
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
     if img.dtype != np.uint8:
@@ -157,8 +198,12 @@ def _still(which: str) -> RGB:
 
 
 def _still_clip(parts: list[str], width: int, height: int, count: int) -> list[RGB]:
-    img = _still(parts[1])
     rng = np.random.default_rng(seed_of(":".join(parts)))
+    return _pan_zoom(_still(parts[1]), width, height, count, rng)
+
+
+def _pan_zoom(img: RGB, width: int, height: int, count: int, rng: np.random.Generator) -> list[RGB]:
+    """A slow pan and zoom over `img`, resampled to width x height."""
     h0, w0 = img.shape[:2]
     aspect = width / height
     base_h = min(h0, w0 / aspect)
@@ -345,3 +390,59 @@ def _overlay_clip(parts: list[str], width: int, height: int, count: int) -> list
 def _overlay_still(name: str) -> str:
     """The training still under overlay source `name`."""
     return TRAIN_STILLS[seed_of(name, 7) % len(TRAIN_STILLS)]
+
+
+def _jpeg(img: RGB, quality: int) -> RGB:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def capture_history(name: str) -> dict[str, float]:
+    """What happened to photo source `name` before it reached the encoder (deterministic):
+    `jpeg_source` (the still was a JPEG at this quality, then resampled by the pan and
+    zoom), `grain` (sensor noise sigma, fresh every frame), `sharpen` (in-camera unsharp
+    amount) and `jpeg_frames` (a contribution feed compressed every frame at this
+    quality). 0 means absent; at least one is present."""
+    rng = np.random.default_rng(seed_of(name, 11))
+    h = {
+        "jpeg_source": float(rng.integers(35, 86)) if rng.random() < 0.55 else 0.0,
+        "grain": round(float(rng.uniform(1.0, 5.0)), 2) if rng.random() < 0.55 else 0.0,
+        "sharpen": round(float(rng.uniform(0.3, 1.2)), 2) if rng.random() < 0.3 else 0.0,
+        "jpeg_frames": float(rng.integers(55, 93)) if rng.random() < 0.3 else 0.0,
+    }
+    if not any(h.values()):
+        h["jpeg_source"] = float(rng.integers(35, 86))
+    return h
+
+
+def _photo_clip(parts: list[str], width: int, height: int, count: int) -> list[RGB]:
+    """A training still with a camera's and a contribution feed's history: the kind of
+    "clean" reference real streams start from. The teacher still scores this reference
+    as pristine, so the student learns that grain, mild JPEG texture and in-camera
+    sharpening are content, and only what the encoder does on top is damage."""
+    name = ":".join(parts)
+    h = capture_history(name)
+    rng = np.random.default_rng(seed_of(name, 12))
+    still = _still(parts[1])
+    if h["jpeg_source"]:
+        still = _jpeg(still, int(h["jpeg_source"]))
+    frames = _pan_zoom(still, width, height, count, rng)
+    out = []
+    for f in frames:
+        x = f.astype(np.float32)
+        if h["sharpen"]:
+            x = x + h["sharpen"] * (x - impair.gaussian_blur(x, 1.2))
+        if h["grain"]:
+            g = rng.normal(0.0, h["grain"], size=(*x.shape[:2], 1)).astype(np.float32)
+            g = impair.gaussian_blur(np.repeat(g, 3, axis=2), 0.5) * 1.6  # slightly soft grain
+            x = x + g + rng.normal(0.0, h["grain"] * 0.3, size=x.shape).astype(np.float32)
+        y = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        out.append(_jpeg(y, int(h["jpeg_frames"])) if h["jpeg_frames"] else y)
+    return out

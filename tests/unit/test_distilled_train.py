@@ -207,6 +207,40 @@ def test_overlay_source_renders_over_its_still() -> None:
     w, h = content.source_size("overlay:3")
     assert a[0].shape == (h, w, 3) and np.array_equal(a[1], b[1])
     assert "overlay:3" in content.train_sources()
+    still = content.underlying_still("overlay:3")
+    assert still in content.TRAIN_STILLS
+    base = content._still_clip(["still", str(still), "3"], w, h, 2)[0].astype(int)
+    # the picture above the graphics is the still itself; the lower third carries the bar
+    assert np.array_equal(a[0][: h // 2, : w // 2], base[: h // 2, : w // 2])
+    low = slice(int(h * 0.72), int(h * 0.95))
+    assert np.abs(a[0][low] - base[low]).mean() > 5
+
+
+def test_photo_sources_carry_a_capture_history_on_training_stills_only() -> None:
+    photos = [s for s in content.train_sources() if content.family(s) == "photo"]
+    assert len(photos) >= 20
+    histories = [content.capture_history(s) for s in photos]
+    assert all(any(h.values()) for h in histories)
+    for key in ("jpeg_source", "grain", "sharpen", "jpeg_frames"):  # every history occurs
+        assert sum(1 for h in histories if h[key]) >= 3, key
+    used = {content.underlying_still(s) for s in content.train_sources()} - {None}
+    assert not used & set(content.BENCH_STILLS)
+
+    # grain only: the rendered frame is the plain pan and zoom plus noise of the stated size
+    name = next(
+        s
+        for s, h in zip(photos, histories, strict=True)
+        if h["grain"] >= 2 and not (h["jpeg_source"] or h["sharpen"] or h["jpeg_frames"])
+    )
+    w, h = content.source_size(name)
+    frames = content.render(name, 2)
+    again = content.render(name, 2)
+    assert np.array_equal(frames[1], again[1])
+    rng = np.random.default_rng(content.seed_of(name, 12))
+    plain = content._pan_zoom(content._still(name.split(":")[1]), w, h, 2, rng)
+    residual = frames[0].astype(float) - plain[0].astype(float)
+    sigma = content.capture_history(name)["grain"]
+    assert 0.6 * sigma < residual.std() < 2.0 * sigma
 
 
 def test_holdout_zero_trains_on_every_source_and_default_holds_whole_sources() -> None:
