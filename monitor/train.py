@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     d.add_argument("--epochs", type=int, default=24)
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay of weights")
+    d.add_argument(
+        "--dropout", type=float, default=0.3, help="projection-MLP dropout while training"
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
         "--holdout",
@@ -98,6 +102,8 @@ def run_distill(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
         seed=args.seed,
         val_fraction=args.holdout,
         threads=args.threads,

@@ -1,10 +1,12 @@
 """Offline training content: named sources that each render a short clip at a given size.
 
-Everything comes from what ships with the packages: scikit-image's sample stills
-turned into panning/zooming clips, ingest.synth's procedural patterns and scenes,
-fractal zooms, noise textures, scrolling text and flat graphics. A source is named
-"family:detail[:seed]" and renders deterministically from its name, so a corpus can
-be rebuilt exactly and the training and benchmark sets can be kept disjoint by name.
+Everything comes from what ships with the packages: the sample photographs of
+scikit-image, matplotlib, PyWavelets and scikit-learn turned into panning/zooming
+clips (plain, and with a camera's and a contribution feed's history), ingest.synth's
+procedural patterns and scenes, fractal zooms, noise textures, scrolling text and flat
+graphics. A source is named "family:detail[:seed]" and renders deterministically from
+its name, so a corpus can be rebuilt exactly and the training and benchmark sets can
+be kept disjoint by name.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ TRAIN_STILLS = (
     "clock",
     "motorcycle",
     "grace_hopper",
+    "aero",
+    "ascent",
+    "china",
+    "flower",
 )
 # Stills that are photographs (or photograph-like): the "photo" family gives each a
 # capture history, because real sources rarely arrive pristine.
@@ -57,6 +63,10 @@ PHOTO_STILLS = (
     "cell",
     "motorcycle",
     "grace_hopper",
+    "aero",
+    "ascent",
+    "china",
+    "flower",
 )
 BENCH_STILLS = ("coffee", "chelsea", "gravel", "page")
 
@@ -186,6 +196,14 @@ def _still(which: str) -> RGB:
 
         with Image.open(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))) as im:
             img = np.asarray(im.convert("RGB"))
+    elif which in ("aero", "ascent"):  # PyWavelets' sample photographs (aerial, stairs)
+        import pywt.data
+
+        img = np.asarray(getattr(pywt.data, which)())
+    elif which in ("china", "flower"):  # scikit-learn's two sample photographs
+        from sklearn.datasets import load_sample_image
+
+        img = np.asarray(load_sample_image(f"{which}.jpg"))
     else:
         img = np.asarray(getattr(data, which)())
     if img.dtype == bool:

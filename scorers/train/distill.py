@@ -36,7 +36,11 @@ class TrainConfig:
     epochs: int = 24
     batch_size: int = 64
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
+    """AdamW decay of the weight matrices (not of biases, norms, prototype scores or the
+    temperature, which decay would pull towards arbitrary values)."""
+    dropout: float = 0.3
+    """ModelConfig.dropout when train() is given no model_config (one given keeps its own)."""
     rank_weight: float = 0.5
     within_rank_weight: float = 0.3
     """Weight of a second rank term over pairs of frames of the SAME source only."""
@@ -184,8 +188,18 @@ def train(
     train_src, val_src = split_sources(data.source, config.val_fraction, config.seed)
     tr = data.subset(np.isin(data.source, train_src))
     va = data.subset(np.isin(data.source, val_src)) if val_src else None
-    model = Student(model_config)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = Student(model_config or ModelConfig(dropout=config.dropout))
+    matrices = [p for p in model.parameters() if p.ndim >= 2]
+    others = [p for p in model.parameters() if p.ndim < 2]
+    groups: list[dict[str, Any]] = [
+        {"params": matrices},
+        {"params": others, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(
+        groups,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
     steps_per_epoch = max(1, len(tr) // config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:

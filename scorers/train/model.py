@@ -50,6 +50,10 @@ class ModelConfig:
     stats: bool = True
     """Add the fixed patch-statistics branch (PatchStats) to the embedding."""
     stats_width: int = 256
+    dropout: float = 0.0
+    """Training-only dropout in the projection MLP (p on its hidden layer, p/3 on the joined
+    CNN + statistics features); no effect at inference or on the exported graph. 0 keeps
+    the layer layout of models trained before it existed."""
 
     def to_json(self) -> dict[str, object]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -240,12 +244,10 @@ class Student(nn.Module):
                 nn.GELU(),
             )
             feat += cfg.stats_width
-        self.project = nn.Sequential(
-            nn.Linear(feat, cfg.hidden),
-            nn.LayerNorm(cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.hidden, cfg.embed),
-        )
+        mlp: list[nn.Module] = [nn.Linear(feat, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.GELU()]
+        if cfg.dropout > 0:
+            mlp = [nn.Dropout(cfg.dropout / 3), *mlp, nn.Dropout(cfg.dropout)]
+        self.project = nn.Sequential(*mlp, nn.Linear(cfg.hidden, cfg.embed))
         self.prototypes = nn.Parameter(torch.randn(cfg.prototypes, cfg.embed))
         # Prototype scores spread over 1..5 at start; s_k = 1 + 4 * sigmoid(raw_k).
         init = torch.linspace(-3.0, 3.0, cfg.prototypes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +83,10 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
     from scorers.train.model import ModelConfig
 
     data = load(tiny_corpus)
-    small = ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8)
+    small = ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8, dropout=0.3)
     cfg = TrainConfig(epochs=5, batch_size=4, max_steps=3, val_fraction=0.5, seed=1, threads=1)
     report = train(data, tmp_path, cfg, small, progress=False)
+    assert report["model_config"]["dropout"] == 0.3
     assert report["steps"] == 3
     assert len(report["history"]["step_loss"]) == 3
     assert report["heldout_sources"] and not set(report["heldout_sources"]) & set(
@@ -96,6 +98,11 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
     assert again["history"]["step_loss"] == report["history"]["step_loss"]
 
     model = load_checkpoint(tmp_path / "student.pt")
+    batch = torch.from_numpy(data.mosaic[:4])
+    training = copy.deepcopy(model).train()  # (a copy: train mode moves BN statistics)
+    with torch.no_grad():  # dropout acts while training only; the loaded model is in eval
+        assert torch.equal(model(batch)[0], model(batch)[0])
+        assert not torch.equal(training(batch)[2], training(batch)[2])
     path = export(model, tmp_path / "student.onnx", version="0.test")
     diffs = compare(model, path, data.mosaic[:5])
     assert diffs["mos"] < 1e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 1e-4
