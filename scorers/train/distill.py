@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from scorers import metrics
+from scorers.train import content
 from scorers.train.corpus import Corpus
 from scorers.train.model import DEGRADATIONS, ModelConfig, Student, parameter_count
 
@@ -68,21 +69,29 @@ class History:
 def split_sources(
     sources: npt.NDArray[np.str_], fraction: float, seed: int
 ) -> tuple[list[str], list[str]]:
-    """(train, held-out) source names: a `fraction` of each content family held out whole."""
+    """(train, held-out) source names: a `fraction` of each content family held out whole.
+
+    Sources made from one still (its plain clip, its photo histories, overlays on it) are
+    one picture and go to the same side, so no held-out picture is also trained on."""
     names = sorted(set(sources.tolist()))
     if fraction <= 0:
         return names, []
+    pictures: dict[str, list[str]] = {}
+    for n in names:
+        still = content.underlying_still(n)
+        pictures.setdefault(f"still:{still}" if still else n, []).append(n)
     rng = np.random.default_rng(seed)
     held: list[str] = []
-    families = sorted({n.split(":")[0] for n in names})
-    for fam in families:
-        members = [n for n in names if n.split(":")[0] == fam]
+    for fam in sorted({p.split(":")[0] for p in pictures}):
+        members = sorted(p for p in pictures if p.split(":")[0] == fam)
         k = round(len(members) * fraction)
         if k == 0 and len(members) >= 3:
             k = 1
-        held += [members[i] for i in rng.permutation(len(members))[:k]]
-    if not held and fraction > 0 and len(names) >= 2:
-        held = [names[int(rng.integers(len(names)))]]
+        for i in rng.permutation(len(members))[:k]:
+            held += pictures[members[i]]
+    if not held and len(pictures) >= 2:
+        keys = sorted(pictures)
+        held = pictures[keys[int(rng.integers(len(keys)))]]
     return [n for n in names if n not in held], sorted(held)
 
 

@@ -258,3 +258,11 @@ def test_holdout_zero_trains_on_every_source_and_default_holds_whole_sources() -
     assert held_none == [] and len(train_all) == 10
     train, held = split_sources(names, 0.15, seed=0)
     assert held and not set(held) & set(train) and len(train) + len(held) == 10
+    # one picture, one side: a still's plain clip, photo histories and overlays go together
+    every = np.array(content.train_sources())
+    for seed in range(3):
+        train, held = split_sources(every, 0.15, seed=seed)
+        assert 0.08 * len(every) < len(held) < 0.3 * len(every)
+        pictures_held = {content.underlying_still(n) for n in held} - {None}
+        assert pictures_held
+        assert not pictures_held & {content.underlying_still(n) for n in train}
