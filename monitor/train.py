@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     d.add_argument("--corpus", type=Path, default=Path("out/corpus/train"))
     d.add_argument("--out", type=Path, default=Path("out/distill"))
-    d.add_argument("--epochs", type=int, default=24)
+    d.add_argument("--epochs", type=int, default=16)
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--lr", type=float, default=2e-3)
     d.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay of weights")

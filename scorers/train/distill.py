@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    epochs: int = 24
+    epochs: int = 16
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05

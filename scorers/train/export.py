@@ -117,7 +117,7 @@ def _heldout_lines(report: dict[str, Any], bench: dict[str, Any] | None) -> list
         lines += [
             f"Benchmark (bench/quality.py): {q['versions']} impaired versions of "
             f"{len(q['sources'])} held-out sources ({', '.join(q['sources'])}), target VMAF: "
-            f"SRCC {row['srcc']:.3f} overall, {row['srcc_within_source']:.3f} mean within "
+            f"SRCC {row['srcc']:.4f} overall, {row['srcc_within_source']:.3f} mean within "
             f"source, PLCC {row['plcc']:.3f} (after the 4-parameter logistic fit).",
             "",
             "| impairment | versions | SRCC within kind | MOS bias |",
@@ -194,10 +194,14 @@ def write_card(
         "",
         f"`{command}` (seed {report['train_config']['seed']}, "
         f"{report['train_config']['epochs']} epochs, {report['steps']} steps, "
-        f"{report['train_seconds'] / 60:.1f} min on 2 shared CPU cores). Loss: smooth-L1 on "
+        f"{report['train_seconds'] / 60:.1f} min, {report['train_config']['threads']} torch "
+        "thread(s) on a shared 2-core CPU). Loss: smooth-L1 on "
         "MOS + pairwise logistic rank loss over the batch and, weighted "
         f"{report['train_config'].get('within_rank_weight', 0)}, over pairs of the same "
-        "source (batches of 4 frames per source) + degradation cross-entropy.",
+        "source (batches of 4 frames per source) + degradation cross-entropy. "
+        f"Regularisation: dropout {report['model_config'].get('dropout', 0)} in the "
+        f"projection MLP, AdamW decay {report['train_config']['weight_decay']} on weight "
+        "matrices.",
         "",
         "## Held-out metrics",
         "",
