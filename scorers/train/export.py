@@ -172,9 +172,10 @@ def write_card(
         "## Data",
         "",
         f"{report['train_frames']} training frames from {len(report['train_sources'])} sources, "
-        "all made offline: scikit-image stills (and matplotlib's sample portrait) as "
-        "panning/zooming clips, the same photographs with a capture history (JPEG source, "
-        "sensor grain, in-camera sharpening, a JPEG contribution feed) that the teacher "
+        "all made offline: the sample photographs of scikit-image, matplotlib, PyWavelets "
+        "and scikit-learn as panning/zooming clips, the same photographs with a capture "
+        "history (JPEG source, sensor grain, in-camera sharpening, a JPEG contribution feed) "
+        "that the teacher "
         "still counts as pristine, ingest.synth patterns "
         "and procedural scenes, fractal zooms, noise textures, scrolling text, flat "
         "graphics and broadcast overlays (lower-third bars and logos over stills), at "

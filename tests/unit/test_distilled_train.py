@@ -234,8 +234,8 @@ def test_photo_sources_carry_a_capture_history_on_training_stills_only() -> None
     assert not used & set(content.BENCH_STILLS)
 
     # grain only: the rendered frame is the plain pan and zoom plus noise of the stated size
-    name = next(
-        s
+    name, history = next(
+        (s, h)
         for s, h in zip(photos, histories, strict=True)
         if h["grain"] >= 2 and not (h["jpeg_source"] or h["sharpen"] or h["jpeg_frames"])
     )
@@ -246,7 +246,7 @@ def test_photo_sources_carry_a_capture_history_on_training_stills_only() -> None
     rng = np.random.default_rng(content.seed_of(name, 12))
     plain = content._pan_zoom(content._still(name.split(":")[1]), w, h, 2, rng)
     residual = frames[0].astype(float) - plain[0].astype(float)
-    sigma = content.capture_history(name)["grain"]
+    sigma = history["grain"]
     assert 0.6 * sigma < residual.std() < 2.0 * sigma
 
 
