@@ -60,11 +60,34 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="fraction of each content family's sources held out whole for the report's "
         "held-out metrics (0: train on all, e.g. for the shipped model)",
     )
-    d.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    d.add_argument("--threads", type=int, default=2, help="torch CPU threads (per member)")
+    d.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="students to train (seeds --seed, --seed+1, ...) and export as one averaging "
+        "ensemble; the shipped model is 2",
+    )
+    d.add_argument(
+        "--jobs", type=int, default=1, help="members trained at once, each in its own process"
+    )
     d.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     d.add_argument("--version", default="1.0", help="model version written into the ONNX file")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=run_distill)
+
+    e = tsub.add_parser(
+        "ensemble",
+        help="join students trained apart (train distill --seed N) into one ONNX model",
+        description="Load the members' student.pt, evaluate the ensemble on their shared "
+        "held-out split, write report.json and student.onnx into --out. `train distill "
+        "--members N` does the same after training the members itself.",
+    )
+    e.add_argument("members", type=Path, nargs="+", help="train distill output directories")
+    e.add_argument("--corpus", type=Path, default=Path("out/corpus/train"))
+    e.add_argument("--out", type=Path, default=Path("out/ensemble"))
+    e.add_argument("--version", default="1.0", help="model version written into the ONNX file")
+    e.set_defaults(func=run_ensemble)
 
 
 def run_corpus(args: argparse.Namespace) -> int:
@@ -89,10 +112,13 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     from scorers.train.corpus import load
-    from scorers.train.distill import TrainConfig, load_checkpoint, train
-    from scorers.train.export import compare, export
+    from scorers.train.distill import TrainConfig, load_checkpoint, train, train_ensemble
+    from scorers.train.model import Ensemble, Student
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.members < 1 or args.jobs < 1:
+        print("vqmon train distill: --members and --jobs must be at least 1", file=sys.stderr)
+        return 2
     try:
         data = load(args.corpus)
     except FileNotFoundError as exc:
@@ -109,13 +135,56 @@ def run_distill(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_steps=args.max_steps,
     )
-    report = train(data, args.out, cfg, progress=not args.no_progress)
-    model = load_checkpoint(args.out / "student.pt")
+    model: Student | Ensemble
+    if args.members > 1:
+        del data  # each member process loads its own copy
+        model, report = train_ensemble(
+            args.corpus,
+            args.out,
+            cfg,
+            args.members,
+            jobs=args.jobs,
+            progress=not args.no_progress,
+        )
+        data = load(args.corpus)
+    else:
+        report = train(data, args.out, cfg, progress=not args.no_progress)
+        model = load_checkpoint(args.out / "student.pt")
+    return _export(model, report, args, data)
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    from scorers.train.corpus import load
+    from scorers.train.distill import assemble
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    missing = [str(d) for d in args.members if not (d / "student.pt").is_file()]
+    if missing:
+        print(
+            f"vqmon train ensemble: no student.pt in {', '.join(missing)}; give the --out "
+            "directories of `vqmon train distill` runs",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        data = load(args.corpus)
+        model, report = assemble(list(args.members), data, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"vqmon train ensemble: {exc}", file=sys.stderr)
+        return 2
+    return _export(model, report, args, data)
+
+
+def _export(model: Any, report: dict[str, Any], args: argparse.Namespace, data: Any) -> int:
+    """Export to out/student.onnx (float16-stored weights), check it against torch, print."""
+    from scorers.train.export import compare, export
+
     onnx_path = export(
         model,
         args.out / "student.onnx",
         version=args.version,
         extra_metadata={"teacher": str(_teacher_name(args.corpus))},
+        fp16_weights=True,
     )
     report["onnx_vs_torch_max_abs_diff"] = compare(model, onnx_path, data.mosaic[:16])
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
@@ -144,5 +213,12 @@ def _summary(report: dict[str, Any]) -> str:
             f"{held['version_within_source_srcc']:.3f}; degradation acc "
             f"{held['degradation_accuracy']:.3f}"
         )
+    for m in report.get("members", []):
+        h = m["heldout_metrics"]
+        if h:
+            lines.append(
+                f"  member seed {m['seed']}: held-out versions SRCC {h['version']['srcc']:.3f}, "
+                f"within-source {h['version_within_source_srcc']:.3f}"
+            )
     lines.append(f"ONNX vs torch max |diff|: {report['onnx_vs_torch_max_abs_diff']}")
     return "\n".join(lines)

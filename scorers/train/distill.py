@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from scorers import metrics
 from scorers.train import content
 from scorers.train.corpus import Corpus
-from scorers.train.model import DEGRADATIONS, ModelConfig, Student, parameter_count
+from scorers.train.model import DEGRADATIONS, Ensemble, ModelConfig, Student, parameter_count
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class TrainConfig:
     class_weight: float = 0.2
     val_fraction: float = 0.15
     seed: int = 0
+    split_seed: int | None = None
+    """Seed of the held-out split (None: `seed`); ensemble members share one split."""
     threads: int = 2
     train_patches: int = 20
     """Patches (of 49) per mosaic seen in a training step: cheaper steps, and augmentation."""
@@ -93,6 +95,17 @@ def split_sources(
         keys = sorted(pictures)
         held = pictures[keys[int(rng.integers(len(keys)))]]
     return [n for n in names if n not in held], sorted(held)
+
+
+def split_data(
+    data: Corpus, config: TrainConfig
+) -> tuple[list[str], list[str], Corpus, Corpus | None]:
+    """(train sources, held-out sources, train subset, held-out subset or None)."""
+    seed = config.seed if config.split_seed is None else config.split_seed
+    train_src, val_src = split_sources(data.source, config.val_fraction, seed)
+    tr = data.subset(np.isin(data.source, train_src))
+    va = data.subset(np.isin(data.source, val_src)) if val_src else None
+    return train_src, val_src, tr, va
 
 
 def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -147,7 +160,7 @@ def rank_loss(
 
 
 def predict(
-    model: Student, mosaics: npt.NDArray[np.uint8], batch: int = 128
+    model: Student | Ensemble, mosaics: npt.NDArray[np.uint8], batch: int = 128
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(MOS, degradation probabilities) of uint8 mosaics, in eval mode."""
     model.eval()
@@ -160,7 +173,7 @@ def predict(
     return np.concatenate(mos).astype(np.float32), np.concatenate(deg).astype(np.float32)
 
 
-def evaluate(model: Student, data: Corpus) -> dict[str, Any]:
+def evaluate(model: Student | Ensemble, data: Corpus) -> dict[str, Any]:
     """Frame-level and version-level (mean over a version's frames) agreement with the teacher."""
     mos, deg = predict(model, data.mosaic)
     keys = np.char.add(np.char.add(data.source, "#"), data.variant.astype(str))
@@ -187,16 +200,17 @@ def train(
     config: TrainConfig,
     model_config: ModelConfig | None = None,
     progress: bool = True,
+    position: int = 0,
 ) -> dict[str, Any]:
-    """Train a student on `data`; returns the report (also written to out_dir/report.json)."""
+    """Train a student on `data`; returns the report (also written to out_dir/report.json).
+    `position` is the progress bar's line (members trained side by side)."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_src, val_src = split_sources(data.source, config.val_fraction, config.seed)
-    tr = data.subset(np.isin(data.source, train_src))
-    va = data.subset(np.isin(data.source, val_src)) if val_src else None
+    train_src, val_src = split_data(data, config)[:2]
+    tr, va = split_data(data, config)[2:]
     model = Student(model_config or ModelConfig(dropout=config.dropout))
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     others = [p for p in model.parameters() if p.ndim < 2]
@@ -223,7 +237,8 @@ def train(
     hist = History()
     started = time.monotonic()
     step = 0
-    with tqdm(total=total, desc="distill", unit="step", disable=not progress) as bar:
+    desc = f"distill seed {config.seed}"
+    with tqdm(total=total, desc=desc, unit="step", disable=not progress, position=position) as bar:
         for _epoch in range(config.epochs):
             if step >= total:
                 break
@@ -301,6 +316,96 @@ def load_checkpoint(path: Path) -> Student:
     model = Student(ModelConfig(**cfg))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+def _train_member(
+    corpus_dir: Path, out_dir: Path, config: TrainConfig, progress: bool, position: int
+) -> dict[str, Any]:
+    """One ensemble member in its own process (it loads the corpus itself)."""
+    from scorers.train.corpus import load
+
+    return train(load(corpus_dir), out_dir, config, progress=progress, position=position)
+
+
+def train_ensemble(
+    corpus_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    members: int,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+) -> tuple[Ensemble, dict[str, Any]]:
+    """Train `members` students alike but for their seeds (seed, seed+1, ...), on one
+    held-out split (split_seed), `jobs` at a time in separate processes, into
+    out_dir/member-<i>/; returns the ensemble and its report: the first member's report
+    with the ensemble's parameters and metrics, and each member's own under "members"."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    from dataclasses import replace
+
+    from scorers.train.corpus import load
+
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    configs = [replace(config, seed=config.seed + i, split_seed=split_seed) for i in range(members)]
+    dirs = [out_dir / f"member-{i}" for i in range(members)]
+    started = time.monotonic()
+    if jobs <= 1:
+        for d, c in zip(dirs, configs, strict=True):
+            _train_member(corpus_dir, d, c, progress, 0)
+    else:
+        # spawn, not fork: a forked child inherits torch's thread pools in a bad state.
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_train_member, corpus_dir, d, c, progress, i % jobs)
+                for i, (d, c) in enumerate(zip(dirs, configs, strict=True))
+            ]
+            for f in futures:
+                f.result()  # re-raises a member's failure
+    log.info("trained %d members in %.0f s", members, time.monotonic() - started)
+    return assemble(dirs, load(corpus_dir), out_dir)
+
+
+def assemble(
+    member_dirs: list[Path], data: Corpus, out_dir: Path
+) -> tuple[Ensemble, dict[str, Any]]:
+    """Join trained members (directories of `train`) into an ensemble and write its report:
+    the first member's report with the ensemble's parameters and metrics (on the members'
+    shared held-out split of `data`), and each member's own figures under "members"."""
+    reports = [json.loads((d / "report.json").read_text()) for d in member_dirs]
+    for d, r in zip(member_dirs, reports, strict=True):
+        for key in ("model_config", "train_sources", "heldout_sources"):
+            if r[key] != reports[0][key]:
+                raise ValueError(
+                    f"ensemble member {d} differs from {member_dirs[0]} in {key}: members "
+                    "must share the model layout and the held-out split (same corpus, "
+                    "--holdout and split seed; only --seed differs)"
+                )
+    model = Ensemble([load_checkpoint(d / "student.pt") for d in member_dirs]).eval()
+    cfg = TrainConfig(**reports[0]["train_config"])
+    _, _, tr, va = split_data(data, cfg)
+    first = {k: v for k, v in reports[0].items() if k != "history"}  # histories: member dirs
+    report: dict[str, Any] = {
+        **first,
+        "parameters": parameter_count(model),
+        "steps": sum(r["steps"] for r in reports),
+        "train_seconds": sum(r["train_seconds"] for r in reports),
+        "train_metrics": evaluate(model, tr) if len(tr) >= 2 else None,
+        "heldout_metrics": evaluate(model, va) if va is not None and len(va) >= 2 else None,
+        "members": [
+            {
+                "seed": r["train_config"]["seed"],
+                "dir": str(d),
+                "steps": r["steps"],
+                "train_seconds": r["train_seconds"],
+                "heldout_metrics": r["heldout_metrics"],
+            }
+            for d, r in zip(member_dirs, reports, strict=True)
+        ],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return model, report
 
 
 def plot_history(hist: History, path: Path) -> None:

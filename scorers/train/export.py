@@ -19,18 +19,75 @@ import numpy.typing as npt
 import torch
 
 from scorers.fragments import SIZE
-from scorers.train.model import DEGRADATIONS, Student
+from scorers.train.model import DEGRADATIONS, Ensemble, Student
 
 INPUT = "fragments"
 OUTPUTS = ("mos", "degradation", "embedding")
+FP16_MIN_SIZE = 1024
+"""Weight tensors at least this large are stored as float16 when export(fp16_weights=True)."""
+
+
+def round_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
+    """Round the model's large float32 parameters to the nearest float16 value, in place.
+
+    The rounded model is the model: export(fp16_weights=True) then stores those weights
+    losslessly in half the bytes, and torch and ONNX Runtime still compute in float32."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype == torch.float32 and p.numel() >= FP16_MIN_SIZE:
+                p.copy_(p.half().float())
+    return model
+
+
+def _store_fp16(proto: Any) -> int:
+    """Store every large float32 initializer that float16 holds exactly as float16, behind a
+    Cast to float32 (ONNX Runtime folds the Cast when it loads the session, so inference is
+    unchanged). Returns how many tensors were stored so."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        half = arr.astype(np.float16)
+        if (
+            init.data_type == onnx.TensorProto.FLOAT
+            and arr.size >= FP16_MIN_SIZE
+            and np.array_equal(half.astype(np.float32), arr)
+        ):
+            kept.append(numpy_helper.from_array(half, f"{init.name}.fp16"))
+            casts.append(
+                helper.make_node(
+                    "Cast", [f"{init.name}.fp16"], [init.name], to=onnx.TensorProto.FLOAT
+                )
+            )
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    return len(casts)
 
 
 def export(
-    model: Student, path: Path, *, version: str, extra_metadata: dict[str, str] | None = None
+    model: Student | Ensemble,
+    path: Path,
+    *,
+    version: str,
+    extra_metadata: dict[str, str] | None = None,
+    fp16_weights: bool = False,
 ) -> Path:
+    """Write `model` (eval mode) to one ONNX file. With `fp16_weights` the large weights are
+    first rounded to float16 in the model itself (round_to_fp16) and stored so, halving
+    the file; compare() against the same, rounded model stays exact."""
     import onnx
 
     model = model.eval()
+    if fp16_weights:
+        round_to_fp16(model)
     example = torch.zeros(2, SIZE, SIZE, 3, dtype=torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -52,18 +109,24 @@ def export(
         "degradations": json.dumps(list(DEGRADATIONS)),
         "input": f"{INPUT}: N x {SIZE} x {SIZE} x 3 uint8 RGB fragment mosaic",
         "model_config": json.dumps(model.config.to_json()),
+        "members": str(len(model.students()) if isinstance(model, Ensemble) else 1),
+        "weights": "float16 storage, float32 compute" if fp16_weights else "float32",
         **(extra_metadata or {}),
     }
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
+    if fp16_weights:
+        _store_fp16(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))  # one file: the weights are small enough to stay inline
     return path
 
 
-def compare(model: Student, path: Path, mosaics: npt.NDArray[np.uint8]) -> dict[str, Any]:
+def compare(
+    model: Student | Ensemble, path: Path, mosaics: npt.NDArray[np.uint8]
+) -> dict[str, Any]:
     """Largest absolute differences between torch and ONNX Runtime (CPU) on `mosaics`."""
     import onnxruntime as ort
 
@@ -135,6 +198,40 @@ def _heldout_lines(report: dict[str, Any], bench: dict[str, Any] | None) -> list
     return lines
 
 
+def _run_line(report: dict[str, Any]) -> str:
+    tc, members = report["train_config"], report.get("members") or []
+    if len(members) < 2:
+        return (
+            f"seed {tc['seed']}, {tc['epochs']} epochs, {report['steps']} steps, "
+            f"{report['train_seconds'] / 60:.1f} min, {tc['threads']} torch thread(s) on a "
+            "shared 2-core CPU"
+        )
+    times = " and ".join(f"{m['train_seconds'] / 60:.1f}" for m in members)
+    return (
+        f"seeds {', '.join(str(m['seed']) for m in members)}, {tc['epochs']} epochs, "
+        f"{members[0]['steps']} steps each, {times} min with {tc['threads']} torch thread(s) "
+        "each on a shared 2-core CPU"
+    )
+
+
+def _ensemble_lines(report: dict[str, Any]) -> list[str]:
+    members = report.get("members") or []
+    if len(members) < 2:
+        return []
+    seeds = ", ".join(str(m["seed"]) for m in members)
+    return [
+        f"**Ensemble of {len(members)} students** trained alike but for their seeds ({seeds}): "
+        "MOS and the degradation distribution are the members' means, the embedding their "
+        f"unit embeddings joined and scaled by 1/sqrt({len(members)}). The statistics branch "
+        "is computed once and shared. Large weights are stored as float16 (rounded before "
+        "export, so torch and ONNX Runtime agree) and computed in float32. `vqmon train "
+        f"distill --members {len(members)} --jobs {len(members)}` trains the members side "
+        "by side and joins them in one command; `vqmon train ensemble` joins members "
+        "trained apart.",
+        "",
+    ]
+
+
 def write_card(
     report: dict[str, Any],
     path: Path,
@@ -142,9 +239,11 @@ def write_card(
     command: str,
     onnx_path: Path,
     bench: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """The model card (markdown) shipped beside the ONNX file; `bench` is bench/quality.py's
-    JSON result for this model, if measured."""
+    JSON result for this model, if measured; `notes` are paragraphs added to the held-out
+    section (how the model was chosen, checks made outside the training run)."""
     size_mb = onnx_path.stat().st_size / 1e6
     lines = [
         "# vqmon-student: the distilled no-reference scorer",
@@ -169,6 +268,7 @@ def write_card(
         "head on z gives the degradation distribution. Config: "
         f"`{json.dumps(report['model_config'])}`.",
         "",
+        *_ensemble_lines(report),
         "## Data",
         "",
         f"{report['train_frames']} training frames from {len(report['train_sources'])} sources, "
@@ -193,10 +293,7 @@ def write_card(
         "",
         "## Training",
         "",
-        f"`{command}` (seed {report['train_config']['seed']}, "
-        f"{report['train_config']['epochs']} epochs, {report['steps']} steps, "
-        f"{report['train_seconds'] / 60:.1f} min, {report['train_config']['threads']} torch "
-        "thread(s) on a shared 2-core CPU). Loss: smooth-L1 on "
+        f"`{command}` ({_run_line(report)}). Loss: smooth-L1 on "
         "MOS + pairwise logistic rank loss over the batch and, weighted "
         f"{report['train_config'].get('within_rank_weight', 0)}, over pairs of the same "
         "source (batches of 4 frames per source) + degradation cross-entropy. "
@@ -208,6 +305,7 @@ def write_card(
         "",
         *_heldout_lines(report, bench),
         "",
+        *(line for note in notes or [] for line in (note, "")),
         "## Limits",
         "",
         "Trained on synthetic and still-image content only: natural video with camera noise, "

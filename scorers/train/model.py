@@ -280,40 +280,84 @@ class Student(nn.Module):
         y = y.reshape(n, GRID, PATCH, GRID, PATCH).permute(0, 1, 3, 2, 4)
         return y.reshape(n, GRID * GRID, 1, PATCH, PATCH)
 
-    def embed(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def pooled_stats(self, mosaic: torch.Tensor) -> torch.Tensor:
+        """N x 5*FEATURES patch statistics pooled over all 49 patches (a fixed function:
+        an ensemble computes it once for all its members)."""
+        assert self.stats is not None
+        n = mosaic.shape[0]
+        # Always all 49 patches, also in training: the statistics are cheap, and their
+        # pooled spread and percentiles depend on the patch count, so training on a
+        # subset would shift them away from what the runtime sees.
+        y = self.luma_patches(mosaic)
+        p = y.shape[1]
+        return PatchStats.pool(self.stats(y.reshape(n * p, 1, PATCH, PATCH)).reshape(n, p, -1))
+
+    def embed(
+        self,
+        mosaic: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        stats: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unnormalised embedding; `stats` is pooled_stats(mosaic) if already computed."""
         n = mosaic.shape[0]
         f = self.encoder(self.stem(self.patches(mosaic, keep)))
         parts = list(_mean_sd(f.mean(dim=(2, 3)).reshape(n, -1, f.shape[1])))
         if self.stats is not None:
-            # Always all 49 patches, also in training: the statistics are cheap, and their
-            # pooled spread and percentiles depend on the patch count, so training on a
-            # subset would shift them away from what the runtime sees.
-            y = self.luma_patches(mosaic)
-            p = y.shape[1]
-            s = self.stats(y.reshape(n * p, 1, PATCH, PATCH)).reshape(n, p, -1)
-            parts.append(self.stats_head(PatchStats.pool(s)))
+            parts.append(self.stats_head(self.pooled_stats(mosaic) if stats is None else stats))
         return self.project(torch.cat(parts, dim=1))
 
     def proto_scores(self) -> torch.Tensor:
         return 1.0 + 4.0 * torch.sigmoid(self.proto_raw)
 
-    def forward(self, mosaic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mos N, degradation probabilities N x 7, unit embedding N x D)."""
-        z = F.normalize(self.embed(mosaic), dim=1)
+    def head(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedding -> (MOS, degradation logits, unit embedding z)."""
+        z = F.normalize(e, dim=1)
         p = F.normalize(self.prototypes, dim=1)
         weights = torch.softmax(z @ p.t() / self.log_tau.exp(), dim=1)
-        mos = weights @ self.proto_scores()
-        degradation = torch.softmax(self.degradation(z), dim=1)
-        return mos, degradation, z
+        return weights @ self.proto_scores(), self.degradation(z), z
+
+    def forward(self, mosaic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mos N, degradation probabilities N x 7, unit embedding N x D)."""
+        mos, logits, z = self.head(self.embed(mosaic))
+        return mos, torch.softmax(logits, dim=1), z
 
     def logits(
         self, mosaic: torch.Tensor, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training view: (mos, degradation logits, embedding), optionally on a patch subset."""
-        z = F.normalize(self.embed(mosaic, keep), dim=1)
-        p = F.normalize(self.prototypes, dim=1)
-        weights = torch.softmax(z @ p.t() / self.log_tau.exp(), dim=1)
-        return weights @ self.proto_scores(), self.degradation(z), z
+        return self.head(self.embed(mosaic, keep))
+
+
+class Ensemble(nn.Module):
+    """Students trained alike from different seeds, run as one model.
+
+    MOS and the degradation distribution are the members' means; the embedding is the
+    members' unit embeddings joined and scaled by 1/sqrt(M), so it is unit length too.
+    The patch statistics are a fixed function, computed once and shared by the members'
+    learned heads: M members cost M encoders, not M times the statistics. Same inputs and
+    outputs as a Student, so the runtime cannot tell them apart.
+    """
+
+    def __init__(self, members: list[Student]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if len({m.config.stats for m in members}) != 1:
+            raise ValueError("ensemble members must all have, or all lack, the statistics branch")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def students(self) -> list[Student]:
+        return [m for m in self.members if isinstance(m, Student)]
+
+    def forward(self, mosaic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        members = self.students()
+        stats = members[0].pooled_stats(mosaic) if members[0].stats is not None else None
+        outs = [m.head(m.embed(mosaic, stats=stats)) for m in members]
+        mos = torch.stack([o[0] for o in outs]).mean(dim=0)
+        degradation = torch.stack([torch.softmax(o[1], dim=1) for o in outs]).mean(dim=0)
+        z = torch.cat([o[2] for o in outs], dim=1) / float(len(outs)) ** 0.5
+        return mos, degradation, z
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -266,3 +266,99 @@ def test_holdout_zero_trains_on_every_source_and_default_holds_whole_sources() -
         pictures_held = {content.underlying_still(n) for n in held} - {None}
         assert pictures_held
         assert not pictures_held & {content.underlying_still(n) for n in train}
+
+
+def test_ensemble_averages_its_members_and_exports_half_size(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import torch
+
+    from scorers.train.export import FP16_MIN_SIZE, compare, export
+    from scorers.train.model import Ensemble, ModelConfig, Student
+
+    data = load(tiny_corpus)
+    small = ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(Student(small).eval())
+    ens = Ensemble(members).eval()
+    x = torch.from_numpy(data.mosaic[:6])
+    with torch.no_grad():
+        outs = [m(x) for m in members]
+        mos, deg, emb = ens(x)
+    assert not torch.allclose(outs[0][0], outs[1][0])  # two different members
+    assert torch.allclose(mos, (outs[0][0] + outs[1][0]) / 2, atol=1e-6)
+    assert torch.allclose(deg, (outs[0][1] + outs[1][1]) / 2, atol=1e-6)
+    assert torch.allclose(emb, torch.cat([outs[0][2], outs[1][2]], 1) / 2**0.5, atol=1e-6)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(6), atol=1e-5)
+
+    full = export(ens, tmp_path / "fp32.onnx", version="2.test")
+    half = export(ens, tmp_path / "fp16.onnx", version="2.test", fp16_weights=True)
+    assert half.stat().st_size < 0.7 * full.stat().st_size  # tiny model: many small tensors
+    proto = onnx.load(str(half))
+    sizes = {
+        t: sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.data_type == t)
+        for t in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    }
+    # all but the exporter's few Conv+BN-folded weights (not fp16-exact) are stored as fp16
+    assert sizes[onnx.TensorProto.FLOAT16] > 0.8 * sum(sizes.values()) >= FP16_MIN_SIZE
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["members"] == "2" and meta["weights"].startswith("float16")
+    stored = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    cast_inputs = {n.input[0] for n in proto.graph.node if n.op_type == "Cast"}
+    assert stored and all(i.name in cast_inputs for i in stored)  # computed in float32
+    # export rounded the model's own weights, so torch and ONNX Runtime agree exactly as before
+    diffs = compare(ens, half, data.mosaic[:5])
+    assert diffs["mos"] < 1e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 1e-4
+    with torch.no_grad():
+        assert float((ens(x)[0] - mos).abs().max()) < 0.02  # rounding moved MOS by little
+    scorer = DistilledScorer(DistilledConfig(model_path=half, batch_size=4))
+    preds = scorer.predict_mosaics(data.mosaic[:6])
+    assert preds.embedding.shape == (6, 64)
+    assert np.allclose(np.linalg.norm(preds.embedding, axis=1), 1.0, atol=1e-4)
+
+
+def test_distill_cli_trains_ensemble_members_side_by_side(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from monitor.cli import main
+
+    out = tmp_path / "ens"
+    args = ["train", "distill", "--corpus", str(tiny_corpus), "--out", str(out), "--seed", "3"]
+    args += ["--members", "2", "--jobs", "2", "--threads", "1", "--max-steps", "2"]
+    args += ["--holdout", "0.5", "--no-progress", "--version", "2.test"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [m["seed"] for m in report["members"]] == [3, 4]
+    assert report["steps"] == 4
+    members = [json.loads((out / f"member-{i}" / "report.json").read_text()) for i in (0, 1)]
+    # one held-out split for both members (the split seed is the first member's)
+    assert members[0]["heldout_sources"] == members[1]["heldout_sources"]
+    assert members[0]["heldout_sources"] == report["heldout_sources"]
+    assert members[0]["history"]["step_loss"] != members[1]["history"]["step_loss"]
+    assert report["heldout_metrics"]["frames"] > 0
+    scorer = DistilledScorer(DistilledConfig(model_path=out / "student.onnx"))
+    assert scorer.version.startswith("2.test+")
+    meta = scorer._session.get_modelmeta().custom_metadata_map
+    assert meta["members"] == "2"
+    assert main([*args[:-2], "--members", "0"]) == 2
+
+    # members trained apart join the same way, to the same ensemble
+    joined = tmp_path / "joined"
+    members_dirs = [str(out / "member-0"), str(out / "member-1")]
+    common = ["--corpus", str(tiny_corpus), "--out", str(joined)]
+    assert main(["train", "ensemble", *members_dirs, *common]) == 0
+    again = json.loads((joined / "report.json").read_text())
+    assert again["heldout_metrics"] == report["heldout_metrics"]
+    assert main(["train", "ensemble", members_dirs[0], str(tmp_path), *common]) == 2
+
+    from scorers.train.export import write_card
+
+    card = write_card(
+        report, tmp_path / "card.md", command="x", onnx_path=out / "student.onnx", notes=["N1"]
+    ).read_text()
+    assert "Ensemble of 2 students" in card and "seeds 3, 4" in card and "\nN1\n" in card
