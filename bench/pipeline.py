@@ -37,6 +37,7 @@ from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.pipeline import Daemon
 from monitor.workers import DecodePool
+from scorers.distilled import DistilledConfig
 
 PARTITIONS = 4
 
@@ -79,8 +80,11 @@ def decode_only(config: Config, segments: list[bytes], n: int) -> float:
         pool.close()
 
 
-def bench_config(bootstrap: str, workers: int) -> Config:
+def bench_config(bootstrap: str, workers: int, model: Path | None = None) -> Config:
     config = Config()
+    for scorer in config.scorers:
+        if isinstance(scorer, DistilledConfig) and model is not None:
+            scorer.model_path = model
     config.kafka.bootstrap_servers = [bootstrap]
     config.kafka.heartbeat_interval_ms = 1000
     config.kafka.session_timeout_ms = 6000
@@ -130,11 +134,12 @@ def main() -> int:
     ap.add_argument("--paced", type=int, default=24, help="segments in the paced run")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
+    ap.add_argument("--model", type=Path, help="distilled scorer ONNX (default: the shipped one)")
     args = ap.parse_args()
 
     segments = make_segments(args.distinct)
     with EmbeddedBroker() as broker:
-        config = bench_config(broker.bootstrap_servers, args.workers)
+        config = bench_config(broker.bootstrap_servers, args.workers, args.model)
         decode_fps = decode_only(config, segments, args.segments)
         metrics = Metrics(CollectorRegistry())
         daemon = Daemon(config, [broker.bootstrap_servers], metrics)

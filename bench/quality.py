@@ -246,6 +246,33 @@ def speed(scorer: DistilledScorer) -> dict[str, Any]:
     return out
 
 
+def relative_speed(
+    scorer: DistilledScorer, baseline: DistilledScorer, rounds: int = 3
+) -> dict[str, Any]:
+    """The model's frames/s over a baseline model's on the same 720p frames, the two
+    alternated `rounds` times per batch size so that both see the same machine load."""
+    data = clip("scene", width=1280, height=720, seconds=0.64, settings=EncodeSettings(crf=23))
+    frames = [f.rgb for f in decode(Segment(data), DecodeConfig()).frames][:16]
+    out: dict[str, Any] = {"baseline": baseline.version}
+    for batch in (1, 16):
+        chunk, pairs = frames[:batch], []
+        for _ in range(rounds):
+            row = []
+            for s in (scorer, baseline):
+                s.config.batch_size = batch
+                row.append(_fps(lambda c=chunk, s=s: s.predict_frames(c), len(chunk)))
+            pairs.append(row)
+        ratios = sorted(a / b for a, b in pairs)
+        out[f"batch{batch}"] = {
+            "fps": [a for a, _ in pairs],
+            "baseline_fps": [b for _, b in pairs],
+            "ratio_median": ratios[len(ratios) // 2],
+            "ratio_range": [ratios[0], ratios[-1]],
+        }
+    scorer.config.batch_size = baseline.config.batch_size = 16
+    return out
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -297,6 +324,18 @@ def render(result: dict[str, Any]) -> str:
             f"| {res} | {row['decode_fps']:.0f} | {row['batch1_fps']:.0f} | "
             f"{row['batch16_fps']:.0f} | {row['cost_vs_decode_b16']:.2f} |"
         )
+    rel = result.get("speed_vs_baseline")
+    if rel:
+        lines += [
+            "",
+            f"Against {rel['baseline']} (720p, alternated): frames/s ratio "
+            + "; ".join(
+                f"batch {b}: {rel[f'batch{b}']['ratio_median']:.3f} "
+                f"({rel[f'batch{b}']['ratio_range'][0]:.3f}-"
+                f"{rel[f'batch{b}']['ratio_range'][1]:.3f})"
+                for b in (1, 16)
+            ),
+        ]
     lines += ["", f"Machine: {result['machine']}; providers {result['providers']}."]
     return "\n".join(lines)
 
@@ -309,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another student ONNX file: also measure --model's speed relative to it",
+    )
     args = p.parse_args(argv)
     scorer = DistilledScorer(
         DistilledConfig(
@@ -322,12 +366,21 @@ def main(argv: list[str] | None = None) -> int:
         result["quality"] = quality(load_bench(args.corpus), scorer, cache)
     if not args.skip_speed:
         result["speed"] = speed(scorer)
+        if args.baseline:
+            baseline = DistilledScorer(
+                DistilledConfig(
+                    model_path=args.baseline,
+                    providers=["CPUExecutionProvider"],
+                    threads=args.threads,
+                )
+            )
+            result["speed_vs_baseline"] = relative_speed(scorer, baseline)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     if "quality" in result:
         print(render(result))
     else:
-        print(json.dumps(result.get("speed"), indent=2))
+        print(json.dumps({k: result.get(k) for k in ("speed", "speed_vs_baseline")}, indent=2))
     return 0
 
 

@@ -102,7 +102,8 @@ def test_shipped_model_loads_quietly_and_reports_provider(
     assert "[E:onnxruntime" not in err  # the CUDA fallback is quiet
     assert scorer.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert scorer.providers == scorer._session.get_providers()
-    assert scorer.version.startswith("1.")
+    assert scorer.version.startswith("2.")
+    assert default_model_path().stat().st_size <= 10_000_000  # the package's size budget
     assert len(scorer.degradations) == 7 and scorer.degradations[0] == "clean"
 
 
