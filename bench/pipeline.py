@@ -80,8 +80,12 @@ def decode_only(config: Config, segments: list[bytes], n: int) -> float:
         pool.close()
 
 
-def bench_config(bootstrap: str, workers: int, model: Path | None = None) -> Config:
+def bench_config(
+    bootstrap: str, workers: int, model: Path | None = None, distilled: bool = True
+) -> Config:
     config = Config()
+    if not distilled:
+        config.scorers = [s for s in config.scorers if not isinstance(s, DistilledConfig)]
     for scorer in config.scorers:
         if isinstance(scorer, DistilledConfig) and model is not None:
             scorer.model_path = model
@@ -135,11 +139,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
     ap.add_argument("--model", type=Path, help="distilled scorer ONNX (default: the shipped one)")
+    ap.add_argument(
+        "--no-distilled", action="store_true", help="drop the distilled scorer from the chain"
+    )
     args = ap.parse_args()
 
     segments = make_segments(args.distinct)
     with EmbeddedBroker() as broker:
-        config = bench_config(broker.bootstrap_servers, args.workers, args.model)
+        config = bench_config(
+            broker.bootstrap_servers, args.workers, args.model, not args.no_distilled
+        )
         decode_fps = decode_only(config, segments, args.segments)
         metrics = Metrics(CollectorRegistry())
         daemon = Daemon(config, [broker.bootstrap_servers], metrics)
@@ -181,6 +190,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU",
         "segments": "1280x720 H.264 (libx264 crf 23, veryfast), 2 s at 25 fps, MPEG-TS",
         "workers": args.workers,
+        "scorers": [s.type for s in config.scorers],
         "decode_only_seg_per_s": round(decode_fps, 2),
         "pipeline_seg_per_s": round(pipeline_fps, 2),
         "ratio": round(pipeline_fps / decode_fps, 3),

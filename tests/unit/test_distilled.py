@@ -105,6 +105,11 @@ def test_shipped_model_loads_quietly_and_reports_provider(
     assert scorer.version.startswith("2.")
     assert default_model_path().stat().st_size <= 10_000_000  # the package's size budget
     assert len(scorer.degradations) == 7 and scorer.degradations[0] == "clean"
+    # idle ONNX Runtime threads must not spin on cores the decode workers need
+    key = "session.intra_op.allow_spinning"
+    assert scorer._session.get_session_options().get_session_config_entry(key) == "0"
+    spinning = DistilledScorer(DistilledConfig(spin=True))
+    assert spinning._session.get_session_options().get_session_config_entry(key) == "1"
 
 
 def _decoded(crf: int, seed: int = 3) -> object:

@@ -362,3 +362,36 @@ def test_distill_cli_trains_ensemble_members_side_by_side(
         report, tmp_path / "card.md", command="x", onnx_path=out / "student.onnx", notes=["N1"]
     ).read_text()
     assert "Ensemble of 2 students" in card and "seeds 3, 4" in card and "\nN1\n" in card
+
+
+def test_fast_stem_and_block_dct_equal_their_plain_definitions() -> None:
+    import scipy.fft
+    import torch
+
+    from scorers.train.model import ModelConfig, PatchStats, Student
+
+    rng = np.random.default_rng(4)
+    mosaic = torch.from_numpy(rng.integers(0, 256, (3, 224, 224, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    model = Student(ModelConfig(widths=(8, 16, 32), embed=32, hidden=64, prototypes=8)).eval()
+    keep = torch.tensor([0, 5, 17, 48])
+    with torch.no_grad():
+        for k in (None, keep):
+            plain = model.stem(model.patches(mosaic, k))  # the stem as a 1x1 conv on unfolded
+            assert torch.allclose(model.stem_features(mosaic, k), plain, atol=1e-5)
+
+    # the block-diagonal DCT and masked block sums against scipy's DCT of each block
+    y = torch.from_numpy(rng.normal(128, 40, (5, 1, 32, 32)).astype(np.float32))  # no ties at 2
+    stats = PatchStats()
+    for n in (8, 4):
+        got = stats._dct(y, n)
+        blocks = y.numpy().reshape(5, 32 // n, n, 32 // n, n).transpose(0, 1, 3, 2, 4)
+        c = scipy.fft.dctn(blocks.astype(np.float64), axes=(-2, -1), norm="ortho")
+        u = np.arange(n)
+        freq = u[:, None] + u[None, :]
+        hi, mid = freq >= n, (freq >= 1) & (freq < n)
+        e = c * c
+        log_ratio = np.log(((e * hi).sum((-1, -2)) + 1) / ((e * mid).sum((-1, -2)) + 1))
+        zero = ((np.abs(c) < 2) & hi).sum((-1, -2)) / hi.sum()
+        assert np.allclose(got[0].numpy(), log_ratio.mean((1, 2)), atol=1e-4)
+        assert np.allclose(got[1].numpy(), zero.mean((1, 2)), atol=1e-6)
