@@ -54,6 +54,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the held-out split (default: --seed); give members trained apart "
+        "for `train ensemble` the same one",
+    )
+    d.add_argument(
         "--holdout",
         type=float,
         default=0.15,
@@ -112,7 +118,15 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     from scorers.train.corpus import load
-    from scorers.train.distill import TrainConfig, load_checkpoint, train, train_ensemble
+    from scorers.train.distill import (
+        TrainConfig,
+        evaluate,
+        load_checkpoint,
+        split_data,
+        train,
+        train_ensemble,
+    )
+    from scorers.train.export import round_to_fp16
     from scorers.train.model import Ensemble, Student
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -131,6 +145,7 @@ def run_distill(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         dropout=args.dropout,
         seed=args.seed,
+        split_seed=args.split_seed,
         val_fraction=args.holdout,
         threads=args.threads,
         max_steps=args.max_steps,
@@ -149,7 +164,11 @@ def run_distill(args: argparse.Namespace) -> int:
         data = load(args.corpus)
     else:
         report = train(data, args.out, cfg, progress=not args.no_progress)
-        model = load_checkpoint(args.out / "student.pt")
+        # The metrics of the weights that ship: float16-rounded, as export stores them.
+        model = round_to_fp16(load_checkpoint(args.out / "student.pt"))
+        _, _, tr, va = split_data(data, cfg)
+        report["train_metrics"] = evaluate(model, tr) if len(tr) >= 2 else None
+        report["heldout_metrics"] = evaluate(model, va) if va is not None and len(va) >= 2 else None
     return _export(model, report, args, data)
 
 
@@ -169,8 +188,13 @@ def run_ensemble(args: argparse.Namespace) -> int:
     try:
         data = load(args.corpus)
         model, report = assemble(list(args.members), data, args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"vqmon train ensemble: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(
+            f"vqmon train ensemble: {exc!r}"
+            if isinstance(exc, KeyError)
+            else f"vqmon train ensemble: {exc}",
+            file=sys.stderr,
+        )
         return 2
     return _export(model, report, args, data)
 

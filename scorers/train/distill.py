@@ -209,8 +209,7 @@ def train(
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_src, val_src = split_data(data, config)[:2]
-    tr, va = split_data(data, config)[2:]
+    train_src, val_src, tr, va = split_data(data, config)
     model = Student(model_config or ModelConfig(dropout=config.dropout))
     matrices = [p for p in model.parameters() if p.ndim >= 2]
     others = [p for p in model.parameters() if p.ndim < 2]
@@ -324,6 +323,8 @@ def _train_member(
     """One ensemble member in its own process (it loads the corpus itself)."""
     from scorers.train.corpus import load
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
     return train(load(corpus_dir), out_dir, config, progress=progress, position=position)
 
 
@@ -335,6 +336,7 @@ def train_ensemble(
     *,
     jobs: int = 1,
     progress: bool = True,
+    fp16: bool = True,
 ) -> tuple[Ensemble, dict[str, Any]]:
     """Train `members` students alike but for their seeds (seed, seed+1, ...), on one
     held-out split (split_seed), `jobs` at a time in separate processes, into
@@ -355,23 +357,35 @@ def train_ensemble(
             _train_member(corpus_dir, d, c, progress, 0)
     else:
         # spawn, not fork: a forked child inherits torch's thread pools in a bad state.
-        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+        try:
             futures = [
                 pool.submit(_train_member, corpus_dir, d, c, progress, i % jobs)
                 for i, (d, c) in enumerate(zip(dirs, configs, strict=True))
             ]
+            # A member that fails stops the others at once, not after they finish.
+            cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
             for f in futures:
-                f.result()  # re-raises a member's failure
+                if f.done() and f.exception() is not None:
+                    raise RuntimeError(f"an ensemble member failed: {f.exception()}") from (
+                        f.exception()
+                    )
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     log.info("trained %d members in %.0f s", members, time.monotonic() - started)
-    return assemble(dirs, load(corpus_dir), out_dir)
+    return assemble(dirs, load(corpus_dir), out_dir, fp16=fp16)
 
 
 def assemble(
-    member_dirs: list[Path], data: Corpus, out_dir: Path
+    member_dirs: list[Path], data: Corpus, out_dir: Path, *, fp16: bool = True
 ) -> tuple[Ensemble, dict[str, Any]]:
     """Join trained members (directories of `train`) into an ensemble and write its report:
     the first member's report with the ensemble's parameters and metrics (on the members'
-    shared held-out split of `data`), and each member's own figures under "members"."""
+    recorded train and held-out sources in `data`), and each member's own figures under
+    "members". With `fp16` the weights are rounded to float16 first (export's
+    fp16_weights), so the metrics are those of the weights that ship."""
+    from scorers.train.export import round_to_fp16
+
     reports = [json.loads((d / "report.json").read_text()) for d in member_dirs]
     for d, r in zip(member_dirs, reports, strict=True):
         for key in ("model_config", "train_sources", "heldout_sources"):
@@ -379,11 +393,20 @@ def assemble(
                 raise ValueError(
                     f"ensemble member {d} differs from {member_dirs[0]} in {key}: members "
                     "must share the model layout and the held-out split (same corpus, "
-                    "--holdout and split seed; only --seed differs)"
+                    "--holdout and --split-seed; only --seed differs)"
                 )
     model = Ensemble([load_checkpoint(d / "student.pt") for d in member_dirs]).eval()
-    cfg = TrainConfig(**reports[0]["train_config"])
-    _, _, tr, va = split_data(data, cfg)
+    if fp16:
+        round_to_fp16(model)
+    train_src, held_src = reports[0]["train_sources"], reports[0]["heldout_sources"]
+    missing = sorted(set(train_src + held_src) - set(data.source.tolist()))
+    if missing:
+        raise ValueError(
+            f"the corpus lacks {len(missing)} of the members' sources ({', '.join(missing[:3])}"
+            "...): give --corpus the corpus the members were trained on"
+        )
+    tr = data.subset(np.isin(data.source, train_src))
+    va = data.subset(np.isin(data.source, held_src)) if held_src else None
     first = {k: v for k, v in reports[0].items() if k != "history"}  # histories: member dirs
     report: dict[str, Any] = {
         **first,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,10 @@ FP16_MIN_SIZE = 1024
 """Weight tensors at least this large are stored as float16 when export(fp16_weights=True)."""
 
 
-def round_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def round_to_fp16(model: M) -> M:
     """Round the model's large float32 parameters to the nearest float16 value, in place.
 
     The rounded model is the model: export(fp16_weights=True) then stores those weights
@@ -103,13 +106,15 @@ def export(
             dynamo=False,
         )
     proto = onnx.load(str(path))
+    members = len(model.students()) if isinstance(model, Ensemble) else 1
     meta = {
         "name": "vqmon-student",
         "version": version,
         "degradations": json.dumps(list(DEGRADATIONS)),
         "input": f"{INPUT}: N x {SIZE} x {SIZE} x 3 uint8 RGB fragment mosaic",
         "model_config": json.dumps(model.config.to_json()),
-        "members": str(len(model.students()) if isinstance(model, Ensemble) else 1),
+        "members": str(members),
+        "embedding_dim": str(members * model.config.embed),
         "weights": "float16 storage, float32 compute" if fp16_weights else "float32",
         **(extra_metadata or {}),
     }

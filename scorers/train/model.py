@@ -375,7 +375,8 @@ class Ensemble(nn.Module):
     members' unit embeddings joined and scaled by 1/sqrt(M), so it is unit length too.
     The patch statistics are a fixed function, computed once and shared by the members'
     learned heads: M members cost M encoders, not M times the statistics. Same inputs and
-    outputs as a Student, so the runtime cannot tell them apart.
+    outputs as a Student (the embedding is M x embed wide; the ONNX metadata says
+    `embedding_dim`), so the runtime needs nothing new.
     """
 
     def __init__(self, members: list[Student]) -> None:
