@@ -117,26 +117,19 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from scorers.train.corpus import load
+    from scorers.train.corpus import corpus_files, load
     from scorers.train.distill import (
         TrainConfig,
-        evaluate,
+        assemble,
         load_checkpoint,
-        split_data,
         train,
-        train_ensemble,
+        train_members,
     )
-    from scorers.train.export import round_to_fp16
     from scorers.train.model import Ensemble, Student
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.members < 1 or args.jobs < 1:
         print("vqmon train distill: --members and --jobs must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        data = load(args.corpus)
-    except FileNotFoundError as exc:
-        print(f"vqmon train distill: {exc}", file=sys.stderr)
         return 2
     cfg = TrainConfig(
         epochs=args.epochs,
@@ -150,25 +143,32 @@ def run_distill(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_steps=args.max_steps,
     )
-    model: Student | Ensemble
-    if args.members > 1:
-        del data  # each member process loads its own copy
-        model, report = train_ensemble(
-            args.corpus,
-            args.out,
-            cfg,
-            args.members,
-            jobs=args.jobs,
-            progress=not args.no_progress,
+    try:
+        corpus_files(args.corpus)  # before training members that would each fail on it
+        # Members train in their own processes, each loading the corpus itself; this
+        # process loads it once, after them, to evaluate the ensemble.
+        dirs = (
+            train_members(
+                args.corpus,
+                args.out,
+                cfg,
+                args.members,
+                jobs=args.jobs,
+                progress=not args.no_progress,
+            )
+            if args.members > 1
+            else []
         )
         data = load(args.corpus)
+    except FileNotFoundError as exc:
+        print(f"vqmon train distill: {exc}", file=sys.stderr)
+        return 2
+    model: Student | Ensemble
+    if dirs:
+        model, report = assemble(dirs, data, args.out)
     else:
         report = train(data, args.out, cfg, progress=not args.no_progress)
-        # The metrics of the weights that ship: float16-rounded, as export stores them.
-        model = round_to_fp16(load_checkpoint(args.out / "student.pt"))
-        _, _, tr, va = split_data(data, cfg)
-        report["train_metrics"] = evaluate(model, tr) if len(tr) >= 2 else None
-        report["heldout_metrics"] = evaluate(model, va) if va is not None and len(va) >= 2 else None
+        model = load_checkpoint(args.out / "student.pt")
     return _export(model, report, args, data)
 
 
@@ -188,13 +188,11 @@ def run_ensemble(args: argparse.Namespace) -> int:
     try:
         data = load(args.corpus)
         model, report = assemble(list(args.members), data, args.out)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(
-            f"vqmon train ensemble: {exc!r}"
-            if isinstance(exc, KeyError)
-            else f"vqmon train ensemble: {exc}",
-            file=sys.stderr,
-        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"vqmon train ensemble: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"vqmon train ensemble: a member's report.json lacks {exc}", file=sys.stderr)
         return 2
     return _export(model, report, args, data)
 

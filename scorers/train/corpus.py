@@ -257,15 +257,21 @@ class Corpus:
         )
 
 
-def load(directory: Path, sources: Sequence[str] | None = None) -> Corpus:
-    """Load the .npz files of a corpus directory (all of them, or those of `sources`)."""
+def corpus_files(directory: Path, sources: Sequence[str] | None = None) -> list[Path]:
+    """The .npz files of a corpus directory (all of them, or those of `sources`); raises
+    FileNotFoundError when there are none."""
     files = sorted(f for f in directory.glob("*.npz") if not f.name.endswith(".tmp.npz"))
     if sources is not None:
         wanted = {s.replace(":", "_") for s in sources}
         files = [f for f in files if f.stem in wanted]
     if not files:
         raise FileNotFoundError(f"no corpus files (*.npz) in {directory}; run `vqmon train corpus`")
-    parts = [np.load(f) for f in files]
+    return files
+
+
+def load(directory: Path, sources: Sequence[str] | None = None) -> Corpus:
+    """Load the .npz files of a corpus directory (all of them, or those of `sources`)."""
+    parts = [np.load(f) for f in corpus_files(directory, sources)]
     src = [np.full(len(p["mos"]), str(p["source"])) for p in parts]
     return Corpus(
         np.concatenate([p["mosaic"] for p in parts]),

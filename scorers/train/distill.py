@@ -12,6 +12,7 @@ report and a PNG of the loss curves.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from scorers import metrics
 from scorers.train import content
 from scorers.train.corpus import Corpus
+from scorers.train.export import round_to_fp16
 from scorers.train.model import DEGRADATIONS, Ensemble, ModelConfig, Student, parameter_count
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ class TrainConfig:
     seed: int = 0
     split_seed: int | None = None
     """Seed of the held-out split (None: `seed`); ensemble members share one split."""
+
+    @property
+    def held_out_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
     threads: int = 2
     train_patches: int = 20
     """Patches (of 49) per mosaic seen in a training step: cheaper steps, and augmentation."""
@@ -101,11 +108,23 @@ def split_data(
     data: Corpus, config: TrainConfig
 ) -> tuple[list[str], list[str], Corpus, Corpus | None]:
     """(train sources, held-out sources, train subset, held-out subset or None)."""
-    seed = config.seed if config.split_seed is None else config.split_seed
-    train_src, val_src = split_sources(data.source, config.val_fraction, seed)
+    train_src, val_src = split_sources(data.source, config.val_fraction, config.held_out_seed)
+    return train_src, val_src, *_subsets(data, train_src, val_src)
+
+
+def _subsets(
+    data: Corpus, train_src: list[str], held_src: list[str]
+) -> tuple[Corpus, Corpus | None]:
     tr = data.subset(np.isin(data.source, train_src))
-    va = data.subset(np.isin(data.source, val_src)) if val_src else None
-    return train_src, val_src, tr, va
+    return tr, data.subset(np.isin(data.source, held_src)) if held_src else None
+
+
+def _metrics(model: Student | Ensemble, tr: Corpus, va: Corpus | None) -> dict[str, Any]:
+    """The report's train and held-out metrics of `model`."""
+    return {
+        "train_metrics": evaluate(model, tr) if len(tr) >= 2 else None,
+        "heldout_metrics": evaluate(model, va) if va is not None and len(va) >= 2 else None,
+    }
 
 
 def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -295,8 +314,8 @@ def train(
         "heldout_sources": val_src,
         "train_frames": len(tr),
         "degradations": list(DEGRADATIONS),
-        "train_metrics": evaluate(model, tr) if len(tr) >= 2 else None,
-        "heldout_metrics": evaluate(model, va) if va is not None and len(va) >= 2 else None,
+        # Metrics of the weights as exported (float16-rounded); the checkpoint keeps float32.
+        **_metrics(round_to_fp16(copy.deepcopy(model)), tr, va),
         "history": asdict(hist),
     }
     torch.save(
@@ -328,7 +347,7 @@ def _train_member(
     return train(load(corpus_dir), out_dir, config, progress=progress, position=position)
 
 
-def train_ensemble(
+def train_members(
     corpus_dir: Path,
     out_dir: Path,
     config: TrainConfig,
@@ -336,20 +355,18 @@ def train_ensemble(
     *,
     jobs: int = 1,
     progress: bool = True,
-    fp16: bool = True,
-) -> tuple[Ensemble, dict[str, Any]]:
+) -> list[Path]:
     """Train `members` students alike but for their seeds (seed, seed+1, ...), on one
     held-out split (split_seed), `jobs` at a time in separate processes, into
-    out_dir/member-<i>/; returns the ensemble and its report: the first member's report
-    with the ensemble's parameters and metrics, and each member's own under "members"."""
+    out_dir/member-<i>/ (returned, for assemble)."""
     import concurrent.futures as cf
     import multiprocessing as mp
     from dataclasses import replace
 
-    from scorers.train.corpus import load
-
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    configs = [replace(config, seed=config.seed + i, split_seed=split_seed) for i in range(members)]
+    configs = [
+        replace(config, seed=config.seed + i, split_seed=config.held_out_seed)
+        for i in range(members)
+    ]
     dirs = [out_dir / f"member-{i}" for i in range(members)]
     started = time.monotonic()
     if jobs <= 1:
@@ -366,14 +383,12 @@ def train_ensemble(
             # A member that fails stops the others at once, not after they finish.
             cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
             for f in futures:
-                if f.done() and f.exception() is not None:
-                    raise RuntimeError(f"an ensemble member failed: {f.exception()}") from (
-                        f.exception()
-                    )
+                if f.done() and (exc := f.exception()) is not None:
+                    raise RuntimeError(f"an ensemble member failed: {exc}") from exc
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     log.info("trained %d members in %.0f s", members, time.monotonic() - started)
-    return assemble(dirs, load(corpus_dir), out_dir, fp16=fp16)
+    return dirs
 
 
 def assemble(
@@ -384,8 +399,6 @@ def assemble(
     recorded train and held-out sources in `data`), and each member's own figures under
     "members". With `fp16` the weights are rounded to float16 first (export's
     fp16_weights), so the metrics are those of the weights that ship."""
-    from scorers.train.export import round_to_fp16
-
     reports = [json.loads((d / "report.json").read_text()) for d in member_dirs]
     for d, r in zip(member_dirs, reports, strict=True):
         for key in ("model_config", "train_sources", "heldout_sources"):
@@ -405,16 +418,14 @@ def assemble(
             f"the corpus lacks {len(missing)} of the members' sources ({', '.join(missing[:3])}"
             "...): give --corpus the corpus the members were trained on"
         )
-    tr = data.subset(np.isin(data.source, train_src))
-    va = data.subset(np.isin(data.source, held_src)) if held_src else None
+    tr, va = _subsets(data, train_src, held_src)
     first = {k: v for k, v in reports[0].items() if k != "history"}  # histories: member dirs
     report: dict[str, Any] = {
         **first,
         "parameters": parameter_count(model),
         "steps": sum(r["steps"] for r in reports),
         "train_seconds": sum(r["train_seconds"] for r in reports),
-        "train_metrics": evaluate(model, tr) if len(tr) >= 2 else None,
-        "heldout_metrics": evaluate(model, va) if va is not None and len(va) >= 2 else None,
+        **_metrics(model, tr, va),
         "members": [
             {
                 "seed": r["train_config"]["seed"],

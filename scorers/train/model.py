@@ -274,30 +274,16 @@ class Student(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(cfg.tau)))))
         self.degradation = nn.Linear(cfg.embed, len(DEGRADATIONS))
 
-    def patches(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """N x 224 x 224 x 3 uint8 -> (N*P) x (3*s*s) x (32/s) x (32/s) float, normalised.
-
-        `keep` (training only) selects a subset of the 49 patches of every mosaic: the
-        pooling over patches is order-free, so a random subset is a cheap, honest view.
-        """
-        n, s = mosaic.shape[0], self.config.stem
-        g = PATCH // s
-        x = mosaic.reshape(n, GRID, g, s, GRID, g, s, 3)
-        # (n, gy, gx, c, sy, sx, py, px): patch-major, stem block unfolded into channels.
-        x = x.permute(0, 1, 4, 7, 3, 6, 2, 5).reshape(n, GRID * GRID, 3 * s * s, g, g)
-        if keep is not None:
-            x = x[:, keep]
-        x = x.reshape(-1, 3 * s * s, g, g).to(torch.float32)
-        return (x - 0.45 * 255.0) / (0.25 * 255.0)
-
     def stem_features(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """self.stem(self.patches(mosaic, keep)), computed the cheap way.
+        """N x 224 x 224 x 3 uint8 -> (N*P) x widths[0] x (32/s) x (32/s): the stem of every
+        patch (P = 49, or the patches `keep` selects in training: the pooling over patches
+        is order-free, so a random subset is a cheap, honest view).
 
-        The stem's 1x1 convolution over unfolded s x s blocks is a stride-s s x s
-        convolution, and with s dividing the 32-px patch no window straddles two patches:
-        so it runs on the whole mosaic after one NHWC -> NCHW change, and the patches are
-        cut from its output. On ONNX Runtime CPU that is 2.6x cheaper than unfolding the
-        input with the 8-D transpose of patches(). Same weights, same result."""
+        The stem is a 1x1 convolution over each patch's s x s pixel blocks unfolded into
+        channels (c, sy, sx). That is a stride-s s x s convolution, and with s dividing the
+        32-px patch no window straddles two patches: so it runs on the whole mosaic after
+        one NHWC -> NCHW change, and the patches are cut from its output. On ONNX Runtime
+        CPU that is 2.6x cheaper than unfolding the input with an 8-D transpose."""
         n, s = mosaic.shape[0], self.config.stem
         g = PATCH // s
         x = (mosaic.permute(0, 3, 1, 2).to(torch.float32) - 0.45 * 255.0) / (0.25 * 255.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from scorers.distilled import DistilledConfig, DistilledScorer
 from scorers.train import content, teacher
 from scorers.train.corpus import Variant, build_source, load, plan
 from scorers.train.model import DEGRADATIONS
+
+if TYPE_CHECKING:
+    import torch
 
 
 @pytest.fixture(scope="module")
@@ -372,6 +376,20 @@ def test_distill_cli_trains_ensemble_members_side_by_side(
     assert "Ensemble of 2 students" in card and "seeds 3, 4" in card and "\nN1\n" in card
 
 
+def _unfolded_patches(mosaic: torch.Tensor, keep: torch.Tensor | None, s: int = 4) -> torch.Tensor:
+    """The stem's plain definition of its input: every patch's s x s pixel blocks unfolded
+    into 3*s*s channels (c, sy, sx), normalised: (N*P) x 3*s*s x 32/s x 32/s."""
+    import torch
+
+    n, g = mosaic.shape[0], 32 // s
+    x = mosaic.reshape(n, 7, g, s, 7, g, s, 3)
+    x = x.permute(0, 1, 4, 7, 3, 6, 2, 5).reshape(n, 49, 3 * s * s, g, g)
+    if keep is not None:
+        x = x[:, keep]
+    x = x.reshape(-1, 3 * s * s, g, g).to(torch.float32)
+    return (x - 0.45 * 255.0) / (0.25 * 255.0)
+
+
 def test_fast_stem_and_block_dct_equal_their_plain_definitions() -> None:
     import scipy.fft
     import torch
@@ -385,7 +403,7 @@ def test_fast_stem_and_block_dct_equal_their_plain_definitions() -> None:
     keep = torch.tensor([0, 5, 17, 48])
     with torch.no_grad():
         for k in (None, keep):
-            plain = model.stem(model.patches(mosaic, k))  # the stem as a 1x1 conv on unfolded
+            plain = model.stem(_unfolded_patches(mosaic, k))  # a 1x1 conv on unfolded blocks
             assert torch.allclose(model.stem_features(mosaic, k), plain, atol=1e-5)
 
     # the block-diagonal DCT and masked block sums against scipy's DCT of each block
