@@ -27,6 +27,7 @@ from ingest.types import (
     LimitExceeded,
     MissingInitSegment,
     NoVideoStream,
+    PacketStats,
     SampledFrame,
     Segment,
     StreamInfo,
@@ -228,6 +229,7 @@ def _decode_open(
         )
     stats = _stats(rows)
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
+    packet_stats = _packet_stats(packets, time_base, info.fps)
     return DecodedSegment(
         segment=segment,
         info=info,
@@ -237,6 +239,19 @@ def _decode_open(
         corrupt_frames=int(stats.corrupt.sum()),
         decode_seconds=time.monotonic() - started,
         errors=tuple(errors),
+        packets=packet_stats,
+    )
+
+
+def _packet_stats(packets: list[av.Packet], time_base: Fraction, fps: float) -> PacketStats:
+    pts = sorted(float(p.pts * time_base) for p in packets if p.pts is not None)
+    step = 1.0 / fps if fps > 0 else 0.04
+    gaps = int((np.diff(np.asarray(pts)) > 1.5 * step).sum()) if len(pts) > 1 else 0
+    return PacketStats(
+        sizes=np.fromiter((p.size for p in packets), dtype=np.int64, count=len(packets)),
+        keyframe=np.fromiter((p.is_keyframe for p in packets), dtype=bool, count=len(packets)),
+        corrupt=sum(1 for p in packets if p.is_corrupt),
+        pts_gaps=gaps,
     )
 
 

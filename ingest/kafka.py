@@ -1,29 +1,19 @@
-"""Kafka side of ingest: connection config, client factories, and message -> Segment.
+"""Kafka side of ingest: connection config and client factories.
 
-Message contract (docs/topics.md): value = segment bytes or a JSON reference
-{"uri": ...}; headers `stream`, `rendition`, `seq`, `bitrate`, `init` ("1" marks a
-CMAF init segment, cached per stream/rendition), `content-type`. The key is
-"<stream>/<rendition>" and is used when the stream/rendition headers are missing.
+The segment message contract (parse and build) lives in ingest/contract.py, which
+imports no Kafka client, so decode workers do not load kafka-python.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ingest.config import StrictModel
-from ingest.reference import parse_reference
-from ingest.types import IngestError, Segment
-
-
-class BadHeader(IngestError):
-    reason = "bad_header"
 
 
 class TopicsConfig(StrictModel):
@@ -223,110 +213,3 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: Sequence[str], names: Sequence[st
         return wanted
     finally:
         admin.close()
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentJob:
-    """What a decode worker needs: the segment, or a reference it must fetch first."""
-
-    segment: Segment
-    uri: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InitSegment:
-    """A CMAF init segment to cache for its stream/rendition (no verdict is made for it)."""
-
-    stream: str
-    rendition: str
-    data: bytes
-
-
-def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
-    return {k.lower(): v for k, v in (headers or []) if v is not None}
-
-
-def _text(value: bytes, name: str, source: str) -> str:
-    try:
-        return value.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise BadHeader(f"header {name!r} is not UTF-8 text", source=source) from None
-
-
-def _int(value: bytes, name: str, source: str) -> int:
-    text = _text(value, name, source)
-    try:
-        return int(text)
-    except ValueError:
-        raise BadHeader(
-            f"header {name!r} must be an integer, got {text[:40]!r}", source=source
-        ) from None
-
-
-def parse_message(
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]] | None,
-    *,
-    offset: int,
-    source: str,
-) -> SegmentJob | InitSegment:
-    """Turn one consumed record into a decode job or an init segment; raise IngestError."""
-    h = header_map(headers)
-    key_text = key.decode("utf-8", "replace") if key else ""
-    key_stream, _, key_rendition = key_text.partition("/")
-    stream = _text(h["stream"], "stream", source) if "stream" in h else key_stream
-    rendition = _text(h["rendition"], "rendition", source) if "rendition" in h else key_rendition
-    stream, rendition = stream or "default", rendition or "default"
-    for name, text in (("stream", stream), ("rendition", rendition)):
-        if len(text) > 200 or "/" in text:
-            raise BadHeader(
-                f"{name} {text[:40]!r} must be at most 200 chars without '/'", source=source
-            )
-    # Without a seq header the offset stands in: a re-delivered message keeps its id.
-    seq = _int(h["seq"], "seq", source) if "seq" in h else offset
-    bitrate = _int(h["bitrate"], "bitrate", source) if "bitrate" in h else None
-    content_type = _text(h["content-type"], "content-type", source) if "content-type" in h else None
-    data = value or b""
-    uri = parse_reference(data) if data else None
-    is_init = "init" in h and _text(h["init"], "init", source) in ("1", "true")
-    if is_init:
-        if uri is not None:
-            raise BadHeader("init segments must be sent inline, not as a reference", source=source)
-        if not data:
-            raise BadHeader("init segment (header init=1) with an empty value", source=source)
-        return InitSegment(stream, rendition, data)
-    segment = Segment(
-        b"" if uri is not None else data,
-        stream,
-        rendition,
-        seq,
-        bitrate,
-        content_type,
-        None,
-        source,
-    )
-    return SegmentJob(segment, uri)
-
-
-class InitCache:
-    """The latest CMAF init segment per stream/rendition, least recently used dropped first."""
-
-    def __init__(self, max_entries: int = 10000) -> None:
-        self.max_entries = max_entries
-        self._items: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
-
-    def put(self, stream: str, rendition: str, data: bytes) -> None:
-        self._items[(stream, rendition)] = data
-        self._items.move_to_end((stream, rendition))
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def get(self, stream: str, rendition: str) -> bytes | None:
-        data = self._items.get((stream, rendition))
-        if data is not None:
-            self._items.move_to_end((stream, rendition))
-        return data
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -94,6 +94,28 @@ class SampledFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketStats:
+    """Bitstream-level facts of every video packet, read while demuxing (no decoding).
+
+    The cheap screening mode judges a segment from these plus its keyframes: frozen and
+    black pictures code to tiny predicted frames, lost packets leave timestamp gaps.
+    """
+
+    sizes: npt.NDArray[np.int64]
+    """Bytes per packet, in demux order."""
+    keyframe: BoolArray
+    corrupt: int
+    """Packets the demuxer flagged corrupt."""
+    pts_gaps: int
+    """Jumps in presentation time of more than 1.5 frame intervals (frames missing)."""
+
+    def mean_predicted_bytes(self) -> float:
+        """Mean size of the non-key (predicted) frames; the keyframe mean when there are none."""
+        sizes = self.sizes[~self.keyframe] if (~self.keyframe).any() else self.sizes
+        return float(sizes.mean()) if sizes.size else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedSegment:
     segment: Segment
     info: StreamInfo
@@ -106,6 +128,7 @@ class DecodedSegment:
     decode_seconds: float
     errors: tuple[str, ...] = field(default=())
     """Short descriptions of decode problems, for evidence and logs."""
+    packets: PacketStats | None = None
 
 
 class IngestError(Exception):

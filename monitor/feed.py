@@ -14,6 +14,7 @@ import time
 import numpy as np
 from kafka import KafkaProducer
 
+from ingest.contract import segment_message
 from ingest.synth import EncodeSettings, encode, pattern_frames
 from monitor.sections import FeedConfig
 
@@ -77,20 +78,9 @@ class Feed:
                     if black
                     else self._clips[(s, rendition)][seq % VARIANTS]
                 )
-                stream = f"demo-{s + 1}"
-                headers = [
-                    ("stream", stream.encode()),
-                    ("rendition", rendition.encode()),
-                    ("seq", str(seq).encode()),
-                    ("content-type", b"video/mp2t"),
-                ]
+                m = segment_message(data, stream=f"demo-{s + 1}", rendition=rendition, seq=seq)
                 try:
-                    self.producer.send(
-                        self.topic,
-                        key=f"{stream}/{rendition}".encode(),
-                        value=data,
-                        headers=headers,
-                    )
+                    self.producer.send(self.topic, key=m.key, value=m.value, headers=m.headers)
                 except Exception:
                     log.warning("synthetic feed could not publish", exc_info=True)
                     return

@@ -18,6 +18,8 @@ class HealthState:
         self.last_tick = time.monotonic()
         self.ready = False
         self.reason = "starting"
+        self.problem: str | None = None
+        """Set by the runtime's watchdog while a step makes no progress (or outputs wait)."""
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -26,6 +28,9 @@ class HealthState:
         idle = time.monotonic() - self.last_tick
         if idle > self.stall_after_s:
             return False, f"main loop stalled for {idle:.0f}s"
+        problem = self.problem
+        if problem is not None:
+            return False, problem
         return True, "ok"
 
 

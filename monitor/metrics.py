@@ -13,7 +13,7 @@ from scorers.types import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 STAGES = ("queue", "decode", "score", "produce", "total")
-QUEUES = ("intake", "decode", "score", "produce")
+QUEUES = ("intake", "decode", "produce")
 
 
 class Metrics:
@@ -114,6 +114,47 @@ class Metrics:
         self.commits = Counter(
             "vqmon_offset_commits",
             "Offset commits acknowledged by the group coordinator.",
+            registry=registry,
+        )
+        self.poll_errors = Counter(
+            "vqmon_poll_errors",
+            "Consumer polls that raised (corrupt or unreadable records, authorisation, ...).",
+            registry=registry,
+        )
+        self.step_errors = Counter(
+            "vqmon_step_errors",
+            "Exceptions inside a processing step or a rebalance callback (bugs; the loop goes on).",
+            registry=registry,
+        )
+        self.outputs_lost = Counter(
+            "vqmon_outputs_lost",
+            "Outputs the broker refused for good (too large, not authorised) and that had no "
+            "reduced form to send instead, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.oldest_unacked = Gauge(
+            "vqmon_oldest_unacknowledged_output_seconds",
+            "Age of the oldest output still waiting for the broker's acknowledgement.",
+            registry=registry,
+        )
+        self.stalled = Gauge(
+            "vqmon_stalled_seconds",
+            "How long in-flight screening has gone without finishing a segment (0 when idle).",
+            registry=registry,
+        )
+        self.screen_modes = Counter(
+            "vqmon_screened_segments",
+            "Segments screened, by mode: full, cheap (keyframes and packet-level signals) or "
+            "promoted (cheap signals looked wrong, then screened fully).",
+            ["mode"],
+            registry=registry,
+        )
+        self.decoder_info = Gauge(
+            "vqmon_decoder_info",
+            "1 for the decoder that actually runs in the screen workers: the hardware "
+            "acceleration asked for and what runs (e.g. cuda, or software after a fallback).",
+            ["requested", "active"],
             registry=registry,
         )
         self.scorer_info = Gauge(

@@ -15,6 +15,53 @@ class IngestConfig(StrictModel):
     init_cache_entries: int = Field(
         10000, ge=1, description="CMAF init segments kept (one per stream/rendition)."
     )
+    init_cache_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most bytes of CMAF init segments kept; least recently used go first.",
+    )
+
+
+class ScreeningPolicy(StrictModel):
+    mode: Literal["full", "adaptive"] = Field(
+        "full",
+        description="'full' decodes every frame of every segment and runs every scorer; "
+        "'adaptive' screens a rendition cheaply (keyframes plus packet-level signals: frame "
+        "sizes and types, timestamp continuity, decode errors) and screens it fully when "
+        "those signals or the last full verdict look wrong, and every `full_every`-th segment.",
+    )
+    full_every: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Adaptive mode: every k-th segment of a rendition is "
+        "screened fully whatever the cheap signals say.",
+    )
+    promote_for: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Adaptive mode: after a full verdict with a flag (or a "
+        "promoted cheap screen), this many following segments are screened fully.",
+    )
+    tiny_frame_ratio: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="Adaptive mode: predicted frames smaller than this share "
+        "of the rendition's recent mean (frozen or black pictures code to almost nothing) "
+        "in more than a quarter of a segment promote it to a full screen.",
+    )
+
+
+class ScreeningConfig(ScreeningPolicy):
+    streams: dict[str, ScreeningPolicy] = Field(
+        default_factory=dict,
+        description="Per-stream policies by stream name; streams not listed use the policy above.",
+    )
+
+    def policy(self, stream: str) -> ScreeningPolicy:
+        return self.streams.get(stream, self)
 
 
 class PipelineConfig(StrictModel):
@@ -31,18 +78,11 @@ class PipelineConfig(StrictModel):
         description="Polled segments waiting for a decode worker. When full, the consumer "
         "pauses its partitions (nothing is dropped) and resumes at half.",
     )
-    score_queue: int = Field(
-        16, ge=1, le=100000, description="Decoded segments waiting for the scorers."
-    )
     max_in_flight: int = Field(
         256,
         ge=1,
         description="Segments polled but not yet acknowledged by the broker; above it the "
         "partitions pause too (e.g. while the output topics are unreachable).",
-    )
-    batch_size: int = Field(8, ge=1, le=1024, description="Most segments scored in one batch.")
-    batch_wait_s: float = Field(
-        0.02, ge=0, le=5, description="How long the scorer waits to fill a batch."
     )
     watchdog_grace_s: float = Field(
         15.0,
@@ -64,8 +104,23 @@ class PipelineConfig(StrictModel):
         20.0,
         gt=0,
         description="On SIGTERM, how long to finish in-flight segments before handing the "
-        "rest back to the group uncommitted.",
+        "rest back to the group uncommitted: one deadline for the whole shutdown (keep it "
+        "under systemd's TimeoutStopSec).",
     )
+    progress_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="/healthz fails (and the systemd watchdog is not fed) while a decode or "
+        "inference has run this long without finishing; the worker watchdog still kills it "
+        "after the decode timeout plus grace.",
+    )
+    unacked_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz fails while an output has waited this long for the broker's "
+        "acknowledgement (vqmon_oldest_unacknowledged_output_seconds shows the age).",
+    )
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -74,11 +129,11 @@ class PipelineConfig(StrictModel):
 
 
 def check_queues(cfg: PipelineConfig) -> None:
-    floor = cfg.intake_queue + cfg.decode_workers * cfg.worker_prefetch + cfg.score_queue
+    floor = cfg.intake_queue + cfg.decode_workers * cfg.worker_prefetch
     if cfg.max_in_flight < floor:
         raise ValueError(
             f"max_in_flight={cfg.max_in_flight} is below intake_queue + decode_workers x "
-            f"worker_prefetch + score_queue = {floor}; raise it to at least {floor}"
+            f"worker_prefetch = {floor}; raise it to at least {floor}"
         )
 
 

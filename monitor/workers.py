@@ -1,10 +1,18 @@
-"""Decode worker processes behind a watchdog.
+"""Screen worker processes behind a watchdog: decode and score where the pixels are.
 
-PyAV/FFmpeg run in separate processes so a decode that hangs inside FFmpeg (beyond
-the decoder's cooperative deadline) or crashes the interpreter can be killed and
-replaced without taking the daemon down. Each worker has its own pipe: killing one
-cannot corrupt a queue shared with the others. Restarts are bounded; past the
-budget the pool raises WorkerPoolFailed and the daemon exits for its supervisor.
+Each worker decodes a segment with PyAV and runs the CPU scoring chain on it in the
+same process, so the pixels never cross a pipe: a worker answers with a typed
+`Screened` result of a few kilobytes (verdict, stream info, decode summary) or a
+`Failed` one. Workers are processes so a decode or an inference that hangs inside
+FFmpeg or ONNX Runtime (beyond the decoder's cooperative deadline), or crashes the
+interpreter, can be killed and replaced without taking the daemon down. Each worker
+has its own pipe: killing one cannot corrupt a queue shared with the others.
+
+A worker killed or dead while it worked on a segment is charged to that segment (it
+becomes a dead letter); the restart budget counts only deaths no input explains (a
+worker dying idle, a worker that cannot start), so a flood of hostile input costs
+that input, not the service. Past the budget the pool raises WorkerPoolFailed and the
+daemon exits for its supervisor.
 """
 
 from __future__ import annotations
@@ -20,46 +28,102 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
-from ingest.config import DecodeConfig
+from ingest.config import DecodeConfig, SamplingConfig, StrictModel
+from ingest.contract import SegmentJob
 from ingest.decode import decode
-from ingest.kafka import SegmentJob
 from ingest.reference import ReferenceConfig, fetch
-from ingest.types import DecodedSegment, DecodeTimeout, IngestError
+from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
+from scorers.chain import Chain
+from scorers.types import Verdict
 
 log = logging.getLogger(__name__)
 
 HUNG = DecodeTimeout.reason
 CRASHED = "decoder_crashed"
 INTERNAL = "internal_error"
+SCORER_ERROR = "scorer_error"
+
+Mode = Literal["full", "cheap"]
 
 
 class WorkerPoolFailed(Exception):
-    """Workers keep dying: more restarts than the configured budget."""
+    """Workers keep dying for no input's fault: more restarts than the configured budget."""
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one job: a decoded segment, or a reason code and message."""
+class ScreenJob:
+    """One segment to screen: how fully, and what the cheap mode compares against."""
+
+    job: SegmentJob
+    mode: Mode = "full"
+    predicted_bytes_ref: float | None = None
+    """The rendition's recent mean size of predicted frames (cheap mode's yardstick)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSummary:
+    errors: int
+    corrupt_frames: int
+    seconds: float
+    messages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A verdict made in a worker, with what the outputs and the adaptive mode need."""
 
     job_id: int
-    decoded: DecodedSegment | None
-    reason: str | None = None
-    error: str | None = None
+    verdict: Verdict
+    info: StreamInfo
+    decode: DecodeSummary
+    predicted_bytes: float
+    """Mean size of the segment's predicted frames (from the packets, every mode)."""
+    suspicion: tuple[str, ...] = ()
+    """Why a cheap screen was promoted to a full one (empty otherwise)."""
+    seconds: float = 0.0
+    score_seconds: float = 0.0
+    declared_bitrate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    job_id: int
+    reason: str
+    error: str
     seconds: float = 0.0
 
 
-Runner = Callable[[int, SegmentJob, DecodeConfig, ReferenceConfig], Any]
+Result = Screened | Failed
+
+
+@dataclass
+class WorkerSetup:
+    """What each worker process builds its decoder and scoring chain from."""
+
+    decode: DecodeConfig
+    references: ReferenceConfig
+    scorers: Sequence[StrictModel] = ()
+    """Scorer configs (the `scorers:` list); empty runs no scorer (decode only)."""
+    cheap_ratio: float = 0.25
+    """Cheap mode promotes when predicted frames shrink below this share of the reference."""
+    _chain: Chain | None = field(default=None, repr=False)
+
+    @property
+    def chain(self) -> Chain | None:
+        if self._chain is None and self.scorers:
+            self._chain = Chain.from_configs(self.scorers)
+        return self._chain
+
+
+Runner = Callable[[int, ScreenJob, WorkerSetup], Result]
 
 
 def _worker_main(
-    conn: multiprocessing.connection.Connection,
-    decode_cfg: DecodeConfig,
-    ref_cfg: ReferenceConfig,
-    runner: Runner,
+    conn: multiprocessing.connection.Connection, setup: WorkerSetup, runner: Runner
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     while True:
@@ -70,43 +134,108 @@ def _worker_main(
         if msg is None:
             return
         job_id, job = msg
-        conn.send(runner(job_id, job, decode_cfg, ref_cfg))
+        conn.send(runner(job_id, job, setup))
 
 
-def run_job(
-    job_id: int, job: SegmentJob, decode_cfg: DecodeConfig, ref_cfg: ReferenceConfig
-) -> Any:
+def cheap_suspicion(
+    decoded: DecodedSegment, verdict: Verdict, ref: float | None, ratio: float
+) -> list[str]:
+    """Why a keyframes-only screen should be redone fully (empty when it looks fine)."""
+    why = []
+    p = decoded.packets
+    if (
+        decoded.decode_errors
+        or decoded.corrupt_frames
+        or (p is not None and (p.corrupt or p.pts_gaps))
+    ):
+        why.append("corruption")
+    if verdict.flags:
+        why.append("flags:" + ",".join(sorted({f.kind for f in verdict.flags})))
+    if p is not None and ref:
+        predicted = p.sizes[~p.keyframe]
+        if predicted.size and float((predicted < ratio * ref).mean()) > 0.25:
+            why.append("tiny_frames")
+    return why
+
+
+def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
+    """Fetch (references), decode and score one segment; failures become a typed `Failed`."""
     started = time.monotonic()
-    seg = job.segment
+    seg = job.job.segment
     try:
-        if job.uri is not None:
+        if job.job.uri is not None:
             data = fetch(
-                job.uri, max_bytes=decode_cfg.limits.max_bytes, config=ref_cfg, source=seg.source
+                job.job.uri,
+                max_bytes=setup.decode.limits.max_bytes,
+                config=setup.references,
+                source=seg.source,
             )
             seg = dataclasses.replace(seg, data=data)
-        decoded = decode(seg, decode_cfg)
+        cfg = setup.decode
+        if job.mode == "cheap":
+            cfg = cfg.model_copy(
+                update={"sampling": SamplingConfig(mode="keyframes", count=cfg.sampling.count)}
+            )
+        decoded = decode(seg, cfg)
     except IngestError as exc:
-        return ("err", job_id, exc.reason, str(exc), time.monotonic() - started)
+        return Failed(job_id, exc.reason, str(exc), time.monotonic() - started)
     except Exception as exc:  # a decoder bug must not kill the worker: report and go on
-        return ("err", job_id, INTERNAL, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
-    # The bytes stay with the parent: sending them back would double the pipe traffic.
-    light = dataclasses.replace(decoded, segment=dataclasses.replace(seg, data=b"", init=None))
-    return ("ok", job_id, light, time.monotonic() - started)
+        return Failed(job_id, INTERNAL, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+    decoded_at = time.monotonic()
+    suspicion: list[str] = []
+    try:
+        verdict = _score(setup, decoded)
+        if job.mode == "cheap":
+            verdict = dataclasses.replace(verdict, mode="cheap")
+            suspicion = cheap_suspicion(
+                decoded, verdict, job.predicted_bytes_ref, setup.cheap_ratio
+            )
+            if suspicion:
+                decoded = decode(seg, setup.decode)
+                verdict = dataclasses.replace(_score(setup, decoded), mode="promoted")
+    except IngestError as exc:
+        return Failed(job_id, exc.reason, str(exc), time.monotonic() - started)
+    except Exception as exc:  # a scorer bug costs this segment, not the worker
+        log.exception("scoring failed", extra={"source": seg.source})
+        return Failed(
+            job_id, SCORER_ERROR, f"{type(exc).__name__}: {exc}", time.monotonic() - started
+        )
+    done = time.monotonic()
+    return Screened(
+        job_id,
+        verdict,
+        decoded.info,
+        DecodeSummary(
+            decoded.decode_errors, decoded.corrupt_frames, decoded.decode_seconds, decoded.errors
+        ),
+        decoded.packets.mean_predicted_bytes() if decoded.packets is not None else 0.0,
+        tuple(suspicion),
+        done - started,
+        done - decoded_at,
+        seg.bitrate,
+    )
+
+
+def _score(setup: WorkerSetup, decoded: DecodedSegment) -> Verdict:
+    chain = setup.chain
+    if chain is None:
+        return Verdict.empty(decoded, "decode-only")
+    return chain.score([decoded])[0]
 
 
 @dataclass
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
-    jobs: collections.deque[tuple[int, SegmentJob]]
+    jobs: collections.deque[tuple[int, ScreenJob]]
     head_started: float
-    outbox: queue.SimpleQueue[tuple[int, SegmentJob] | None]
+    outbox: queue.SimpleQueue[tuple[int, ScreenJob] | None]
     sender: threading.Thread
 
 
-def _sender(conn: multiprocessing.connection.Connection, outbox: queue.SimpleQueue[Any]) -> None:
+def _sender(conn: multiprocessing.connection.Connection, outbox: queue.SimpleQueue[object]) -> None:
     """Feeds jobs to one worker. A thread, because a send blocks while the worker is busy
-    sending a large result back: sending from the loop that reads results would deadlock."""
+    sending a result back: sending from the loop that reads results could deadlock."""
     while (msg := outbox.get()) is not None:
         try:
             conn.send(msg)
@@ -114,13 +243,12 @@ def _sender(conn: multiprocessing.connection.Connection, outbox: queue.SimpleQue
             return  # the worker died; poll() notices and replaces it
 
 
-class DecodePool:
+class WorkerPool:
     def __init__(
         self,
         workers: int,
         prefetch: int,
-        decode_cfg: DecodeConfig,
-        ref_cfg: ReferenceConfig,
+        setup: WorkerSetup,
         *,
         job_timeout_s: float,
         max_restarts: int,
@@ -128,11 +256,10 @@ class DecodePool:
         on_restart: Callable[[str], None] | None = None,
         runner: Runner | None = None,
     ) -> None:
-        """`runner` (a module-level function, for tests) replaces decode in the workers."""
-        self.runner = runner or run_job
+        """`runner` (a module-level function, for tests) replaces screen_job in the workers."""
+        self.runner = runner or screen_job
         self.prefetch = prefetch
-        self.decode_cfg = decode_cfg
-        self.ref_cfg = ref_cfg
+        self.setup = setup
         self.job_timeout_s = job_timeout_s
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
@@ -145,15 +272,15 @@ class DecodePool:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.decode_cfg, self.ref_cfg, self.runner),
-            name="vqmon-decode",
+            args=(child, self.setup, self.runner),
+            name="vqmon-screen",
             daemon=True,
         )
         proc.start()
         child.close()
-        outbox: queue.SimpleQueue[tuple[int, SegmentJob] | None] = queue.SimpleQueue()
+        outbox: queue.SimpleQueue[tuple[int, ScreenJob] | None] = queue.SimpleQueue()
         sender = threading.Thread(
-            target=_sender, args=(parent, outbox), name="vqmon-decode-send", daemon=True
+            target=_sender, args=(parent, outbox), name="vqmon-screen-send", daemon=True
         )
         sender.start()
         return _Worker(proc, parent, collections.deque(), time.monotonic(), outbox, sender)
@@ -169,22 +296,27 @@ class DecodePool:
     def free_slots(self) -> int:
         return sum(self.prefetch - len(w.jobs) for w in self._workers)
 
-    def submit(self, job_id: int, job: SegmentJob) -> None:
+    def oldest_job_s(self) -> float:
+        """How long the longest-running current job has been at work (0 when idle)."""
+        now = time.monotonic()
+        return max((now - w.head_started for w in self._workers if w.jobs), default=0.0)
+
+    def submit(self, job_id: int, job: ScreenJob) -> None:
         worker = min(self._workers, key=lambda w: len(w.jobs))
         if len(worker.jobs) >= self.prefetch:
             raise RuntimeError("submit() without a free slot; check free_slots() first")
         self._send(worker, job_id, job)
 
-    def _send(self, worker: _Worker, job_id: int, job: SegmentJob) -> None:
+    def _send(self, worker: _Worker, job_id: int, job: ScreenJob) -> None:
         if not worker.jobs:
             worker.head_started = time.monotonic()
         worker.jobs.append((job_id, job))
         worker.outbox.put((job_id, job))
 
-    def poll(self, timeout_s: float) -> list[Outcome]:
+    def poll(self, timeout_s: float) -> list[Result]:
         """Collect finished jobs (waiting up to `timeout_s`) and enforce the watchdog."""
         busy = [w for w in self._workers if w.jobs]
-        out: list[Outcome] = []
+        out: list[Result] = []
         if busy:
             ready = multiprocessing.connection.wait(
                 [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout_s
@@ -197,69 +329,74 @@ class DecodePool:
         out.extend(self._watchdog())
         return out
 
-    def _drain(self, w: _Worker) -> list[Outcome]:
-        out: list[Outcome] = []
+    def _drain(self, w: _Worker) -> list[Result]:
+        out: list[Result] = []
         try:
             while w.jobs and w.conn.poll():
                 msg = w.conn.recv()
                 job_id, _ = w.jobs.popleft()
                 w.head_started = time.monotonic()
-                if msg[1] != job_id:
-                    raise RuntimeError(f"worker answered job {msg[1]} for job {job_id}")
-                if msg[0] == "ok":
-                    out.append(Outcome(job_id, msg[2], seconds=msg[3]))
-                else:
-                    out.append(Outcome(job_id, None, msg[2], msg[3], msg[4]))
+                if getattr(msg, "job_id", None) != job_id:
+                    raise RuntimeError(f"worker answered {msg!r:.80} for job {job_id}")
+                out.append(msg)
         except (EOFError, OSError):
             pass
         if w.jobs and not w.process.is_alive():
             out.extend(
                 self._replace(
-                    w, CRASHED, f"the decoder process died (exit code {w.process.exitcode})"
+                    w, CRASHED, f"the worker process died (exit code {w.process.exitcode})"
                 )
             )
         return out
 
-    def _watchdog(self) -> list[Outcome]:
+    def _watchdog(self) -> list[Result]:
         now = time.monotonic()
-        out: list[Outcome] = []
+        out: list[Result] = []
         for w in list(self._workers):
             if w.jobs and now - w.head_started > self.job_timeout_s:
                 out.extend(
                     self._replace(
                         w,
                         HUNG,
-                        f"decode did not finish within {self.job_timeout_s:.0f}s "
+                        f"screening did not finish within {self.job_timeout_s:.0f}s "
                         "(decode timeout + watchdog grace): the worker was killed; the segment "
                         "is malformed or too heavy for this node",
                     )
                 )
+            elif not w.jobs and not w.process.is_alive():
+                # Nothing explains this death: it counts against the restart budget.
+                self._kill(w)
+                self._restarted("idle_death", charged=False)
+                self._workers[self._workers.index(w)] = self._spawn()
         return out
 
-    def _replace(self, w: _Worker, reason: str, error: str) -> list[Outcome]:
+    def _replace(self, w: _Worker, reason: str, error: str) -> list[Result]:
         """Kill `w`, fail its current job, start a new worker, and hand it the queued jobs."""
         job_id, _ = w.jobs.popleft()
         seconds = time.monotonic() - w.head_started
         pending = list(w.jobs)
         self._kill(w)
-        if self.on_restart is not None:
-            self.on_restart(reason)
-        self._budget()
+        self._restarted(reason, charged=True)
         new = self._spawn()
         self._workers[self._workers.index(w)] = new
         for jid, job in pending:
             self._send(new, jid, job)
-        log.warning("decode worker replaced", extra={"reason": reason, "detail": error})
-        return [Outcome(job_id, None, reason, error, seconds)]
+        log.warning("screen worker replaced", extra={"reason": reason, "detail": error})
+        return [Failed(job_id, reason, error, seconds)]
 
-    def _budget(self) -> None:
+    def _restarted(self, reason: str, *, charged: bool) -> None:
+        """Count a restart; only those no input is charged with use up the budget."""
+        if self.on_restart is not None:
+            self.on_restart(reason)
+        if charged:
+            return
         now = time.monotonic()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > self.restart_window_s:
             self._restart_times.popleft()
         if len(self._restart_times) > self.max_restarts:
             raise WorkerPoolFailed(
-                f"{len(self._restart_times)} decode worker restarts within "
+                f"{len(self._restart_times)} screen worker deaths no input explains within "
                 f"{self.restart_window_s:.0f}s (pipeline.max_worker_restarts="
                 f"{self.max_restarts}); giving up so the supervisor can restart the daemon"
             )
@@ -273,14 +410,14 @@ class DecodePool:
         w.sender.join(5)
         w.conn.close()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 3.0) -> None:
         for w in self._workers:
             w.outbox.put(None)  # stops the sender ...
         for w in self._workers:
-            w.sender.join(3)
+            w.sender.join(min(timeout_s, 1.0))
             with contextlib.suppress(OSError, ValueError):
                 w.conn.send(None)  # ... then the worker
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + timeout_s
         for w in self._workers:
             w.process.join(max(0.0, deadline - time.monotonic()))
             self._kill(w)

@@ -227,11 +227,8 @@ class DistilledScorer:
                     tuple(float(m) for m in mos),
                     (),
                     (tag,),
-                    {
-                        "degradation": dist,
-                        "degradation_top": max(dist, key=lambda k: dist[k]) if dist else None,
-                        "distilled_provider": self.provider,
-                    },
+                    {"distilled_provider": self.provider},
+                    dist,
                 )
             )
         return verdicts

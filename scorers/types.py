@@ -54,7 +54,19 @@ class Verdict:
     flags: tuple[Flag, ...]
     scorers: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict)
-    """Scorer-specific outputs (e.g. degradation distribution), JSON-serialisable."""
+    """Scorer-specific outputs (e.g. the execution provider), JSON-serialisable."""
+    degradation: dict[str, float] = field(default_factory=dict)
+    """Probability of each degradation class (clean, compression, blur, ...), when a model
+    predicts them; empty otherwise."""
+    mode: str = "full"
+    """How the segment was screened: "full", "cheap" (keyframes and packet-level signals),
+    or "promoted" (cheap signals looked wrong, so it was screened fully)."""
+
+    @property
+    def degradation_class(self) -> str | None:
+        """The most likely degradation class, or None without a degradation head."""
+        d = self.degradation
+        return max(d, key=lambda k: d[k]) if d else None
 
     @classmethod
     def empty(cls, decoded: DecodedSegment, scorer: str) -> Verdict:
@@ -79,6 +91,8 @@ class Verdict:
             self.flags + other.flags,
             self.scorers + other.scorers,
             {**self.extra, **other.extra},
+            other.degradation or self.degradation,
+            self.mode,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +106,9 @@ class Verdict:
             "frame_mos": [round(m, 4) for m in self.frame_mos],
             "flags": [f.to_json() for f in self.flags],
             "scorers": list(self.scorers),
+            "mode": self.mode,
+            "degradation_class": self.degradation_class,
+            "degradation": {k: round(v, 4) for k, v in self.degradation.items()},
             **({"extra": self.extra} if self.extra else {}),
         }
 

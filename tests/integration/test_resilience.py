@@ -50,7 +50,7 @@ def test_kill_9_mid_run_loses_nothing(
     expected = _publish_run(bs, topics.segments, tiny_segments, streams=3, per=40)
     assert len(expected) == 240
     # Small queues: the consumer must pause and resume its partitions many times.
-    pipeline = {"decode_workers": 2, "intake_queue": 4, "score_queue": 2, "max_in_flight": 16}
+    pipeline = {"decode_workers": 2, "intake_queue": 4, "max_in_flight": 16}
     config = daemon_config(tmp_path, bs, topics, pipeline=pipeline)
 
     first = start_daemon(config)

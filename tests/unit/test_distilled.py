@@ -130,9 +130,9 @@ def test_shipped_model_scores_monotone_in_crf(shipped: DistilledScorer) -> None:
     for v in verdicts:
         assert v.mos_low is not None and v.mos is not None and v.mos_low <= v.mos + 1e-9
         assert len(v.frame_mos) == 4
-        assert sum(v.extra["degradation"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert sum(v.degradation.values()) == pytest.approx(1.0, abs=1e-3)
         assert v.scorers[0].startswith("distilled@")
-    assert verdicts[-1].extra["degradation_top"] in ("compression", "scaling", "blur")
+    assert verdicts[-1].degradation_class in ("compression", "scaling", "blur")
 
 
 def test_batching_across_segments_is_deterministic(shipped: DistilledScorer) -> None:

@@ -1,40 +1,60 @@
-"""The decode pool's watchdog: hung and crashed workers are replaced, budgets enforced."""
+"""The screen pool's watchdog: hung and crashed workers are replaced, budgets enforced."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from typing import Any
 
 import pytest
 
 from ingest.config import DecodeConfig
-from ingest.kafka import SegmentJob
+from ingest.contract import SegmentJob
 from ingest.reference import ReferenceConfig
 from ingest.types import Segment
-from monitor.workers import CRASHED, HUNG, DecodePool, Outcome, WorkerPoolFailed, run_job
+from monitor.workers import (
+    CRASHED,
+    HUNG,
+    Failed,
+    Result,
+    Screened,
+    ScreenJob,
+    WorkerPool,
+    WorkerPoolFailed,
+    WorkerSetup,
+    screen_job,
+)
+from scorers.artifacts import ArtifactsConfig
 
 
-def misbehave(job_id: int, job: SegmentJob, cfg: DecodeConfig, ref: ReferenceConfig) -> Any:
-    if job.segment.stream == "hang":
+def misbehave(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
+    stream = job.job.segment.stream
+    if stream == "hang":
         time.sleep(3600)
-    if job.segment.stream == "crash":
+    if stream == "crash":
         os._exit(3)
-    if job.segment.stream == "big":
-        return ("ok", job_id, b"r" * 4_000_000, 0.0)
-    return run_job(job_id, job, cfg, ref)
+    if stream == "die_idle":  # answers, then the process dies with no job on it
+        threading.Timer(0.3, os._exit, (4,)).start()
+    if stream == "big":
+        return Failed(job_id, "big", "r" * 4_000_000)
+    return screen_job(job_id, job, setup)
 
 
-def pool(**kw: Any) -> DecodePool:
-    args: dict[str, Any] = dict(
+def pool(**kw: object) -> WorkerPool:
+    args: dict[str, object] = dict(
         job_timeout_s=6.0, max_restarts=5, restart_window_s=60, runner=misbehave
     )
     args.update(kw)
-    return DecodePool(1, 3, DecodeConfig(), ReferenceConfig(), **args)
+    setup = WorkerSetup(DecodeConfig(), ReferenceConfig(), [ArtifactsConfig()])
+    return WorkerPool(1, 3, setup, **args)  # type: ignore[arg-type]
 
 
-def collect(p: DecodePool, n: int, timeout_s: float = 60) -> dict[int, Outcome]:
-    out: dict[int, Outcome] = {}
+def job(data: bytes, stream: str) -> ScreenJob:
+    return ScreenJob(SegmentJob(Segment(data, stream)))
+
+
+def collect(p: WorkerPool, n: int, timeout_s: float = 60) -> dict[int, Result]:
+    out: dict[int, Result] = {}
     deadline = time.monotonic() + timeout_s
     while len(out) < n and time.monotonic() < deadline:
         out.update((o.job_id, o) for o in p.poll(0.2))
@@ -45,29 +65,47 @@ def test_hung_and_crashed_jobs_are_replaced_and_queued_jobs_still_run(ts_h264: b
     restarts: list[str] = []
     p = pool(on_restart=restarts.append)
     try:
-        p.submit(1, SegmentJob(Segment(ts_h264, "hang")))
-        p.submit(2, SegmentJob(Segment(ts_h264, "ok")))
-        p.submit(3, SegmentJob(Segment(ts_h264, "crash")))
+        p.submit(1, job(ts_h264, "hang"))
+        p.submit(2, job(ts_h264, "ok"))
+        p.submit(3, job(ts_h264, "crash"))
         out = collect(p, 3)
-        p.submit(4, SegmentJob(Segment(ts_h264, "ok")))
+        p.submit(4, job(ts_h264, "ok"))
         out.update(collect(p, 1))
     finally:
         p.close()
-    assert out[1].reason == HUNG and "killed" in (out[1].error or "")
-    assert out[2].decoded is not None and out[2].decoded.info.frame_count == 50
-    assert out[3].reason == CRASHED and "exit code 3" in (out[3].error or "")
-    assert out[4].decoded is not None
+    one, two, three, four = out[1], out[2], out[3], out[4]
+    assert isinstance(one, Failed) and one.reason == HUNG and "killed" in one.error
+    assert isinstance(two, Screened) and two.info.frame_count == 50
+    assert two.verdict.scorers[0].startswith("artifacts@")  # scored in the worker
+    assert isinstance(three, Failed) and three.reason == CRASHED and "exit code 3" in three.error
+    assert isinstance(four, Screened)
     assert restarts == [HUNG, CRASHED]
 
 
-def test_restart_budget(ts_h264: bytes) -> None:
+def test_crashes_charged_to_an_input_do_not_use_the_restart_budget(ts_h264: bytes) -> None:
+    # A flood of inputs that crash the decoder costs those inputs, not the service.
     p = pool(max_restarts=1)
     try:
-        p.submit(1, SegmentJob(Segment(ts_h264, "crash")))
+        for i in range(4):
+            p.submit(i, job(ts_h264, "crash"))
+            out = collect(p, 1)
+            assert isinstance(out[i], Failed) and out[i].reason == CRASHED  # type: ignore[union-attr]
+    finally:
+        p.close()
+
+
+def test_deaths_no_input_explains_use_the_budget(ts_h264: bytes) -> None:
+    p = pool(max_restarts=1)
+    try:
+        p.submit(1, job(ts_h264, "die_idle"))
         collect(p, 1)
-        p.submit(2, SegmentJob(Segment(ts_h264, "crash")))
+        time.sleep(1.0)
+        p.poll(0.1)  # the first idle death: replaced, within budget
+        p.submit(2, job(ts_h264, "die_idle"))
+        collect(p, 1)
+        time.sleep(1.0)
         with pytest.raises(WorkerPoolFailed, match="max_worker_restarts=1"):
-            collect(p, 1)
+            p.poll(0.1)
     finally:
         p.close()
 
@@ -79,7 +117,7 @@ def test_large_jobs_and_results_with_prefetch_do_not_deadlock() -> None:
     p = pool()
     try:
         for i in range(3):
-            p.submit(i, SegmentJob(Segment(b"j" * 4_000_000, "big")))
+            p.submit(i, job(b"j" * 4_000_000, "big"))
         out = collect(p, 3, timeout_s=30)
     finally:
         p.close()

@@ -1,0 +1,277 @@
+"""The screen role: parse -> screen (decode + score in worker processes) -> outputs.
+
+Three steps on the runtime (monitor.runtime), each small:
+
+- `ParseStep`: the segment contract (ingest.contract); caches CMAF init segments and
+  attaches them; a record that breaks the contract becomes a dead letter.
+- `ScreenStep`: a bounded intake in front of the worker pool (full -> MessageRejected,
+  so the runtime pauses partitions); decides per rendition how fully to screen
+  (`AdaptivePlanner`); hands each result to the next step.
+- `OutputStep`: verdict and alert messages (monitor.messages), metrics, summary; the
+  record is committable once its outputs are acknowledged.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.contract import InitCache, InitSegment, SegmentJob, parse_message
+from ingest.types import IngestError
+from monitor.clients import Partition, Record
+from monitor.messages import SegmentFacts, Source, alert_messages, verdict_message
+from monitor.runtime import Context, Message, MessageRejected, Step
+from monitor.sections import AlertsConfig, ScreeningConfig
+from monitor.workers import Failed, Mode, Result, Screened, ScreenJob, WorkerPool
+from scorers.types import Verdict
+
+log = logging.getLogger(__name__)
+
+
+def source_of(record: Record) -> Source:
+    return Source(record.topic, record.partition, record.offset, record.timestamp_ms)
+
+
+class ParseStep:
+    def __init__(self, ctx: Context, cache: InitCache, next_step: Step[SegmentJob]) -> None:
+        self.ctx = ctx
+        self.cache = cache
+        self.next = next_step
+
+    def submit(self, message: Message[Record]) -> None:
+        r = message.record
+        try:
+            parsed = parse_message(r.key, r.value, r.headers, offset=r.offset, source=r.where)
+        except IngestError as exc:
+            self.ctx.dead_letter(r, exc.reason, str(exc))
+            return
+        if isinstance(parsed, InitSegment):
+            self.cache.put(parsed.stream, parsed.rendition, parsed.data)
+            self.ctx.done(r, "init")
+            return
+        init = self.cache.get(parsed.segment.stream, parsed.segment.rendition)
+        if init is not None:
+            parsed = dataclasses.replace(
+                parsed, segment=dataclasses.replace(parsed.segment, init=init)
+            )
+        self.next.submit(Message(r, parsed, message.polled_at))
+
+    def poll(self) -> None:
+        self.next.poll()
+
+    def join(self, deadline: float) -> None:
+        self.next.join(deadline)
+
+    def forget(self, partitions: set[Partition]) -> int:
+        return self.next.forget(partitions)
+
+    def stalled_s(self) -> float:
+        return self.next.stalled_s()
+
+    def close(self) -> None:
+        self.next.close()
+
+
+@dataclass
+class _Rendition:
+    segments: int = 0
+    promote_left: int = 0
+    predicted: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=8))
+
+    def reference(self) -> float | None:
+        if len(self.predicted) < 2:
+            return None
+        return float(sorted(self.predicted)[len(self.predicted) // 2])
+
+
+class AdaptivePlanner:
+    """How fully to screen each segment of a rendition (pure bookkeeping, no I/O).
+
+    Full mode: always full. Adaptive mode: full for the first segments (to learn the
+    rendition's frame sizes), every `full_every`-th segment, and for `promote_for`
+    segments after anything looked wrong; cheap otherwise. A cheap screen whose own
+    signals look wrong is redone fully by the worker on the spot (mode "promoted").
+    """
+
+    def __init__(self, config: ScreeningConfig, max_renditions: int = 100000) -> None:
+        self.config = config
+        self.max_renditions = max_renditions
+        self._state: collections.OrderedDict[tuple[str, str], _Rendition] = (
+            collections.OrderedDict()
+        )
+
+    def _get(self, stream: str, rendition: str) -> _Rendition:
+        key = (stream, rendition)
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = _Rendition()
+            while len(self._state) > self.max_renditions:
+                self._state.popitem(last=False)
+        self._state.move_to_end(key)
+        return st
+
+    def plan(self, stream: str, rendition: str) -> tuple[Mode, float | None]:
+        policy = self.config.policy(stream)
+        st = self._get(stream, rendition)
+        st.segments += 1
+        if policy.mode == "full":
+            return "full", None
+        ref = st.reference()
+        if ref is None or st.promote_left > 0 or st.segments % policy.full_every == 0:
+            st.promote_left = max(0, st.promote_left - 1)
+            return "full", ref
+        return "cheap", ref
+
+    def learn(self, verdict: Verdict, predicted_bytes: float) -> None:
+        policy = self.config.policy(verdict.stream)
+        st = self._get(verdict.stream, verdict.rendition)
+        if verdict.flags or verdict.mode == "promoted":
+            st.promote_left = policy.promote_for
+        elif predicted_bytes > 0:
+            st.predicted.append(predicted_bytes)
+
+
+class ScreenStep:
+    """A bounded intake in front of the worker pool; results go to the next step."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        pool: WorkerPool,
+        planner: AdaptivePlanner,
+        next_step: Step[Screened],
+        *,
+        intake: int,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.pool = pool
+        self.planner = planner
+        self.next = next_step
+        self.capacity = intake
+        self.observe = observe or (lambda _n, _v: None)
+        self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
+        self.running: dict[int, Message[SegmentJob]] = {}
+        self._ids = 0
+        self._last_progress = time.monotonic()
+
+    @property
+    def depth(self) -> int:
+        return len(self.intake)
+
+    def submit(self, message: Message[SegmentJob]) -> None:
+        if len(self.intake) >= self.capacity:
+            raise MessageRejected
+        self.intake.append(message)
+
+    def _dispatch(self) -> None:
+        while self.intake and self.pool.free_slots() > 0:
+            message = self.intake.popleft()
+            seg = message.payload.segment
+            mode, ref = self.planner.plan(seg.stream, seg.rendition)
+            self._ids += 1
+            self.running[self._ids] = message
+            self.observe("queue_seconds", time.monotonic() - message.polled_at)
+            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref))
+
+    def poll(self, wait_s: float = 0.02) -> None:
+        self._dispatch()
+        for result in self.pool.poll(wait_s if self.running else 0.0):
+            self._finished(result)
+        self._dispatch()
+        self.next.poll()
+
+    def _finished(self, result: Result) -> None:
+        self._last_progress = time.monotonic()
+        message = self.running.pop(result.job_id, None)
+        if message is None:
+            return  # its partition was revoked meanwhile
+        if isinstance(result, Failed):
+            self.observe("screen_seconds", result.seconds)
+            self.ctx.dead_letter(message.record, result.reason, result.error)
+            return
+        self.observe("screen_seconds", result.seconds)
+        self.observe("score_seconds", result.score_seconds)
+        self.planner.learn(result.verdict, result.predicted_bytes)
+        self.next.submit(Message(message.record, result, message.polled_at))
+
+    def join(self, deadline: float) -> None:
+        while (self.intake or self.running) and time.monotonic() < deadline:
+            self.poll(wait_s=min(0.05, max(0.0, deadline - time.monotonic())))
+        self.next.join(deadline)
+
+    def forget(self, partitions: set[Partition]) -> int:
+        kept = [m for m in self.intake if m.record.tp not in partitions]
+        dropped = len(self.intake) - len(kept)
+        self.intake = collections.deque(kept)
+        return dropped + self.next.forget(partitions)
+
+    def stalled_s(self) -> float:
+        if not self.running:
+            return 0.0
+        return min(self.pool.oldest_job_s(), time.monotonic() - self._last_progress)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.next.close()
+
+
+class OutputStep:
+    """Verdict and alert messages for each screened segment; metrics through `observe`."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        verdicts_topic: str,
+        alerts_topic: str,
+        alerts: AlertsConfig,
+        on_verdict: Callable[[Verdict, Screened], None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.verdicts_topic = verdicts_topic
+        self.alerts_topic = alerts_topic
+        self.alerts = alerts
+        self.on_verdict = on_verdict or (lambda _v, _s: None)
+
+    def submit(self, message: Message[Screened]) -> None:
+        screened = message.payload
+        verdict = screened.verdict
+        seg = _segment_facts(message)
+        messages = [
+            verdict_message(self.verdicts_topic, verdict, seg, source_of(message.record)),
+            *alert_messages(self.alerts_topic, verdict, self.alerts),
+        ]
+        self.on_verdict(verdict, screened)
+        self.ctx.publish(message.record, messages)
+
+    def poll(self) -> None:
+        pass
+
+    def join(self, deadline: float) -> None:
+        pass
+
+    def forget(self, partitions: set[Partition]) -> int:
+        return 0
+
+    def stalled_s(self) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+def _segment_facts(message: Message[Screened]) -> SegmentFacts:
+    s = message.payload
+    return SegmentFacts(
+        s.info,
+        s.declared_bitrate,
+        s.decode.errors,
+        s.decode.corrupt_frames,
+        s.decode.seconds,
+        s.decode.messages,
+        s.suspicion,
+    )
