@@ -1,0 +1,227 @@
+"""Which verdicts go to the diagnosis tier: pure policy, no Kafka, clock injected.
+
+`EscalationPolicy.decide(verdict)` says escalate or not, with a reason (or the reason it
+was dropped). Triggers: a flag at or above a severity, mos_low below a threshold or far
+below the rendition's recent level (rolling median), an unsure degradation head, and a
+deterministic audit sample of normal segments. Limits: a per-stream token bucket and a
+global budget (escalated fraction of the segments seen in a sliding window, 5% by
+default). Impaired segments have priority: audits use at most `audit_budget_share` of
+the budget and never take a stream's last token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ingest.config import StrictModel
+from scorers.types import Verdict
+
+
+class EscalationConfig(StrictModel):
+    enabled: bool = Field(True, description="Escalate anomalies to the diagnose role.")
+    flag_severity: float = Field(
+        0.5, ge=0, le=1, description="A flag at or above this severity escalates."
+    )
+    mos_low_below: float | None = Field(
+        2.5, ge=1, le=5, description="mos_low below this escalates (None: off)."
+    )
+    drop_below_recent: float | None = Field(
+        0.8,
+        gt=0,
+        le=4,
+        description="mos_low this far (MOS points) below the rendition's rolling median "
+        "escalates (None: off).",
+    )
+    recent_window: int = Field(
+        30, ge=3, le=10000, description="Segments per rendition in the rolling median."
+    )
+    recent_min: int = Field(
+        5, ge=1, description="The median is used once it has this many segments."
+    )
+    unsure_below: float | None = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="The distilled degradation head is unsure when its top probability "
+        "(verdict extra 'degradation') is below this; that escalates (None: off).",
+    )
+    audit_fraction: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="Share of normal segments escalated for audit, chosen by a hash of the "
+        "segment id (deterministic: a redelivered segment decides the same way).",
+    )
+    stream_rate_per_s: float = Field(
+        0.1, gt=0, description="Per-stream token bucket refill: escalations per second."
+    )
+    stream_burst: int = Field(5, ge=1, description="Per-stream token bucket size.")
+    budget_fraction: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Most escalated / seen segments over the sliding window (all streams).",
+    )
+    budget_window_s: float = Field(300.0, gt=0, description="The budget's sliding window.")
+    budget_floor: int = Field(
+        2,
+        ge=0,
+        description="Escalations always allowed per window, so a quiet start or a small "
+        "feed can still escalate.",
+    )
+    audit_budget_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Audits are made only while total escalations stay under this share of "
+        "the budget: the rest is kept for impaired segments.",
+    )
+    max_keys: int = Field(
+        10000, ge=1, description="Streams and renditions tracked (least recent forgotten)."
+    )
+
+
+Kind = Literal["impaired", "audit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    escalate: bool
+    reason: str
+    """Why it was escalated ("flag:black>=0.50,mos_low<2.50", "audit") or "normal"."""
+    kind: Kind | None = None
+    dropped: str | None = None
+    """Set when a trigger fired but a limit refused it: "stream_rate" or "budget"."""
+
+
+def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> list[str]:
+    """Reasons this verdict looks impaired (empty: normal). Pure."""
+    out = [
+        f"flag:{f.kind}>={cfg.flag_severity:.2f}"
+        for f in v.flags
+        if f.severity >= cfg.flag_severity
+    ]
+    low = v.mos_low
+    if low is not None and cfg.mos_low_below is not None and low < cfg.mos_low_below:
+        out.append(f"mos_low<{cfg.mos_low_below:.2f}")
+    if (
+        low is not None
+        and recent_median is not None
+        and cfg.drop_below_recent is not None
+        and low < recent_median - cfg.drop_below_recent
+    ):
+        out.append(f"mos_low_drop>{cfg.drop_below_recent:.2f}")
+    head = v.extra.get("degradation")
+    if cfg.unsure_below is not None and isinstance(head, dict) and head:
+        top = max(float(p) for p in head.values())
+        if top < cfg.unsure_below:
+            out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
+    return out
+
+
+def audit_pick(segment_id: str, fraction: float) -> bool:
+    """Deterministic sample: the segment id's hash, uniform in [0, 1), below fraction."""
+    h = int.from_bytes(hashlib.sha256(segment_id.encode()).digest()[:8], "big")
+    return h / 2**64 < fraction
+
+
+class _Bucket:
+    def __init__(self, burst: int, now: float) -> None:
+        self.tokens = float(burst)
+        self.at = now
+
+    def refill(self, now: float, rate: float, burst: int) -> None:
+        self.tokens = min(float(burst), self.tokens + (now - self.at) * rate)
+        self.at = now
+
+
+class EscalationPolicy:
+    """Stateful wrapper around `triggers`: rolling medians, buckets, budget. One thread."""
+
+    def __init__(
+        self, config: EscalationConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._window: deque[list[float]] = deque()  # [second, seen, escalated]
+        self._seen = 0
+        self._escalated = 0
+
+    def decide(self, v: Verdict) -> Decision:
+        cfg = self.config
+        now = self._clock()
+        self._count(now, seen=1)
+        if not cfg.enabled:
+            return Decision(False, "disabled")
+        key = f"{v.stream}/{v.rendition}"
+        history = self._recent.get(key)
+        median = statistics.median(history) if history and len(history) >= cfg.recent_min else None
+        reasons = triggers(v, cfg, median)
+        self._remember(key, v.mos_low)
+        if reasons:
+            return self._admit(v.stream, now, "impaired", ",".join(reasons))
+        if audit_pick(v.segment_id, cfg.audit_fraction):
+            return self._admit(v.stream, now, "audit", "audit")
+        return Decision(False, "normal")
+
+    @property
+    def budget(self) -> float:
+        """Escalations allowed in the current window."""
+        return max(float(self.config.budget_floor), self.config.budget_fraction * self._seen)
+
+    def _admit(self, stream: str, now: float, kind: Kind, reason: str) -> Decision:
+        cfg = self.config
+        bucket = self._buckets.get(stream)
+        if bucket is None:
+            bucket = self._buckets[stream] = _Bucket(cfg.stream_burst, now)
+            _cap(self._buckets, cfg.max_keys)
+        self._buckets.move_to_end(stream)
+        bucket.refill(now, cfg.stream_rate_per_s, cfg.stream_burst)
+        need = 1.0 if kind == "impaired" else 2.0  # an audit leaves a token for an impairment
+        limit = self.budget if kind == "impaired" else self.budget * cfg.audit_budget_share
+        if self._escalated + 1 > limit:
+            return Decision(False, reason, kind, dropped="budget")
+        if bucket.tokens < need:
+            return Decision(False, reason, kind, dropped="stream_rate")
+        bucket.tokens -= 1.0
+        self._count(now, escalated=1)
+        return Decision(True, reason, kind)
+
+    def _remember(self, key: str, mos_low: float | None) -> None:
+        if mos_low is None:
+            return
+        d = self._recent.get(key)
+        if d is None:
+            d = self._recent[key] = deque(maxlen=self.config.recent_window)
+            _cap(self._recent, self.config.max_keys)
+        self._recent.move_to_end(key)
+        d.append(mos_low)
+
+    def _count(self, now: float, seen: int = 0, escalated: int = 0) -> None:
+        sec = float(int(now))
+        if not self._window or self._window[-1][0] != sec:
+            self._window.append([sec, 0.0, 0.0])
+        self._window[-1][1] += seen
+        self._window[-1][2] += escalated
+        self._seen += seen
+        self._escalated += escalated
+        horizon = now - self.config.budget_window_s
+        while self._window and self._window[0][0] < horizon:
+            _, s, e = self._window.popleft()
+            self._seen -= int(s)
+            self._escalated -= int(e)
+
+
+def _cap(d: OrderedDict[str, Any], size: int) -> None:
+    while len(d) > size:
+        d.popitem(last=False)

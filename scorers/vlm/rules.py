@@ -1,0 +1,126 @@
+"""`rules` backend: no weights. A Diagnosis from the verdict's detector flags and the
+distilled scorer's degradation distribution, marked model "rules", so the whole flow runs
+on a laptop. It answers the score and degradation tasks; the others are skipped."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ingest.config import StrictModel
+from scorers.vlm.prompts import NO_DISTORTION, SEVERITIES
+from scorers.vlm.types import Diagnosis, EscalationRequest, Task, TaskResult
+
+RULES_MODEL = "rules"
+RULES_VERSION = "rules/1"
+
+FLAG_TO_CLASS = {
+    "black": "black",
+    "freeze": "freeze",
+    "blockiness": "blocking",
+    "blur": "blur",
+    "noise": "noise",
+    "banding": "banding",
+    "corruption": "packet_loss",
+}
+"""Detector flag kind (scorers.artifacts) -> degradation class (prompts.DEGRADATION_CLASSES)."""
+HEAD_TO_CLASS = {
+    "compression": "compression",
+    "blur": "blur",
+    "noise": "noise",
+    "scaling": "scaling",
+    "packet_loss": "packet_loss",
+    "banding": "banding",
+}
+"""Distilled head name (scorers/train/model.py DEGRADATIONS) -> class; 'clean' -> none."""
+
+
+class RulesConfig(StrictModel):
+    type: Literal["rules"] = "rules"
+    min_flag_severity: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Flags below this severity are ignored; the distilled head decides then.",
+    )
+    min_head_probability: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="The distilled head's top class is used only at or above this probability; "
+        "below it the class is 'none' (unsure).",
+    )
+
+
+def severity_label(x: float) -> str:
+    """0-1 severity -> Q-Insight's five levels, in equal fifths."""
+    return SEVERITIES[min(len(SEVERITIES) - 1, max(0, int(x * len(SEVERITIES))))]
+
+
+def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, str, str]:
+    """(class, severity, why) from the worst flag, else the distilled head, else none."""
+    flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
+    if flags:
+        worst = max(flags, key=lambda f: f["severity"])
+        cls = FLAG_TO_CLASS.get(worst["kind"], worst["kind"])
+        sev = float(worst["severity"])
+        return cls, severity_label(sev), f"flag {worst['kind']} severity {sev:.2f}"
+    head = (verdict.get("extra") or {}).get("degradation") or {}
+    if head:
+        name, p = max(head.items(), key=lambda kv: kv[1])
+        mos_low = verdict.get("mos_low")
+        if name in HEAD_TO_CLASS and p >= cfg.min_head_probability and mos_low is not None:
+            sev = (5.0 - float(mos_low)) / 4.0
+            return HEAD_TO_CLASS[name], severity_label(sev), f"head {name} p={p:.2f}"
+        return NO_DISTORTION, NO_DISTORTION, f"head {name} p={p:.2f}"
+    return NO_DISTORTION, NO_DISTORTION, "no flag, no degradation head"
+
+
+def rules_diagnosis(
+    request: EscalationRequest, tasks: tuple[Task, ...], cfg: RulesConfig | None = None
+) -> Diagnosis:
+    cfg = cfg or RulesConfig()
+    t0 = time.perf_counter()
+    v = request.verdict
+    results: list[TaskResult] = []
+    skipped: dict[str, str] = {}
+    for task in tasks:
+        if task == "score":
+            mos = v.get("mos")
+            frame = [float(m) for m in v.get("frame_mos", ())]
+            raw = json.dumps({"mos": mos, "frame_mos": frame})
+            if mos is None:
+                results.append(TaskResult(task, (raw,), ("verdict has no mos",), 0.0))
+                continue
+            spread = _std(frame) if frame else 0.0
+            results.append(TaskResult(task, (raw,), (None,), 0.0, float(mos), spread))
+        elif task == "degradation":
+            cls, sev, why = rules_degradation(v, cfg)
+            raw = json.dumps({"distortion_class": cls, "severity": sev, "from": why})
+            results.append(TaskResult(task, (raw,), (None,), 0.0, degradation=cls, severity=sev))
+        else:
+            skipped[task] = "the rules backend answers only score and degradation"
+    latency = time.perf_counter() - t0
+    return Diagnosis(
+        segment_id=request.segment_id,
+        stream=request.stream,
+        rendition=request.rendition,
+        seq=request.seq,
+        model=RULES_MODEL,
+        prompt_version=RULES_VERSION,
+        asked_flags=request.flags,
+        tasks=tuple(results),
+        latency_s=latency,
+        samples=1,
+        skipped=skipped,
+        escalation_reason=request.reason,
+        diagnosed_at=time.time(),
+    )
+
+
+def _std(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5

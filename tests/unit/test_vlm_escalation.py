@@ -1,0 +1,152 @@
+"""monitor.escalation: triggers, audit sample, per-stream rate limit and global budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.escalation import EscalationConfig, EscalationPolicy, audit_pick, triggers
+from scorers.types import Flag, Verdict
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def v(
+    seq: int,
+    mos_low: float | None = 4.0,
+    flags: tuple[Flag, ...] = (),
+    stream: str = "news",
+    head: dict[str, float] | None = None,
+) -> Verdict:
+    extra = {"degradation": head} if head else {}
+    return Verdict(
+        f"{stream}/720p/{seq}", stream, "720p", seq, mos_low, mos_low, (), flags, ("x@1",), extra
+    )
+
+
+BLACK = (Flag("black", 1.0, 0, 2),)
+NO_AUDIT = {"audit_fraction": 0.0}
+
+
+def test_triggers_are_pure_and_named() -> None:
+    cfg = EscalationConfig()
+    assert triggers(v(1), cfg, None) == []
+    assert triggers(v(1, flags=BLACK), cfg, None) == ["flag:black>=0.50"]
+    assert triggers(v(1, flags=(Flag("blur", 0.3, 0, 2),)), cfg, None) == []
+    assert triggers(v(1, mos_low=2.0), cfg, None) == ["mos_low<2.50"]
+    assert triggers(v(1, mos_low=3.0), cfg, 4.2) == ["mos_low_drop>0.80"]
+    assert triggers(v(1, mos_low=3.6), cfg, 4.2) == []
+    unsure = {"clean": 0.3, "blur": 0.35, "noise": 0.35}
+    assert triggers(v(1, head=unsure), cfg, None) == ["degradation_unsure<0.40"]
+    assert triggers(v(1, head={"clean": 0.9, "blur": 0.1}), cfg, None) == []
+    assert triggers(v(1, mos_low=None), cfg, 4.0) == []
+
+
+def test_rolling_median_catches_a_drop_on_one_rendition() -> None:
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
+    for i in range(10):
+        clock.t += 2
+        assert not pol.decide(v(i, mos_low=4.3)).escalate
+    clock.t += 2
+    d = pol.decide(v(10, mos_low=3.3))  # above the absolute threshold, 1 below the median
+    assert d.escalate and d.reason == "mos_low_drop>0.80" and d.kind == "impaired"
+    # another stream has no history yet: no drop trigger
+    assert not pol.decide(v(0, mos_low=3.3, stream="sport")).escalate
+
+
+def test_audit_is_deterministic_and_near_its_fraction() -> None:
+    picks = [audit_pick(f"s/r/{i}", 0.05) for i in range(4000)]
+    assert 0.04 < sum(picks) / len(picks) < 0.06
+    assert picks == [audit_pick(f"s/r/{i}", 0.05) for i in range(4000)]
+    assert not any(audit_pick(f"s/r/{i}", 0.0) for i in range(100))
+
+
+def test_budget_caps_the_escalated_fraction() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(budget_fraction=0.05, budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    made = dropped = 0
+    for i in range(1000):
+        clock.t += 0.1
+        bad = i % 10 == 0  # 10% impaired
+        d = pol.decide(v(i, flags=BLACK if bad else ()))
+        made += d.escalate
+        dropped += d.dropped == "budget"
+    assert made <= 0.05 * 1000 and made >= 45
+    assert dropped == 100 - made
+
+
+def test_budget_window_slides() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        budget_fraction=0.5, budget_floor=0, budget_window_s=10, stream_burst=100, **NO_AUDIT
+    )
+    pol = EscalationPolicy(cfg, clock)
+    assert pol.decide(v(0, flags=BLACK)).dropped == "budget"  # 0.5 of 1 seen < 1
+    assert pol.decide(v(1, flags=BLACK)).escalate  # 0.5 of 2 seen = 1
+    assert pol.decide(v(2, flags=BLACK)).dropped == "budget"
+    clock.t += 20  # the window has moved on: nothing seen, nothing escalated
+    assert pol.decide(v(3, flags=BLACK)).dropped == "budget"
+    assert pol.decide(v(4, flags=BLACK)).escalate
+
+
+def test_per_stream_token_bucket() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(stream_burst=2, stream_rate_per_s=0.5, budget_fraction=1.0, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    got = [pol.decide(v(i, flags=BLACK)) for i in range(4)]
+    assert [d.escalate for d in got] == [True, True, False, False]
+    assert got[2].dropped == "stream_rate"
+    # another stream has its own bucket
+    assert pol.decide(v(0, flags=BLACK, stream="sport")).escalate
+    clock.t += 1.9  # 0.95 tokens: not yet
+    assert pol.decide(v(5, flags=BLACK)).dropped == "stream_rate"
+    clock.t += 0.2
+    assert pol.decide(v(6, flags=BLACK)).escalate
+
+
+def test_impaired_segments_have_priority_over_audits() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        audit_fraction=1.0,
+        budget_fraction=0.2,
+        budget_floor=1,
+        audit_budget_share=0.5,
+        stream_burst=1000,
+    )
+    pol = EscalationPolicy(cfg, clock)
+    kinds = {"audit": 0, "impaired": 0}
+    for i in range(400):
+        clock.t += 0.5
+        bad = i % 20 == 10  # 5% impaired, every normal segment wants an audit
+        d = pol.decide(v(i, flags=BLACK if bad else ()))
+        if d.escalate:
+            assert d.kind is not None
+            kinds[d.kind] += 1
+        elif bad:
+            pytest.fail(f"impaired segment {i} was not escalated: {d}")
+    assert kinds["impaired"] == 20
+    # audits only fill what impairments leave of audit_budget_share of the budget
+    assert kinds["audit"] + kinds["impaired"] <= 0.5 * 0.2 * 400 + 1
+    assert kinds["audit"] > 0
+
+
+def test_audit_leaves_the_last_token_to_an_impairment() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        audit_fraction=1.0, stream_burst=2, stream_rate_per_s=0.001, budget_fraction=1.0
+    )
+    pol = EscalationPolicy(cfg, clock)
+    assert pol.decide(v(0)).reason == "audit" and pol.decide(v(0)).escalate is False
+    assert pol.decide(v(1, flags=BLACK)).escalate
+
+
+def test_disabled() -> None:
+    pol = EscalationPolicy(EscalationConfig(enabled=False))
+    assert pol.decide(v(0, flags=BLACK)).escalate is False

@@ -1,0 +1,52 @@
+"""The rules backend: a Diagnosis with no weights, from flags and the distilled head."""
+
+from __future__ import annotations
+
+from scorers.types import Flag
+from scorers.vlm.config import DiagnoseConfig
+from scorers.vlm.diagnoser import Diagnoser
+from scorers.vlm.rules import RulesConfig, rules_degradation, severity_label
+from scorers.vlm.types import Diagnosis
+from tests.unit.vlm_samples import request, verdict
+
+
+def test_rules_diagnosis_from_the_worst_flag() -> None:
+    diag = Diagnoser(DiagnoseConfig(tasks=["score", "degradation", "compare", "video"]))
+    d = diag.diagnose(request())
+    assert d.model == "rules" and d.asked_flags == ("blockiness",)
+    assert d.degradation == ("blocking", "serious")
+    assert d.score_mean == 2.1 and d.parse_ok
+    assert set(d.skipped) == {"compare", "video"}
+    assert Diagnosis.from_json(d.to_json()) == d
+
+
+def test_rules_fall_back_to_the_distilled_head() -> None:
+    cfg = RulesConfig()
+    v = verdict(3).to_json()  # no flags; head says compression 0.7, mos_low 1.8
+    assert rules_degradation(v, cfg)[:2] == ("compression", "catastrophic")
+    unsure = {**v, "extra": {"degradation": {"clean": 0.35, "blur": 0.33, "noise": 0.32}}}
+    assert rules_degradation(unsure, cfg)[:2] == ("none", "none")
+    bare = {**v, "extra": {}}
+    assert rules_degradation(bare, cfg)[:2] == ("none", "none")
+    flagged = verdict(3, (Flag("corruption", 0.95, 0, 1), Flag("blur", 0.3, 0, 2))).to_json()
+    assert rules_degradation(flagged, cfg)[:2] == ("packet_loss", "catastrophic")
+    assert [severity_label(x) for x in (0.0, 0.3, 0.5, 0.7, 1.0)] == [
+        "slight",
+        "moderate",
+        "obvious",
+        "serious",
+        "catastrophic",
+    ]
+
+
+def test_rules_score_without_mos_is_a_failure() -> None:
+    r = request()
+    no_mos = type(r)(
+        **{
+            **{f: getattr(r, f) for f in r.__dataclass_fields__},
+            "verdict": verdict(7, mos=None).to_json(),
+        }
+    )
+    d = Diagnoser(DiagnoseConfig()).diagnose(no_mos)
+    score = d.task("score")
+    assert score is not None and not score.parse_ok and score.score_mean is None
