@@ -109,7 +109,7 @@ class EncodeSettings:
     preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
     options: tuple[tuple[str, str], ...] = ()
-    """Extra encoder options (FFmpeg AVOptions, e.g. libx264's ("nr", "400")), applied last."""
+    """Extra encoder AVOptions applied last, e.g. libx264's ("noise_reduction", "400")."""
 
 
 def encode(frames: Iterable[RGB], settings: EncodeSettings | None = None) -> bytes:

@@ -15,9 +15,10 @@ from ingest.synth import EncodeSettings
 from monitor.types import EncoderDecision, EncoderSettings
 
 # libx264 AVOptions (FFmpeg's private options of the encoder) for the two filters:
-# nr: x264's DCT-domain noise reduction; deblock: stronger in-loop deblocking (alpha:beta).
+# noise_reduction: x264's DCT-domain noise reduction (nr); deblock: stronger in-loop
+# deblocking (alpha:beta). PyAV ignores an option the encoder does not know: test it.
 X264_FILTER_OPTIONS: dict[str, tuple[str, str]] = {
-    "denoise": ("nr", "400"),
+    "denoise": ("noise_reduction", "400"),
     "deblock": ("deblock", "2:2"),
 }
 

@@ -245,4 +245,20 @@ def test_decision_round_trips_and_applies() -> None:
 
     enc = to_encode_settings(s, EncodeSettings())
     assert enc.bitrate == RATE and enc.crf is None and enc.preset == "fast"
-    assert ("nr", "400") in enc.options
+    assert ("noise_reduction", "400") in enc.options
+
+
+def test_feed_ladder_settings_reach_the_pyav_encoder() -> None:
+    from ingest.synth import EncodeSettings, clip
+
+    ladder = LadderSettings({("news", "720p"): EncoderSettings(bitrate=150_000)})
+    base = EncodeSettings(fps=25, gop=50)
+    low = clip("texture", settings=ladder.encode_settings("news", "720p", base))
+    d = EncoderDecision(
+        "news/720p/raise_bitrate/3", "news", "720p", "raise_bitrate",
+        DecisionParams(from_bitrate=150_000, to_bitrate=600_000),
+        EncoderSettings(600_000), False, 0.0, 3, "test",
+    )  # fmt: skip
+    assert ladder.apply(d) and ladder.version == 1
+    high = clip("texture", settings=ladder.encode_settings("news", "720p", base))
+    assert len(high) > 2 * len(low)
