@@ -108,6 +108,8 @@ class EncodeSettings:
     gop: int = 50
     preset: str = "veryfast"
     pix_fmt: str = "yuv420p"
+    options: tuple[tuple[str, str], ...] = ()
+    """Extra encoder AVOptions applied last, e.g. libx264's ("noise_reduction", "400")."""
 
 
 def encode(frames: Iterable[RGB], settings: EncodeSettings | None = None) -> bytes:
@@ -160,6 +162,7 @@ def _open_stream(
         stream.bit_rate = s.bitrate
     elif s.crf is not None:
         opts["crf" if s.codec in ("libx264", "libx265") else "q"] = str(s.crf)
+    opts.update(s.options)
     stream.options = opts
     return stream
 

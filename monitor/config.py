@@ -11,6 +11,9 @@ from pydantic import Field, ValidationError
 from ingest.config import DecodeConfig, StrictModel
 from ingest.kafka import KafkaConfig
 from monitor import yamlconf
+from monitor.alertmanager import AlertmanagerConfig
+from monitor.encoding import EncodingConfig
+from monitor.judge import JudgeConfig
 from monitor.sections import (
     FeedConfig,
     HttpConfig,
@@ -52,6 +55,9 @@ class Config(StrictModel):
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     feed: FeedConfig = Field(default_factory=FeedConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    encoding: EncodingConfig = Field(default_factory=EncodingConfig)
+    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:

@@ -1,14 +1,18 @@
 """Prometheus metrics of the daemon, on a registry passed in (tests use a fresh one).
 
 Base units, `_total` counters, histograms for latency; labels only stream, rendition,
-reason, stage and partition, never segment ids. Stream/rendition label values are
+reason, stage and partition (plus the bounded enums kind, localisation, action and mode
+of the judge and encoding block at the end), never segment ids. Stream/rendition label values are
 capped (`max_series`): past the cap new ones are reported as "other".
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitor.types import EncoderDecision, Incident
 from scorers.types import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -169,6 +173,7 @@ class Metrics:
             self.stage_seconds.labels(stage)
         for q in QUEUES:
             self.queue_depth.labels(q).set(0)
+        self._init_closed_loop(registry)
 
     def labels(self, stream: str, rendition: str) -> tuple[str, str]:
         key = (stream, rendition)
@@ -190,3 +195,67 @@ class Metrics:
             self.decode_errors.labels(s, r).inc(decode_errors)
         if corrupt_frames:
             self.corrupt_frames.labels(s, r).inc(corrupt_frames)
+
+    # ------------------------------------------------------------------ judge and encoding
+    # Incidents (monitor.judge) and encoder decisions (monitor.encoding). Extra labels are
+    # bounded enums: kind (monitor.types.INCIDENT_KINDS), localisation (source, rendition,
+    # packaging), action (monitor.types.ACTIONS), mode (applied, dry_run).
+
+    def _init_closed_loop(self, registry: CollectorRegistry) -> None:
+        self.incidents_open = Gauge(
+            "vqmon_incidents_open",
+            "Incidents open now, by stream, kind and localisation (source, rendition, packaging).",
+            ["stream", "kind", "localisation"],
+            registry=registry,
+        )
+        self.incidents = Counter(
+            "vqmon_incidents",
+            "Incidents opened, by stream, kind and localisation.",
+            ["stream", "kind", "localisation"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "vqmon_encoder_decisions",
+            "Encoder decisions made, by action; mode is applied or dry_run.",
+            ["stream", "rendition", "action", "mode"],
+            registry=registry,
+        )
+        self.saved_bytes = Counter(
+            "vqmon_encoder_saved_bytes",
+            "Estimated bytes not sent because a rendition runs below its nominal bitrate after "
+            "lower_bitrate decisions: (nominal - current bit/s) x media seconds / 8.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+        self._open_series: set[tuple[str, str, str]] = set()
+
+    def observe_incidents(self, events: Iterable[Incident]) -> None:
+        """Count the open events among the judge's output."""
+        for inc in events:
+            if inc.state == "open":
+                stream = self.labels(inc.stream, inc.scope)[0]
+                self.incidents.labels(stream, inc.kind, inc.localisation).inc()
+
+    def set_open_incidents(self, incidents: Iterable[Incident]) -> None:
+        """Set the gauge from the judge's open incidents (series that emptied go to 0)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for inc in incidents:
+            key: tuple[str, str, str] = (
+                self.labels(inc.stream, inc.scope)[0],
+                inc.kind,
+                inc.localisation,
+            )
+            counts[key] = counts.get(key, 0) + 1
+        for key in self._open_series | set(counts):
+            self.incidents_open.labels(*key).set(counts.get(key, 0))
+        self._open_series |= set(counts)
+
+    def on_decision(self, decision: EncoderDecision) -> None:
+        """monitor.encoding.EncodingHooks."""
+        s, r = self.labels(decision.stream, decision.rendition)
+        mode = "dry_run" if decision.dry_run else "applied"
+        self.decisions.labels(s, r, decision.action, mode).inc()
+
+    def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None:
+        """monitor.encoding.EncodingHooks."""
+        self.saved_bytes.labels(*self.labels(stream, rendition)).inc(saved_bytes)

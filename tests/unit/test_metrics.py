@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry
 from monitor.metrics import Metrics
 
 ALLOWED_LABELS = {"stream", "rendition", "reason", "stage", "partition"}
+# Bounded enums of the judge and the encoding policy (monitor.types).
+ALLOWED_LABELS |= {"kind", "localisation", "action", "mode"}
 # One series per configured scorer: bounded by the config, not by traffic.
 INFO_LABELS = {"scorer", "version", "provider"}
 
@@ -18,6 +20,8 @@ def test_names_units_and_labels() -> None:
     m.mos.labels("s", "r").set(3.0)
     m.lag.labels("0").set(1)
     m.scorer_info.labels("distilled", "1.0", "CPUExecutionProvider").set(1)
+    m.incidents_open.labels("s", "black", "source").set(1)
+    m.decisions.labels("s", "r", "raise_bitrate", "applied").inc()
     for family in registry.collect():
         assert family.name.startswith("vqmon_"), family.name
         assert "milli" not in family.name and "_ms" not in family.name
@@ -34,3 +38,21 @@ def test_stream_labels_are_capped() -> None:
     assert m.labels("b", "1") == ("b", "1")
     assert m.labels("c", "1") == ("other", "other")
     assert m.labels("a", "1") == ("a", "1")
+
+
+def test_incident_and_decision_metrics() -> None:
+    from monitor.types import Incident
+
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    inc = Incident("s/*/black/3", "s", "*", "black", "open", 1.0, "source", 3, 0.0, 0.0)
+    m.observe_incidents([inc, inc.evolve(state="update")])
+    m.set_open_incidents([inc])
+    labels = {"stream": "s", "kind": "black", "localisation": "source"}
+    assert registry.get_sample_value("vqmon_incidents_total", labels) == 1
+    assert registry.get_sample_value("vqmon_incidents_open", labels) == 1
+    m.set_open_incidents([])
+    assert registry.get_sample_value("vqmon_incidents_open", labels) == 0
+    m.on_bytes_saved("s", "720p", 1000.0)
+    saved = {"stream": "s", "rendition": "720p"}
+    assert registry.get_sample_value("vqmon_encoder_saved_bytes_total", saved) == 1000.0

@@ -1,0 +1,351 @@
+"""The encoding policy: observations + open incidents -> encoder decisions. Pure logic.
+
+Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendition`,
+`stream/*` or `*/rendition`, fields merged over `encoding.defaults`):
+
+- raise the bitrate by `step` (up to `max_bitrate`) when the MOS stays below target for
+  `below_segments` segments, or a starvation incident is open on this rendition; at the
+  cap, switch to the next slower `presets` entry instead;
+- enable `denoise` / `deblock` when a noise / blocking incident is open (any
+  localisation: a noisy source is exactly what an encoder-side denoiser is for), or the
+  incident's diagnosis names noise / compression;
+- drop a rung whose ladder_inversion incident is open (no better than the rung below)
+  and that is not starved (a starved rung gets bits first) when `allow_drop_rung`;
+- lower the bitrate by `step` (down to `min_bitrate`) when the MOS stays at or above
+  target + `lower_margin` for `above_segments` segments with nothing open (bits saved).
+
+Nothing is decided for faults localised to the source or packaging other than
+filters: more bits do not repair a bad contribution feed or a broken packager.
+Hysteresis: raise below target, lower only well above it, counters restart after
+each decision. Cooldown: at most one decision per rendition per `cooldown_s`.
+Dry run: decisions are made, published and counted, but the policy's view of the
+settings does not change (nor does an encoder's: `apply_decision` ignores them).
+
+State after a restart: `EncodingPolicy.restore(decisions)` from the compacted
+vqmon.encoder-decisions topic (keyed per rendition: the latest holds the full settings).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from pydantic import Field, model_validator
+
+from ingest.config import StrictModel
+from monitor.encoder_settings import apply_decision
+from monitor.types import (
+    STREAM_SCOPE,
+    Action,
+    DecisionParams,
+    EncoderDecision,
+    EncoderSettings,
+    FilterName,
+    Incident,
+    Observation,
+)
+
+DIAGNOSIS_FILTERS: dict[str, FilterName] = {"noise": "denoise", "compression": "deblock"}
+INCIDENT_FILTERS: dict[str, FilterName] = {"noise": "denoise", "blocking": "deblock"}
+
+
+class RenditionPolicy(StrictModel):
+    """How one rendition's encoder may be steered."""
+
+    target_mos: float = Field(3.8, ge=1, le=5, description="MOS (1-5) the rendition should hold.")
+    bitrate: int | None = Field(
+        None,
+        gt=0,
+        description="Nominal ladder bitrate (bit/s): the reference for bits saved; when unset, "
+        "the first bitrate a verdict declares.",
+    )
+    min_bitrate: int = Field(
+        100_000, gt=0, description="Never lower the bitrate below this (bit/s)."
+    )
+    max_bitrate: int | None = Field(
+        None, gt=0, description="Never raise above this (bit/s); unset: 2x the nominal bitrate."
+    )
+    step: float = Field(
+        0.2, gt=0, le=1, description="Bitrate change per decision, as a fraction of the current."
+    )
+    below_segments: int = Field(
+        3, ge=1, description="Segments in a row below target before the bitrate is raised."
+    )
+    lower_margin: float = Field(
+        0.4,
+        ge=0,
+        le=4,
+        description="The bitrate is lowered only at or above target + this (hysteresis band).",
+    )
+    above_segments: int = Field(
+        30, ge=1, description="Segments in a row that high before the bitrate is lowered."
+    )
+    presets: list[str] = Field(
+        default_factory=lambda: ["veryfast", "faster", "fast", "medium", "slow"],
+        description="Presets from fastest to slowest; at the bitrate cap the next slower one "
+        "is used. Empty: never change the preset.",
+    )
+    filters: bool = Field(True, description="Allow enable_filter decisions (denoise, deblock).")
+    allow_drop_rung: bool = Field(
+        False, description="Allow drop_rung decisions for a rung no better than the one below."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RenditionPolicy:
+        if self.max_bitrate is not None and self.max_bitrate < self.min_bitrate:
+            raise ValueError(
+                f"max_bitrate={self.max_bitrate} is below min_bitrate={self.min_bitrate}; "
+                "raise max_bitrate or lower min_bitrate"
+            )
+        return self
+
+
+class EncodingConfig(StrictModel):
+    """monitor.encoding: turn incidents and scores into encoder decisions."""
+
+    enabled: bool = Field(False, description="Make encoder decisions at all.")
+    dry_run: bool = Field(
+        True,
+        description="Publish decisions marked dry_run (encoders ignore them) instead of "
+        "real ones: watch what it would do first.",
+    )
+    cooldown_s: float = Field(
+        60.0, ge=0, description="Least time between two decisions for one rendition (seconds)."
+    )
+    defaults: RenditionPolicy = Field(default_factory=RenditionPolicy)
+    policies: dict[str, RenditionPolicy] = Field(
+        default_factory=dict,
+        description="Overrides per 'stream/rendition', 'stream/*' or '*/rendition' (most "
+        "specific wins); only the fields given replace the defaults.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EncodingConfig:
+        for key in self.policies:
+            stream, sep, rendition = key.partition("/")
+            if not sep or not stream or not rendition or "/" in rendition:
+                raise ValueError(
+                    f"policies key {key!r} must be 'stream/rendition', 'stream/*' or '*/rendition'"
+                )
+        return self
+
+    def policy(self, stream: str, rendition: str) -> RenditionPolicy:
+        merged = self.defaults.model_dump()
+        for key in (f"*/{rendition}", f"{stream}/*", f"{stream}/{rendition}"):
+            p = self.policies.get(key)
+            if p is not None:
+                merged.update(p.model_dump(include=p.model_fields_set))
+        return RenditionPolicy.model_validate(merged)
+
+
+class EncodingHooks(Protocol):
+    """Optional observer (monitor.metrics.Metrics implements it)."""
+
+    def on_decision(self, decision: EncoderDecision) -> None: ...
+
+    def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None: ...
+
+
+@dataclass(slots=True)
+class Rung:
+    policy: RenditionPolicy
+    settings: EncoderSettings
+    nominal: int | None
+    below: int = 0
+    above: int = 0
+    last_decision_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    action: Action
+    params: DecisionParams
+    reason: str
+    incident: Incident | None = None
+
+
+class EncodingPolicy:
+    """Stateful wrapper: counters, cooldowns and believed settings per rendition."""
+
+    def __init__(self, cfg: EncodingConfig, hooks: EncodingHooks | None = None) -> None:
+        self.cfg = cfg
+        self.hooks = hooks
+        self.rungs: dict[tuple[str, str], Rung] = {}
+
+    def observe(
+        self, obs: Observation, incidents: Sequence[Incident], now: float
+    ) -> list[EncoderDecision]:
+        """One verdict and the stream's open incidents -> at most one decision."""
+        if not self.cfg.enabled:
+            return []
+        rung = self._rung(obs)
+        if not rung.settings.enabled:
+            return []
+        self._count(rung, obs)
+        self._bytes_saved(rung, obs)
+        cool = (
+            rung.last_decision_at is not None and now - rung.last_decision_at < self.cfg.cooldown_s
+        )
+        if cool:
+            return []
+        mine = [i for i in incidents if i.is_open and _concerns(i, obs.stream, obs.rendition)]
+        proposal = propose(rung, mine)
+        if proposal is None:
+            return []
+        return [self._decide(rung, obs, proposal, now)]
+
+    def restore(self, decisions: Iterable[EncoderDecision]) -> None:
+        """Rebuild settings and cooldowns from the decisions topic (latest per rendition)."""
+        for d in decisions:
+            rung = self.rungs.get((d.stream, d.rendition))
+            if rung is None:
+                policy = self.cfg.policy(d.stream, d.rendition)
+                start = d.params.from_bitrate if d.action.endswith("_bitrate") else None
+                rung = Rung(policy, EncoderSettings(), policy.bitrate or start)
+                self.rungs[(d.stream, d.rendition)] = rung
+            if not d.dry_run:
+                rung.settings = d.settings
+            rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)
+
+    def settings(self, stream: str, rendition: str) -> EncoderSettings | None:
+        rung = self.rungs.get((stream, rendition))
+        return None if rung is None else rung.settings
+
+    def _rung(self, obs: Observation) -> Rung:
+        key = (obs.stream, obs.rendition)
+        rung = self.rungs.get(key)
+        if rung is None:
+            policy = self.cfg.policy(*key)
+            nominal = policy.bitrate or obs.bitrate
+            preset = policy.presets[0] if policy.presets else None
+            rung = Rung(policy, EncoderSettings(bitrate=nominal, preset=preset), nominal)
+            self.rungs[key] = rung
+        if rung.settings.bitrate is None and obs.bitrate:
+            rung.settings = replace(rung.settings, bitrate=obs.bitrate)
+            rung.nominal = rung.nominal or obs.bitrate
+        return rung
+
+    def _count(self, rung: Rung, obs: Observation) -> None:
+        """Hysteresis counters; segments that say nothing about bits leave them alone."""
+        explained = obs.transport_errors or any(f.kind in ("black", "freeze") for f in obs.flags)
+        if obs.mos is None or explained:
+            return
+        p = rung.policy
+        rung.below = rung.below + 1 if obs.mos < p.target_mos else 0
+        rung.above = rung.above + 1 if obs.mos >= p.target_mos + p.lower_margin else 0
+
+    def _bytes_saved(self, rung: Rung, obs: Observation) -> None:
+        bitrate = rung.settings.bitrate
+        if self.hooks is None or rung.nominal is None or bitrate is None or not obs.duration_s:
+            return
+        if bitrate < rung.nominal:
+            saved = (rung.nominal - bitrate) * obs.duration_s / 8
+            self.hooks.on_bytes_saved(obs.stream, obs.rendition, saved)
+
+    def _decide(self, rung: Rung, obs: Observation, p: Proposal, now: float) -> EncoderDecision:
+        dry = self.cfg.dry_run
+        draft = EncoderDecision(
+            id=f"{obs.stream}/{obs.rendition}/{p.action}/{obs.seq}",
+            stream=obs.stream,
+            rendition=obs.rendition,
+            action=p.action,
+            params=p.params,
+            settings=rung.settings,
+            dry_run=False,
+            made_at=now,
+            seq=obs.seq,
+            reason=p.reason,
+            incident_id=None if p.incident is None else p.incident.id,
+            evidence={
+                "segment_id": obs.segment_id,
+                "mos": obs.mos,
+                "mos_low": obs.mos_low,
+                "target_mos": rung.policy.target_mos,
+                "segments_below_target": rung.below,
+                "segments_above_target": rung.above,
+                "incident_kind": None if p.incident is None else p.incident.kind,
+                "localisation": None if p.incident is None else p.incident.localisation,
+            },
+        )
+        after = apply_decision(rung.settings, draft)
+        decision = replace(draft, settings=after, dry_run=dry)
+        if not dry:
+            rung.settings = after
+        rung.last_decision_at = now
+        rung.below = rung.above = 0
+        if self.hooks is not None:
+            self.hooks.on_decision(decision)
+        return decision
+
+
+def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
+    """The one change this rung needs now, most urgent first; None when it is fine."""
+    p, s = rung.policy, rung.settings
+    by_kind = {i.kind: i for i in incidents}
+    starved = by_kind.get("starvation")
+    own_starved = starved if starved is not None and starved.localisation == "rendition" else None
+    upstream = any(i.localisation != "rendition" for i in incidents)
+    if own_starved is not None or (rung.below >= p.below_segments and not upstream):
+        why = "starvation incident" if own_starved else f"{rung.below} segments below target"
+        more = _raise(rung, why, own_starved)
+        if more is not None:
+            return more
+    if p.filters:
+        for inc in incidents:
+            flt = _filter_for(inc)
+            if flt is not None and flt not in s.filters:
+                return Proposal(
+                    "enable_filter", DecisionParams(filter=flt), f"{inc.kind} incident", inc
+                )
+    inversion = by_kind.get("ladder_inversion")
+    if p.allow_drop_rung and inversion is not None and own_starved is None:
+        return Proposal("drop_rung", DecisionParams(), "no better than the rung below", inversion)
+    if rung.above >= p.above_segments and not incidents:
+        return _lower(rung)
+    return None
+
+
+def _raise(rung: Rung, why: str, incident: Incident | None) -> Proposal | None:
+    p, s = rung.policy, rung.settings
+    if s.bitrate is not None:
+        cap = p.max_bitrate or 2 * (rung.nominal or s.bitrate)
+        to = min(cap, _round(s.bitrate * (1 + p.step)))
+        if to > s.bitrate:
+            params = DecisionParams(from_bitrate=s.bitrate, to_bitrate=to)
+            return Proposal("raise_bitrate", params, why, incident)
+    if s.preset in p.presets and p.presets.index(s.preset) + 1 < len(p.presets):
+        slower = p.presets[p.presets.index(s.preset) + 1]
+        params = DecisionParams(from_preset=s.preset, to_preset=slower)
+        return Proposal("set_preset", params, f"{why}; bitrate at its cap", incident)
+    return None
+
+
+def _lower(rung: Rung) -> Proposal | None:
+    p, s = rung.policy, rung.settings
+    if s.bitrate is None:
+        return None
+    to = max(p.min_bitrate, _round(s.bitrate * (1 - p.step)))
+    if to >= s.bitrate:
+        return None
+    why = f"{rung.above} segments at or above target + {p.lower_margin}"
+    return Proposal("lower_bitrate", DecisionParams(from_bitrate=s.bitrate, to_bitrate=to), why)
+
+
+def _filter_for(inc: Incident) -> FilterName | None:
+    flt = INCIDENT_FILTERS.get(inc.kind)
+    if flt is None and inc.diagnosis:
+        flt = DIAGNOSIS_FILTERS.get(str(inc.diagnosis.get("degradation", "")))
+    return flt
+
+
+def _concerns(inc: Incident, stream: str, rendition: str) -> bool:
+    if inc.stream != stream:
+        return False
+    return inc.scope == rendition or (inc.scope == STREAM_SCOPE and rendition in inc.renditions)
+
+
+def _round(bitrate: float) -> int:
+    """Bitrates in whole kbit/s: readable decisions, stable ids across float noise."""
+    return int(math.floor(bitrate / 1000 + 0.5) * 1000)

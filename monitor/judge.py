@@ -1,0 +1,852 @@
+"""The judge: turns a stream of per-segment observations into incidents. Pure logic.
+
+No Kafka, no clock of its own (`now` is passed in), no disk. The wiring (a role or a
+pipeline step) feeds it `Observation`s and publishes the `Incident` events it returns.
+
+How it judges
+-------------
+- Verdicts of one stream are judged in *rounds*: all renditions of one `seq`. A round
+  closes when every rendition seen recently has delivered it, when it has waited
+  `round_wait_s`, or when more than `max_pending_rounds` later rounds are waiting. Rounds
+  make localisation independent of the order the renditions' verdicts arrive in.
+- Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
+  when the run is at least `open_after` segments AND `min_duration_s` seconds long
+  (the flags' durations summed across consecutive segments, as broadcast monitors
+  gate black and freeze), and clears only after `clear_after` segments in range
+  (hysteresis: one good segment inside a bad run does not resolve anything).
+- Starvation/drop: MOS below the rendition's own baseline by `margin` (or mos_low
+  below its baseline by `low_margin`) once the baseline has `warmup_segments`, or
+  below the rendition's target. Baselines are EWMAs fed only by healthy segments.
+  Segments that are black, frozen or damaged say nothing about bits and are skipped.
+- Ladder check: renditions ordered by bitrate; a rung whose MOS is not above the rung
+  below by more than `ladder.margin` is bad for kind `ladder_inversion`.
+- Localisation from the ladder alone: when every rendition of the stream is bad for a
+  kind in the same round, one stream-wide incident (scope "*") is opened: `source`, or
+  `packaging` for corruption (transport/decode errors on every rung). Otherwise one
+  incident per affected rendition (`rendition`: that rung's encoder or packager). A
+  rendition incident that turns stream-wide is resolved with `superseded_by`.
+
+Surviving a restart or a partition move (no local state)
+--------------------------------------------------------
+1. `Judge.restore(incidents)`: replay the compacted vqmon.incidents topic (latest event
+   per incident id). Open incidents come back with the same id and their gates active,
+   so they resolve exactly once; resolved ids are remembered, so re-judging verdicts
+   that were already judged before the crash cannot publish a second life for them.
+2. `Judge.warm(observations)`: the last ~`baseline_segments` verdicts per rendition
+   before the committed offset rebuild the baselines (no gates, no events).
+3. `Judge.observe(...)` from the committed offset on. Incident ids are deterministic
+   (stream/scope/kind/opening seq), so a redelivered verdict yields the same ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ingest.config import StrictModel
+from monitor.types import (
+    FLAG_TO_KIND,
+    STREAM_SCOPE,
+    Incident,
+    Localisation,
+    Observation,
+    incident_id,
+)
+
+FLAG_INCIDENT_KINDS = ("black", "freeze", "blur", "noise", "blocking", "banding")
+EXPLAINING_KINDS = ("black", "freeze", "corruption")
+"""A segment bad for one of these says nothing about bits: no starvation or ladder check."""
+
+
+# ---------------------------------------------------------------- config
+
+
+class KindRule(StrictModel):
+    """When one kind of fault on one rendition becomes (and stops being) an incident."""
+
+    enabled: bool = Field(True, description="Judge this kind at all.")
+    open_after: int = Field(
+        1, ge=1, le=1000, description="Consecutive bad segments needed before it opens."
+    )
+    min_duration_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds of bad media needed before it opens, summed across consecutive "
+        "segments (for flags: the flags' durations; otherwise whole segments).",
+    )
+    min_severity: float = Field(
+        0.0, ge=0, le=1, description="A flag below this severity does not count as bad."
+    )
+    clear_after: int | None = Field(
+        None, ge=1, le=1000, description="Overrides judge.clear_after for this kind."
+    )
+
+
+class KindsConfig(StrictModel):
+    """One rule per kind judged from flags and decode errors."""
+
+    black: KindRule = Field(
+        default_factory=lambda: KindRule(min_duration_s=2.0),
+        description="Black picture (flag 'black'); opens once the run lasts min_duration_s.",
+    )
+    freeze: KindRule = Field(
+        default_factory=lambda: KindRule(min_duration_s=2.0),
+        description="Frozen picture (flag 'freeze'); opens once the run lasts min_duration_s.",
+    )
+    blur: KindRule = Field(
+        default_factory=lambda: KindRule(open_after=3, min_severity=0.3),
+        description="Flag 'blur'.",
+    )
+    noise: KindRule = Field(
+        default_factory=lambda: KindRule(open_after=3, min_severity=0.3),
+        description="Flag 'noise'.",
+    )
+    blocking: KindRule = Field(
+        default_factory=lambda: KindRule(open_after=3, min_severity=0.3),
+        description="Flag 'blockiness'.",
+    )
+    banding: KindRule = Field(
+        default_factory=lambda: KindRule(open_after=3, min_severity=0.3),
+        description="Flag 'banding'.",
+    )
+    corruption: KindRule = Field(
+        default_factory=lambda: KindRule(open_after=2),
+        description="Decode errors, corrupt frames, flag 'corruption' or an undecodable "
+        "segment (dead letter).",
+    )
+
+    def rule(self, kind: str) -> KindRule:
+        value = getattr(self, kind)
+        assert isinstance(value, KindRule)
+        return value
+
+
+class StarvationConfig(StrictModel):
+    """The quality-drop detector: MOS below the rendition's own baseline or its target."""
+
+    enabled: bool = Field(True, description="Judge quality drops at all.")
+    margin: float = Field(
+        0.5, gt=0, le=4, description="MOS points below the rendition's baseline that count as bad."
+    )
+    low_margin: float = Field(
+        0.8,
+        gt=0,
+        le=4,
+        description="mos_low points below its baseline that count as bad (short bad runs).",
+    )
+    target_mos: float | None = Field(
+        None, ge=1, le=5, description="MOS every rendition should reach; below it is bad."
+    )
+    targets: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-rendition target MOS (rendition name -> 1-5), overriding target_mos.",
+    )
+    open_after: int = Field(3, ge=1, le=1000, description="Consecutive bad segments to open.")
+    clear_after: int | None = Field(
+        None, ge=1, le=1000, description="Overrides judge.clear_after for starvation."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StarvationConfig:
+        for name, t in self.targets.items():
+            if not 1 <= t <= 5:
+                raise ValueError(f"targets[{name!r}] = {t} must be a MOS between 1 and 5")
+        return self
+
+    def target(self, rendition: str) -> float | None:
+        return self.targets.get(rendition, self.target_mos)
+
+
+class LadderCheckConfig(StrictModel):
+    """A higher-bitrate rung must score better than the rung below it."""
+
+    enabled: bool = Field(True, description="Run the ladder check.")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="A rung whose MOS is not above the lower rung's by more than this is bad.",
+    )
+    open_after: int = Field(3, ge=1, le=1000, description="Consecutive bad rounds to open.")
+
+
+class JudgeConfig(StrictModel):
+    """monitor.judge: per-rendition baselines, duration-gated incidents, localisation."""
+
+    baseline_segments: int = Field(
+        30, ge=2, le=100000, description="Span (segments) of the EWMA baseline of MOS."
+    )
+    warmup_segments: int = Field(
+        5,
+        ge=1,
+        le=100000,
+        description="Healthy segments a baseline needs before drops below it count.",
+    )
+    clear_after: int = Field(
+        3, ge=1, le=1000, description="Segments back in range before an incident resolves."
+    )
+    kinds: KindsConfig = Field(default_factory=KindsConfig)
+    starvation: StarvationConfig = Field(default_factory=StarvationConfig)
+    ladder: LadderCheckConfig = Field(default_factory=LadderCheckConfig)
+    round_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a segment number waits for the stream's other renditions "
+        "before it is judged without them (seconds of the clock passed in).",
+    )
+    max_pending_rounds: int = Field(
+        2, ge=0, le=100, description="Rounds waiting behind the oldest before it is judged anyway."
+    )
+    stale_after_s: float = Field(
+        120.0,
+        gt=0,
+        description="A rendition silent this long is forgotten; its incidents resolve as stale.",
+    )
+    default_segment_s: float = Field(
+        2.0, gt=0, description="Segment length assumed when a verdict carries no duration."
+    )
+    update_severity_step: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="An open incident is re-published when severity grows this much.",
+    )
+    max_evidence_segments: int = Field(
+        20, ge=1, le=1000, description="Segment ids kept as evidence per incident."
+    )
+    remember_resolved: int = Field(
+        10000, ge=0, description="Resolved incident ids remembered (to ignore replays)."
+    )
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class Gate:
+    """Consecutive-bad counter with duration gating and recovery hysteresis."""
+
+    active: bool = False
+    bad_run: int = 0
+    bad_seconds: float = 0.0
+    good_run: int = 0
+    severity: float = 0.0
+    first_seq: int | None = None
+    segments: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def step(
+        self,
+        bad: bool,
+        *,
+        seq: int,
+        segment_id: str,
+        seconds: float,
+        severity: float,
+        rule: KindRule,
+        clear_after: int,
+        evidence: Mapping[str, Any],
+    ) -> str | None:
+        """Feed one segment; returns "opened", "cleared" or None."""
+        if bad:
+            self.good_run = 0
+            self.bad_run += 1
+            self.bad_seconds += seconds
+            self.severity = max(self.severity, severity)
+            self.evidence = dict(evidence)
+            if self.first_seq is None:
+                self.first_seq = seq
+            self.segments.append(segment_id)
+            ready = self.bad_run >= rule.open_after and self.bad_seconds >= rule.min_duration_s
+            if not self.active and ready:
+                self.active = True
+                return "opened"
+            return None
+        if not self.active:
+            self.reset()
+            return None
+        self.good_run += 1
+        if self.good_run >= clear_after:
+            self.reset()
+            return "cleared"
+        return None
+
+    def force_active(self, seq: int, severity: float) -> None:
+        self.active = True
+        self.good_run = 0
+        self.severity = max(self.severity, severity)
+        if self.first_seq is None:
+            self.first_seq = seq
+
+    def reset(self) -> None:
+        self.active = False
+        self.bad_run = self.good_run = 0
+        self.bad_seconds = self.severity = 0.0
+        self.first_seq = None
+        self.segments.clear()
+        self.evidence = {}
+
+
+@dataclass(slots=True)
+class Baseline:
+    """EWMA of MOS and mos_low over healthy segments."""
+
+    mos: float | None = None
+    mos_low: float | None = None
+    count: int = 0
+
+    def update(self, mos: float, mos_low: float | None, span: int) -> None:
+        alpha = 2.0 / (span + 1)
+        self.mos = mos if self.mos is None else self.mos + alpha * (mos - self.mos)
+        if mos_low is not None:
+            low = self.mos_low
+            self.mos_low = mos_low if low is None else low + alpha * (mos_low - low)
+        self.count += 1
+
+
+@dataclass(slots=True)
+class RenditionState:
+    name: str
+    baseline: Baseline = field(default_factory=Baseline)
+    gates: dict[str, Gate] = field(default_factory=dict)
+    last_seq: int | None = None
+    last_time: float = 0.0
+    bitrate: int | None = None
+    last_mos: float | None = None
+
+    def gate(self, kind: str, keep: int) -> Gate:
+        g = self.gates.get(kind)
+        if g is None:
+            g = self.gates[kind] = Gate(segments=deque(maxlen=keep))
+        return g
+
+
+@dataclass(slots=True)
+class Round:
+    seq: int
+    first_arrival: float
+    obs: dict[str, Observation] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Tracked:
+    """An open incident and what was last published about it."""
+
+    incident: Incident
+    published_severity: float
+    muted: bool = False
+    """Its id was already resolved before a restart: re-judged replays stay silent."""
+
+
+@dataclass(slots=True)
+class StreamState:
+    name: str
+    renditions: dict[str, RenditionState] = field(default_factory=dict)
+    pending: dict[int, Round] = field(default_factory=dict)
+    incidents: dict[tuple[str, str], Tracked] = field(default_factory=dict)
+    """(scope, kind) -> the open incident."""
+    last_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One rendition's verdict on one kind in one round."""
+
+    bad: bool
+    severity: float = 0.0
+    seconds: float = 0.0
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- pure checks
+
+
+def flag_findings(obs: Observation, kinds: KindsConfig, seg_s: float) -> dict[str, Finding]:
+    """Per flag-based kind (and corruption): is this segment bad, how badly, for how long."""
+    out: dict[str, Finding] = {}
+    for kind in (*FLAG_INCIDENT_KINDS, "corruption"):
+        rule = kinds.rule(kind)
+        if not rule.enabled:
+            continue
+        hits = [
+            f
+            for f in obs.flags
+            if FLAG_TO_KIND.get(f.kind) == kind and f.severity >= rule.min_severity
+        ]
+        if kind == "corruption" and obs.transport_errors:
+            out[kind] = Finding(
+                True,
+                max([1.0 if obs.dead_letter else 0.6, *(f.severity for f in hits)]),
+                seg_s,
+                {
+                    "decode_errors": obs.decode_errors,
+                    "corrupt_frames": obs.corrupt_frames,
+                    "dead_letter": obs.dead_letter,
+                },
+            )
+        elif hits:
+            seconds = min(seg_s, sum(f.duration_s for f in hits)) if kind != "corruption" else seg_s
+            sev = max(f.severity for f in hits)
+            out[kind] = Finding(True, sev, seconds, {"severity": round(sev, 4)})
+        else:
+            out[kind] = Finding(False)
+    return out
+
+
+def starvation_finding(
+    obs: Observation, base: Baseline, cfg: StarvationConfig, warmup: int
+) -> Finding | None:
+    """None when the segment says nothing about quality (no MOS)."""
+    if obs.mos is None:
+        return None
+    target = cfg.target(obs.rendition)
+    drops: list[float] = []
+    if target is not None and obs.mos < target:
+        drops.append(target - obs.mos)
+    warm = base.count >= warmup and base.mos is not None
+    if warm and base.mos is not None and obs.mos < base.mos - cfg.margin:
+        drops.append(base.mos - obs.mos)
+    low = obs.mos_low
+    if (
+        warm
+        and base.mos_low is not None
+        and low is not None
+        and low < base.mos_low - cfg.low_margin
+    ):
+        drops.append(base.mos_low - low)
+    evidence = {
+        "mos": _r(obs.mos),
+        "mos_low": _r(obs.mos_low),
+        "baseline_mos": _r(base.mos),
+        "baseline_mos_low": _r(base.mos_low),
+        "target_mos": target,
+        "bitrate": obs.bitrate,
+    }
+    if not drops:
+        return Finding(False, evidence=evidence)
+    return Finding(True, min(1.0, max(drops) / 2.0), 0.0, evidence)
+
+
+def ladder_findings(rungs: Iterable[tuple[str, int, float]], margin: float) -> dict[str, Finding]:
+    """(rendition, bitrate, mos) of one round -> a finding for every rung above the lowest."""
+    ordered = sorted(rungs, key=lambda r: (r[1], r[0]))
+    out: dict[str, Finding] = {}
+    for (lo, lo_rate, lo_mos), (hi, hi_rate, hi_mos) in itertools.pairwise(ordered):
+        if hi_rate == lo_rate:
+            continue
+        evidence = {
+            "lower": lo,
+            "lower_bitrate": lo_rate,
+            "lower_mos": _r(lo_mos),
+            "higher": hi,
+            "higher_bitrate": hi_rate,
+            "higher_mos": _r(hi_mos),
+        }
+        bad = hi_mos <= lo_mos + margin
+        severity = min(1.0, (lo_mos + margin - hi_mos + 0.25) / 2.0) if bad else 0.0
+        out[hi] = Finding(bad, severity, 0.0, evidence)
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+# ---------------------------------------------------------------- the judge
+
+
+class Judge:
+    """Per-stream state machine. Not thread-safe: one judge per consumer thread."""
+
+    def __init__(self, cfg: JudgeConfig | None = None) -> None:
+        self.cfg = cfg or JudgeConfig()
+        self.streams: dict[str, StreamState] = {}
+        self._resolved: OrderedDict[str, None] = OrderedDict()
+
+    # -- inputs
+
+    def observe(self, obs: Observation, now: float) -> list[Incident]:
+        """Take one verdict; returns the incident events of every round it closed."""
+        st = self.streams.setdefault(obs.stream, StreamState(obs.stream))
+        st.last_time = now
+        r = st.renditions.get(obs.rendition)
+        if r is not None and r.last_seq is not None and obs.seq <= r.last_seq:
+            return []  # a redelivered or late verdict: its round was judged already
+        rnd = st.pending.setdefault(obs.seq, Round(obs.seq, now))
+        rnd.obs[obs.rendition] = obs
+        return self._close_rounds(st, now)
+
+    def tick(self, now: float) -> list[Incident]:
+        """Call about once a second: judges rounds that waited too long, expires silent streams."""
+        events: list[Incident] = []
+        for st in list(self.streams.values()):
+            events += self._close_rounds(st, now)
+            events += self._expire(st, now)
+        return events
+
+    def flush(self, now: float) -> list[Incident]:
+        """Judge every waiting round now (shutdown, tests)."""
+        events: list[Incident] = []
+        for st in self.streams.values():
+            for seq in sorted(st.pending):
+                events += self._judge_round(st, st.pending.pop(seq), now)
+        return events
+
+    def warm(self, observations: Iterable[Observation]) -> None:
+        """Rebuild baselines from recent verdicts after a restart: no gates, no events."""
+        for obs in observations:
+            st = self.streams.setdefault(obs.stream, StreamState(obs.stream))
+            r = st.renditions.setdefault(obs.rendition, RenditionState(obs.rendition))
+            r.bitrate = obs.bitrate or r.bitrate
+            if obs.mos is not None and not obs.flags and not obs.transport_errors:
+                r.baseline.update(obs.mos, obs.mos_low, self.cfg.baseline_segments)
+
+    def restore(self, incidents: Iterable[Incident]) -> None:
+        """Rebuild open incidents from the incidents topic (latest event per id wins)."""
+        latest: dict[str, Incident] = {}
+        for inc in incidents:
+            latest[inc.id] = inc
+        for inc in latest.values():
+            if not inc.is_open:
+                self._remember_resolved(inc.id)
+                continue
+            self._restore_open(inc)
+
+    def attach_diagnosis(
+        self, segment_id: str, diagnosis: Mapping[str, Any], now: float
+    ) -> list[Incident]:
+        """A diagnosis of one segment: every open incident with it as evidence gets it."""
+        events = []
+        for st in self.streams.values():
+            for tr in st.incidents.values():
+                inc = tr.incident
+                if segment_id in inc.segments or segment_id == inc.id:
+                    tr.incident = inc.evolve(
+                        state="update", diagnosis=dict(diagnosis), updated_at=now
+                    )
+                    if not tr.muted:
+                        events.append(tr.incident)
+        return events
+
+    # -- queries
+
+    def open_incidents(self, stream: str | None = None) -> list[Incident]:
+        streams = self.streams.values() if stream is None else [self.streams.get(stream)]
+        return [
+            tr.incident
+            for st in streams
+            if st is not None
+            for tr in st.incidents.values()
+            if not tr.muted
+        ]
+
+    def baseline(self, stream: str, rendition: str) -> Baseline | None:
+        st = self.streams.get(stream)
+        r = st.renditions.get(rendition) if st else None
+        return None if r is None else r.baseline
+
+    # -- rounds
+
+    def _close_rounds(self, st: StreamState, now: float) -> list[Incident]:
+        events: list[Incident] = []
+        while st.pending:
+            seq = min(st.pending)
+            rnd = st.pending[seq]
+            expected = {
+                n
+                for n, r in st.renditions.items()
+                if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
+            }
+            complete = bool(expected) and expected <= set(rnd.obs)
+            waited = now - rnd.first_arrival >= self.cfg.round_wait_s
+            crowded = len(st.pending) > self.cfg.max_pending_rounds + 1
+            if not (complete or waited or crowded):
+                break
+            del st.pending[seq]
+            events += self._judge_round(st, rnd, now)
+        return events
+
+    def _judge_round(self, st: StreamState, rnd: Round, now: float) -> list[Incident]:
+        raw: dict[str, set[str]] = {}
+        for name in sorted(rnd.obs):
+            obs = rnd.obs[name]
+            r = st.renditions.setdefault(name, RenditionState(name))
+            if r.last_seq is not None and obs.seq <= r.last_seq:
+                continue
+            r.last_seq, r.last_time = obs.seq, now
+            r.bitrate = obs.bitrate or r.bitrate
+            r.last_mos = obs.mos
+            for kind in self._judge_segment(r, obs):
+                raw.setdefault(kind, set()).add(name)
+        self._judge_ladder(st, rnd, raw)
+        events: list[Incident] = []
+        for kind in sorted({k for r in st.renditions.values() for k in r.gates}):
+            events += self._reconcile(st, kind, rnd, raw.get(kind, set()), now)
+        return events
+
+    def _judge_segment(self, r: RenditionState, obs: Observation) -> list[str]:
+        """Step every gate of one rendition; returns the kinds this segment was bad for."""
+        cfg = self.cfg
+        seg_s = obs.duration_s or cfg.default_segment_s
+        findings: dict[str, Finding] = dict(flag_findings(obs, cfg.kinds, seg_s))
+        explained = any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
+        if cfg.starvation.enabled and not explained:
+            sf = starvation_finding(obs, r.baseline, cfg.starvation, cfg.warmup_segments)
+            if sf is not None:
+                findings["starvation"] = sf
+        bad_kinds = []
+        for kind, f in findings.items():
+            whole_segment = kind in ("starvation", "corruption")
+            g = r.gate(kind, cfg.max_evidence_segments)
+            g.step(
+                f.bad,
+                seq=obs.seq,
+                segment_id=obs.segment_id,
+                seconds=seg_s if whole_segment else f.seconds,
+                severity=f.severity,
+                rule=self._rule(kind),
+                clear_after=self._clear_after(kind),
+                evidence=f.evidence,
+            )
+            if f.bad:
+                bad_kinds.append(kind)
+        healthy = not bad_kinds and not any(g.active for g in r.gates.values())
+        if healthy and obs.mos is not None:
+            r.baseline.update(obs.mos, obs.mos_low, cfg.baseline_segments)
+        return bad_kinds
+
+    def _judge_ladder(self, st: StreamState, rnd: Round, raw: dict[str, set[str]]) -> None:
+        cfg = self.cfg.ladder
+        if not cfg.enabled or any(raw.get(k) for k in EXPLAINING_KINDS):
+            return
+        rungs = [
+            (name, st.renditions[name].bitrate or 0, o.mos)
+            for name, o in rnd.obs.items()
+            if o.mos is not None and st.renditions[name].bitrate
+        ]
+        if len(rungs) < 2:
+            return
+        rule = KindRule(open_after=cfg.open_after)
+        for name, f in ladder_findings(rungs, cfg.margin).items():
+            obs = rnd.obs[name]
+            g = st.renditions[name].gate("ladder_inversion", self.cfg.max_evidence_segments)
+            g.step(
+                f.bad,
+                seq=obs.seq,
+                segment_id=obs.segment_id,
+                seconds=0.0,
+                severity=f.severity,
+                rule=rule,
+                clear_after=self.cfg.clear_after,
+                evidence=f.evidence,
+            )
+            if f.bad:
+                raw.setdefault("ladder_inversion", set()).add(name)
+
+    def _rule(self, kind: str) -> KindRule:
+        if kind == "starvation":
+            s = self.cfg.starvation
+            return KindRule(open_after=s.open_after, clear_after=s.clear_after)
+        return self.cfg.kinds.rule(kind)
+
+    def _clear_after(self, kind: str) -> int:
+        if kind == "ladder_inversion":
+            return self.cfg.clear_after
+        return self._rule(kind).clear_after or self.cfg.clear_after
+
+    # -- incidents
+
+    def _reconcile(
+        self, st: StreamState, kind: str, rnd: Round, raw_bad: set[str], now: float
+    ) -> list[Incident]:
+        """Open, update or resolve the incidents of one kind after a round."""
+        known = self._known(st, now)
+        active = {n for n, r in st.renditions.items() if (g := r.gates.get(kind)) and g.active}
+        wide_tr = st.incidents.get((STREAM_SCOPE, kind))
+        if wide_tr is not None:
+            if not active:
+                return self._resolve(st, STREAM_SCOPE, kind, now)
+            return self._maybe_update(st, wide_tr, kind, sorted(active), now)
+        wide = (
+            kind != "ladder_inversion"
+            and len(known) >= 2
+            and bool(active)
+            and known <= (active | raw_bad)
+        )
+        if wide:
+            return self._open_wide(st, kind, sorted(known), rnd, now)
+        events: list[Incident] = []
+        for name in sorted(known | {s for s, k in st.incidents if k == kind} - {STREAM_SCOPE}):
+            tr = st.incidents.get((name, kind))
+            if name in active and tr is None:
+                events += self._open(st, name, kind, "rendition", [name], rnd, now)
+            elif name in active and tr is not None:
+                events += self._maybe_update(st, tr, kind, [name], now)
+            elif tr is not None:
+                events += self._resolve(st, name, kind, now)
+        return events
+
+    def _known(self, st: StreamState, now: float) -> set[str]:
+        return {
+            n
+            for n, r in st.renditions.items()
+            if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
+        }
+
+    def _open_wide(
+        self, st: StreamState, kind: str, names: list[str], rnd: Round, now: float
+    ) -> list[Incident]:
+        for n in names:
+            g = st.renditions[n].gate(kind, self.cfg.max_evidence_segments)
+            g.force_active(rnd.seq, 0.0)
+        loc: Localisation = "packaging" if kind == "corruption" else "source"
+        events = self._open(st, STREAM_SCOPE, kind, loc, names, rnd, now)
+        new_id = events[0].id if events else st.incidents[(STREAM_SCOPE, kind)].incident.id
+        for n in names:
+            if (n, kind) in st.incidents:
+                events = self._resolve(st, n, kind, now, superseded_by=new_id) + events
+        return events
+
+    def _open(
+        self,
+        st: StreamState,
+        scope: str,
+        kind: str,
+        loc: Localisation,
+        names: list[str],
+        rnd: Round,
+        now: float,
+    ) -> list[Incident]:
+        gates = [st.renditions[n].gates[kind] for n in names]
+        first = min((g.first_seq for g in gates if g.first_seq is not None), default=rnd.seq)
+        inc = Incident(
+            id=incident_id(st.name, scope, kind, first),
+            stream=st.name,
+            scope=scope,
+            kind=kind,
+            state="open",
+            severity=max(g.severity for g in gates),
+            localisation=loc,
+            opened_seq=first,
+            opened_at=now,
+            updated_at=now,
+            renditions=tuple(names),
+            segments=self._segments(gates),
+            evidence=self._evidence(st, kind, names),
+        )
+        muted = inc.id in self._resolved
+        st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
+        return [] if muted else [inc]
+
+    def _maybe_update(
+        self, st: StreamState, tr: Tracked, kind: str, names: list[str], now: float
+    ) -> list[Incident]:
+        gates = [st.renditions[n].gates[kind] for n in names]
+        severity = max(tr.incident.severity, *(g.severity for g in gates))
+        renditions = tuple(sorted(set(tr.incident.renditions) | set(names)))
+        grew = severity >= tr.published_severity + self.cfg.update_severity_step
+        if not grew and renditions == tr.incident.renditions:
+            return []
+        tr.incident = tr.incident.evolve(
+            state="update",
+            severity=severity,
+            renditions=renditions,
+            updated_at=now,
+            segments=self._segments(gates, tr.incident.segments),
+            evidence=self._evidence(st, kind, list(renditions)),
+        )
+        tr.published_severity = severity
+        return [] if tr.muted else [tr.incident]
+
+    def _resolve(
+        self,
+        st: StreamState,
+        scope: str,
+        kind: str,
+        now: float,
+        superseded_by: str | None = None,
+        stale: bool = False,
+    ) -> list[Incident]:
+        tr = st.incidents.pop((scope, kind))
+        evidence = {**tr.incident.evidence, **({"resolution": "stale"} if stale else {})}
+        inc = tr.incident.evolve(
+            state="resolved",
+            resolved_at=now,
+            updated_at=now,
+            superseded_by=superseded_by,
+            evidence=evidence,
+        )
+        self._remember_resolved(inc.id)
+        return [] if tr.muted else [inc]
+
+    def _segments(self, gates: list[Gate], before: Iterable[str] = ()) -> tuple[str, ...]:
+        seen = list(dict.fromkeys([*before, *(s for g in gates for s in g.segments)]))
+        return tuple(seen[-self.cfg.max_evidence_segments :])
+
+    def _evidence(self, st: StreamState, kind: str, names: list[str]) -> dict[str, Any]:
+        per: dict[str, Any] = {}
+        for n in names:
+            r = st.renditions[n]
+            g = r.gates.get(kind)
+            per[n] = {
+                **(g.evidence if g else {}),
+                "run_segments": g.bad_run if g else 0,
+                "run_s": round(g.bad_seconds, 3) if g else 0.0,
+                "baseline_mos": _r(r.baseline.mos),
+                "baseline_mos_low": _r(r.baseline.mos_low),
+                "bitrate": r.bitrate,
+            }
+        return {"renditions": per}
+
+    def _remember_resolved(self, iid: str) -> None:
+        if self.cfg.remember_resolved == 0:
+            return
+        self._resolved[iid] = None
+        self._resolved.move_to_end(iid)
+        while len(self._resolved) > self.cfg.remember_resolved:
+            self._resolved.popitem(last=False)
+
+    def _restore_open(self, inc: Incident) -> None:
+        st = self.streams.setdefault(inc.stream, StreamState(inc.stream))
+        names = list(inc.renditions) or ([inc.scope] if inc.scope != STREAM_SCOPE else [])
+        per = inc.evidence.get("renditions", {}) if isinstance(inc.evidence, dict) else {}
+        for n in names:
+            r = st.renditions.setdefault(n, RenditionState(n))
+            g = r.gate(inc.kind, self.cfg.max_evidence_segments)
+            g.force_active(inc.opened_seq, inc.severity)
+            b = per.get(n, {}) if isinstance(per, dict) else {}
+            if r.baseline.mos is None and isinstance(b, dict) and b.get("baseline_mos"):
+                r.baseline.mos = float(b["baseline_mos"])
+                low = b.get("baseline_mos_low")
+                r.baseline.mos_low = None if low is None else float(low)
+                r.baseline.count = self.cfg.warmup_segments
+            if isinstance(b, dict) and b.get("bitrate"):
+                r.bitrate = int(b["bitrate"])
+        st.incidents[(inc.scope, inc.kind)] = Tracked(inc, inc.severity)
+
+    def _expire(self, st: StreamState, now: float) -> list[Incident]:
+        """Forget renditions silent for stale_after_s; resolve their incidents as stale."""
+        events: list[Incident] = []
+        silent = {
+            n
+            for n, r in st.renditions.items()
+            if r.last_seq is not None and now - r.last_time >= self.cfg.stale_after_s
+        }
+        if not silent and now - st.last_time < self.cfg.stale_after_s:
+            return events
+        everyone = set(st.renditions)
+        for scope, kind in list(st.incidents):
+            tr = st.incidents[(scope, kind)]
+            gone = set(tr.incident.renditions or (scope,)) <= (silent | {STREAM_SCOPE})
+            if gone or (now - st.last_time >= self.cfg.stale_after_s):
+                events += self._resolve(st, scope, kind, now, stale=True)
+        for n in silent:
+            del st.renditions[n]
+        if silent >= everyone and not st.pending:
+            del self.streams[st.name]
+        return events

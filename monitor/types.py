@@ -1,0 +1,446 @@
+"""The messages monitor makes: Incident and EncoderDecision, and the Observation it reads.
+
+- `Observation`: what the judge needs from one verdict message (vqmon.verdict/1 JSON,
+  docs/topics.md), or from a dead letter (an undecodable segment is evidence too).
+- `Incident`: an open / update / resolved event on vqmon.incidents (key: incident id).
+- `EncoderDecision`: a versioned instruction on vqmon.encoder-decisions (key:
+  `<stream>/<rendition>`), carrying the settings it leads to, its evidence and incident.
+
+Everything here is plain data with `to_json` / `from_json` that round-trip; no Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast, get_args
+
+INCIDENT_SCHEMA = "vqmon.incident/1"
+DECISION_SCHEMA = "vqmon.encoder-decision/1"
+VERDICT_SCHEMA = "vqmon.verdict/1"
+DEAD_LETTER_SCHEMA = "vqmon.dead-letter/1"
+
+IncidentState = Literal["open", "update", "resolved"]
+Localisation = Literal["source", "rendition", "packaging"]
+IncidentKind = Literal[
+    "starvation",
+    "black",
+    "freeze",
+    "corruption",
+    "blur",
+    "noise",
+    "blocking",
+    "banding",
+    "ladder_inversion",
+]
+INCIDENT_KINDS: tuple[str, ...] = get_args(IncidentKind)
+LOCALISATIONS: tuple[str, ...] = get_args(Localisation)
+STREAM_SCOPE = "*"
+"""The scope of an incident that concerns every rendition of a stream (source, packaging)."""
+
+# scorers' flag kind -> incident kind ("blockiness" is a measure; the incident is "blocking").
+FLAG_TO_KIND: dict[str, str] = {
+    "black": "black",
+    "freeze": "freeze",
+    "blockiness": "blocking",
+    "blur": "blur",
+    "noise": "noise",
+    "banding": "banding",
+    "corruption": "corruption",
+}
+
+Action = Literal["raise_bitrate", "lower_bitrate", "set_preset", "enable_filter", "drop_rung"]
+ACTIONS: tuple[str, ...] = get_args(Action)
+FilterName = Literal["denoise", "deblock"]
+FILTERS: tuple[str, ...] = get_args(FilterName)
+
+
+class MessageError(ValueError):
+    """A message that does not have the documented shape; says which field is wrong."""
+
+
+def _get(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if key not in doc:
+        raise MessageError(f"{what}: missing field {key!r}")
+    value = doc[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
+        raise MessageError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _opt_float(doc: Mapping[str, Any], key: str, what: str) -> float | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MessageError(f"{what}: field {key!r} must be a number or null")
+    return float(value)
+
+
+def _opt_int(doc: Mapping[str, Any], key: str, what: str) -> int | None:
+    value = _opt_float(doc, key, what)
+    return None if value is None else int(value)
+
+
+def _check_schema(doc: Mapping[str, Any], expected: str, what: str) -> None:
+    schema = doc.get("schema", expected)
+    if schema != expected:
+        raise MessageError(f"{what}: schema {schema!r} is not {expected!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FlagObs:
+    """A flag as the judge sees it (scorers.types.Flag without its evidence)."""
+
+    kind: str
+    severity: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the judge reads from one verdict (or dead letter) of one segment."""
+
+    stream: str
+    rendition: str
+    seq: int
+    segment_id: str
+    mos: float | None
+    mos_low: float | None
+    flags: tuple[FlagObs, ...] = ()
+    bitrate: int | None = None
+    """Declared bitrate header (bit/s), else the bitrate measured from the segment."""
+    decode_errors: int = 0
+    corrupt_frames: int = 0
+    duration_s: float | None = None
+    """Media duration of the segment, when the verdict carries stream_info."""
+    time: float = 0.0
+    """When the verdict was made (Unix seconds)."""
+    dead_letter: str | None = None
+    """The dead-letter reason when the segment could not be screened at all."""
+
+    @property
+    def transport_errors(self) -> bool:
+        """The segment arrived damaged: rejected packets, corrupt frames or undecodable."""
+        return bool(self.decode_errors or self.corrupt_frames or self.dead_letter)
+
+    @classmethod
+    def from_verdict_json(cls, doc: Mapping[str, Any]) -> Observation:
+        """Read a vqmon.verdict/1 value (docs/topics.md); raises MessageError if malformed."""
+        what = "verdict"
+        _check_schema(doc, VERDICT_SCHEMA, what)
+        flags = []
+        for raw in doc.get("flags") or ():
+            if not isinstance(raw, Mapping):
+                raise MessageError(f"{what}: every flag must be an object")
+            flags.append(
+                FlagObs(
+                    str(_get(raw, "kind", str, "verdict flag")),
+                    _opt_float(raw, "severity", what) or 0.0,
+                    _opt_float(raw, "duration_s", what) or 0.0,
+                )
+            )
+        info = doc.get("stream_info") or {}
+        decode = doc.get("decode") or {}
+        if not isinstance(info, Mapping) or not isinstance(decode, Mapping):
+            raise MessageError(f"{what}: stream_info and decode must be objects")
+        bitrate = _opt_int(doc, "declared_bitrate", what)
+        if bitrate is None:
+            bitrate = _opt_int(info, "bitrate", what)
+        return cls(
+            stream=_get(doc, "stream", str, what),
+            rendition=_get(doc, "rendition", str, what),
+            seq=_get(doc, "seq", int, what),
+            segment_id=_get(doc, "segment_id", str, what),
+            mos=_opt_float(doc, "mos", what),
+            mos_low=_opt_float(doc, "mos_low", what),
+            flags=tuple(flags),
+            bitrate=bitrate or None,
+            decode_errors=_opt_int(decode, "errors", what) or 0,
+            corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
+            duration_s=_opt_float(info, "duration_s", what),
+            time=_opt_float(doc, "screened_at", what) or 0.0,
+        )
+
+    @classmethod
+    def from_dead_letter_json(cls, doc: Mapping[str, Any]) -> Observation | None:
+        """A dead letter of a segment as a failed observation; None when it names no segment.
+
+        Only reasons that say the bytes were damaged (decode_error, missing_init, empty)
+        count; limits and bad headers say nothing about the rendition's quality.
+        """
+        what = "dead letter"
+        _check_schema(doc, DEAD_LETTER_SCHEMA, what)
+        reason = str(doc.get("reason", ""))
+        if reason not in ("decode_error", "missing_init", "empty", "no_video"):
+            return None
+        headers: dict[str, str] = {}
+        for item in doc.get("headers") or ():
+            try:
+                name, value = item
+                headers[str(name)] = base64.b64decode(value).decode()
+            except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+                continue
+        if not headers.get("stream") or not headers.get("rendition"):
+            return None
+        try:
+            seq = int(headers.get("seq", ""))
+        except ValueError:
+            return None
+        stream, rendition = headers["stream"], headers["rendition"]
+        return cls(
+            stream=stream,
+            rendition=rendition,
+            seq=seq,
+            segment_id=f"{stream}/{rendition}/{seq}",
+            mos=None,
+            mos_low=None,
+            time=_opt_float(doc, "failed_at", what) or 0.0,
+            dead_letter=reason,
+        )
+
+
+def incident_id(stream: str, scope: str, kind: str, opening_seq: int) -> str:
+    """Deterministic: a replayed verdict sequence reopens the same incident under the same key."""
+    return f"{stream}/{scope}/{kind}/{opening_seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One event in the life of an incident. The latest event per id is its current state."""
+
+    id: str
+    stream: str
+    scope: str
+    """The rendition it concerns, or STREAM_SCOPE ("*") for every rendition of the stream."""
+    kind: str
+    state: IncidentState
+    severity: float
+    """0-1, the worst seen so far."""
+    localisation: Localisation
+    opened_seq: int
+    opened_at: float
+    updated_at: float
+    resolved_at: float | None = None
+    renditions: tuple[str, ...] = ()
+    """Renditions that showed the fault (all rungs for source/packaging)."""
+    segments: tuple[str, ...] = ()
+    """Segment ids of the evidence (the opening run, bounded)."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Numbers behind it: scores, baselines, which rungs were compared, run durations."""
+    diagnosis: dict[str, Any] | None = None
+    """Attached when a diagnosis (VLM) arrives for one of its segments."""
+    superseded_by: str | None = None
+    """On a resolve: the stream-wide incident this rendition incident was merged into."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def level(self) -> Literal["critical", "warning"]:
+        """Alerting severity: the `severity` label of Prometheus and Alertmanager alerts."""
+        wide = self.localisation != "rendition" or self.kind in ("black", "freeze")
+        return "critical" if wide or self.severity >= 0.7 else "warning"
+
+    def evolve(self, **changes: Any) -> Incident:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": INCIDENT_SCHEMA,
+            "id": self.id,
+            "stream": self.stream,
+            "scope": self.scope,
+            "kind": self.kind,
+            "state": self.state,
+            "severity": round(self.severity, 4),
+            "level": self.level,
+            "localisation": self.localisation,
+            "opened_seq": self.opened_seq,
+            "opened_at": self.opened_at,
+            "updated_at": self.updated_at,
+            "resolved_at": self.resolved_at,
+            "renditions": list(self.renditions),
+            "segments": list(self.segments),
+            "evidence": self.evidence,
+            "diagnosis": self.diagnosis,
+            "superseded_by": self.superseded_by,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Incident:
+        what = "incident"
+        _check_schema(doc, INCIDENT_SCHEMA, what)
+        state = _get(doc, "state", str, what)
+        if state not in ("open", "update", "resolved"):
+            raise MessageError(f"{what}: state {state!r} is not open, update or resolved")
+        loc = _get(doc, "localisation", str, what)
+        if loc not in LOCALISATIONS:
+            raise MessageError(f"{what}: localisation {loc!r} is not one of {LOCALISATIONS}")
+        diagnosis = doc.get("diagnosis")
+        return cls(
+            id=_get(doc, "id", str, what),
+            stream=_get(doc, "stream", str, what),
+            scope=_get(doc, "scope", str, what),
+            kind=_get(doc, "kind", str, what),
+            state=cast(IncidentState, state),
+            severity=float(_get(doc, "severity", (int, float), what)),
+            localisation=cast(Localisation, loc),
+            opened_seq=_get(doc, "opened_seq", int, what),
+            opened_at=float(_get(doc, "opened_at", (int, float), what)),
+            updated_at=float(_get(doc, "updated_at", (int, float), what)),
+            resolved_at=_opt_float(doc, "resolved_at", what),
+            renditions=tuple(str(r) for r in doc.get("renditions") or ()),
+            segments=tuple(str(s) for s in doc.get("segments") or ()),
+            evidence=dict(doc.get("evidence") or {}),
+            diagnosis=dict(diagnosis) if isinstance(diagnosis, Mapping) else None,
+            superseded_by=doc.get("superseded_by"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSettings:
+    """What one rendition's encoder is told to use. None: leave the encoder's own value."""
+
+    bitrate: int | None = None
+    """Target bitrate, bit/s."""
+    preset: str | None = None
+    """Encoder speed/quality preset (x264/x265 names: ultrafast ... veryslow)."""
+    filters: tuple[str, ...] = ()
+    """Pre-/in-loop filters switched on: "denoise", "deblock"."""
+    enabled: bool = True
+    """False once the rung has been dropped from the ladder."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bitrate": self.bitrate,
+            "preset": self.preset,
+            "filters": list(self.filters),
+            "enabled": self.enabled,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> EncoderSettings:
+        what = "encoder settings"
+        filters = tuple(str(f) for f in doc.get("filters") or ())
+        for f in filters:
+            if f not in FILTERS:
+                raise MessageError(f"{what}: unknown filter {f!r}; known: {', '.join(FILTERS)}")
+        preset = doc.get("preset")
+        return cls(
+            bitrate=_opt_int(doc, "bitrate", what),
+            preset=None if preset is None else str(preset),
+            filters=filters,
+            enabled=bool(doc.get("enabled", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionParams:
+    """What changes: only the fields of the decision's action are set."""
+
+    from_bitrate: int | None = None
+    to_bitrate: int | None = None
+    from_preset: str | None = None
+    to_preset: str | None = None
+    filter: FilterName | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in _params_items(self) if v is not None}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DecisionParams:
+        what = "decision parameters"
+        flt = doc.get("filter")
+        if flt is not None and flt not in FILTERS:
+            raise MessageError(f"{what}: unknown filter {flt!r}; known: {', '.join(FILTERS)}")
+        return cls(
+            from_bitrate=_opt_int(doc, "from_bitrate", what),
+            to_bitrate=_opt_int(doc, "to_bitrate", what),
+            from_preset=doc.get("from_preset"),
+            to_preset=doc.get("to_preset"),
+            filter=cast(FilterName | None, flt),
+        )
+
+
+def _params_items(p: DecisionParams) -> list[tuple[str, Any]]:
+    return [
+        ("from_bitrate", p.from_bitrate),
+        ("to_bitrate", p.to_bitrate),
+        ("from_preset", p.from_preset),
+        ("to_preset", p.to_preset),
+        ("filter", p.filter),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderDecision:
+    """One instruction to one rendition's encoder (vqmon.encoder-decision/1)."""
+
+    id: str
+    stream: str
+    rendition: str
+    action: Action
+    params: DecisionParams
+    settings: EncoderSettings
+    """The rendition's full settings once this decision is applied (desired state)."""
+    dry_run: bool
+    made_at: float
+    seq: int
+    """The segment whose observation triggered the decision."""
+    reason: str
+    incident_id: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    schema_version: str = DECISION_SCHEMA
+
+    @property
+    def key(self) -> str:
+        """Kafka key: per rendition, so the compacted topic holds each rung's desired state."""
+        return f"{self.stream}/{self.rendition}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema_version,
+            "id": self.id,
+            "stream": self.stream,
+            "rendition": self.rendition,
+            "action": self.action,
+            "parameters": self.params.to_json(),
+            "settings": self.settings.to_json(),
+            "dry_run": self.dry_run,
+            "made_at": self.made_at,
+            "seq": self.seq,
+            "reason": self.reason,
+            "incident_id": self.incident_id,
+            "evidence": self.evidence,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> EncoderDecision:
+        what = "encoder decision"
+        _check_schema(doc, DECISION_SCHEMA, what)
+        action = _get(doc, "action", str, what)
+        if action not in ACTIONS:
+            raise MessageError(f"{what}: unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        return cls(
+            id=_get(doc, "id", str, what),
+            stream=_get(doc, "stream", str, what),
+            rendition=_get(doc, "rendition", str, what),
+            action=cast(Action, action),
+            params=DecisionParams.from_json(_get(doc, "parameters", Mapping, what)),
+            settings=EncoderSettings.from_json(_get(doc, "settings", Mapping, what)),
+            dry_run=_get(doc, "dry_run", bool, what),
+            made_at=float(_get(doc, "made_at", (int, float), what)),
+            seq=_get(doc, "seq", int, what),
+            reason=str(doc.get("reason", "")),
+            incident_id=doc.get("incident_id"),
+            evidence=dict(doc.get("evidence") or {}),
+            schema_version=str(doc["schema"]),
+        )

@@ -1,0 +1,264 @@
+"""The encoding policy on sequences of observations: raises, cooldown, hysteresis, dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from monitor.encoder_settings import LadderSettings, apply_decision, to_encode_settings
+from monitor.encoding import EncodingConfig, EncodingPolicy
+from monitor.types import (
+    DecisionParams,
+    EncoderDecision,
+    EncoderSettings,
+    FlagObs,
+    Incident,
+    Observation,
+)
+
+RATE = 1_000_000
+
+
+def obs(seq: int, mos: float, *, rendition: str = "720p", **kw: Any) -> Observation:
+    return Observation(
+        stream="news",
+        rendition=rendition,
+        seq=seq,
+        segment_id=f"news/{rendition}/{seq}",
+        mos=mos,
+        mos_low=mos - 0.2,
+        bitrate=RATE,
+        duration_s=2.0,
+        **kw,
+    )
+
+
+def incident(kind: str, *, scope: str = "720p", loc: str = "rendition", **kw: Any) -> Incident:
+    return Incident.from_json(
+        {
+            "schema": "vqmon.incident/1",
+            "id": f"news/{scope}/{kind}/3",
+            "stream": "news",
+            "scope": scope,
+            "kind": kind,
+            "state": "open",
+            "severity": 0.5,
+            "localisation": loc,
+            "opened_seq": 3,
+            "opened_at": 0.0,
+            "updated_at": 0.0,
+            "renditions": ["360p", "720p"] if scope == "*" else [scope],
+            **kw,
+        }
+    )
+
+
+def policy(hooks: Any = None, **kw: Any) -> EncodingPolicy:
+    defaults = {"target_mos": 3.8, "below_segments": 3, "above_segments": 5, **kw.pop("d", {})}
+    cfg = {"enabled": True, "dry_run": False, "cooldown_s": 60.0, "defaults": defaults, **kw}
+    return EncodingPolicy(EncodingConfig.model_validate(cfg), hooks)
+
+
+def feed(
+    p: EncodingPolicy, moses: list[float], *, t0: float = 0.0, dt: float = 2.0, inc: Any = ()
+) -> list[EncoderDecision]:
+    out: list[EncoderDecision] = []
+    for i, m in enumerate(moses):
+        out += p.observe(obs(i, m), list(inc), now=t0 + i * dt)
+    return out
+
+
+def test_exactly_one_raise_under_cooldown() -> None:
+    p = policy()
+    out = feed(p, [4.0] * 3 + [3.2] * 20)  # 20 low segments = 40 s < 60 s cooldown
+    assert [d.action for d in out] == ["raise_bitrate"]
+    d = out[0]
+    assert d.seq == 5 and d.params.from_bitrate == RATE and d.params.to_bitrate == 1_200_000
+    assert d.settings.bitrate == 1_200_000 and not d.dry_run
+    assert d.evidence["segments_below_target"] == 3 and d.evidence["mos"] == 3.2
+    assert p.settings("news", "720p") == d.settings
+
+
+def test_cooldown_edge_and_counters_restart_after_a_decision() -> None:
+    p = policy(cooldown_s=10.0)
+    out = feed(p, [3.2] * 3, dt=2.0)
+    assert len(out) == 1 and out[0].made_at == 4.0
+    # 9.99 s later: still cooling down although 3 more low segments came
+    late = [p.observe(obs(10 + i, 3.2), [], now=4.0 + 3.33 * (i + 1)) for i in range(3)]
+    assert late == [[], [], []]
+    # at exactly cooldown_s a new decision is allowed: counters kept counting (3 below)
+    again = p.observe(obs(13, 3.2), [], now=14.0)
+    assert [d.action for d in again] == ["raise_bitrate"]
+    assert again[0].params.from_bitrate == 1_200_000
+
+
+def test_one_good_segment_restarts_the_below_count() -> None:
+    p = policy()
+    assert feed(p, [3.2, 3.2, 3.9, 3.2, 3.2]) == []
+
+
+def test_starvation_incident_raises_at_once_but_source_faults_do_not() -> None:
+    p = policy()
+    out = feed(p, [3.9], inc=[incident("starvation")])
+    assert out[0].action == "raise_bitrate" and out[0].incident_id == "news/720p/starvation/3"
+    src = policy()
+    wide = incident("starvation", scope="*", loc="source")
+    assert feed(src, [3.2] * 10, inc=[wide]) == []
+
+
+def test_raise_stops_at_the_cap_then_switches_preset() -> None:
+    p = policy(cooldown_s=0.0, d={"max_bitrate": 1_300_000, "presets": ["fast", "medium"]})
+    out = feed(p, [3.2] * 12)
+    assert [d.action for d in out] == ["raise_bitrate", "raise_bitrate", "set_preset"]
+    assert out[1].params.to_bitrate == 1_300_000
+    assert out[2].params.from_preset == "fast" and out[2].params.to_preset == "medium"
+    assert p.settings("news", "720p") == EncoderSettings(1_300_000, "medium")
+
+
+def test_lower_when_well_above_target_for_long_and_bits_saved() -> None:
+    class Hooks:
+        def __init__(self) -> None:
+            self.saved = 0.0
+            self.decisions: list[EncoderDecision] = []
+
+        def on_decision(self, decision: EncoderDecision) -> None:
+            self.decisions.append(decision)
+
+        def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None:
+            self.saved += saved_bytes
+
+    hooks = Hooks()
+    p = policy(hooks)
+    # 4.1 is above target but inside the hysteresis band (3.8 + 0.4): nothing
+    assert feed(p, [4.1] * 10) == []
+    out = feed(p, [4.3] * 6)
+    assert [d.action for d in out] == ["lower_bitrate"]
+    assert out[0].params.to_bitrate == 800_000 and hooks.decisions == out
+    assert out[0].seq == 4  # the fifth segment in a row at 4.3
+    p.observe(obs(100, 4.3), [], now=1.0)
+    # two 2-s segments (seq 5 and 100) went out at 800 kbit/s instead of 1 Mbit/s
+    assert hooks.saved == pytest.approx(2 * 200_000 * 2.0 / 8)
+
+
+def test_no_lowering_while_an_incident_is_open() -> None:
+    p = policy(d={"filters": False})
+    assert feed(p, [4.5] * 10, inc=[incident("banding")]) == []
+
+
+def test_filters_from_incidents_and_diagnosis() -> None:
+    p = policy(cooldown_s=0.0)
+    out = feed(p, [3.9], inc=[incident("noise", scope="*", loc="source")])
+    assert out[0].action == "enable_filter" and out[0].params.filter == "denoise"
+    out = feed(p, [3.9, 3.9], t0=10, inc=[incident("noise", scope="*", loc="source")])
+    assert out == []  # already on
+    diag = incident("freeze", diagnosis={"degradation": "compression"})
+    out = feed(p, [3.9], t0=20, inc=[diag])
+    assert out[0].params.filter == "deblock"
+    assert p.settings("news", "720p") is not None
+    assert p.settings("news", "720p").filters == ("denoise", "deblock")  # type: ignore[union-attr]
+
+
+def test_drop_rung_only_when_allowed_and_not_starved() -> None:
+    inv = incident("ladder_inversion")
+    assert feed(policy(), [3.9], inc=[inv]) == []
+    p = policy(d={"allow_drop_rung": True})
+    assert [d.action for d in feed(p, [3.9], inc=[inv, incident("starvation")])] == [
+        "raise_bitrate"
+    ]
+    q = policy(d={"allow_drop_rung": True})
+    out = feed(q, [3.9, 3.9], inc=[inv])
+    assert [d.action for d in out] == ["drop_rung"] and not out[0].settings.enabled
+    assert feed(q, [3.0] * 5, t0=1000) == []  # a dropped rung gets nothing more
+
+
+def test_dry_run_decides_but_changes_nothing() -> None:
+    p = EncodingPolicy(
+        EncodingConfig.model_validate(
+            {"enabled": True, "dry_run": True, "cooldown_s": 10, "defaults": {"below_segments": 2}}
+        )
+    )
+    out = feed(p, [3.0] * 10)
+    assert [d.action for d in out] == ["raise_bitrate", "raise_bitrate"]
+    assert all(d.dry_run for d in out)
+    assert out[0].params == out[1].params  # the believed settings never moved
+    ladder = LadderSettings({("news", "720p"): EncoderSettings(RATE)})
+    assert not ladder.apply(out[0]) and ladder.get("news", "720p").bitrate == RATE
+
+
+def test_disabled_policy_decides_nothing() -> None:
+    p = EncodingPolicy(EncodingConfig())
+    assert feed(p, [1.5] * 10) == []
+
+
+def test_restore_keeps_settings_and_cooldown() -> None:
+    p = policy()
+    first = feed(p, [3.2] * 3)
+    restored = policy()
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in first)
+    assert restored.settings("news", "720p") == first[0].settings
+    assert feed(restored, [3.2] * 10, t0=first[0].made_at + 2) == []  # cooldown holds
+
+
+def test_policy_overrides_merge_over_defaults() -> None:
+    cfg = EncodingConfig.model_validate(
+        {
+            "defaults": {"target_mos": 3.5, "step": 0.1},
+            "policies": {"*/720p": {"target_mos": 4.0}, "news/720p": {"step": 0.3}},
+        }
+    )
+    p = cfg.policy("news", "720p")
+    assert (p.target_mos, p.step) == (4.0, 0.3)
+    assert cfg.policy("sport", "360p").target_mos == 3.5
+    with pytest.raises(ValidationError, match="stream/rendition"):
+        EncodingConfig.model_validate({"policies": {"720p": {}}})
+    with pytest.raises(ValidationError, match="extra"):
+        EncodingConfig.model_validate({"defaults": {"targte_mos": 4}})
+    with pytest.raises(ValidationError, match="below min_bitrate"):
+        EncodingConfig.model_validate({"defaults": {"max_bitrate": 10, "min_bitrate": 20}})
+
+
+def test_segments_that_say_nothing_about_bits_do_not_count() -> None:
+    p = policy()
+    black = (FlagObs("black", 1.0, 2.0),)
+    out: list[EncoderDecision] = []
+    for i in range(6):
+        out += p.observe(obs(i, 1.2, flags=black), [], now=i * 2.0)
+        out += p.observe(obs(10 + i, 1.5, decode_errors=3), [], now=20 + i * 2.0)
+    assert out == []
+
+
+def test_decision_round_trips_and_applies() -> None:
+    d = feed(policy(), [3.0] * 3)[0]
+    back = EncoderDecision.from_json(d.to_json())
+    assert back == d
+    assert d.key == "news/720p" and d.to_json()["schema"] == "vqmon.encoder-decision/1"
+    assert apply_decision(EncoderSettings(RATE), d).bitrate == 1_200_000
+    flt = EncoderDecision(
+        "x", "news", "720p", "enable_filter", DecisionParams(filter="denoise"),
+        EncoderSettings(), False, 0.0, 1, "noise",
+    )  # fmt: skip
+    s = apply_decision(EncoderSettings(RATE, "fast"), flt)
+    assert s.filters == ("denoise",) and apply_decision(s, flt) == s
+    from ingest.synth import EncodeSettings
+
+    enc = to_encode_settings(s, EncodeSettings())
+    assert enc.bitrate == RATE and enc.crf is None and enc.preset == "fast"
+    assert ("noise_reduction", "400") in enc.options
+
+
+def test_feed_ladder_settings_reach_the_pyav_encoder() -> None:
+    from ingest.synth import EncodeSettings, clip
+
+    ladder = LadderSettings({("news", "720p"): EncoderSettings(bitrate=150_000)})
+    base = EncodeSettings(fps=25, gop=50)
+    low = clip("texture", settings=ladder.encode_settings("news", "720p", base))
+    d = EncoderDecision(
+        "news/720p/raise_bitrate/3", "news", "720p", "raise_bitrate",
+        DecisionParams(from_bitrate=150_000, to_bitrate=600_000),
+        EncoderSettings(600_000), False, 0.0, 3, "test",
+    )  # fmt: skip
+    assert ladder.apply(d) and ladder.version == 1
+    high = clip("texture", settings=ladder.encode_settings("news", "720p", base))
+    assert len(high) > 2 * len(low)

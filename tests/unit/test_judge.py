@@ -1,0 +1,306 @@
+"""The judge on sequences of verdicts: gating, hysteresis, localisation, restore."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from monitor.judge import Judge, JudgeConfig, ladder_findings
+from monitor.types import Incident, Observation
+
+LADDER = {"360p": (800_000, 3.6), "720p": (2_500_000, 4.3)}
+
+
+def verdict(
+    rendition: str,
+    seq: int,
+    mos: float | None,
+    *,
+    stream: str = "news",
+    flags: Sequence[tuple[str, float, float]] = (),
+    errors: int = 0,
+) -> dict[str, Any]:
+    """A vqmon.verdict/1 value as docs/topics.md shows it (only what the judge reads)."""
+    return {
+        "schema": "vqmon.verdict/1",
+        "segment_id": f"{stream}/{rendition}/{seq}",
+        "stream": stream,
+        "rendition": rendition,
+        "seq": seq,
+        "mos": mos,
+        "mos_low": None if mos is None else mos - 0.2,
+        "frame_mos": [],
+        "flags": [
+            {"kind": k, "severity": s, "start_s": 0.0, "duration_s": d, "evidence": {}}
+            for k, s, d in flags
+        ],
+        "scorers": ["artifacts@1.1", "distilled@2.1"],
+        "stream_info": {"duration_s": 2.0, "bitrate": 1.0},
+        "declared_bitrate": LADDER[rendition][0],
+        "decode": {"errors": errors, "corrupt_frames": 0, "seconds": 0.1, "messages": []},
+        "screened_at": 1000.0 + seq * 2,
+    }
+
+
+def cfg(**kw: Any) -> JudgeConfig:
+    base: dict[str, Any] = {"warmup_segments": 5, "clear_after": 3}
+    base["starvation"] = {"open_after": 3, **kw.pop("starvation", {})}
+    return JudgeConfig.model_validate({**base, **kw})
+
+
+class Run:
+    """Feeds rounds of verdicts (every rendition per seq) and keeps the events by round."""
+
+    def __init__(self, judge: Judge | None = None, **kw: Any) -> None:
+        self.judge = judge or Judge(cfg(**kw))
+        self.seq = 0
+        self.events: list[Incident] = []
+        self.by_seq: dict[int, list[Incident]] = {}
+
+    def round(self, **per_rendition: dict[str, Any] | float | None) -> list[Incident]:
+        seq, self.seq = self.seq, self.seq + 1
+        out: list[Incident] = []
+        for name, spec in per_rendition.items():
+            kw = spec if isinstance(spec, dict) else {"mos": spec}
+            doc = verdict(name, seq, kw.pop("mos", LADDER[name][1]), **kw)
+            out += self.judge.observe(Observation.from_verdict_json(doc), now=1000.0 + seq * 2)
+        out += self.judge.flush(now=1000.0 + seq * 2)
+        self.events += out
+        self.by_seq[seq] = out
+        return out
+
+    def clean(self, n: int, jitter: Iterable[float] = (0.0, 0.05, -0.05)) -> None:
+        j = list(jitter)
+        for i in range(n):
+            d = j[i % len(j)]
+            self.round(**{"360p": LADDER["360p"][1] + d, "720p": LADDER["720p"][1] - d})
+
+
+def states(events: Iterable[Incident]) -> list[tuple[str, str, str, str]]:
+    return [(e.state, e.scope, e.kind, e.localisation) for e in events]
+
+
+def test_clean_ladder_opens_nothing() -> None:
+    run = Run()
+    run.clean(40, jitter=(0.0, 0.1, -0.1, 0.15, -0.2))
+    assert run.events == []
+
+
+def test_starvation_opens_within_n_segments_and_resolves_after_clear_after() -> None:
+    run = Run()
+    run.clean(8)
+    opened_at = None
+    for i in range(5):  # 720p starved: 0.7 below its own baseline, still above 360p
+        if run.round(**{"360p": 3.6, "720p": 3.7}) and opened_at is None:
+            opened_at = i + 1
+    assert opened_at == 3
+    assert {(e.kind, e.state) for e in run.events} == {("starvation", "open")}
+    starv = [e for e in run.events if e.kind == "starvation"]
+    assert states(starv[:1]) == [("open", "720p", "starvation", "rendition")]
+    assert starv[0].id == "news/720p/starvation/8"
+    assert starv[0].segments[0] == "news/720p/8"
+    assert starv[0].evidence["renditions"]["720p"]["baseline_mos"] == pytest.approx(4.3, abs=0.05)
+    # hysteresis: two good segments do not resolve it, a bad one in between restarts the count
+    run.clean(2)
+    run.round(**{"360p": 3.6, "720p": 3.7})
+    run.clean(2)
+    assert not [e for e in run.events if e.state == "resolved" and e.kind == "starvation"]
+    out = run.round(**{"360p": 3.6, "720p": 4.3})  # the third good segment in a row
+    assert states(out) == [("resolved", "720p", "starvation", "rendition")]
+    assert [e.state for e in run.events if e.id == starv[0].id].count("resolved") == 1
+    assert run.judge.open_incidents() == []
+
+
+def test_target_below_opens_without_baseline() -> None:
+    run = Run(starvation={"targets": {"720p": 4.5}})
+    out = [run.round(**{"360p": 3.6, "720p": 4.3}) for _ in range(3)]
+    assert out[0] == out[1] == [] and states(out[2]) == [
+        ("open", "720p", "starvation", "rendition")
+    ]
+    assert out[2][0].evidence["renditions"]["720p"]["target_mos"] == 4.5
+
+
+def test_black_shorter_than_min_duration_opens_nothing() -> None:
+    run = Run()
+    run.clean(6)
+    black = {"flags": [("black", 1.0, 1.5)], "mos": 1.2}
+    run.round(**{"360p": dict(black), "720p": dict(black)})
+    run.clean(6)
+    assert run.events == []
+
+
+def test_black_run_across_segments_opens_once_at_the_source() -> None:
+    run = Run()
+    run.clean(6)
+    first = {"flags": [("black", 1.0, 1.0)], "mos": 1.2}  # last second of the segment
+    run.round(**{"360p": dict(first), "720p": dict(first)})
+    assert run.events == []
+    second = {"flags": [("black", 1.0, 1.2)], "mos": 1.2}  # 2.2 s in a row: over 2.0
+    out = run.round(**{"360p": dict(second), "720p": dict(second)})
+    assert states(out) == [("open", "*", "black", "source")]
+    assert out[0].renditions == ("360p", "720p") and out[0].opened_seq == 6
+    run.clean(6)
+    assert states(run.events) == [
+        ("open", "*", "black", "source"),
+        ("resolved", "*", "black", "source"),
+    ]
+
+
+def test_source_degradation_on_every_rung_is_localised_to_the_source() -> None:
+    run = Run()
+    run.clean(8)
+    for _ in range(4):
+        run.round(**{"360p": 2.7, "720p": 3.2})
+    assert states(run.events) == [("open", "*", "starvation", "source")]
+    per = run.events[0].evidence["renditions"]
+    assert set(per) == {"360p", "720p"}
+
+
+def test_one_rung_alone_is_localised_to_that_rendition() -> None:
+    run = Run()
+    run.clean(8)
+    for _ in range(4):
+        run.round(**{"360p": 3.6, "720p": {"mos": 4.25, "flags": [("blockiness", 0.6, 2.0)]}})
+    assert states(run.events) == [("open", "720p", "blocking", "rendition")]
+
+
+def test_transport_errors_on_every_rung_point_at_packaging() -> None:
+    run = Run()
+    run.clean(6)
+    for _ in range(2):
+        run.round(**{"360p": {"errors": 3, "mos": 2.0}, "720p": {"errors": 5, "mos": 2.5}})
+    assert states(run.events) == [("open", "*", "corruption", "packaging")]
+    run.clean(3)
+    assert states(run.events)[-1] == ("resolved", "*", "corruption", "packaging")
+    # the low MOS of damaged segments is explained by the damage: no starvation, no baseline hit
+    assert all(e.kind == "corruption" for e in run.events)
+
+
+def test_transport_errors_on_one_rung_point_at_that_rendition() -> None:
+    run = Run()
+    run.clean(6)
+    for _ in range(2):
+        run.round(**{"360p": 3.6, "720p": {"errors": 5, "mos": 2.5}})
+    assert states(run.events) == [("open", "720p", "corruption", "rendition")]
+
+
+def test_rendition_incident_that_turns_stream_wide_is_superseded() -> None:
+    run = Run()
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"errors": 2}})
+    for _ in range(2):
+        run.round(**{"360p": {"errors": 2}, "720p": {"errors": 2}})
+    got = states(run.events)
+    assert got[0] == ("open", "720p", "corruption", "rendition")
+    assert ("resolved", "720p", "corruption", "rendition") in got
+    wide = [e for e in run.events if e.scope == "*"]
+    assert wide and wide[0].localisation == "packaging"
+    first = run.events[0]
+    resolved = [e for e in run.events if e.id == first.id and e.state == "resolved"]
+    assert resolved[0].superseded_by == wide[0].id
+
+
+def test_ladder_inversion_is_reported_on_the_higher_rung() -> None:
+    assert ladder_findings([("a", 1, 3.0), ("b", 2, 3.0)], 0.0)["b"].bad
+    assert not ladder_findings([("a", 1, 3.0), ("b", 2, 3.1)], 0.0)["b"].bad
+    run = Run(starvation={"enabled": False})
+    run.clean(4)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": 3.55})
+    assert states(run.events) == [("open", "720p", "ladder_inversion", "rendition")]
+    ev = run.events[0].evidence["renditions"]["720p"]
+    assert ev["lower"] == "360p" and ev["higher_mos"] == 3.55
+
+
+def test_arrival_order_of_renditions_does_not_change_localisation() -> None:
+    judge = Judge(cfg())
+    events: list[Incident] = []
+    for seq, mos in enumerate([3.6] * 8 + [2.6] * 4):
+        order = ["720p", "360p"] if seq % 2 else ["360p", "720p"]
+        for name in order:
+            m = mos if name == "360p" else mos + 0.7
+            obs = Observation.from_verdict_json(verdict(name, seq, m))
+            events += judge.observe(obs, now=1000.0 + seq * 2)
+    assert states(events) == [("open", "*", "starvation", "source")]
+
+
+def test_duplicate_verdicts_are_ignored() -> None:
+    judge = Judge(cfg())
+    doc = verdict("720p", 0, None, errors=2)
+    for _ in range(5):
+        judge.observe(Observation.from_verdict_json(doc), now=1000.0)
+    assert judge.flush(now=1001.0) == []  # one bad segment, open_after is 2
+
+
+def test_restore_keeps_the_open_incident_id_and_resolves_it_once() -> None:
+    run = Run()
+    run.clean(8)
+    for _ in range(4):
+        run.round(**{"360p": 3.6, "720p": {"errors": 4}})
+    opened = [e for e in run.events if e.state == "open"]
+    assert len(opened) == 1
+    # a new judge (restart, or the partition moved): replay the incidents topic
+    judge = Judge(cfg())
+    judge.restore(run.events)
+    assert [i.id for i in judge.open_incidents()] == [opened[0].id]
+    after = Run(judge)
+    after.seq = run.seq
+    after.clean(5)
+    assert [(e.id, e.state) for e in after.events] == [(opened[0].id, "resolved")]
+    # replaying the same verdicts once more (redelivery after a crash) publishes nothing new
+    again = Judge(cfg())
+    again.restore([*run.events, *after.events])
+    replay = Run(again)
+    replay.clean(8)
+    for _ in range(4):
+        replay.round(**{"360p": 3.6, "720p": {"errors": 4}})
+    replay.clean(5)
+    assert replay.events == []
+
+
+def test_restore_keeps_a_stream_wide_incident() -> None:
+    run = Run()
+    run.clean(6)
+    for _ in range(2):
+        run.round(**{"360p": {"errors": 1}, "720p": {"errors": 1}})
+    judge = Judge(cfg())
+    judge.restore(Incident.from_json(e.to_json()) for e in run.events)
+    after = Run(judge)
+    after.seq = run.seq
+    after.round(**{"360p": {"errors": 1}, "720p": {"errors": 1}})
+    after.clean(3)
+    assert states(after.events) == [("resolved", "*", "corruption", "packaging")]
+
+
+def test_stale_stream_resolves_its_incidents() -> None:
+    run = Run()
+    run.clean(6)
+    for _ in range(2):
+        run.round(**{"360p": {"errors": 1}, "720p": {"errors": 1}})
+    out = run.judge.tick(now=10_000.0)
+    assert states(out) == [("resolved", "*", "corruption", "packaging")]
+    assert out[0].evidence["resolution"] == "stale"
+    assert run.judge.streams == {}
+
+
+def test_diagnosis_is_attached_to_the_incident() -> None:
+    run = Run()
+    run.clean(6)
+    for _ in range(2):
+        run.round(**{"360p": 3.6, "720p": {"errors": 1}})
+    seg = run.events[0].segments[0]
+    out = run.judge.attach_diagnosis(seg, {"degradation": "packet_loss"}, now=2000.0)
+    assert len(out) == 1 and out[0].diagnosis == {"degradation": "packet_loss"}
+
+
+def test_config_rejects_unknown_keys_and_bad_targets() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        JudgeConfig.model_validate({"kinds": {"blak": {}}})
+    with pytest.raises(ValidationError, match="between 1 and 5"):
+        JudgeConfig.model_validate({"starvation": {"targets": {"720p": 7}}})
+    for name, field in JudgeConfig.model_fields.items():
+        assert field.description or name in ("kinds", "starvation", "ladder"), name
