@@ -109,10 +109,10 @@ class PacketStats:
     pts_gaps: int
     """Jumps in presentation time of more than 1.5 frame intervals (frames missing)."""
 
-    def mean_predicted_bytes(self) -> float:
-        """Mean size of the non-key (predicted) frames; the keyframe mean when there are none."""
+    def predicted_bytes(self, quantile: float = 0.1) -> float:
+        """A quantile of the predicted (non-key) frames' sizes; of all frames without any."""
         sizes = self.sizes[~self.keyframe] if (~self.keyframe).any() else self.sizes
-        return float(sizes.mean()) if sizes.size else 0.0
+        return float(np.quantile(sizes, quantile)) if sizes.size else 0.0
 
 
 @dataclass(frozen=True, slots=True)

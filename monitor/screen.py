@@ -76,16 +76,20 @@ class ParseStep:
         self.next.close()
 
 
+# Events a keyframe cannot show (or that must be confirmed on every frame): a full verdict
+# with one of these keeps the rendition on full screens for a while.
+EVENT_FLAGS = frozenset({"black", "freeze", "corruption"})
+
+
 @dataclass
 class _Rendition:
     segments: int = 0
     promote_left: int = 0
+    usual_flags: frozenset[str] = frozenset()
     predicted: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=8))
 
     def reference(self) -> float | None:
-        if len(self.predicted) < 2:
-            return None
-        return float(sorted(self.predicted)[len(self.predicted) // 2])
+        return min(self.predicted) if len(self.predicted) >= 2 else None
 
 
 class AdaptivePlanner:
@@ -115,6 +119,7 @@ class AdaptivePlanner:
         return st
 
     def plan(self, stream: str, rendition: str) -> tuple[Mode, float | None]:
+        """(mode, the rendition's predicted-frame size reference for the cheap mode)."""
         policy = self.config.policy(stream)
         st = self._get(stream, rendition)
         st.segments += 1
@@ -129,7 +134,14 @@ class AdaptivePlanner:
     def learn(self, verdict: Verdict, predicted_bytes: float) -> None:
         policy = self.config.policy(verdict.stream)
         st = self._get(verdict.stream, verdict.rendition)
-        if verdict.flags or verdict.mode == "promoted":
+        kinds = {f.kind for f in verdict.flags}
+        if verdict.mode != "cheap":
+            # A new picture property (not an event) is noted, not chased: the next full
+            # screens see whether it stays.
+            if kinds - st.usual_flags - EVENT_FLAGS:
+                st.promote_left = max(st.promote_left, 1)
+            st.usual_flags = frozenset(kinds - EVENT_FLAGS)
+        if kinds & EVENT_FLAGS:
             st.promote_left = policy.promote_for
         elif predicted_bytes > 0:
             st.predicted.append(predicted_bytes)

@@ -31,7 +31,7 @@ class ScreeningPolicy(StrictModel):
         "those signals or the last full verdict look wrong, and every `full_every`-th segment.",
     )
     full_every: int = Field(
-        4,
+        8,
         ge=1,
         le=1000,
         description="Adaptive mode: every k-th segment of a rendition is "
@@ -45,12 +45,13 @@ class ScreeningPolicy(StrictModel):
         "promoted cheap screen), this many following segments are screened fully.",
     )
     tiny_frame_ratio: float = Field(
-        0.25,
+        0.9,
         gt=0,
-        lt=1,
-        description="Adaptive mode: predicted frames smaller than this share "
-        "of the rendition's recent mean (frozen or black pictures code to almost nothing) "
-        "in more than a quarter of a segment promote it to a full screen.",
+        le=2,
+        description="Adaptive mode: when more than a quarter of a segment's predicted frames "
+        "are smaller than this share of the rendition's usual small frames (the least 10th "
+        "percentile of predicted-frame sizes over its recent clean segments), the cheap "
+        "screen is redone fully: frozen and black pictures code to skip frames.",
     )
 
 

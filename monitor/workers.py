@@ -61,7 +61,8 @@ class ScreenJob:
     job: SegmentJob
     mode: Mode = "full"
     predicted_bytes_ref: float | None = None
-    """The rendition's recent mean size of predicted frames (cheap mode's yardstick)."""
+    """The rendition's small predicted frames, recently (cheap mode's yardstick): the least
+    10th percentile of predicted-frame sizes over its recent clean segments."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ class Screened:
     info: StreamInfo
     decode: DecodeSummary
     predicted_bytes: float
-    """Mean size of the segment's predicted frames (from the packets, every mode)."""
+    """10th percentile of the segment's predicted-frame sizes (from the packets, any mode)."""
     suspicion: tuple[str, ...] = ()
     """Why a cheap screen was promoted to a full one (empty otherwise)."""
     seconds: float = 0.0
@@ -108,8 +109,9 @@ class WorkerSetup:
     references: ReferenceConfig
     scorers: Sequence[StrictModel] = ()
     """Scorer configs (the `scorers:` list); empty runs no scorer (decode only)."""
-    cheap_ratio: float = 0.25
-    """Cheap mode promotes when predicted frames shrink below this share of the reference."""
+    cheap_ratio: float = 0.9
+    """Cheap mode promotes when over a quarter of the predicted frames are smaller than this
+    share of the reference (frozen and black pictures code to skip frames)."""
     _chain: Chain | None = field(default=None, repr=False)
 
     @property
@@ -137,20 +139,24 @@ def _worker_main(
         conn.send(runner(job_id, job, setup))
 
 
+# What a keyframe shows of an event, and what the cheap verdict may report: picture
+# properties (blur, noise, banding, blockiness) judged on one intra-coded frame differ from
+# the same judged on a segment's sampled frames, so they are left to the full screens.
+CHEAP_FLAGS = frozenset({"black", "corruption"})
+
+
 def cheap_suspicion(
     decoded: DecodedSegment, verdict: Verdict, ref: float | None, ratio: float
 ) -> list[str]:
     """Why a keyframes-only screen should be redone fully (empty when it looks fine)."""
     why = []
     p = decoded.packets
-    if (
-        decoded.decode_errors
-        or decoded.corrupt_frames
-        or (p is not None and (p.corrupt or p.pts_gaps))
-    ):
+    damaged = p is not None and (p.corrupt or p.pts_gaps)
+    if decoded.decode_errors or decoded.corrupt_frames or damaged:
         why.append("corruption")
-    if verdict.flags:
-        why.append("flags:" + ",".join(sorted({f.kind for f in verdict.flags})))
+    events = {f.kind for f in verdict.flags} & CHEAP_FLAGS
+    if events:
+        why.append("flags:" + ",".join(sorted(events)))
     if p is not None and ref:
         predicted = p.sizes[~p.keyframe]
         if predicted.size and float((predicted < ratio * ref).mean()) > 0.25:
@@ -186,7 +192,8 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
     try:
         verdict = _score(setup, decoded)
         if job.mode == "cheap":
-            verdict = dataclasses.replace(verdict, mode="cheap")
+            kept = tuple(f for f in verdict.flags if f.kind in CHEAP_FLAGS)
+            verdict = dataclasses.replace(verdict, mode="cheap", flags=kept)
             suspicion = cheap_suspicion(
                 decoded, verdict, job.predicted_bytes_ref, setup.cheap_ratio
             )
@@ -208,7 +215,7 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         DecodeSummary(
             decoded.decode_errors, decoded.corrupt_frames, decoded.decode_seconds, decoded.errors
         ),
-        decoded.packets.mean_predicted_bytes() if decoded.packets is not None else 0.0,
+        decoded.packets.predicted_bytes() if decoded.packets is not None else 0.0,
         tuple(suspicion),
         done - started,
         done - decoded_at,
