@@ -51,6 +51,16 @@ class DecodeConfig(StrictModel):
         description="Decoder threads per segment; 0 lets FFmpeg choose. Use 1 when a pool of "
         "decode workers already fills the cores.",
     )
+    hwaccel: Literal["none", "cuda", "auto"] = Field(
+        "none",
+        description="Hardware decoding through FFmpeg's hwaccel: 'cuda' (NVDEC) on GPU nodes, "
+        "'auto' tries cuda then software, 'none' decodes in software. When the device cannot "
+        "be opened (no GPU, no driver) decoding falls back to software and "
+        "vqmon_decoder_info says what actually runs.",
+    )
+    hwaccel_device: int | None = Field(
+        None, ge=0, description="GPU index for hwaccel (default: the first visible device)."
+    )
     dark_pixel_threshold: float = Field(
         0.10,
         ge=0,

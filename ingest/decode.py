@@ -90,7 +90,7 @@ def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegme
     started = time.monotonic()
     data = _assemble(segment, cfg)
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = _open(data, cfg)
     except (av.error.FFmpegError, ValueError) as exc:
         raise DecodeError(
             f"not a media file PyAV can open ({exc}); expected MPEG-TS, MP4, fMP4/CMAF "
@@ -103,6 +103,33 @@ def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegme
         raise DecodeError(f"decoding failed: {exc}", source=segment.source) from exc
     finally:
         container.close()
+
+
+# Per process: once a hardware device has failed to open, software decoding is used
+# without trying again on every segment; retried after this many seconds.
+_HW_RETRY_S = 300.0
+_hw_failed_at: dict[str, float] = {}
+hw_fallback_reason: str | None = None
+"""Why the last hwaccel attempt in this process fell back to software (None when it ran)."""
+
+
+def _open(data: bytes, cfg: DecodeConfig) -> av.container.InputContainer:
+    """Open with the configured hwaccel, falling back to software when its device is absent."""
+    global hw_fallback_reason
+    kind = "cuda" if cfg.hwaccel in ("cuda", "auto") else None
+    if kind is not None and time.monotonic() - _hw_failed_at.get(kind, -1e9) > _HW_RETRY_S:
+        from av.codec.hwaccel import HWAccel
+
+        try:
+            hw = HWAccel(kind, device=cfg.hwaccel_device, allow_software_fallback=True)
+            container = av.open(io.BytesIO(data), mode="r", hwaccel=hw)
+        except (OSError, av.error.FFmpegError, ValueError) as exc:
+            _hw_failed_at[kind] = time.monotonic()
+            hw_fallback_reason = f"{kind} device unavailable ({exc}); decoding in software"
+        else:
+            hw_fallback_reason = None
+            return container
+    return av.open(io.BytesIO(data), mode="r")
 
 
 def _assemble(segment: Segment, cfg: DecodeConfig) -> bytes:
@@ -388,4 +415,14 @@ def _info(
         frame_count=n if keyframes_only else len(stats),
         keyframe_count=sum(1 for p in packets if p.is_keyframe),
         container=container.format.name,
+        decoder=_hw_name(ctx) or "software",
     )
+
+
+def _hw_name(ctx: av.codec.context.CodecContext) -> str | None:
+    """The hwaccel device type that decoded, or None for software."""
+    if not getattr(ctx, "is_hwaccel", False):
+        return None
+    hw = getattr(ctx, "hwaccel", None)
+    device = getattr(getattr(hw, "config", None), "device_type", None)
+    return str(getattr(device, "name", device or "hw"))

@@ -60,6 +60,8 @@ class StreamInfo:
     frame_count: int
     keyframe_count: int
     container: str
+    decoder: str = "software"
+    """What decoded it: "software", or the hwaccel device type (e.g. "cuda") when it ran."""
 
 
 @dataclass(frozen=True, slots=True)

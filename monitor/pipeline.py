@@ -114,6 +114,7 @@ class Daemon:
         self._runner = runner
         self.runtime: Runtime | None = None
         self._stop_asked = False
+        self._decoder: tuple[str, str] | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish (signal-handler safe)."""
@@ -238,6 +239,12 @@ class Daemon:
             verdict, screened.decode.errors, screened.decode.corrupt_frames
         )
         self.metrics.screen_modes.labels(verdict.mode).inc()
+        decoder = (self.config.decode.hwaccel, screened.info.decoder)
+        if decoder != self._decoder:
+            if self._decoder is not None:
+                self.metrics.decoder_info.labels(*self._decoder).set(0)
+            self.metrics.decoder_info.labels(*decoder).set(1)
+            self._decoder = decoder
         self.summary.add_verdict(verdict)
 
     def _finished(self, record: Record, result: str) -> None:

@@ -199,3 +199,15 @@ def test_decode_timeout(ts_h264: bytes) -> None:
     with pytest.raises(DecodeTimeout, match="decode_timeout_s") as info:
         decode(Segment(ts_h264), cfg)
     assert info.value.reason == "decode_timeout"
+
+
+def test_hwaccel_falls_back_to_software_without_a_device(ts_h264: bytes) -> None:
+    # No GPU here: asking for NVDEC must still decode, in software, and say so.
+    from ingest import decode as decode_module
+
+    decoded = decode(Segment(ts_h264), DecodeConfig(hwaccel="cuda", threads=1))
+    assert decoded.info.frame_count == 50 and decoded.info.decoder == "software"
+    assert decode_module.hw_fallback_reason is not None
+    assert "software" in decode_module.hw_fallback_reason
+    plain = decode(Segment(ts_h264), DecodeConfig(threads=1))
+    assert plain.stats.luma_mean.tolist() == decoded.stats.luma_mean.tolist()

@@ -186,3 +186,16 @@ def test_eval_cli_on_a_csv_and_a_reference_directory(
     if find_ffmpeg() is not None:
         assert main(["eval", str(tmp_path), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["srcc"] == pytest.approx(1.0)
+
+
+def test_io_binding_path_gives_the_plain_path_s_scores() -> None:
+    # The CUDA path feeds the model through IO binding; the same code runs on the CPU
+    # provider here, so it is checked against the plain run.
+    rng = np.random.default_rng(0)
+    mosaics = rng.integers(0, 256, size=(5, 224, 224, 3), dtype=np.uint8)
+    plain = DistilledScorer(DistilledConfig(threads=1, batch_size=2, io_binding="off"))
+    bound = DistilledScorer(DistilledConfig(threads=1, batch_size=2, io_binding="on"))
+    assert bound.io_binding and not plain.io_binding
+    a, b = plain.predict_mosaics(mosaics), bound.predict_mosaics(mosaics)
+    np.testing.assert_allclose(a.mos, b.mos, atol=1e-6)
+    np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
