@@ -430,3 +430,15 @@ def test_an_exception_in_a_rebalance_callback_does_not_escape(which: str) -> Non
 
     guarded = r.rt._guard(boom)
     guarded([TP0])  # logged and counted, not raised
+
+
+def test_the_systemd_watchdog_is_fed_only_while_healthy() -> None:
+    r = rig({TP0: [b"a"]}, progress_timeout_s=0.2)
+    pings: list[float] = []
+    r.rt.watchdog = lambda: pings.append(time.monotonic())
+    r.turns()
+    assert pings
+    time.sleep(0.3)
+    pings.clear()
+    r.turns()
+    assert pings == []  # stuck: systemd's watchdog will restart the unit
