@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from ingest.broker import EmbeddedBroker, free_port
+from ingest.contract import segment_message
 from ingest.kafka import KafkaConfig, ensure_topics
 from ingest.synth import EncodeSettings, clip
 
@@ -198,15 +199,8 @@ def publish(
     seq: int,
     extra: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    headers = [
-        ("stream", stream.encode()),
-        ("rendition", rendition.encode()),
-        ("seq", str(seq).encode()),
-        ("bitrate", b"200000"),
-        ("content-type", b"video/mp2t"),
-        *(extra or []),
-    ]
-    p.send(topic, key=f"{stream}/{rendition}".encode(), value=value, headers=headers)
+    m = segment_message(value, stream=stream, rendition=rendition, seq=seq, bitrate=200_000)
+    p.send(topic, key=m.key, value=m.value, headers=[*m.headers, *(extra or [])])
 
 
 class TopicReader:

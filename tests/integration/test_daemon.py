@@ -84,7 +84,14 @@ def test_verdict_for_every_segment_of_every_stream_and_rendition(
     assert by_key["cmaf/v1/1"]["stream_info"]["container"].startswith("mov")
     reader.close()
 
-    assert daemon.metric("vqmon_segments_processed_total", reason="ok") >= len(expected)
+    # The metric counts a segment once the daemon has seen the broker's acknowledgement,
+    # which can follow the verdict's appearance on the topic by a moment.
+    wait_for(
+        lambda: daemon.metric("vqmon_segments_processed_total", reason="ok") >= len(expected),
+        10,
+        "segments counted",
+        daemon,
+    )
     assert daemon.metric("vqmon_segments_processed_total", reason="init") == 1
     # The provider that actually runs the student (CPU here: the CUDA one falls back).
     info = [
