@@ -51,7 +51,7 @@ class EscalationConfig(StrictModel):
         gt=0,
         le=1,
         description="The distilled degradation head is unsure when its top probability "
-        "(verdict extra 'degradation') is below this; that escalates (None: off).",
+        "(the verdict's `degradation` distribution) is below this; that escalates (None: off).",
     )
     audit_fraction: float = Field(
         0.005,
@@ -119,9 +119,9 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
         and low < recent_median - cfg.drop_below_recent
     ):
         out.append(f"mos_low_drop>{cfg.drop_below_recent:.2f}")
-    head = v.extra.get("degradation")
-    if cfg.unsure_below is not None and isinstance(head, dict) and head:
-        top = max(float(p) for p in head.values())
+    head = v.degradation
+    if cfg.unsure_below is not None and head:
+        top = max(head.values())
         if top < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
     return out

@@ -23,9 +23,17 @@ def v(
     stream: str = "news",
     head: dict[str, float] | None = None,
 ) -> Verdict:
-    extra = {"degradation": head} if head else {}
     return Verdict(
-        f"{stream}/720p/{seq}", stream, "720p", seq, mos_low, mos_low, (), flags, ("x@1",), extra
+        f"{stream}/720p/{seq}",
+        stream,
+        "720p",
+        seq,
+        mos_low,
+        mos_low,
+        (),
+        flags,
+        ("x@1",),
+        degradation=head or {},
     )
 
 
