@@ -23,6 +23,7 @@ from pydantic import Field
 
 from ingest.config import StrictModel
 from scorers.types import Verdict
+from scorers.vlm.request import FramesConfig
 
 
 class EscalationConfig(StrictModel):
@@ -87,6 +88,11 @@ class EscalationConfig(StrictModel):
     max_keys: int = Field(
         10000, ge=1, description="Streams and renditions tracked (least recent forgotten)."
     )
+    frames: FramesConfig = Field(
+        default_factory=FramesConfig,
+        description="The JPEG frames an escalation carries (made in the screen workers, only "
+        "for segments a trigger or the audit sample picks).",
+    )
 
 
 Kind = Literal["impaired", "audit"]
@@ -127,6 +133,35 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
     return out
 
 
+def candidate(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> str | None:
+    """Why this verdict may be escalated (its triggers, or "audit"), None when it will not.
+
+    What a screen worker asks before it spends time on JPEG frames: the same triggers and
+    audit sample as `EscalationPolicy.decide`, without the limits (the parent applies them).
+    """
+    if not cfg.enabled:
+        return None
+    reasons = triggers(v, cfg, recent_median)
+    if reasons:
+        return ",".join(reasons)
+    return "audit" if audit_pick(v.segment_id, cfg.audit_fraction) else None
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label for a Decision.reason: its first trigger's name.
+
+    "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
+    "mos_low_drop>0.80" -> "mos_low_drop"; "degradation_unsure<0.40" -> "degradation_unsure";
+    "audit" -> "audit".
+    """
+    first = reason.split(",", 1)[0]
+    if first.startswith("flag:"):
+        return "flag_" + first[5:].split(">=", 1)[0]
+    for sep in ("<", ">"):
+        first = first.split(sep, 1)[0]
+    return first or "unknown"
+
+
 def audit_pick(segment_id: str, fraction: float) -> bool:
     """Deterministic sample: the segment id's hash, uniform in [0, 1), below fraction."""
     h = int.from_bytes(hashlib.sha256(segment_id.encode()).digest()[:8], "big")
@@ -164,15 +199,20 @@ class EscalationPolicy:
         if not cfg.enabled:
             return Decision(False, "disabled")
         key = f"{v.stream}/{v.rendition}"
-        history = self._recent.get(key)
-        median = statistics.median(history) if history and len(history) >= cfg.recent_min else None
-        reasons = triggers(v, cfg, median)
+        reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
         self._remember(key, v.mos_low)
         if reasons:
             return self._admit(v.stream, now, "impaired", ",".join(reasons))
         if audit_pick(v.segment_id, cfg.audit_fraction):
             return self._admit(v.stream, now, "audit", "audit")
         return Decision(False, "normal")
+
+    def recent_median(self, stream: str, rendition: str) -> float | None:
+        """The rendition's rolling median of mos_low, once `recent_min` are known."""
+        history = self._recent.get(f"{stream}/{rendition}")
+        if not history or len(history) < self.config.recent_min:
+            return None
+        return float(statistics.median(history))
 
     @property
     def budget(self) -> float:
