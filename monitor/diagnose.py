@@ -157,6 +157,7 @@ class DiagnoseStep:
             self._drop([message], QUEUE_FULL, "the diagnose queue is full (the VLM is behind)")
             return
         self.waiting.append(message)
+        self._dispatch()  # an idle thread takes it now, so the queue holds only what waits
 
     def poll(self) -> None:
         while True:
