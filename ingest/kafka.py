@@ -23,6 +23,14 @@ class TopicsConfig(StrictModel):
     dead_letter: str = Field(
         "vqmon.dead-letter", description="Output: messages that could not be screened."
     )
+    escalations: str = Field(
+        "vqmon.escalations",
+        description="Screen role output, diagnose role input: anomalous segments' frames and "
+        "verdicts for the VLM.",
+    )
+    diagnoses: str = Field(
+        "vqmon.diagnoses", description="Diagnose role output: one diagnosis per escalation."
+    )
 
 
 class KafkaConfig(StrictModel):

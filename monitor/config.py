@@ -13,8 +13,10 @@ from ingest.kafka import KafkaConfig
 from monitor import yamlconf
 from monitor.alertmanager import AlertmanagerConfig
 from monitor.encoding import EncodingConfig
+from monitor.escalation import EscalationConfig
 from monitor.judge import JudgeConfig
 from monitor.sections import (
+    DiagnoseRoleConfig,
     FeedConfig,
     HttpConfig,
     IngestConfig,
@@ -58,6 +60,15 @@ class Config(StrictModel):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    escalation: EscalationConfig = Field(
+        default_factory=EscalationConfig,
+        description="Screen role: which verdicts go to the diagnose role (triggers, audit "
+        "sample, per-stream rate, global budget) and the frames they carry.",
+    )
+    diagnose: DiagnoseRoleConfig = Field(
+        default_factory=DiagnoseRoleConfig,
+        description="Diagnose role: the VLM backend ('rules' without weights) and its bounds.",
+    )
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:

@@ -1,12 +1,15 @@
 """Which verdicts go to the diagnosis tier: pure policy, no Kafka, clock injected.
 
 `EscalationPolicy.decide(verdict)` says escalate or not, with a reason (or the reason it
-was dropped). Triggers: a flag at or above a severity, mos_low below a threshold or far
-below the rendition's recent level (rolling median), an unsure degradation head, and a
+was dropped). Triggers: a flag at or above a severity (per kind: any corruption at all),
+mos_low below a threshold or far below the rendition's recent level (rolling median),
+a degradation head sure of a degradation, an unsure degradation head, and a
 deterministic audit sample of normal segments. Limits: a per-stream token bucket and a
 global budget (escalated fraction of the segments seen in a sliding window, 5% by
-default). Impaired segments have priority: audits use at most `audit_budget_share` of
-the budget and never take a stream's last token.
+default). Impaired segments have priority: audits, and verdicts whose only trigger is
+the unsure head (weak evidence: the head is unsure on content it never learned, ~30% of
+clean synthetic segments in bench/escalation.py), use at most `audit_budget_share` of
+the budget together and never take a stream's last token.
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ from pydantic import Field
 
 from ingest.config import StrictModel
 from scorers.types import Verdict
+from scorers.vlm.request import FramesConfig
 
 
 class EscalationConfig(StrictModel):
     enabled: bool = Field(True, description="Escalate anomalies to the diagnose role.")
     flag_severity: float = Field(
         0.5, ge=0, le=1, description="A flag at or above this severity escalates."
+    )
+    flag_kinds: dict[str, float] = Field(
+        default_factory=lambda: {"corruption": 0.05},
+        description="Per flag kind, a severity overriding flag_severity. corruption: 0.05, "
+        "since any concealed or missing frame is a transport fault (clean encodes never "
+        "raise it; 2% TS packet loss raises 0.08-0.44).",
     )
     mos_low_below: float | None = Field(
         2.5, ge=1, le=5, description="mos_low below this escalates (None: off)."
@@ -46,12 +56,21 @@ class EscalationConfig(StrictModel):
     recent_min: int = Field(
         5, ge=1, description="The median is used once it has this many segments."
     )
+    degraded_above: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="The distilled degradation head's most likely class is a degradation "
+        "(not 'clean') with at least this probability: escalates (None: off). Catches "
+        "noise, banding and compression the detectors' flags miss.",
+    )
     unsure_below: float | None = Field(
         0.4,
         gt=0,
         le=1,
         description="The distilled degradation head is unsure when its top probability "
-        "(verdict extra 'degradation') is below this; that escalates (None: off).",
+        "(the verdict's `degradation` distribution) is below this; that escalates with an "
+        "audit's priority (weak evidence) (None: off).",
     )
     audit_fraction: float = Field(
         0.005,
@@ -87,9 +106,16 @@ class EscalationConfig(StrictModel):
     max_keys: int = Field(
         10000, ge=1, description="Streams and renditions tracked (least recent forgotten)."
     )
+    frames: FramesConfig = Field(
+        default_factory=FramesConfig,
+        description="The JPEG frames an escalation carries (made in the screen workers, only "
+        "for segments a trigger or the audit sample picks).",
+    )
 
 
-Kind = Literal["impaired", "audit"]
+Kind = Literal["impaired", "unsure", "audit"]
+WEAK = ("degradation_unsure",)
+"""Triggers that alone get an audit's priority, not an impairment's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +130,11 @@ class Decision:
 
 def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> list[str]:
     """Reasons this verdict looks impaired (empty: normal). Pure."""
-    out = [
-        f"flag:{f.kind}>={cfg.flag_severity:.2f}"
-        for f in v.flags
-        if f.severity >= cfg.flag_severity
-    ]
+    out = []
+    for f in v.flags:
+        at = cfg.flag_kinds.get(f.kind, cfg.flag_severity)
+        if f.severity >= at:
+            out.append(f"flag:{f.kind}>={at:.2f}")
     low = v.mos_low
     if low is not None and cfg.mos_low_below is not None and low < cfg.mos_low_below:
         out.append(f"mos_low<{cfg.mos_low_below:.2f}")
@@ -119,12 +145,54 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
         and low < recent_median - cfg.drop_below_recent
     ):
         out.append(f"mos_low_drop>{cfg.drop_below_recent:.2f}")
-    head = v.extra.get("degradation")
-    if cfg.unsure_below is not None and isinstance(head, dict) and head:
-        top = max(float(p) for p in head.values())
-        if top < cfg.unsure_below:
+    head = v.degradation
+    if head:
+        top = max(head, key=lambda k: head[k])
+        p = head[top]
+        if cfg.degraded_above is not None and top != CLEAN and p >= cfg.degraded_above:
+            out.append(f"degraded:{top}>={cfg.degraded_above:.2f}")
+        if cfg.unsure_below is not None and p < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
     return out
+
+
+CLEAN = "clean"
+"""The degradation head's no-degradation class (scorers/train/model.py DEGRADATIONS)."""
+
+
+def is_weak(reasons: list[str]) -> bool:
+    """Only weak triggers fired (see WEAK)."""
+    return all(r.split("<", 1)[0].split(">", 1)[0] in WEAK for r in reasons)
+
+
+def candidate(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> str | None:
+    """Why this verdict may be escalated (its triggers, or "audit"), None when it will not.
+
+    What a screen worker asks before it spends time on JPEG frames: the same triggers and
+    audit sample as `EscalationPolicy.decide`, without the limits (the parent applies them).
+    """
+    if not cfg.enabled:
+        return None
+    reasons = triggers(v, cfg, recent_median)
+    if reasons:
+        return ",".join(reasons)
+    return "audit" if audit_pick(v.segment_id, cfg.audit_fraction) else None
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label for a Decision.reason: its first trigger's name.
+
+    "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
+    "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
+    "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit".
+    """
+    first = reason.split(",", 1)[0]
+    for prefix in ("flag", "degraded"):
+        if first.startswith(prefix + ":"):
+            return prefix + "_" + first[len(prefix) + 1 :].split(">=", 1)[0]
+    for sep in ("<", ">"):
+        first = first.split(sep, 1)[0]
+    return first or "unknown"
 
 
 def audit_pick(segment_id: str, fraction: float) -> bool:
@@ -164,15 +232,21 @@ class EscalationPolicy:
         if not cfg.enabled:
             return Decision(False, "disabled")
         key = f"{v.stream}/{v.rendition}"
-        history = self._recent.get(key)
-        median = statistics.median(history) if history and len(history) >= cfg.recent_min else None
-        reasons = triggers(v, cfg, median)
+        reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
         self._remember(key, v.mos_low)
         if reasons:
-            return self._admit(v.stream, now, "impaired", ",".join(reasons))
+            kind: Kind = "unsure" if is_weak(reasons) else "impaired"
+            return self._admit(v.stream, now, kind, ",".join(reasons))
         if audit_pick(v.segment_id, cfg.audit_fraction):
             return self._admit(v.stream, now, "audit", "audit")
         return Decision(False, "normal")
+
+    def recent_median(self, stream: str, rendition: str) -> float | None:
+        """The rendition's rolling median of mos_low, once `recent_min` are known."""
+        history = self._recent.get(f"{stream}/{rendition}")
+        if not history or len(history) < self.config.recent_min:
+            return None
+        return float(statistics.median(history))
 
     @property
     def budget(self) -> float:
@@ -187,7 +261,8 @@ class EscalationPolicy:
             _cap(self._buckets, cfg.max_keys)
         self._buckets.move_to_end(stream)
         bucket.refill(now, cfg.stream_rate_per_s, cfg.stream_burst)
-        need = 1.0 if kind == "impaired" else 2.0  # an audit leaves a token for an impairment
+        # audits and weak triggers leave a token and part of the budget for impairments
+        need = 1.0 if kind == "impaired" else 2.0
         limit = self.budget if kind == "impaired" else self.budget * cfg.audit_budget_share
         if self._escalated + 1 > limit:
             return Decision(False, reason, kind, dropped="budget")

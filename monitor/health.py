@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HealthView(Protocol):
+    """What the HTTP endpoints read."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def healthy(self) -> tuple[bool, str]: ...
 
 
 class HealthState:
@@ -34,9 +47,29 @@ class HealthState:
         return True, "ok"
 
 
+class HealthGroup:
+    """Several runtimes in one process (`--role all`): healthy and ready only when all are."""
+
+    def __init__(self, states: Sequence[tuple[str, HealthState]]) -> None:
+        self.states = list(states)
+
+    @property
+    def ready(self) -> bool:
+        return all(s.ready for _, s in self.states)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(f"{name}: {s.reason}" for name, s in self.states)
+
+    def healthy(self) -> tuple[bool, str]:
+        bad = [(name, s.healthy()) for name, s in self.states]
+        problems = [f"{name}: {why}" for name, (ok, why) in bad if not ok]
+        return (False, "; ".join(problems)) if problems else (True, "ok")
+
+
 class HealthServer:
     def __init__(
-        self, host: str, port: int, registry: CollectorRegistry, state: HealthState
+        self, host: str, port: int, registry: CollectorRegistry, state: HealthView
     ) -> None:
         handler = _handler(registry, state)
         self.server = ThreadingHTTPServer((host, port), handler)
@@ -60,7 +93,7 @@ class HealthServer:
 
 
 def _handler(
-    registry: CollectorRegistry, state: HealthState
+    registry: CollectorRegistry, state: HealthView
 ) -> Callable[..., BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -1,4 +1,5 @@
-"""Output messages (verdicts, alerts, dead letters): pure builders and models that parse back.
+"""Output messages (verdicts, alerts, dead letters, escalations, diagnoses): pure builders
+and models that parse back.
 
 The JSON shapes are documented in docs/topics.md. Builders are pure functions of what
 the screen role knows about a segment; the pydantic models (`VerdictRecord`,
@@ -21,6 +22,7 @@ from ingest.types import StreamInfo
 from monitor.publisher import OutMessage
 from monitor.sections import AlertsConfig
 from scorers.types import Verdict
+from scorers.vlm.types import Diagnosis, EscalationRequest
 
 VERDICT_SCHEMA = "vqmon.verdict/1"
 ALERT_SCHEMA = "vqmon.alert/1"
@@ -136,6 +138,26 @@ def alert_messages(topic: str, verdict: Verdict, cfg: AlertsConfig) -> list[OutM
         }
         out.append(_alert(topic, verdict, "low_mos", body))
     return out
+
+
+def escalation_message(topic: str, request: EscalationRequest) -> OutMessage:
+    """vqmon.escalations, keyed by segment id (scorers.vlm.types.EscalationRequest.to_json)."""
+    headers = (
+        *JSON_HEADERS,
+        ("stream", request.stream.encode()),
+        ("rendition", request.rendition.encode()),
+    )
+    return OutMessage(topic, request.segment_id.encode(), dumps(request.to_json()), headers)
+
+
+def diagnosis_message(topic: str, diagnosis: Diagnosis) -> OutMessage:
+    """vqmon.diagnoses, keyed by segment id (scorers.vlm.types.Diagnosis.to_json)."""
+    headers = (
+        *JSON_HEADERS,
+        ("stream", diagnosis.stream.encode()),
+        ("rendition", diagnosis.rendition.encode()),
+    )
+    return OutMessage(topic, diagnosis.segment_id.encode(), dumps(diagnosis.to_json()), headers)
 
 
 def _alert(topic: str, verdict: Verdict, kind: str, body: dict[str, Any]) -> OutMessage:

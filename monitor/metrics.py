@@ -16,6 +16,7 @@ from monitor.types import EncoderDecision, Incident
 from scorers.types import Verdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+GENERATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 STAGES = ("queue", "decode", "score", "produce", "total")
 QUEUES = ("intake", "decode", "produce")
 
@@ -174,6 +175,7 @@ class Metrics:
         for q in QUEUES:
             self.queue_depth.labels(q).set(0)
         self._init_closed_loop(registry)
+        self._init_diagnosis(registry)
 
     def labels(self, stream: str, rendition: str) -> tuple[str, str]:
         key = (stream, rendition)
@@ -195,6 +197,57 @@ class Metrics:
             self.decode_errors.labels(s, r).inc(decode_errors)
         if corrupt_frames:
             self.corrupt_frames.labels(s, r).inc(corrupt_frames)
+
+    # ------------------------------------------------------------------ escalation and diagnosis
+    # Labels: reason (the first trigger: flag_<kind>, mos_low, mos_low_drop,
+    # degradation_unsure, audit; or a drop reason), model (the configured VLM), task.
+
+    def _init_diagnosis(self, registry: CollectorRegistry) -> None:
+        self.escalations = Counter(
+            "vqmon_escalations",
+            "Segments the screen role escalated to the diagnose role, by their first trigger "
+            "(flag_<kind>, mos_low, mos_low_drop, degradation_unsure) or audit.",
+            ["reason"],
+            registry=registry,
+        )
+        self.escalations_dropped = Counter(
+            "vqmon_escalations_dropped",
+            "Escalations a trigger asked for but the screen role did not send, by reason: "
+            "budget, stream_rate (the policy's limits), no_frames, request_error.",
+            ["reason"],
+            registry=registry,
+        )
+        self.diagnoses = Counter(
+            "vqmon_diagnoses",
+            "Diagnoses published by the diagnose role, by model ('rules' without a VLM).",
+            ["model"],
+            registry=registry,
+        )
+        self.diagnoses_dropped = Counter(
+            "vqmon_diagnoses_dropped",
+            "Escalations the diagnose role gave up on (committed, no diagnosis), by reason: "
+            "queue_full (the VLM is behind), vlm_timeout, vlm_error, internal_error.",
+            ["reason"],
+            registry=registry,
+        )
+        self.generation_seconds = Histogram(
+            "vqmon_vlm_generation_seconds",
+            "Wall time of one diagnose call (a batch of escalations, every configured task).",
+            buckets=GENERATION_BUCKETS,
+            registry=registry,
+        )
+        self.tokens_per_second = Gauge(
+            "vqmon_vlm_tokens_per_second",
+            "Generated tokens per second of the latest diagnose call that counted tokens.",
+            registry=registry,
+        )
+        self.parse_failures = Counter(
+            "vqmon_vlm_parse_failures",
+            "VLM completions whose answer could not be parsed (never turned into a default), "
+            "by task.",
+            ["task"],
+            registry=registry,
+        )
 
     # ------------------------------------------------------------------ judge and encoding
     # Incidents (monitor.judge) and encoder decisions (monitor.encoding). Extra labels are

@@ -1,9 +1,11 @@
-"""The daemon: builds the runtime and the roles it runs from the config.
+"""The daemon: builds the runtimes and the roles they run from the config.
 
-`Daemon` only assembles: Kafka clients behind the runtime's protocols
-(monitor.clients), the publisher (monitor.publisher), the runtime (monitor.runtime)
-and the screen role's steps (monitor.screen), with metrics and the run summary as
-observers. Everything it builds can be injected instead (tests pass in-memory clients).
+`Daemon` (the screen role) and `DiagnoseDaemon` (the diagnose role) only assemble:
+Kafka clients behind the runtime's protocols (monitor.clients), the publisher
+(monitor.publisher), a runtime (monitor.runtime) and the role's steps (monitor.screen,
+monitor.diagnose), with metrics and the run summary as observers. Everything they
+build can be injected instead (tests pass in-memory clients). Each role has its own
+consumer group and runtime; `--role all` runs both in one process (monitor.run).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from ingest import kafka as kafka_io
 from ingest.contract import InitCache
 from monitor.clients import Consumer, KafkaConsumerClient, KafkaProducerClient, Producer, Record
 from monitor.config import Config
+from monitor.diagnose import DiagnoseFn, DiagnoseStep, RequestStep
+from monitor.escalate import Escalator
+from monitor.escalation import EscalationPolicy
 from monitor.health import HealthState
 from monitor.messages import dead_letter_message
 from monitor.metrics import Metrics
@@ -28,6 +33,8 @@ from monitor.screen import AdaptivePlanner, OutputStep, ParseStep, ScreenStep, s
 from monitor.workers import Runner, Screened, WorkerPool, WorkerSetup
 from scorers.chain import Chain
 from scorers.types import Verdict
+from scorers.vlm.diagnoser import Diagnoser
+from scorers.vlm.types import Diagnosis
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,11 @@ class Summary:
     mos_count: int = 0
     published: int | None = None
     """Segments the built-in synthetic feed published (None without a feed)."""
+    escalations: collections.Counter[str] = field(default_factory=collections.Counter)
+    escalations_dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    diagnose: collections.Counter[str] | None = None
+    """Diagnose role results (ok, dropped:<reason>, dead-letter reasons); None when it did
+    not run."""
 
     @property
     def screened(self) -> int:
@@ -69,7 +81,10 @@ class Summary:
             "renditions": len(self.renditions),
             "handed_back": self.handed_back,
             "mean_mos": round(self.mos_sum / self.mos_count, 3) if self.mos_count else None,
+            "escalations": dict(self.escalations),
+            "escalations_dropped": dict(self.escalations_dropped),
             **({"published": self.published} if self.published is not None else {}),
+            **({"diagnose": dict(self.diagnose)} if self.diagnose is not None else {}),
         }
 
 
@@ -85,7 +100,86 @@ def worker_setup(config: Config) -> WorkerSetup:
         config.ingest.references,
         scorers,
         config.pipeline.screening.tiny_frame_ratio,
+        config.escalation if config.escalation.enabled else None,
     )
+
+
+def make_publisher(
+    config: Config,
+    bootstrap: list[str],
+    metrics: Metrics,
+    factory: Callable[[], Producer] | None = None,
+) -> Publisher:
+    return Publisher(
+        factory or (lambda: KafkaProducerClient(kafka_io.make_producer(config.kafka, bootstrap))),
+        stuck_after_s=config.kafka.request_timeout_ms / 1000 + 30,
+        on_reset=metrics.producer_resets.inc,
+        on_lost=lambda m, _exc: metrics.outputs_lost.labels(m.topic).inc(),
+    )
+
+
+def runtime_settings(config: Config, max_poll_records: int) -> RuntimeSettings:
+    p = config.pipeline
+    return RuntimeSettings(
+        commit_interval_s=p.commit_interval_s,
+        shutdown_timeout_s=p.shutdown_timeout_s,
+        progress_timeout_s=p.progress_timeout_s,
+        unacked_timeout_s=p.unacked_timeout_s,
+        max_poll_records=max_poll_records,
+    )
+
+
+def dead_letter_maker(config: Config) -> Callable[[Record, str, str], OutMessage]:
+    def make(record: Record, reason: str, error: str) -> OutMessage:
+        return dead_letter_message(
+            config.kafka.topics.dead_letter,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            source=source_of(record),
+            reason=reason,
+            error=error,
+            max_value_bytes=config.outputs.dead_letter_max_value_bytes,
+        )
+
+    return make
+
+
+def runtime_observer(metrics: Metrics, *, stages: bool = True) -> Callable[[str, float], None]:
+    """The runtime's and steps' metrics hook. `stages=False` (the diagnose role) leaves the
+    screen pipeline's stage histograms and gauges to the screen role."""
+
+    def observe(name: str, value: float) -> None:
+        m = metrics
+        if name == "poll_error":
+            m.poll_errors.inc()
+        elif name == "step_error":
+            m.step_errors.inc()
+        elif name == "commit":
+            m.commits.inc()
+        elif not stages:
+            return
+        elif name in STAGE_OF:
+            m.stage_seconds.labels(STAGE_OF[name]).observe(value)
+        elif name == "pause":
+            m.pauses.inc()
+        elif name == "paused_partitions":
+            m.paused.set(value)
+        elif name == "oldest_unacked_seconds":
+            m.oldest_unacked.set(value)
+        elif name == "stalled_seconds":
+            m.stalled.set(value)
+
+    return observe
+
+
+STAGE_OF = {
+    "queue_seconds": "queue",
+    "screen_seconds": "decode",
+    "score_seconds": "score",
+    "total_seconds": "total",
+    "produce_seconds": "produce",
+}
 
 
 class Daemon:
@@ -101,6 +195,7 @@ class Daemon:
         consumer: Consumer | None = None,
         producer_factory: Callable[[], Producer] | None = None,
         runner: Runner | None = None,
+        summary: Summary | None = None,
     ) -> None:
         self.config = config
         self.bootstrap = bootstrap
@@ -108,7 +203,7 @@ class Daemon:
         self.health = health or HealthState(config.http.stall_after_s)
         self.notify = notify or (lambda _status: None)
         self.watchdog = watchdog or (lambda: None)
-        self.summary = Summary(time.time())
+        self.summary = summary or Summary(time.time())
         self._consumer = consumer
         self._producer_factory = producer_factory
         self._runner = runner
@@ -129,7 +224,13 @@ class Daemon:
             created = kafka_io.ensure_topics(
                 cfg.kafka,
                 self.bootstrap,
-                [topics.segments, topics.verdicts, topics.alerts, topics.dead_letter],
+                [
+                    topics.segments,
+                    topics.verdicts,
+                    topics.alerts,
+                    topics.dead_letter,
+                    *([topics.escalations] if cfg.escalation.enabled else []),
+                ],
             )
             if created:
                 log.info("created topics", extra={"topics": created})
@@ -139,32 +240,21 @@ class Daemon:
             self.metrics.scorer_info.labels(name, version, provider).set(1)
         chain.close()
         pool = self._pool(setup)
-        publisher = Publisher(
-            self._producer_factory
-            or (lambda: KafkaProducerClient(kafka_io.make_producer(cfg.kafka, self.bootstrap))),
-            stuck_after_s=cfg.kafka.request_timeout_ms / 1000 + 30,
-            on_reset=self.metrics.producer_resets.inc,
-            on_lost=lambda m, _exc: self.metrics.outputs_lost.labels(m.topic).inc(),
-        )
+        publisher = make_publisher(cfg, self.bootstrap, self.metrics, self._producer_factory)
         consumer = self._consumer or KafkaConsumerClient(
             kafka_io.make_consumer(cfg.kafka, self.bootstrap)
         )
         p = cfg.pipeline
+        observe = runtime_observer(self.metrics)
         runtime = Runtime(
             consumer,
             [topics.segments],
             publisher,
-            self._dead_letter,
-            RuntimeSettings(
-                commit_interval_s=p.commit_interval_s,
-                shutdown_timeout_s=p.shutdown_timeout_s,
-                progress_timeout_s=p.progress_timeout_s,
-                unacked_timeout_s=p.unacked_timeout_s,
-                max_poll_records=p.intake_queue,
-            ),
+            dead_letter_maker(cfg),
+            runtime_settings(cfg, p.intake_queue),
             self.health,
             watchdog=self.watchdog,
-            observe=self._observe,
+            observe=observe,
         )
         self.runtime = runtime
         runtime.on_gauges = self._gauges
@@ -172,14 +262,18 @@ class Daemon:
             runtime.stop()
         ctx = runtime.context
         ctx.on_result = self._finished
-        outputs = OutputStep(ctx, topics.verdicts, topics.alerts, cfg.outputs.alerts, self._verdict)
+        escalator = self._escalator()
+        outputs = OutputStep(
+            ctx, topics.verdicts, topics.alerts, cfg.outputs.alerts, self._verdict, escalator
+        )
         self.screen = ScreenStep(
             ctx,
             pool,
             AdaptivePlanner(p.screening),
             outputs,
             intake=p.intake_queue,
-            observe=self._observe,
+            observe=observe,
+            recent_mos_low=None if escalator is None else escalator.recent_median,
         )
         first = ParseStep(
             ctx,
@@ -194,6 +288,7 @@ class Daemon:
                 "scorers": chain.names,
                 "workers": p.decode_workers,
                 "screening": p.screening.mode,
+                "escalation": cfg.escalation.enabled,
                 "bootstrap": self.bootstrap,
             },
         )
@@ -222,16 +317,25 @@ class Daemon:
             runner=self._runner,
         )
 
-    def _dead_letter(self, record: Record, reason: str, error: str) -> OutMessage:
-        return dead_letter_message(
-            self.config.kafka.topics.dead_letter,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            source=source_of(record),
-            reason=reason,
-            error=error,
-            max_value_bytes=self.config.outputs.dead_letter_max_value_bytes,
+    def _escalator(self) -> Escalator | None:
+        cfg = self.config
+        if not cfg.escalation.enabled:
+            return None
+        m, summary = self.metrics, self.summary
+
+        def escalated(label: str) -> None:
+            m.escalations.labels(label).inc()
+            summary.escalations[label] += 1
+
+        def dropped(reason: str) -> None:
+            m.escalations_dropped.labels(reason).inc()
+            summary.escalations_dropped[reason] += 1
+
+        return Escalator(
+            EscalationPolicy(cfg.escalation),
+            cfg.kafka.topics.escalations,
+            on_escalated=escalated,
+            on_dropped=dropped,
         )
 
     def _verdict(self, verdict: Verdict, screened: Screened) -> None:
@@ -267,29 +371,140 @@ class Daemon:
             if hw is not None and low is not None:
                 m.lag.labels(str(tp.partition)).set(max(0, hw - low))
 
-    def _observe(self, name: str, value: float) -> None:
+
+class DiagnoseDaemon:
+    """The diagnose role: escalations topic -> Diagnoser -> diagnoses topic, in its own
+    consumer group (`diagnose.group_id`, default '<kafka.group_id>-diagnose')."""
+
+    def __init__(
+        self,
+        config: Config,
+        bootstrap: list[str],
+        metrics: Metrics,
+        health: HealthState | None = None,
+        *,
+        watchdog: Callable[[], None] | None = None,
+        consumer: Consumer | None = None,
+        producer_factory: Callable[[], Producer] | None = None,
+        diagnose: DiagnoseFn | None = None,
+        model: str | None = None,
+        summary: Summary | None = None,
+    ) -> None:
+        """`diagnose` (with `model`, its id) replaces the configured Diagnoser (tests)."""
+        self.config = config
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.health = health or HealthState(config.http.stall_after_s)
+        self.watchdog = watchdog or (lambda: None)
+        self.summary = summary or Summary(time.time())
+        self.summary.diagnose = self.summary.diagnose or collections.Counter()
+        self._consumer = consumer
+        self._producer_factory = producer_factory
+        self._diagnose = diagnose
+        self._model = model or "injected"
+        self.runtime: Runtime | None = None
+        self.step: DiagnoseStep | None = None
+        self._stop_asked = False
+
+    @property
+    def group_id(self) -> str:
+        return self.config.diagnose.group_id or f"{self.config.kafka.group_id}-diagnose"
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal-handler safe)."""
+        self._stop_asked = True
+        if self.runtime is not None:
+            self.runtime.stop()
+
+    def run(self, duration_s: float | None = None) -> Summary:
+        cfg = self.config
+        topics, d = cfg.kafka.topics, cfg.diagnose
+        if cfg.kafka.create_topics and self._consumer is None:
+            kafka_io.ensure_topics(
+                cfg.kafka,
+                self.bootstrap,
+                [topics.escalations, topics.diagnoses, topics.dead_letter],
+            )
+        diagnoser = None
+        diagnose, model = self._diagnose, self._model
+        if diagnose is None:
+            diagnoser = Diagnoser(d)  # loads the model (or connects) before joining the group
+            diagnose, model = diagnoser.diagnose_batch, diagnoser.model_id
+        self._model = model
+        consumer = self._consumer or KafkaConsumerClient(
+            kafka_io.make_consumer(
+                cfg.kafka.model_copy(update={"group_id": self.group_id}), self.bootstrap
+            )
+        )
+        runtime = Runtime(
+            consumer,
+            [topics.escalations],
+            make_publisher(cfg, self.bootstrap, self.metrics, self._producer_factory),
+            dead_letter_maker(cfg),
+            runtime_settings(cfg, d.poll_records),
+            self.health,
+            watchdog=self.watchdog,
+            observe=runtime_observer(self.metrics, stages=False),
+        )
+        self.runtime = runtime
+        runtime.on_gauges = self._gauges
+        if self._stop_asked:
+            runtime.stop()
+        ctx = runtime.context
+        ctx.on_result = self._finished
+        self.step = DiagnoseStep(
+            ctx,
+            diagnose,
+            topics.diagnoses,
+            queue_size=d.queue,
+            batch_size=d.batch_size,
+            timeout_s=d.generation_timeout_s,
+            max_abandoned=d.max_abandoned,
+            on_dropped=self._dropped,
+            on_batch=self._batch,
+        )
+        log.info(
+            "diagnosing",
+            extra={
+                "topic": topics.escalations,
+                "group": self.group_id,
+                "model": model,
+                "tasks": list(d.tasks),
+                "bootstrap": self.bootstrap,
+            },
+        )
+        try:
+            runtime.run(RequestStep(ctx, self.step), duration_s)
+        finally:
+            if diagnoser is not None:
+                diagnoser.close()
+            log.info("diagnose role stopped", extra={"results": dict(self.summary.diagnose or {})})
+        return self.summary
+
+    def _finished(self, record: Record, result: str) -> None:
+        assert self.summary.diagnose is not None
+        self.summary.diagnose[result] += 1
+        if result == "ok":
+            self.metrics.diagnoses.labels(self._model).inc()
+        elif not result.startswith("dropped:"):
+            self.metrics.dead_letters.labels(result).inc()
+
+    def _dropped(self, reason: str, n: int) -> None:
+        self.metrics.diagnoses_dropped.labels(reason).inc(n)
+
+    def _batch(self, seconds: float, diagnoses: list[Diagnosis]) -> None:
         m = self.metrics
-        if name in ("queue_seconds",):
-            m.stage_seconds.labels("queue").observe(value)
-        elif name == "screen_seconds":
-            m.stage_seconds.labels("decode").observe(value)
-        elif name == "score_seconds":
-            m.stage_seconds.labels("score").observe(value)
-        elif name == "total_seconds":
-            m.stage_seconds.labels("total").observe(value)
-        elif name == "produce_seconds":
-            m.stage_seconds.labels("produce").observe(value)
-        elif name == "poll_error":
-            m.poll_errors.inc()
-        elif name == "step_error":
-            m.step_errors.inc()
-        elif name == "commit":
-            m.commits.inc()
-        elif name == "pause":
-            m.pauses.inc()
-        elif name == "paused_partitions":
-            m.paused.set(value)
-        elif name == "oldest_unacked_seconds":
-            m.oldest_unacked.set(value)
-        elif name == "stalled_seconds":
-            m.stalled.set(value)
+        m.generation_seconds.observe(seconds)
+        tps = next((x.tokens_per_s for x in diagnoses if x.tokens_per_s), None)
+        if tps is not None:
+            m.tokens_per_second.set(tps)
+        for diagnosis in diagnoses:
+            for task in diagnosis.tasks:
+                failed = len(task.parse_errors) - task.parsed
+                if failed:
+                    m.parse_failures.labels(task.task).inc(failed)
+
+    def _gauges(self) -> None:
+        if self.step is not None:
+            self.metrics.queue_depth.labels("diagnose").set(self.step.depth)
+            self.metrics.queue_depth.labels("diagnosing").set(self.step.running)

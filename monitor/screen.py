@@ -7,8 +7,9 @@ Three steps on the runtime (monitor.runtime), each small:
 - `ScreenStep`: a bounded intake in front of the worker pool (full -> MessageRejected,
   so the runtime pauses partitions); decides per rendition how fully to screen
   (`AdaptivePlanner`); hands each result to the next step.
-- `OutputStep`: verdict and alert messages (monitor.messages), metrics, summary; the
-  record is committable once its outputs are acknowledged.
+- `OutputStep`: verdict and alert messages (monitor.messages), plus an escalation when
+  the policy admits one (monitor.escalate), metrics, summary; the record is committable
+  once its outputs are acknowledged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from ingest.contract import InitCache, InitSegment, SegmentJob, parse_message
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
+from monitor.escalate import Escalator
 from monitor.messages import SegmentFacts, Source, alert_messages, verdict_message
 from monitor.runtime import Context, Message, MessageRejected, Step
 from monitor.sections import AlertsConfig, ScreeningConfig
@@ -159,6 +161,7 @@ class ScreenStep:
         *,
         intake: int,
         observe: Callable[[str, float], None] | None = None,
+        recent_mos_low: Callable[[str, str], float | None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.pool = pool
@@ -166,6 +169,8 @@ class ScreenStep:
         self.next = next_step
         self.capacity = intake
         self.observe = observe or (lambda _n, _v: None)
+        self.recent_mos_low = recent_mos_low or (lambda _s, _r: None)
+        """The rendition's rolling mos_low median, for the worker's escalation check."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
         self.running: dict[int, Message[SegmentJob]] = {}
         self._ids = 0
@@ -188,7 +193,8 @@ class ScreenStep:
             self._ids += 1
             self.running[self._ids] = message
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
-            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref))
+            recent = self.recent_mos_low(seg.stream, seg.rendition)
+            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent))
 
     def poll(self, wait_s: float = 0.02) -> None:
         self._dispatch()
@@ -233,7 +239,7 @@ class ScreenStep:
 
 
 class OutputStep:
-    """Verdict and alert messages for each screened segment; metrics through `observe`."""
+    """Verdict, alert and escalation messages for each screened segment, published together."""
 
     def __init__(
         self,
@@ -242,12 +248,14 @@ class OutputStep:
         alerts_topic: str,
         alerts: AlertsConfig,
         on_verdict: Callable[[Verdict, Screened], None] | None = None,
+        escalator: Escalator | None = None,
     ) -> None:
         self.ctx = ctx
         self.verdicts_topic = verdicts_topic
         self.alerts_topic = alerts_topic
         self.alerts = alerts
         self.on_verdict = on_verdict or (lambda _v, _s: None)
+        self.escalator = escalator
 
     def submit(self, message: Message[Screened]) -> None:
         screened = message.payload
@@ -257,6 +265,8 @@ class OutputStep:
             verdict_message(self.verdicts_topic, verdict, seg, source_of(message.record)),
             *alert_messages(self.alerts_topic, verdict, self.alerts),
         ]
+        if self.escalator is not None:
+            messages.extend(self.escalator.outputs(screened))
         self.on_verdict(verdict, screened)
         self.ctx.publish(message.record, messages)
 

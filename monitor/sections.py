@@ -1,4 +1,5 @@
-"""Config sections of the daemon (`vqmon run`): pipeline, outputs, HTTP, logging, demo feed."""
+"""Config sections of the daemon (`vqmon run`): pipeline, outputs, HTTP, logging, demo feed,
+the diagnose role."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pydantic import Field, model_validator
 
 from ingest.config import StrictModel
 from ingest.reference import ReferenceConfig
+from scorers.vlm.config import DiagnoseConfig
 
 
 class IngestConfig(StrictModel):
@@ -205,3 +207,42 @@ class FeedConfig(StrictModel):
             if not (w.isdigit() and h.isdigit() and int(w) >= 16 and int(h) >= 16):
                 raise ValueError(f"rendition {r!r} must look like 640x360 (WIDTHxHEIGHT, >= 16)")
         return self
+
+
+class DiagnoseRoleConfig(DiagnoseConfig):
+    """The diagnose role (`vqmon run --role diagnose`): the VLM (`backend`, `tasks`, ...)
+    and how the role bounds its work. Diagnosis is optional work: when the VLM is slow or
+    down, escalations wait up to `queue`, then are dropped and counted, never blocking."""
+
+    group_id: str | None = Field(
+        None,
+        description="Consumer group of the diagnose role on the escalations topic; default "
+        "'<kafka.group_id>-diagnose'. Diagnose workers sharing it split the partitions.",
+    )
+    queue: int = Field(
+        16,
+        ge=1,
+        le=10000,
+        description="Escalations waiting for the VLM. A full queue drops the next ones "
+        "(counted as queue_full, offsets still committed): drop, not backpressure.",
+    )
+    batch_size: int = Field(
+        4, ge=1, le=256, description="Escalations per diagnose call (one batched generate)."
+    )
+    generation_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Watchdog on one diagnose call: past it the batch is dropped (vlm_timeout) "
+        "and its thread abandoned. Keep it above the backend's own bound (openai "
+        "timeout_s x batched prompts / max_concurrency; transformers max_time_s).",
+    )
+    max_abandoned: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Hung diagnose threads replaced before the role stops replacing them; "
+        "then /healthz goes red so the supervisor restarts the daemon.",
+    )
+    poll_records: int = Field(
+        8, ge=1, le=1000, description="Escalations fetched per poll (each up to ~1 MB)."
+    )

@@ -8,6 +8,11 @@ FFmpeg or ONNX Runtime (beyond the decoder's cooperative deadline), or crashes t
 interpreter, can be killed and replaced without taking the daemon down. Each worker
 has its own pipe: killing one cannot corrupt a queue shared with the others.
 
+Frames cross the pipe only when the diagnosis tier may want them: when the verdict trips
+an escalation trigger (or the audit sample picks it), the worker also builds the
+`EscalationRequest` (a few hundred kB of JPEGs) and attaches it to `Screened`; the
+parent's `EscalationPolicy` then decides (rate limits, budget) whether it is sent.
+
 A worker killed or dead while it worked on a segment is charged to that segment (it
 becomes a dead letter); the restart budget counts only deaths no input explains (a
 worker dying idle, a worker that cannot start), so a flood of hostile input costs
@@ -37,8 +42,11 @@ from ingest.contract import SegmentJob
 from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
+from monitor.escalation import EscalationConfig, candidate
 from scorers.chain import Chain
 from scorers.types import Verdict
+from scorers.vlm.request import make_request
+from scorers.vlm.types import EscalationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,8 @@ class ScreenJob:
     predicted_bytes_ref: float | None = None
     """The rendition's small predicted frames, recently (cheap mode's yardstick): the least
     10th percentile of predicted-frame sizes over its recent clean segments."""
+    recent_mos_low: float | None = None
+    """The rendition's rolling median of mos_low (the escalation's drop trigger)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,10 @@ class Screened:
     seconds: float = 0.0
     score_seconds: float = 0.0
     declared_bitrate: int | None = None
+    escalation: EscalationRequest | None = None
+    """Frames and verdict for the diagnosis tier, only when a trigger or the audit fired."""
+    escalation_error: str | None = None
+    """Why no request could be made although a trigger fired (e.g. no sampled frames)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,8 @@ class WorkerSetup:
     cheap_ratio: float = 0.9
     """Cheap mode promotes when over a quarter of the predicted frames are smaller than this
     share of the reference (frozen and black pictures code to skip frames)."""
+    escalation: EscalationConfig | None = None
+    """Triggers and frame settings of the escalation; None makes no escalation requests."""
     _chain: Chain | None = field(default=None, repr=False)
 
     @property
@@ -207,6 +223,7 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         return Failed(
             job_id, SCORER_ERROR, f"{type(exc).__name__}: {exc}", time.monotonic() - started
         )
+    request, request_error = _escalation(setup, job, decoded, verdict)
     done = time.monotonic()
     return Screened(
         job_id,
@@ -220,7 +237,28 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         done - started,
         done - decoded_at,
         seg.bitrate,
+        request,
+        request_error,
     )
+
+
+def _escalation(
+    setup: WorkerSetup, job: ScreenJob, decoded: DecodedSegment, verdict: Verdict
+) -> tuple[EscalationRequest | None, str | None]:
+    """The escalation request when a trigger or the audit picks this verdict."""
+    cfg = setup.escalation
+    if cfg is None:
+        return None, None
+    reason = candidate(verdict, cfg, job.recent_mos_low)
+    if reason is None:
+        return None, None
+    try:
+        return make_request(decoded, verdict, reason, cfg.frames), None
+    except RequestError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a JPEG encoding problem must not cost the verdict
+        log.warning("escalation request failed", extra={"segment": verdict.segment_id})
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _score(setup: WorkerSetup, decoded: DecodedSegment) -> Verdict:

@@ -68,7 +68,7 @@ def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, s
         cls = FLAG_TO_CLASS.get(worst["kind"], worst["kind"])
         sev = float(worst["severity"])
         return cls, severity_label(sev), f"flag {worst['kind']} severity {sev:.2f}"
-    head = (verdict.get("extra") or {}).get("degradation") or {}
+    head = verdict.get("degradation") or {}
     if head:
         name, p = max(head.items(), key=lambda kv: kv[1])
         mos_low = verdict.get("mos_low")

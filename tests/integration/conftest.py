@@ -100,12 +100,22 @@ class DaemonProcess:
     config: Path
     log: Path
     port: int
+    role: str = "screen"
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def start(self) -> DaemonProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    "--role",
+                    self.role,
+                ],
                 cwd=ROOT,
                 stdout=out,
                 stderr=out,
@@ -168,9 +178,9 @@ def wait_for(cond: Any, timeout_s: float, what: str, daemon: DaemonProcess | Non
 def start_daemon(tmp_path: Path) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
-    def start(config: Path) -> DaemonProcess:
+    def start(config: Path, role: str = "screen") -> DaemonProcess:
         port = int(yaml.safe_load(config.read_text())["http"]["port"])
-        d = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log", port).start()
+        d = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log", port, role).start()
         started.append(d)
         return d
 

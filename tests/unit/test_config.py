@@ -95,6 +95,21 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "Did you mean 'pipeline'?" in capsys.readouterr().err
 
 
-def test_diagnose_role_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--role", "diagnose"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_escalation_and_diagnose_sections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = load_config(
+        write(
+            tmp_path,
+            "escalation:\n  frames: {max_frames: 4}\n"
+            "diagnose:\n  queue: 3\n  backend: {type: openai, base_url: 'http://127.0.0.1:8000/v1',"
+            " model: m}\n",
+        ),
+        env={},
+    )
+    assert cfg.escalation.frames.max_frames == 4 and cfg.diagnose.queue == 3
+    assert cfg.diagnose.backend.type == "openai"
+    assert cfg.kafka.topics.escalations == "vqmon.escalations"
+    bad = write(tmp_path, "diagnose:\n  queue: 0\n")
+    assert main(["run", "--role", "diagnose", "--config", str(bad)]) == 2
+    assert ":2: diagnose.queue" in capsys.readouterr().err

@@ -22,6 +22,7 @@ UNITS = Path(__file__).resolve().parents[2] / "systemd"
     [
         ("vqmon-screen.service", "vqmon-screen.service"),
         ("vqmon-screen@.service", "vqmon-screen@0.service"),
+        ("vqmon-diagnose@.service", "vqmon-diagnose@0.service"),
     ],
 )
 def test_units_verify(tmp_path: Path, source: str, name: str) -> None:

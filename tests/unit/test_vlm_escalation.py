@@ -23,9 +23,17 @@ def v(
     stream: str = "news",
     head: dict[str, float] | None = None,
 ) -> Verdict:
-    extra = {"degradation": head} if head else {}
     return Verdict(
-        f"{stream}/720p/{seq}", stream, "720p", seq, mos_low, mos_low, (), flags, ("x@1",), extra
+        f"{stream}/720p/{seq}",
+        stream,
+        "720p",
+        seq,
+        mos_low,
+        mos_low,
+        (),
+        flags,
+        ("x@1",),
+        degradation=head or {},
     )
 
 
@@ -150,3 +158,36 @@ def test_audit_leaves_the_last_token_to_an_impairment() -> None:
 def test_disabled() -> None:
     pol = EscalationPolicy(EscalationConfig(enabled=False))
     assert pol.decide(v(0, flags=BLACK)).escalate is False
+
+
+def test_per_kind_flag_thresholds_and_a_head_sure_of_a_degradation() -> None:
+    cfg = EscalationConfig()
+    assert triggers(v(1, flags=(Flag("corruption", 0.08, 0, 2),)), cfg, None) == [
+        "flag:corruption>=0.05"
+    ]
+    assert triggers(v(1, flags=(Flag("blur", 0.08, 0, 2),)), cfg, None) == []
+    noisy = {"clean": 0.2, "noise": 0.7, "blur": 0.1}
+    assert triggers(v(1, head=noisy), cfg, None) == ["degraded:noise>=0.50"]
+    assert triggers(v(1, head={"clean": 0.8, "noise": 0.2}), cfg, None) == []
+    assert triggers(v(1, head=noisy), EscalationConfig(degraded_above=None), None) == []
+
+
+def test_an_unsure_head_alone_has_an_audits_priority() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        budget_fraction=0.1, budget_floor=0, audit_budget_share=0.5, stream_burst=1000, **NO_AUDIT
+    )
+    pol = EscalationPolicy(cfg, clock)
+    unsure = {"clean": 0.3, "blur": 0.35, "noise": 0.35}
+    made = {"unsure": 0, "impaired": 0}
+    missed = 0
+    for i in range(1000):
+        clock.t += 0.1
+        bad = i % 40 == 20  # 2.5% impaired; every other segment's head is unsure
+        d = pol.decide(v(i, flags=BLACK if bad else (), head=None if bad else unsure))
+        if d.escalate:
+            assert d.kind is not None and d.kind != "audit"
+            made[d.kind] += 1
+        missed += bad and not d.escalate
+    assert missed == 0  # unsure verdicts never crowd out an impairment
+    assert made["unsure"] <= 0.05 * 1000 + 1 and made["impaired"] == 25

@@ -24,9 +24,9 @@ def test_rules_fall_back_to_the_distilled_head() -> None:
     cfg = RulesConfig()
     v = verdict(3).to_json()  # no flags; head says compression 0.7, mos_low 1.8
     assert rules_degradation(v, cfg)[:2] == ("compression", "catastrophic")
-    unsure = {**v, "extra": {"degradation": {"clean": 0.35, "blur": 0.33, "noise": 0.32}}}
+    unsure = {**v, "degradation": {"clean": 0.35, "blur": 0.33, "noise": 0.32}}
     assert rules_degradation(unsure, cfg)[:2] == ("none", "none")
-    bare = {**v, "extra": {}}
+    bare = {**v, "degradation": {}}
     assert rules_degradation(bare, cfg)[:2] == ("none", "none")
     flagged = verdict(3, (Flag("corruption", 0.95, 0, 1), Flag("blur", 0.3, 0, 2))).to_json()
     assert rules_degradation(flagged, cfg)[:2] == ("packet_loss", "catastrophic")

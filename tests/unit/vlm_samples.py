@@ -27,7 +27,7 @@ def verdict(seq: int = 7, flags: tuple[Flag, ...] = (), mos: float | None = 2.1)
         (2.4, 1.8, 2.2),
         flags,
         ("artifacts@1.1", "distilled@2.1"),
-        {"degradation": {"clean": 0.1, "compression": 0.7, "blur": 0.2}},
+        degradation={"clean": 0.1, "compression": 0.7, "blur": 0.2},
     )
 
 

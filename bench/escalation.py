@@ -1,0 +1,423 @@
+"""Escalation policy on a mixed feed: escalated fraction, impairment recall, rules accuracy,
+and the tiny VLM's generation latency on CPU.
+
+    python bench/escalation.py [--json OUT] [--no-vlm]
+
+1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
+   procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
+   seeds and motion speeds; CRF 20-26), clean, and impaired with ingest.impair: black,
+   freeze, blur, noise, banding, packet loss (corrupt_packets) and heavy compression
+   (CRF 44-51). Each is decoded and screened by the default chain (artifacts + the
+   shipped distilled model), exactly as the screen workers do.
+2. A feed: `--streams` streams of 2-s segments at live pace (a simulated clock); stream
+   s carries one source (a channel keeps its content), each segment a clean verdict of
+   that source drawn from the library (with replacement, with a fresh segment id: the
+   policy sees verdicts, not pixels, and the audit hash sees the id) or, at
+   `--impaired-share`, one of that source's impaired verdicts (each used once per feed). The
+   policy (monitor.escalation, the default config) decides every segment in order.
+   Reported: trigger recall (a trigger fires), escalation recall (escalated after the
+   limits), the escalated fraction of all segments, and why clean segments triggered.
+3. The rules diagnosis (scorers.vlm.rules) of each impaired verdict against its known
+   impairment class.
+4. The tiny offline Qwen2.5-VL (tests/unit/tiny_vlm.py: random weights) through the
+   transformers backend on CPU: latency of a diagnose call (score + degradation) at
+   batch 1 and 4 with real escalation requests; it measures the pipeline's overhead
+   (image processing, prompt, generate loop), not a 7B model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pickle
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ingest import impair
+from ingest.config import DecodeConfig
+from ingest.decode import decode
+from ingest.synth import EncodeSettings, encode, pattern_frames
+from ingest.types import DecodedSegment, IngestError, Segment
+from monitor.escalation import (
+    EscalationConfig,
+    EscalationPolicy,
+    is_weak,
+    reason_label,
+    triggers,
+)
+from scorers.artifacts import ArtifactsConfig
+from scorers.chain import Chain
+from scorers.distilled import DistilledConfig
+from scorers.types import Verdict
+from scorers.vlm.request import make_request
+from scorers.vlm.rules import RulesConfig, rules_degradation
+from scorers.vlm.types import EscalationRequest
+
+RGB = npt.NDArray[np.uint8]
+W, H, FPS, SECONDS = 640, 360, 25, 2.0
+N = int(FPS * SECONDS)
+SOURCES = ("scene", "texture", "bars", "gradient", "zoneplate")
+KINDS = ("black", "freeze", "blur", "noise", "banding", "packet_loss", "compression")
+EXPECTED = {
+    "black": {"black"},
+    "freeze": {"freeze"},
+    "blur": {"blur"},
+    "noise": {"noise"},
+    "banding": {"banding"},
+    "packet_loss": {"packet_loss"},
+    "compression": {"compression", "blocking"},
+}
+"""Rules classes counted right for each injected impairment (heavy compression shows as
+blocking to the detectors and as compression to the distilled head: both are right)."""
+
+
+@dataclass
+class Item:
+    kind: str  # "clean" or an impairment
+    source: str
+    verdict: Verdict
+    request_ms: float | None = None
+    request: EscalationRequest | None = None
+
+
+def frames_of(source: str, seed: int) -> list[RGB]:
+    speed = 1.0 + (seed % 4)
+    return list(pattern_frames(source, W, H, N, seed=seed, speed=speed))
+
+
+def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
+    """One impaired segment; strengths rotate with i so each kind spans a range."""
+    s = EncodeSettings(fps=FPS, gop=N, crf=23)
+    if kind == "black":
+        start = (0, 10, 25)[i % 3]  # whole segment, most, the second half
+        return encode(impair.black(frames, start, N - start), s)
+    if kind == "freeze":
+        start = (1, 10, 25)[i % 3]
+        return encode(impair.freeze(frames, start, N - start), s)
+    if kind == "blur":
+        return encode(impair.blur(frames, (2.0, 3.0, 4.5)[i % 3]), s)
+    if kind == "noise":
+        return encode(impair.noise(frames, (12.0, 18.0, 25.0)[i % 3], seed=i), s)
+    if kind == "banding":
+        return encode(impair.banding(frames, (8, 12, 16)[i % 3]), s)
+    if kind == "packet_loss":
+        return impair.corrupt_packets(encode(frames, s), (0.02, 0.05, 0.1)[i % 3], seed=i)
+    if kind == "compression":
+        return encode(frames, EncodeSettings(fps=FPS, gop=N, crf=(44, 47, 51)[i % 3]))
+    raise ValueError(kind)
+
+
+def build_library(
+    clean_per_source: int, impaired_per_kind: int
+) -> tuple[list[Item], list[Item], dict[str, Any]]:
+    chain = Chain.from_configs([ArtifactsConfig(), DistilledConfig(threads=2)])
+    dcfg = DecodeConfig()
+    clean: list[Item] = []
+    bad: list[Item] = []
+    undecodable: collections.Counter[str] = collections.Counter()
+    t_decode = t_score = 0.0
+    n = 0
+
+    def screen(data: bytes, seq: int) -> tuple[DecodedSegment, Verdict]:
+        nonlocal t_decode, t_score, n
+        t0 = time.perf_counter()
+        d = decode(Segment(data, "lib", "360p", seq), dcfg)
+        t1 = time.perf_counter()
+        v = chain.score([d])[0]
+        t_decode += t1 - t0
+        t_score += time.perf_counter() - t1
+        n += 1
+        return d, v
+
+    seq = 0
+    for si, source in enumerate(SOURCES):
+        for j in range(clean_per_source):
+            seed = 100 * si + j
+            crf = (20, 23, 26)[j % 3]
+            data = encode(frames_of(source, seed), EncodeSettings(fps=FPS, gop=N, crf=crf))
+            seq += 1
+            clean.append(Item("clean", source, screen(data, seq)[1]))
+    for ki, kind in enumerate(KINDS):
+        for i in range(impaired_per_kind):
+            source = SOURCES[(ki + i) % len(SOURCES)]
+            seed = 5000 + 37 * ki + i  # other seeds than the clean library
+            data = impaired(kind, frames_of(source, seed), i)
+            seq += 1
+            try:
+                decoded, v = screen(data, seq)
+            except IngestError as exc:  # a dead letter in the daemon, not an escalation
+                undecodable[f"{kind}:{exc.reason}"] += 1
+                continue
+            t0 = time.perf_counter()
+            req = make_request(decoded, v, "bench")
+            bad.append(Item(kind, source, v, (time.perf_counter() - t0) * 1000, req))
+    chain.close()
+    cost: dict[str, Any] = {
+        "decode_ms": 1000 * t_decode / n,
+        "score_ms": 1000 * t_score / n,
+        "segments": n,
+        "undecodable_impaired": dict(undecodable),
+    }
+    return clean, bad, cost
+
+
+def run_feed(
+    clean: list[Item],
+    bad: list[Item],
+    *,
+    streams: int,
+    segments: int,
+    impaired_share: float,
+    seed: int,
+    config: EscalationConfig,
+) -> dict[str, Any]:
+    """Replay a feed through the policy on a simulated clock; impaired items once each."""
+    rng = random.Random(seed)
+    n_bad = min(len(bad), round(segments * impaired_share))
+    clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
+    bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
+    slots = {
+        src: [k for k in range(segments) if SOURCES[(k % streams) % 5] == src] for src in SOURCES
+    }
+    place: dict[int, Item] = {}
+    for src, items in bad_of.items():
+        for k, item in zip(rng.sample(slots[src], len(items)), items, strict=True):
+            place[k] = item
+    t = [1000.0]
+    policy = EscalationPolicy(config, clock=lambda: t[0])
+    per_stream_seq = [0] * streams
+    esc_total = 0
+    clean_triggered: collections.Counter[str] = collections.Counter()
+    clean_escalated: collections.Counter[str] = collections.Counter()
+    kinds: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    dropped: collections.Counter[str] = collections.Counter()
+    for k in range(segments):
+        stream = k % streams
+        t[0] = 1000.0 + (k // streams) * SECONDS + stream * SECONDS / streams
+        per_stream_seq[stream] += 1
+        item = place.get(k) or rng.choice(clean_of[SOURCES[stream % 5]])
+        v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
+        fired = triggers(v, config, policy.recent_median(v.stream, v.rendition))
+        strong = bool(fired) and not is_weak(fired)
+        d = policy.decide(v)
+        esc_total += d.escalate
+        if d.dropped:
+            dropped[d.dropped] += 1
+        if item.kind == "clean":
+            if fired:
+                clean_triggered[reason_label(",".join(fired))] += 1
+            if d.escalate:
+                clean_escalated[reason_label(d.reason)] += 1
+        else:
+            c = kinds[item.kind]
+            c["n"] += 1
+            c["triggered"] += bool(fired)
+            c["strong"] += strong
+            c["escalated"] += d.escalate
+    n_bad = len(place)
+    n_clean = segments - n_bad
+    trig = sum(c["triggered"] for c in kinds.values())
+    strong_n = sum(c["strong"] for c in kinds.values())
+    esc_bad = sum(c["escalated"] for c in kinds.values())
+    return {
+        "segments": segments,
+        "streams": streams,
+        "impaired": n_bad,
+        "impaired_share": round(n_bad / segments, 4),
+        "escalated": esc_total,
+        "escalated_fraction": round(esc_total / segments, 4),
+        "trigger_recall": round(trig / n_bad, 4) if n_bad else None,
+        "strong_trigger_recall": round(strong_n / n_bad, 4) if n_bad else None,
+        "escalation_recall": round(esc_bad / n_bad, 4) if n_bad else None,
+        "clean_trigger_rate": round(sum(clean_triggered.values()) / n_clean, 4),
+        "clean_escalated_rate": round(sum(clean_escalated.values()) / n_clean, 4),
+        "clean_triggers": dict(clean_triggered),
+        "clean_escalations": dict(clean_escalated),
+        "dropped": dict(dropped),
+        "per_kind": {k: dict(c) for k, c in sorted(kinds.items())},
+    }
+
+
+def _renamed(v: Verdict, stream: str, seq: int) -> Verdict:
+    return Verdict(
+        f"{stream}/360p/{seq}",
+        stream,
+        "360p",
+        seq,
+        v.mos,
+        v.mos_low,
+        v.frame_mos,
+        v.flags,
+        v.scorers,
+        v.extra,
+        v.degradation,
+        v.mode,
+    )
+
+
+def rules_accuracy(bad: list[Item]) -> dict[str, Any]:
+    cfg = RulesConfig()
+    per: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    confusion: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for item in bad:
+        cls, _sev, _why = rules_degradation(item.verdict.to_json(), cfg)
+        per[item.kind]["n"] += 1
+        per[item.kind]["right"] += cls in EXPECTED[item.kind]
+        confusion[item.kind][cls] += 1
+    right = sum(c["right"] for c in per.values())
+    return {
+        "accuracy": round(right / len(bad), 4),
+        "per_kind": {k: round(c["right"] / c["n"], 3) for k, c in sorted(per.items())},
+        "confusion": {k: dict(c) for k, c in sorted(confusion.items())},
+    }
+
+
+def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
+    """The tiny random-weight Qwen2.5-VL through the transformers backend on CPU."""
+    from scorers.vlm.config import DiagnoseConfig
+    from scorers.vlm.diagnoser import Diagnoser
+    from scorers.vlm.transformers_backend import TransformersConfig
+    from tests.unit import tiny_vlm as tiny
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tiny.build(Path(tmp) / "tiny")
+        tiny.register()
+        backend = TransformersConfig(
+            model_path=path, device="cpu", batch_size=8, max_new_tokens=32, threads=2
+        )
+        diag = Diagnoser(DiagnoseConfig(backend=backend, tasks=["score", "degradation"]))
+        diag.diagnose_batch(requests[:1])  # warm-up
+        for batch in (1, 4):
+            times, tps = [], []
+            for r in range(3):
+                chunk = [requests[(r * batch + i) % len(requests)] for i in range(batch)]
+                t0 = time.perf_counter()
+                ds = diag.diagnose_batch(chunk)
+                times.append(time.perf_counter() - t0)
+                tps.extend(d.tokens_per_s for d in ds[:1] if d.tokens_per_s)
+            out[f"batch{batch}"] = {
+                "seconds_per_call": round(statistics.median(times), 3),
+                "seconds_per_escalation": round(statistics.median(times) / batch, 3),
+                "tokens_per_s": round(statistics.median(tps), 1) if tps else None,
+            }
+        diag.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--clean-per-source", type=int, default=24)
+    ap.add_argument("--impaired-per-kind", type=int, default=12)
+    ap.add_argument("--streams", type=int, default=40)
+    ap.add_argument("--segments", type=int, default=3000)
+    ap.add_argument("--impaired-share", type=float, default=0.025)
+    ap.add_argument("--seeds", type=int, default=5, help="feeds replayed (different draws)")
+    ap.add_argument("--no-vlm", action="store_true", help="skip the tiny VLM latency")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--cache", type=Path, help="keep the screened library here (pickle) and reuse it"
+    )
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    if args.cache and args.cache.exists():
+        clean, bad, cost = pickle.loads(args.cache.read_bytes())
+    else:
+        clean, bad, cost = build_library(args.clean_per_source, args.impaired_per_kind)
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
+    print(f"library: {len(clean)} clean, {len(bad)} impaired in {time.perf_counter() - t0:.0f} s")
+    cfg = EscalationConfig()
+    feeds = [
+        run_feed(
+            clean,
+            bad,
+            streams=args.streams,
+            segments=args.segments,
+            impaired_share=args.impaired_share,
+            seed=s,
+            config=cfg,
+        )
+        for s in range(args.seeds)
+    ]
+    # every impaired verdict once, on its own stream, against a warm clean history: the
+    # trigger recall per kind over the whole impaired library
+    library_trig = collections.Counter(it.kind for it in bad if triggers(it.verdict, cfg, None))
+    library_strong = collections.Counter(
+        it.kind for it in bad if (r := triggers(it.verdict, cfg, None)) and not is_weak(r)
+    )
+    missed = [
+        f"{it.kind}/{it.source}: mos_low {it.verdict.mos_low:.2f}, head "
+        f"{it.verdict.degradation_class}, flags "
+        + (",".join(f"{f.kind}:{f.severity:.2f}" for f in it.verdict.flags) or "none")
+        for it in bad
+        if not ((r := triggers(it.verdict, cfg, None)) and not is_weak(r))
+    ]
+    per_kind_total = collections.Counter(it.kind for it in bad)
+    clean_trig = collections.Counter(
+        reason_label(",".join(r)) for it in clean if (r := triggers(it.verdict, cfg, None))
+    )
+    report: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"python {platform.python_version()}",
+        "library": {
+            "clean": len(clean),
+            "impaired": len(bad),
+            "per_source_clean": args.clean_per_source,
+            "per_kind_impaired": args.impaired_per_kind,
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in cost.items()},
+            "request_ms_median": round(statistics.median(i.request_ms or 0 for i in bad), 2),
+            "request_kb_median": round(
+                statistics.median((i.request.image_bytes if i.request else 0) for i in bad) / 1024,
+                1,
+            ),
+        },
+        "library_trigger_recall": {k: round(library_trig[k] / per_kind_total[k], 3) for k in KINDS},
+        "library_trigger_recall_all": round(sum(library_trig.values()) / len(bad), 4),
+        "library_strong_trigger_recall": {
+            k: round(library_strong[k] / per_kind_total[k], 3) for k in KINDS
+        },
+        "library_strong_trigger_recall_all": round(sum(library_strong.values()) / len(bad), 4),
+        "library_missed_by_strong_triggers": missed,
+        "library_clean_trigger_rate": round(sum(clean_trig.values()) / len(clean), 4),
+        "library_clean_triggers": dict(clean_trig),
+        "feeds": feeds,
+        "feed_mean": {
+            k: round(statistics.fmean(f[k] for f in feeds), 4)
+            for k in (
+                "escalated_fraction",
+                "trigger_recall",
+                "strong_trigger_recall",
+                "escalation_recall",
+                "clean_trigger_rate",
+            )
+        },
+        "rules": rules_accuracy(bad),
+    }
+    if not args.no_vlm:
+        reqs = [i.request for i in bad if i.request is not None]
+        report["tiny_vlm_cpu"] = tiny_vlm(reqs)
+    print(json.dumps({k: v for k, v in report.items() if k != "feeds"}, indent=1))
+    for f in feeds:
+        print(json.dumps({k: v for k, v in f.items() if k != "per_kind"}))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The screen role's escalation: policy decision per verdict, escalation message out.
+
+The worker already attached an `EscalationRequest` to the `Screened` result when a
+trigger or the audit sample fired (monitor.workers); here, on the runtime's thread,
+`EscalationPolicy.decide` applies the per-stream rate limit, the global budget and the
+rendition's recent level, and an admitted request becomes one more output of the
+segment's record (topic vqmon.escalations, key = segment id): published with the
+verdict, committed with it, at least once. The screen path never waits for the VLM:
+the diagnose role reads that topic in its own consumer group.
+
+Every escalation is counted by its first trigger (`reason_label`), every refusal by
+why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the policy escalated a
+verdict whose worker made no request: its rolling median moved between dispatch and
+decision), `request_error` (the frames could not be encoded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from monitor.escalation import EscalationPolicy, reason_label
+from monitor.messages import escalation_message
+from monitor.publisher import OutMessage
+from monitor.workers import Screened
+
+log = logging.getLogger(__name__)
+
+NO_FRAMES = "no_frames"
+REQUEST_ERROR = "request_error"
+
+
+class Escalator:
+    """Turns screened segments into escalation messages under the policy. One thread."""
+
+    def __init__(
+        self,
+        policy: EscalationPolicy,
+        topic: str,
+        *,
+        on_escalated: Callable[[str], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.topic = topic
+        self.on_escalated = on_escalated or (lambda _label: None)
+        self.on_dropped = on_dropped or (lambda _reason: None)
+
+    def recent_median(self, stream: str, rendition: str) -> float | None:
+        """What the worker compares mos_low with (sent along with each job)."""
+        return self.policy.recent_median(stream, rendition)
+
+    def outputs(self, screened: Screened) -> list[OutMessage]:
+        """The escalation message for this segment, or nothing (counted either way)."""
+        decision = self.policy.decide(screened.verdict)
+        if not decision.escalate:
+            if decision.dropped is not None:
+                self.on_dropped(decision.dropped)
+            return []
+        request = screened.escalation
+        if request is None:
+            why = REQUEST_ERROR if screened.escalation_error else NO_FRAMES
+            log.warning(
+                "escalation without a request",
+                extra={
+                    "segment": screened.verdict.segment_id,
+                    "reason": why,
+                    "error": screened.escalation_error,
+                },
+            )
+            self.on_dropped(why)
+            return []
+        if request.reason != decision.reason:
+            request = dataclasses.replace(request, reason=decision.reason)
+        self.on_escalated(reason_label(decision.reason))
+        return [escalation_message(self.topic, request)]
