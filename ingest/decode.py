@@ -1,35 +1,54 @@
 """Decode one segment from memory with PyAV into stream info, sampled RGB frames and luma stats.
 
-Limits are checked as early as the information exists: size before opening, resolution
-from the header before decoding, frame count and duration after demuxing, wall time
-while decoding. A hang inside FFmpeg itself is beyond a cooperative deadline; the
-daemon's decode workers are processes watched from outside for that reason.
+Contract of the public functions: for bad input (any bytes a publisher can send) only
+an `IngestError` subclass escapes, with a stable `reason` and a sentence saying what is
+wrong; never another exception type.
+
+Only three container families are opened, each with its demuxer named explicitly
+(`sniff_container` reads the magic bytes): MPEG-TS, ISO-BMFF (MP4, fMP4/CMAF) and
+Matroska/WebM. FFmpeg never probes the bytes itself, so text formats that name other
+files (ffconcat, HLS playlists), images and the other few hundred demuxers are never
+reached, and nested opens (a demuxer opening another file) are refused.
+
+Limits are checked as early as the information exists: size and container before
+opening; FFmpeg's own `max_pixels` while it probes the stream at open (so a header that
+claims 16000x16000 is refused before a picture is allocated), resolution and the bytes
+the sampled frames would take from the header before decoding, frame count and duration
+while demuxing, wall time while decoding. A hang inside FFmpeg itself is beyond a
+cooperative deadline; the daemon's decode workers are processes watched from outside
+for that reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
 from ingest.config import DecodeConfig
 from ingest.types import (
     DecodedSegment,
     DecodeError,
+    DecoderFault,
     DecodeTimeout,
     EmptySegment,
     FrameStats,
+    IngestError,
     LimitExceeded,
     MissingInitSegment,
     NoVideoStream,
     SampledFrame,
     Segment,
     StreamInfo,
+    UnsupportedContainer,
 )
 
 # Luma statistics are taken on every STATS_STEP-th row and column: enough for
@@ -37,6 +56,25 @@ from ingest.types import (
 STATS_STEP = 4
 
 _FRAGMENT_BOXES = {b"moof", b"styp", b"sidx", b"emsg", b"prft"}
+
+# Top-level ISO-BMFF boxes a segment or file can start with.
+_BMFF_FIRST_BOXES = _FRAGMENT_BOXES | {
+    b"ftyp",
+    b"moov",
+    b"mdat",
+    b"free",
+    b"skip",
+    b"wide",
+    b"uuid",
+    b"pdin",
+    b"meta",
+}
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_TS_PACKET = 188
+
+# The only FFmpeg demuxers a segment may reach (FFmpeg's names).
+DEMUXERS = ("mpegts", "mov", "matroska")
+CONTAINER_NAMES = "MPEG-TS, ISO-BMFF (MP4, fMP4/CMAF) or Matroska/WebM"
 
 # AVColorTransferCharacteristic values worth naming (libavutil/pixfmt.h).
 _TRANSFER_NAMES = {
@@ -83,23 +121,135 @@ def is_init_segment(data: bytes) -> bool:
     return b"moov" in boxes and b"moof" not in boxes and b"mdat" not in boxes
 
 
+def sniff_container(data: bytes) -> str | None:
+    """The FFmpeg demuxer for `data` by its magic bytes (one of DEMUXERS), or None."""
+    if data[:4] == _EBML_MAGIC:
+        return "matroska"
+    if len(data) >= 8 and data[4:8] in _BMFF_FIRST_BOXES:
+        return "mov"
+    if _looks_like_ts(data):
+        return "mpegts"
+    return None
+
+
+def _looks_like_ts(data: bytes) -> bool:
+    # Sync bytes 188 apart from the first byte on (up to four packets): a segment cut by a
+    # packager starts on a packet boundary.
+    if not data or data[0] != 0x47:
+        return False
+    checks = range(_TS_PACKET, min(len(data), 4 * _TS_PACKET), _TS_PACKET)
+    return all(data[i] == 0x47 for i in checks)
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> None:
+    raise PermissionError("vqmon opens no file or URL named inside a segment")
+
+
+def open_container(data: bytes, max_pixels: int, source: str = "") -> av.container.InputContainer:
+    """Open segment bytes with an allow-listed demuxer; raise an IngestError subclass.
+
+    The demuxer is chosen from the magic bytes, FFmpeg's `format_whitelist` holds it to
+    DEMUXERS, nested opens are refused, and `max_pixels` reaches the decoders FFmpeg
+    runs while probing the stream.
+    """
+    fmt = sniff_container(data)
+    if fmt is None:
+        raise UnsupportedContainer(
+            f"not an {CONTAINER_NAMES} segment (first bytes {data[:8].hex() or 'none'}); "
+            "publish one of those containers",
+            source=source,
+        )
+    container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
+    if fmt == "mov":
+        container_options["enable_drefs"] = "0"  # data references name other files
+    try:
+        return av.open(
+            io.BytesIO(data),
+            mode="r",
+            format=fmt,
+            options={"max_pixels": str(max_pixels)},
+            container_options=container_options,
+            io_open=_refuse_nested_open,
+        )
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise DecodeError(
+            f"cannot open it as {fmt} ({_ffmpeg_reason(exc)}); expected a complete "
+            f"{CONTAINER_NAMES} segment",
+            source=source,
+        ) from exc
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    # PyAV's messages end with the file name, which for bytes in memory says nothing.
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text.split(": '", 1)[0][:200]
+
+
 def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegment:
-    """Decode `segment` (bytes in memory) according to `config`; raise an IngestError subclass."""
+    """Decode `segment` (bytes in memory) according to `config`.
+
+    Raises only IngestError subclasses for bad input: an exception of another type from
+    PyAV or FFmpeg on hostile bytes is turned into `DecoderFault`, so one input can never
+    stop the caller.
+    """
     cfg = config or DecodeConfig()
     started = time.monotonic()
     data = _assemble(segment, cfg)
+    with _ffmpeg_errors() as logs:
+        try:
+            return _decode_bytes(data, segment, cfg, started)
+        except LimitExceeded:
+            raise
+        except DecodeError:
+            # FFmpeg refuses an oversized picture with EINVAL; its log says why.
+            size = _refused_size(logs)
+            if size is None:
+                raise
+            w, h = size
+            _check_pixels(w, h, cfg.limits.max_pixels, segment.source)
+            raise
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages from this thread while the block runs."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
     try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, ValueError) as exc:
-        raise DecodeError(
-            f"not a media file PyAV can open ({exc}); expected MPEG-TS, MP4, fMP4/CMAF "
-            "or Matroska bytes",
-            source=segment.source,
-        ) from exc
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
+
+
+_MAX_PIXELS_LOG = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+
+
+def _refused_size(logs: list[tuple[int, str, str]]) -> tuple[int, int] | None:
+    for _, _, message in logs:
+        m = _MAX_PIXELS_LOG.search(message)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _decode_bytes(
+    data: bytes, segment: Segment, cfg: DecodeConfig, started: float
+) -> DecodedSegment:
+    container = open_container(data, cfg.limits.max_pixels, segment.source)
     try:
         return _decode_open(container, segment, cfg, started)
+    except IngestError:
+        raise
     except av.error.FFmpegError as exc:
-        raise DecodeError(f"decoding failed: {exc}", source=segment.source) from exc
+        raise DecodeError(f"decoding failed: {_ffmpeg_reason(exc)}", source=segment.source) from exc
+    except Exception as exc:  # hostile bytes can reach corners of PyAV that raise anything
+        raise DecoderFault(
+            f"the decoder failed on this input ({type(exc).__name__}: {str(exc)[:200]}); "
+            "the segment is malformed",
+            source=segment.source,
+        ) from exc
     finally:
         container.close()
 
@@ -143,6 +293,8 @@ def _decode_open(
     ctx = stream.codec_context
     width, height = int(ctx.width or 0), int(ctx.height or 0)
     _check_pixels(width, height, limits.max_pixels, segment.source)
+    # The decoder opened for real decoding refuses bigger pictures by itself too.
+    ctx.options = {**ctx.options, "max_pixels": str(limits.max_pixels)}
     ctx.thread_count = cfg.threads
     ctx.thread_type = "AUTO" if cfg.threads != 1 else "SLICE"
     keyframes_only = cfg.sampling.mode == "keyframes"
@@ -153,6 +305,15 @@ def _decode_open(
     time_base = stream.time_base or Fraction(1, 90000)
     n_packets = len(packets)
     wanted = _wanted_indices(n_packets, cfg) if not keyframes_only else None
+    kept_max = n_packets if wanted is None and not keyframes_only else cfg.sampling.count
+    kept_max = min(kept_max, n_packets)
+    _check_rgb_bytes(
+        kept_max * width * height * 3,
+        f"{kept_max} sampled {width}x{height} RGB frames",
+        limits.max_decoded_bytes,
+        segment,
+    )
+    kept_bytes = 0
 
     frames: list[SampledFrame] = []
     rows: list[tuple[float, float, float, float, float, bool, bool]] = []
@@ -162,7 +323,7 @@ def _decode_open(
     first_frame: av.VideoFrame | None = None
 
     def consume(frame: av.VideoFrame) -> None:
-        nonlocal prev, first_frame
+        nonlocal prev, first_frame, kept_bytes
         if frame.width * frame.height > limits.max_pixels:
             _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
         if first_frame is None:
@@ -195,6 +356,13 @@ def _decode_open(
             else (wanted is None or index in wanted)
         )
         if keep:
+            kept_bytes += frame.width * frame.height * 3
+            _check_rgb_bytes(
+                kept_bytes,
+                f"{len(frames) + 1} sampled RGB frames",
+                limits.max_decoded_bytes,
+                segment,
+            )
             frames.append(
                 SampledFrame(
                     index, pts, key, np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
@@ -246,6 +414,16 @@ def _check_pixels(width: int, height: int, max_pixels: int, source: str) -> None
             f"resolution {width}x{height} ({width * height} pixels) is over "
             f"limits.max_pixels={max_pixels}; raise the limit if such renditions are expected",
             source=source,
+        )
+
+
+def _check_rgb_bytes(need: int, what: str, limit: int, segment: Segment) -> None:
+    if need > limit:
+        raise LimitExceeded(
+            f"{what} take {need} bytes, over "
+            f"limits.max_decoded_bytes={limit}; sample fewer frames (decode.sampling.count) "
+            "or raise the limit",
+            source=segment.source,
         )
 
 
