@@ -346,3 +346,41 @@ def test_matroska_from_encode_decodes() -> None:
     frame = np.zeros((64, 64, 3), np.uint8)
     mkv = encode([frame] * 3, EncodeSettings(container="matroska"))
     assert decode(Segment(mkv)).info.container == "matroska"
+
+
+# --- 10. the /metrics server ------------------------------------------------------------
+
+
+def test_idle_metrics_connections_are_dropped_and_bounded() -> None:
+    import socket
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.health import HealthServer, HealthState
+
+    server = HealthServer(
+        "127.0.0.1",
+        0,
+        CollectorRegistry(),
+        HealthState(60),
+        idle_timeout_s=0.5,
+        max_connections=2,
+    ).start()
+    host, port = server.address
+    try:
+        idle = [socket.create_connection((host, port)) for _ in range(3)]
+        for s in idle:
+            s.settimeout(5)
+        # The third is over the bound: closed at once, no thread for it.
+        assert idle[2].recv(10) == b""
+        started = time.monotonic()
+        assert idle[0].recv(10) == b""  # dropped by the server after its idle timeout
+        assert 0.3 < time.monotonic() - started < 3
+        assert idle[1].recv(10) == b""
+        for s in idle:
+            s.close()
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as r:
+            assert r.status == 200  # slots were given back
+    finally:
+        server.stop()
