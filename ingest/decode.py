@@ -44,6 +44,7 @@ from ingest.types import (
     IngestError,
     LimitExceeded,
     MissingInitSegment,
+    NoDecoder,
     NoVideoStream,
     SampledFrame,
     Segment,
@@ -289,7 +290,14 @@ def _decode_open(
             "renditions: publish the video rendition instead",
             source=segment.source,
         )
-    stream = container.streams.video[0]
+    decodable = [s for s in container.streams.video if s.codec_context is not None]
+    if not decodable:
+        raise NoDecoder(
+            "the video stream's codec has no decoder in this FFmpeg build (or its codec "
+            "parameters are damaged); publish H.264, HEVC or another codec FFmpeg decodes",
+            source=segment.source,
+        )
+    stream = decodable[0]
     ctx = stream.codec_context
     width, height = int(ctx.width or 0), int(ctx.height or 0)
     _check_pixels(width, height, limits.max_pixels, segment.source)

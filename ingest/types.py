@@ -147,6 +147,12 @@ class NoVideoStream(DecodeError):
     reason = "no_video"
 
 
+class NoDecoder(DecodeError):
+    """A video stream whose codec FFmpeg cannot decode (PyAV gives it no codec context)."""
+
+    reason = "no_decoder"
+
+
 class MissingInitSegment(DecodeError):
     reason = "missing_init"
 
