@@ -213,12 +213,12 @@ def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegme
 
 @contextlib.contextmanager
 def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """FFmpeg's error messages from this thread while the block runs."""
+    """FFmpeg's error messages (from every thread: frame threads log too) while the block runs."""
     level = av.logging.get_level()
     if level is None or level < av.logging.ERROR:
         av.logging.set_level(av.logging.ERROR)
     try:
-        with av.logging.Capture(local=True) as logs:
+        with av.logging.Capture(local=False) as logs:
             yield logs
     finally:
         av.logging.set_level(level)
@@ -329,9 +329,10 @@ def _decode_open(
     decode_errors = 0
     errors: list[str] = []
     first_frame: av.VideoFrame | None = None
+    last: tuple[int, float, av.VideoFrame] | None = None
 
     def consume(frame: av.VideoFrame) -> None:
-        nonlocal prev, first_frame, kept_bytes
+        nonlocal prev, first_frame, kept_bytes, last
         if frame.width * frame.height > limits.max_pixels:
             _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
         if first_frame is None:
@@ -346,6 +347,7 @@ def _decode_open(
         )
         prev = lumaf
         pts = float(frame.pts * time_base) if frame.pts is not None else index / _fps(stream)
+        last = (index, pts, frame)
         key = bool(frame.key_frame)
         rows.append(
             (
@@ -402,6 +404,13 @@ def _decode_open(
             + "; the segment is corrupt or truncated",
             source=segment.source,
         )
+    if not frames and last is not None:
+        # The sampling indices come from the packet count; a decoder that drops pictures
+        # (HEVC drops those whose references were lost) can decode fewer frames than
+        # that and miss every index. Scorers then still get the last picture decoded.
+        index, pts, frame = last
+        rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+        frames.append(SampledFrame(index, pts, bool(frame.key_frame), rgb))
     stats = _stats(rows)
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
     return DecodedSegment(

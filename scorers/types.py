@@ -57,10 +57,12 @@ class Verdict:
     """Scorer-specific outputs (e.g. degradation distribution), JSON-serialisable."""
 
     @classmethod
-    def empty(cls, decoded: DecodedSegment, scorer: str) -> Verdict:
+    def empty(cls, decoded: DecodedSegment, scorer: str, reason: str | None = None) -> Verdict:
+        """A verdict without a score; `reason` (in extra["no_score_reason"]) says why."""
         seg = decoded.segment
+        extra = {"no_score_reason": reason} if reason else {}
         return cls(
-            seg.segment_id, seg.stream, seg.rendition, seg.seq, None, None, (), (), (scorer,)
+            seg.segment_id, seg.stream, seg.rendition, seg.seq, None, None, (), (), (scorer,), extra
         )
 
     def merge(self, other: Verdict) -> Verdict:

@@ -384,3 +384,33 @@ def test_idle_metrics_connections_are_dropped_and_bounded() -> None:
             assert r.status == 200  # slots were given back
     finally:
         server.stop()
+
+
+# --- 12. a damaged segment never comes out as mos: null without a reason ------------------
+
+
+def test_damaged_hevc_that_decodes_few_frames_still_gets_a_score() -> None:
+    import dataclasses
+
+    from ingest.impair import corrupt_packets
+    from scorers.distilled import DistilledConfig, DistilledScorer
+
+    settings = EncodeSettings(codec="libx265", gop=25)
+    ts = clip("scene", width=128, height=72, seconds=2, settings=settings)
+    # 20% of the TS packets lost: FFmpeg's HEVC decoder drops the pictures whose
+    # references are gone and outputs 2 of 50 frames, below every sampling index
+    # (taken from the 36 packets demuxed). Before the fix: no sampled frame, mos null.
+    d = decode(Segment(corrupt_packets(ts, 0.2, seed=3, mode="drop")))
+    assert len(d.stats) < d.info.frame_count or len(d.stats) < 8
+    assert len(d.frames) >= 1
+    scorer = DistilledScorer(DistilledConfig(providers=["CPUExecutionProvider"]))
+    try:
+        (verdict,) = scorer.score([d])
+        assert verdict.mos is not None
+        # And if a segment does arrive without frames, the verdict says why.
+        (empty,) = scorer.score([dataclasses.replace(d, frames=())])
+        assert empty.mos is None
+        assert "no sampled frame" in empty.extra["no_score_reason"]
+        assert empty.to_json()["extra"]["no_score_reason"]
+    finally:
+        scorer.close()
