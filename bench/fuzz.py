@@ -439,13 +439,22 @@ def main(argv: list[str] | None = None) -> int:
         # A fresh worker now and then: peak RSS is per process, so this keeps it per ~200.
         if worker.served >= 200:
             worker.stop()
-        if report.inputs % 250 == 0:
-            print(f"{report.inputs} inputs, {dict(report.outcomes)}", file=sys.stderr, flush=True)
+        if report.inputs % 1000 == 0:
+            print(
+                f"{report.inputs} inputs, {dict(report.outcomes)}, max RSS "
+                f"{report.max_rss_mb} MB, slowest {report.slowest_s:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         one()
-    except _TimeUp:
-        pass
+    except Exception as exc:
+        # _TimeUp ends the run; hypothesis may report it wrapped (it replays the last
+        # example to confirm it and finds that one stops drawing early).
+        if time.monotonic() <= end:
+            raise
+        print(f"run ended at the time limit ({type(exc).__name__})", file=sys.stderr)
     finally:
         worker.stop()
     elapsed = time.monotonic() - started
