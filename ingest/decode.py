@@ -142,6 +142,56 @@ def _looks_like_ts(data: bytes) -> bool:
     return all(data[i] == 0x47 for i in checks)
 
 
+# Boxes whose payload is only child boxes (ISO/IEC 14496-12), walked by bmff_problem.
+_BMFF_CONTAINERS = {
+    b"moov",
+    b"trak",
+    b"mdia",
+    b"minf",
+    b"stbl",
+    b"moof",
+    b"traf",
+    b"mvex",
+    b"edts",
+    b"dinf",
+    b"mfra",
+}
+
+
+def bmff_problem(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -> str | None:
+    """The first box whose size does not fit its parent, or None when the tree is sound.
+
+    FFmpeg's mov demuxer bounds what it allocates for a box by the box's size; a nested
+    box claiming more than its parent holds (a 64-bit size read from garbage) made it
+    spend seconds and over a gigabyte on a 20 KB fragment (found by bench/fuzz.py).
+    The last top-level box may run past the end (a truncated file FFmpeg can still read).
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        header = 8
+        if size == 1:
+            if pos + 16 > end:
+                return f"box {kind!r} at byte {pos} has a cut 64-bit size"
+            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return f"box {kind!r} at byte {pos} has size {size}"
+        if pos + size > end:
+            if depth == 0:
+                return None
+            return f"box {kind!r} at byte {pos} claims {size} bytes, its parent holds {end - pos}"
+        if kind in _BMFF_CONTAINERS and depth < 8:
+            problem = bmff_problem(data, pos + header, pos + size, depth + 1)
+            if problem is not None:
+                return problem
+        pos += size
+    return None
+
+
 def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> None:
     raise PermissionError("vqmon opens no file or URL named inside a segment")
 
@@ -160,6 +210,12 @@ def open_container(data: bytes, max_pixels: int, source: str = "") -> av.contain
             "publish one of those containers",
             source=source,
         )
+    if fmt == "mov":
+        problem = bmff_problem(data)
+        if problem is not None:
+            raise DecodeError(
+                f"malformed ISO-BMFF: {problem}; the segment is corrupt", source=source
+            )
     container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
     if fmt == "mov":
         container_options["enable_drefs"] = "0"  # data references name other files
