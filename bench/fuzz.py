@@ -14,8 +14,10 @@ Outcomes per input: ok (decoded and scored), rejected (an IngestError; counted b
 reason), fault (DecoderFault: PyAV raised something unexpected that decode turned into
 an IngestError; counted apart because each one is a corner worth a closer look),
 crash (any other exception escaped), died (the worker process ended), hang (over the
-timeout). Every input that was a fault, crash, death or hang is saved to --save; the
-CI test tests/unit/test_fuzz_corpus.py replays that folder.
+timeout); and resource, counted besides its outcome, when one input raised the worker's
+peak RSS by over 300 MB or took over 5 s. Every input that was a fault, crash, death,
+hang or resource outlier is saved to --save; the CI test tests/unit/test_fuzz_corpus.py
+replays that folder.
 """
 
 from __future__ import annotations
@@ -117,13 +119,14 @@ class Worker:
     proc: Any = None
     conn: Connection | None = None
     served: int = 0
+    last_rss: int = 0
 
     def start(self) -> None:
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(target=_worker, args=(child,), daemon=True)
         self.proc.start()
         child.close()
-        self.conn, self.served = parent, 0
+        self.conn, self.served, self.last_rss = parent, 0, 0
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -433,6 +436,15 @@ def main(argv: list[str] | None = None) -> int:
         if rss > report.max_rss_mb:
             report.max_rss_mb, report.max_rss_input = rss, f"{s.name} {plan}"
         report.slowest_s = max(report.slowest_s, elapsed)
+        # Resource outliers are findings too: the worker's peak RSS jumping by more than
+        # 300 MB on one input, or an input taking over 5 s (bounded, but a cost to know).
+        grew = rss - worker.last_rss > 300 and worker.last_rss > 0
+        worker.last_rss = max(worker.last_rss, rss)
+        if outcome not in BAD and (grew or elapsed > 5):
+            report.outcomes["resource"] += 1
+            detail = f"{outcome} {detail}: peak RSS {rss} MB, {elapsed:.1f} s"
+            report.details[f"resource: {detail[:120]}"] += 1
+            report.saved.append(save(args.save, s.target, data, init, f"resource: {detail}"))
         if outcome in BAD:
             report.details[f"{outcome}: {detail[:120]}"] += 1
             report.saved.append(save(args.save, s.target, data, init, f"{outcome}: {detail}"))
@@ -465,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "crashes": report.outcomes["crash"] + report.outcomes["died"],
         "hangs": report.outcomes["hang"],
         "faults": report.outcomes["fault"],
+        "resource_outliers": report.outcomes["resource"],
         "rejection_reasons": dict(report.reasons.most_common()),
         "by_target": dict(report.by_target),
         "max_peak_rss_mb": report.max_rss_mb,
