@@ -32,6 +32,14 @@ class LimitsConfig(StrictModel):
     max_pixels: int = Field(
         4096 * 2304, gt=0, description="Largest width x height accepted (default: 4K DCI)."
     )
+    max_decoded_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Most bytes the sampled RGB frames of one decoded segment may take "
+        "(width x height x 3 each); checked from the header before decoding. The default "
+        "holds 8 frames of 4096x2304. What the daemon holds in memory is about this times "
+        "the segments queued after decoding.",
+    )
     max_frames: int = Field(3600, gt=0, description="Most video frames accepted in one segment.")
     max_duration_s: float = Field(
         120.0, gt=0, description="Longest segment accepted, in seconds of media time."

@@ -9,7 +9,6 @@ The key is "<stream>/<rendition>" and stands in for missing stream/rendition hea
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,33 +145,3 @@ def parse_message(
         source,
     )
     return SegmentJob(segment, uri)
-
-
-class InitCache:
-    """The latest CMAF init segment per stream/rendition, bounded by count and by bytes;
-    least recently used dropped first."""
-
-    def __init__(self, max_entries: int = 10000, max_bytes: int = 256 * 1024 * 1024) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
-
-    def put(self, stream: str, rendition: str, data: bytes) -> None:
-        old = self._items.pop((stream, rendition), None)
-        if old is not None:
-            self.bytes -= len(old)
-        self._items[(stream, rendition)] = data
-        self.bytes += len(data)
-        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
-            _, dropped = self._items.popitem(last=False)
-            self.bytes -= len(dropped)
-
-    def get(self, stream: str, rendition: str) -> bytes | None:
-        data = self._items.get((stream, rendition))
-        if data is not None:
-            self._items.move_to_end((stream, rendition))
-        return data
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -1,36 +1,57 @@
 """Decode one segment from memory with PyAV into stream info, sampled RGB frames and luma stats.
 
-Limits are checked as early as the information exists: size before opening, resolution
-from the header before decoding, frame count and duration after demuxing, wall time
-while decoding. A hang inside FFmpeg itself is beyond a cooperative deadline; the
-daemon's decode workers are processes watched from outside for that reason.
+Contract of the public functions: for bad input (any bytes a publisher can send) only
+an `IngestError` subclass escapes, with a stable `reason` and a sentence saying what is
+wrong; never another exception type.
+
+Only three container families are opened, each with its demuxer named explicitly
+(`sniff_container` reads the magic bytes): MPEG-TS, ISO-BMFF (MP4, fMP4/CMAF) and
+Matroska/WebM. FFmpeg never probes the bytes itself, so text formats that name other
+files (ffconcat, HLS playlists), images and the other few hundred demuxers are never
+reached, and nested opens (a demuxer opening another file) are refused.
+
+Limits are checked as early as the information exists: size and container before
+opening; FFmpeg's own `max_pixels` while it probes the stream at open (so a header that
+claims 16000x16000 is refused before a picture is allocated), resolution and the bytes
+the sampled frames would take from the header before decoding, frame count and duration
+while demuxing, wall time while decoding. A hang inside FFmpeg itself is beyond a
+cooperative deadline; the daemon's decode workers are processes watched from outside
+for that reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
 import time
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import av
 import av.error
+import av.logging
 import numpy as np
 
 from ingest.config import DecodeConfig
 from ingest.types import (
     DecodedSegment,
     DecodeError,
+    DecoderFault,
     DecodeTimeout,
     EmptySegment,
     FrameStats,
+    IngestError,
     LimitExceeded,
     MissingInitSegment,
+    NoDecoder,
     NoVideoStream,
     PacketStats,
     SampledFrame,
     Segment,
     StreamInfo,
+    UnsupportedContainer,
 )
 
 # Luma statistics are taken on every STATS_STEP-th row and column: enough for
@@ -38,6 +59,25 @@ from ingest.types import (
 STATS_STEP = 4
 
 _FRAGMENT_BOXES = {b"moof", b"styp", b"sidx", b"emsg", b"prft"}
+
+# Top-level ISO-BMFF boxes a segment or file can start with.
+_BMFF_FIRST_BOXES = _FRAGMENT_BOXES | {
+    b"ftyp",
+    b"moov",
+    b"mdat",
+    b"free",
+    b"skip",
+    b"wide",
+    b"uuid",
+    b"pdin",
+    b"meta",
+}
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_TS_PACKET = 188
+
+# The only FFmpeg demuxers a segment may reach (FFmpeg's names).
+DEMUXERS = ("mpegts", "mov", "matroska")
+CONTAINER_NAMES = "MPEG-TS, ISO-BMFF (MP4, fMP4/CMAF) or Matroska/WebM"
 
 # AVColorTransferCharacteristic values worth naming (libavutil/pixfmt.h).
 _TRANSFER_NAMES = {
@@ -84,23 +124,218 @@ def is_init_segment(data: bytes) -> bool:
     return b"moov" in boxes and b"moof" not in boxes and b"mdat" not in boxes
 
 
+def sniff_container(data: bytes) -> str | None:
+    """The FFmpeg demuxer for `data` by its magic bytes (one of DEMUXERS), or None."""
+    if data[:4] == _EBML_MAGIC:
+        return "matroska"
+    if len(data) >= 8 and data[4:8] in _BMFF_FIRST_BOXES:
+        return "mov"
+    if _looks_like_ts(data):
+        return "mpegts"
+    return None
+
+
+def _looks_like_ts(data: bytes) -> bool:
+    # Sync bytes 188 apart from the first byte on (up to four packets): a segment cut by a
+    # packager starts on a packet boundary.
+    if not data or data[0] != 0x47:
+        return False
+    checks = range(_TS_PACKET, min(len(data), 4 * _TS_PACKET), _TS_PACKET)
+    return all(data[i] == 0x47 for i in checks)
+
+
+# Boxes whose payload is only child boxes (ISO/IEC 14496-12), walked by bmff_problem.
+_BMFF_CONTAINERS = {
+    b"moov",
+    b"trak",
+    b"mdia",
+    b"minf",
+    b"stbl",
+    b"moof",
+    b"traf",
+    b"mvex",
+    b"edts",
+    b"dinf",
+    b"mfra",
+}
+
+
+def bmff_problem(data: bytes, start: int = 0, end: int | None = None, depth: int = 0) -> str | None:
+    """The first box whose size does not fit its parent, or None when the tree is sound.
+
+    FFmpeg's mov demuxer bounds what it allocates for a box by the box's size; a nested
+    box claiming more than its parent holds (a 64-bit size read from garbage) made it
+    spend seconds and over a gigabyte on a 20 KB fragment (found by bench/fuzz.py).
+    The last top-level box may run past the end (a truncated file FFmpeg can still read).
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        header = 8
+        if size == 1:
+            if pos + 16 > end:
+                return f"box {kind!r} at byte {pos} has a cut 64-bit size"
+            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return f"box {kind!r} at byte {pos} has size {size}"
+        if pos + size > end:
+            if depth == 0:
+                return None
+            return f"box {kind!r} at byte {pos} claims {size} bytes, its parent holds {end - pos}"
+        if kind in _BMFF_CONTAINERS and depth < 8:
+            problem = bmff_problem(data, pos + header, pos + size, depth + 1)
+            if problem is not None:
+                return problem
+        pos += size
+    return None
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> None:
+    raise PermissionError("vqmon opens no file or URL named inside a segment")
+
+
+def open_container(
+    data: bytes, max_pixels: int, source: str = "", cfg: DecodeConfig | None = None
+) -> av.container.InputContainer:
+    """Open segment bytes with an allow-listed demuxer; raise an IngestError subclass.
+
+    The demuxer is chosen from the magic bytes, FFmpeg's `format_whitelist` holds it to
+    DEMUXERS, nested opens are refused, and `max_pixels` reaches the decoders FFmpeg
+    runs while probing the stream.
+    """
+    fmt = sniff_container(data)
+    if fmt is None:
+        raise UnsupportedContainer(
+            f"not an {CONTAINER_NAMES} segment (first bytes {data[:8].hex() or 'none'}); "
+            "publish one of those containers",
+            source=source,
+        )
+    if fmt == "mov":
+        problem = bmff_problem(data)
+        if problem is not None:
+            raise DecodeError(
+                f"malformed ISO-BMFF: {problem}; the segment is corrupt", source=source
+            )
+    container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
+    if fmt == "mov":
+        container_options["enable_drefs"] = "0"  # data references name other files
+    global hw_fallback_reason
+    hw = _hwaccel(cfg)
+    if hw is not None:
+        try:
+            container = av.open(
+                io.BytesIO(data),
+                mode="r",
+                format=fmt,
+                options={"max_pixels": str(max_pixels)},
+                container_options=container_options,
+                io_open=_refuse_nested_open,
+                hwaccel=hw,
+            )
+        except OSError as exc:  # the device cannot be opened: no GPU, no driver
+            _hw_failed_at["cuda"] = time.monotonic()
+            hw_fallback_reason = f"cuda device unavailable ({exc}); decoding in software"
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise DecodeError(
+                f"cannot open it as {fmt} ({_ffmpeg_reason(exc)}); expected a complete "
+                f"{CONTAINER_NAMES} segment",
+                source=source,
+            ) from exc
+        else:
+            hw_fallback_reason = None
+            return container
+    try:
+        return av.open(
+            io.BytesIO(data),
+            mode="r",
+            format=fmt,
+            options={"max_pixels": str(max_pixels)},
+            container_options=container_options,
+            io_open=_refuse_nested_open,
+        )
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise DecodeError(
+            f"cannot open it as {fmt} ({_ffmpeg_reason(exc)}); expected a complete "
+            f"{CONTAINER_NAMES} segment",
+            source=source,
+        ) from exc
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    # PyAV's messages end with the file name, which for bytes in memory says nothing.
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text.split(": '", 1)[0][:200]
+
+
 def decode(segment: Segment, config: DecodeConfig | None = None) -> DecodedSegment:
-    """Decode `segment` (bytes in memory) according to `config`; raise an IngestError subclass."""
+    """Decode `segment` (bytes in memory) according to `config`.
+
+    Raises only IngestError subclasses for bad input: an exception of another type from
+    PyAV or FFmpeg on hostile bytes is turned into `DecoderFault`, so one input can never
+    stop the caller.
+    """
     cfg = config or DecodeConfig()
     started = time.monotonic()
     data = _assemble(segment, cfg)
+    with _ffmpeg_errors() as logs:
+        try:
+            return _decode_bytes(data, segment, cfg, started)
+        except LimitExceeded:
+            raise
+        except DecodeError:
+            # FFmpeg refuses an oversized picture with EINVAL; its log says why.
+            size = _refused_size(logs)
+            if size is None:
+                raise
+            w, h = size
+            _check_pixels(w, h, cfg.limits.max_pixels, segment.source)
+            raise
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages (from every thread: frame threads log too) while the block runs."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
     try:
-        container = _open(data, cfg)
-    except (av.error.FFmpegError, ValueError) as exc:
-        raise DecodeError(
-            f"not a media file PyAV can open ({exc}); expected MPEG-TS, MP4, fMP4/CMAF "
-            "or Matroska bytes",
-            source=segment.source,
-        ) from exc
+        with av.logging.Capture(local=False) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
+
+
+_MAX_PIXELS_LOG = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+
+
+def _refused_size(logs: list[tuple[int, str, str]]) -> tuple[int, int] | None:
+    for _, _, message in logs:
+        m = _MAX_PIXELS_LOG.search(message)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _decode_bytes(
+    data: bytes, segment: Segment, cfg: DecodeConfig, started: float
+) -> DecodedSegment:
+    container = open_container(data, cfg.limits.max_pixels, segment.source, cfg)
     try:
         return _decode_open(container, segment, cfg, started)
+    except IngestError:
+        raise
     except av.error.FFmpegError as exc:
-        raise DecodeError(f"decoding failed: {exc}", source=segment.source) from exc
+        raise DecodeError(f"decoding failed: {_ffmpeg_reason(exc)}", source=segment.source) from exc
+    except Exception as exc:  # hostile bytes can reach corners of PyAV that raise anything
+        raise DecoderFault(
+            f"the decoder failed on this input ({type(exc).__name__}: {str(exc)[:200]}); "
+            "the segment is malformed",
+            source=segment.source,
+        ) from exc
     finally:
         container.close()
 
@@ -113,23 +348,14 @@ hw_fallback_reason: str | None = None
 """Why the last hwaccel attempt in this process fell back to software (None when it ran)."""
 
 
-def _open(data: bytes, cfg: DecodeConfig) -> av.container.InputContainer:
-    """Open with the configured hwaccel, falling back to software when its device is absent."""
-    global hw_fallback_reason
-    kind = "cuda" if cfg.hwaccel in ("cuda", "auto") else None
-    if kind is not None and time.monotonic() - _hw_failed_at.get(kind, -1e9) > _HW_RETRY_S:
-        from av.codec.hwaccel import HWAccel
+def _hwaccel(cfg: DecodeConfig | None) -> Any:
+    """The HWAccel to open with, or None (software, or the device failed recently)."""
+    kind = "cuda" if cfg is not None and cfg.hwaccel in ("cuda", "auto") else None
+    if kind is None or time.monotonic() - _hw_failed_at.get(kind, -1e9) < _HW_RETRY_S:
+        return None
+    from av.codec.hwaccel import HWAccel
 
-        try:
-            hw = HWAccel(kind, device=cfg.hwaccel_device, allow_software_fallback=True)
-            container = av.open(io.BytesIO(data), mode="r", hwaccel=hw)
-        except (OSError, av.error.FFmpegError, ValueError) as exc:
-            _hw_failed_at[kind] = time.monotonic()
-            hw_fallback_reason = f"{kind} device unavailable ({exc}); decoding in software"
-        else:
-            hw_fallback_reason = None
-            return container
-    return av.open(io.BytesIO(data), mode="r")
+    return HWAccel(kind, device=cfg.hwaccel_device, allow_software_fallback=True)  # type: ignore[union-attr]
 
 
 def _assemble(segment: Segment, cfg: DecodeConfig) -> bytes:
@@ -167,10 +393,19 @@ def _decode_open(
             "renditions: publish the video rendition instead",
             source=segment.source,
         )
-    stream = container.streams.video[0]
+    decodable = [s for s in container.streams.video if s.codec_context is not None]
+    if not decodable:
+        raise NoDecoder(
+            "the video stream's codec has no decoder in this FFmpeg build (or its codec "
+            "parameters are damaged); publish H.264, HEVC or another codec FFmpeg decodes",
+            source=segment.source,
+        )
+    stream = decodable[0]
     ctx = stream.codec_context
     width, height = int(ctx.width or 0), int(ctx.height or 0)
     _check_pixels(width, height, limits.max_pixels, segment.source)
+    # The decoder opened for real decoding refuses bigger pictures by itself too.
+    ctx.options = {**ctx.options, "max_pixels": str(limits.max_pixels)}
     ctx.thread_count = cfg.threads
     ctx.thread_type = "AUTO" if cfg.threads != 1 else "SLICE"
     keyframes_only = cfg.sampling.mode == "keyframes"
@@ -181,6 +416,15 @@ def _decode_open(
     time_base = stream.time_base or Fraction(1, 90000)
     n_packets = len(packets)
     wanted = _wanted_indices(n_packets, cfg) if not keyframes_only else None
+    kept_max = n_packets if wanted is None and not keyframes_only else cfg.sampling.count
+    kept_max = min(kept_max, n_packets)
+    _check_rgb_bytes(
+        kept_max * width * height * 3,
+        f"{kept_max} sampled {width}x{height} RGB frames",
+        limits.max_decoded_bytes,
+        segment,
+    )
+    kept_bytes = 0
 
     frames: list[SampledFrame] = []
     rows: list[tuple[float, float, float, float, float, bool, bool]] = []
@@ -188,9 +432,10 @@ def _decode_open(
     decode_errors = 0
     errors: list[str] = []
     first_frame: av.VideoFrame | None = None
+    last: tuple[int, float, av.VideoFrame] | None = None
 
     def consume(frame: av.VideoFrame) -> None:
-        nonlocal prev, first_frame
+        nonlocal prev, first_frame, kept_bytes, last
         if frame.width * frame.height > limits.max_pixels:
             _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
         if first_frame is None:
@@ -205,6 +450,7 @@ def _decode_open(
         )
         prev = lumaf
         pts = float(frame.pts * time_base) if frame.pts is not None else index / _fps(stream)
+        last = (index, pts, frame)
         key = bool(frame.key_frame)
         rows.append(
             (
@@ -223,6 +469,13 @@ def _decode_open(
             else (wanted is None or index in wanted)
         )
         if keep:
+            kept_bytes += frame.width * frame.height * 3
+            _check_rgb_bytes(
+                kept_bytes,
+                f"{len(frames) + 1} sampled RGB frames",
+                limits.max_decoded_bytes,
+                segment,
+            )
             frames.append(
                 SampledFrame(
                     index, pts, key, np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
@@ -254,6 +507,13 @@ def _decode_open(
             + "; the segment is corrupt or truncated",
             source=segment.source,
         )
+    if not frames and last is not None:
+        # The sampling indices come from the packet count; a decoder that drops pictures
+        # (HEVC drops those whose references were lost) can decode fewer frames than
+        # that and miss every index. Scorers then still get the last picture decoded.
+        index, pts, frame = last
+        rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+        frames.append(SampledFrame(index, pts, bool(frame.key_frame), rgb))
     stats = _stats(rows)
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
     packet_stats = _packet_stats(packets, time_base, info.fps)
@@ -288,6 +548,16 @@ def _check_pixels(width: int, height: int, max_pixels: int, source: str) -> None
             f"resolution {width}x{height} ({width * height} pixels) is over "
             f"limits.max_pixels={max_pixels}; raise the limit if such renditions are expected",
             source=source,
+        )
+
+
+def _check_rgb_bytes(need: int, what: str, limit: int, segment: Segment) -> None:
+    if need > limit:
+        raise LimitExceeded(
+            f"{what} take {need} bytes, over "
+            f"limits.max_decoded_bytes={limit}; sample fewer frames (decode.sampling.count) "
+            "or raise the limit",
+            source=segment.source,
         )
 
 

@@ -10,35 +10,60 @@ from pathlib import Path
 import av
 import av.error
 
-from ingest.types import DecodeError, NoVideoStream, Segment
+from ingest.config import LimitsConfig
+from ingest.types import DecodeError, DecoderFault, IngestError, NoDecoder, NoVideoStream, Segment
 
+DEFAULT_MAX_PIXELS = LimitsConfig().max_pixels
 _TS_CODECS = {"h264", "hevc", "mpeg2video", "mpeg1video"}
 
 
-def probe_duration(path: Path) -> float:
-    """Media duration in seconds, or 0.0 when the container does not say."""
+def probe_duration(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
+    """Media duration in seconds, or 0.0 when the container does not say or is unreadable."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options={"max_pixels": str(max_pixels)}) as container:
             if container.duration is not None:
                 return float(container.duration / av.time_base)
             video = container.streams.video
             if video and video[0].duration is not None and video[0].time_base is not None:
                 return float(video[0].duration * video[0].time_base)
-    except av.error.FFmpegError:
+    except (av.error.FFmpegError, OSError, ValueError, ArithmeticError, AttributeError):
         return 0.0
     return 0.0
 
 
 def split_file(
-    path: Path, segment_duration_s: float, *, stream: str | None = None, rendition: str = "source"
+    path: Path,
+    segment_duration_s: float,
+    *,
+    stream: str | None = None,
+    rendition: str = "source",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Segment]:
     """Yield segments of about `segment_duration_s`, each starting on a keyframe.
 
     H.264/HEVC/MPEG-2 go into MPEG-TS (what live streaming sends); other codecs into Matroska.
+    Raises only IngestError subclasses for a bad file (an unexpected exception from
+    PyAV becomes DecoderFault). The file is opened with every FFmpeg demuxer: this is
+    for local files the operator chose (`vqmon score`), never for published bytes.
     """
+    try:
+        yield from _split(path, segment_duration_s, stream, rendition, max_pixels)
+    except (IngestError, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise DecoderFault(
+            f"cutting it into segments failed ({type(exc).__name__}: {str(exc)[:200]})",
+            source=str(path),
+        ) from exc
+
+
+def _split(
+    path: Path, segment_duration_s: float, stream: str | None, rendition: str, max_pixels: int
+) -> Iterator[Segment]:
     name = stream or path.stem
     try:
-        container = av.open(str(path))
+        # max_pixels: FFmpeg's probing must not decode a bomb at its claimed size.
+        container = av.open(str(path), options={"max_pixels": str(max_pixels)})
     except (av.error.FFmpegError, OSError) as exc:
         raise DecodeError(f"cannot open {path}: {exc}", source=str(path)) from exc
     with container:
@@ -48,6 +73,10 @@ def split_file(
                 source=str(path),
             )
         video = container.streams.video[0]
+        if video.codec_context is None:
+            raise NoDecoder(
+                "the video stream's codec has no decoder in this FFmpeg build", source=str(path)
+            )
         fmt = "mpegts" if video.codec_context.name in _TS_CODECS else "matroska"
         time_base = video.time_base or Fraction(1, 90000)
         seq = 0

@@ -137,7 +137,8 @@ class IngestError(Exception):
     """A segment that cannot be turned into a DecodedSegment.
 
     `reason` is a short stable code (a metric label and dead-letter reason);
-    the message says what is wrong and how to fix it.
+    the message says what is wrong and how to fix it. Every public parse, fetch and
+    decode function in ingest raises only this family for bad input.
     """
 
     reason = "ingest_error"
@@ -151,12 +152,30 @@ class DecodeError(IngestError):
     reason = "decode_error"
 
 
+class UnsupportedContainer(DecodeError):
+    """Bytes that are not one of the allow-listed containers (decode.DEMUXERS)."""
+
+    reason = "unsupported_container"
+
+
+class DecoderFault(DecodeError):
+    """PyAV or FFmpeg raised something unexpected on this input (a malformed segment)."""
+
+    reason = "decoder_fault"
+
+
 class EmptySegment(DecodeError):
     reason = "empty"
 
 
 class NoVideoStream(DecodeError):
     reason = "no_video"
+
+
+class NoDecoder(DecodeError):
+    """A video stream whose codec FFmpeg cannot decode (PyAV gives it no codec context)."""
+
+    reason = "no_decoder"
 
 
 class MissingInitSegment(DecodeError):

@@ -86,7 +86,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     try:
         doc = yamlconf.load(text, name)
-        doc.apply_env(os.environ if env is None else env)
+        doc.apply_env(os.environ if env is None else env, Config)
     except yamlconf.YamlError as exc:
         raise ConfigError(str(exc)) from exc
     try:

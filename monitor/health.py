@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -67,13 +67,51 @@ class HealthGroup:
         return (False, "; ".join(problems)) if problems else (True, "ok")
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but at most `max_connections` at once; more are closed."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # scrapers retry; a flood gets no threads
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
+    """/metrics, /healthz, /readyz on a small thread-per-connection server.
+
+    A connection that sends nothing for `idle_timeout_s` is closed, and at most
+    `max_connections` are served at once: idle or slow clients cannot pile up threads.
+    """
+
     def __init__(
-        self, host: str, port: int, registry: CollectorRegistry, state: HealthView
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        state: HealthView,
+        *,
+        idle_timeout_s: float = 10.0,
+        max_connections: int = 16,
     ) -> None:
-        handler = _handler(registry, state)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        handler = _handler(registry, state, idle_timeout_s)
+        self.server = _BoundedServer((host, port), handler, max_connections)
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="vqmon-http", daemon=True
         )
@@ -93,9 +131,11 @@ class HealthServer:
 
 
 def _handler(
-    registry: CollectorRegistry, state: HealthView
+    registry: CollectorRegistry, state: HealthView, idle_timeout_s: float
 ) -> Callable[..., BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = idle_timeout_s  # socket timeout: an idle connection is dropped
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

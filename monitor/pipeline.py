@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest import kafka as kafka_io
-from ingest.contract import InitCache
+from ingest.initcache import InitCache
 from monitor.clients import Consumer, KafkaConsumerClient, KafkaProducerClient, Producer, Record
 from monitor.config import Config
 from monitor.diagnose import DiagnoseFn, DiagnoseStep, RequestStep
@@ -277,7 +277,11 @@ class Daemon:
         )
         first = ParseStep(
             ctx,
-            InitCache(cfg.ingest.init_cache_entries, cfg.ingest.init_cache_bytes),
+            InitCache(
+                cfg.ingest.init_cache_entries,
+                cfg.ingest.init_cache_bytes,
+                cfg.ingest.init_segment_max_bytes,
+            ),
             self.screen,
         )
         log.info(

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ingest.decode import decode
+from ingest.decode import decode, sniff_container
 from ingest.split import probe_duration, split_file
-from ingest.types import DecodedSegment, IngestError, Segment
+from ingest.types import DecodedSegment, DecodeError, IngestError, Segment
 from monitor.config import Config, ConfigError, load_config
 from scorers.chain import Chain
 from scorers.types import ScorerError, Verdict
@@ -52,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ScorerError, ValueError) as exc:
         print(f"vqmon score: {exc}", file=sys.stderr)
         return 2
-    init = args.init.read_bytes() if args.init else None
+    try:
+        init = args.init.read_bytes() if args.init else None
+    except OSError as exc:
+        print(f"vqmon score: cannot read --init {args.init}: {exc.strerror}", file=sys.stderr)
+        return 2
     failed = 0
     show = sys.stderr.isatty() if args.progress is None else args.progress
     try:
@@ -72,21 +76,32 @@ def _segments(path: Path, config: Config, init: bytes | None) -> Iterator[Segmen
     seg_dur = config.score.segment_duration_s
     if not path.is_file():
         raise IngestError(f"no such file: {path}", source=str(path))
-    duration = probe_duration(path)
-    if duration <= seg_dur * 1.5 or init is not None:
-        yield Segment(path.read_bytes(), path.stem, "source", 0, init=init, source=str(path))
+    max_pixels = config.decode.limits.max_pixels
+    duration = probe_duration(path, max_pixels=max_pixels)
+    data = path.read_bytes()
+    short = duration <= seg_dur * 1.5
+    if init is not None or not data or (short and sniff_container(data) is not None):
+        yield Segment(data, path.stem, "source", 0, init=init, source=str(path))
     else:
-        yield from split_file(path, seg_dur)
+        # Long files, and local files in containers segments may not use (the decoder
+        # opens only MPEG-TS, ISO-BMFF and Matroska), are cut into TS/Matroska segments.
+        yield from split_file(path, seg_dur, max_pixels=max_pixels)
 
 
 def score_path(
     path: Path, config: Config, chain: Chain, init: bytes | None, progress: bool
 ) -> dict[str, Any]:
-    """Score one input; failures come back as {"ok": false, "reason", "error"}."""
+    """Score one input; failures come back as {"ok": false, "reason", "error"}.
+
+    Nothing one input does stops the others: an IngestError gives its reason, anything
+    else (a corner of PyAV or a scorer that a corrupt file reaches) is reported as
+    `internal_error` with the exception's type.
+    """
     decoded: list[DecodedSegment] = []
     verdicts: list[Verdict] = []
-    total = max(1, round(probe_duration(path) / config.score.segment_duration_s))
     try:
+        duration = probe_duration(path, max_pixels=config.decode.limits.max_pixels)
+        total = max(1, round(duration / config.score.segment_duration_s))
         with tqdm(
             total=total, desc=path.name, unit="seg", disable=not progress, leave=False
         ) as bar:
@@ -95,9 +110,22 @@ def score_path(
                 decoded.append(d)
                 verdicts.extend(chain.score([d]))
                 bar.update(1)
+        if not decoded:
+            raise DecodeError(
+                "no segment could be cut from it (no keyframe in the video stream?)",
+                source=str(path),
+            )
+        return summarise(path, decoded, verdicts)
     except IngestError as exc:
-        return {"input": str(path), "ok": False, "reason": exc.reason, "error": str(exc)}
-    return summarise(path, decoded, verdicts)
+        return _failure(path, exc.reason, str(exc))
+    except OSError as exc:
+        return _failure(path, "unreadable", f"{path}: {exc.strerror or exc}")
+    except Exception as exc:
+        return _failure(path, "internal_error", f"{path}: {type(exc).__name__}: {exc}")
+
+
+def _failure(path: Path, reason: str, error: str) -> dict[str, Any]:
+    return {"input": str(path), "ok": False, "reason": reason, "error": error}
 
 
 def summarise(path: Path, decoded: list[DecodedSegment], verdicts: list[Verdict]) -> dict[str, Any]:

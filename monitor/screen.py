@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ingest.contract import InitCache, InitSegment, SegmentJob, parse_message
+from ingest.contract import InitSegment, SegmentJob, parse_message
+from ingest.initcache import InitCache
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
@@ -52,7 +53,11 @@ class ParseStep:
             self.ctx.dead_letter(r, exc.reason, str(exc))
             return
         if isinstance(parsed, InitSegment):
-            self.cache.put(parsed.stream, parsed.rendition, parsed.data)
+            try:
+                self.cache.put(parsed.stream, parsed.rendition, parsed.data, source=r.where)
+            except IngestError as exc:  # an init segment over its size limit
+                self.ctx.dead_letter(r, exc.reason, str(exc))
+                return
             self.ctx.done(r, "init")
             return
         init = self.cache.get(parsed.segment.stream, parsed.segment.rendition)

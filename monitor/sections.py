@@ -18,10 +18,26 @@ class IngestConfig(StrictModel):
         10000, ge=1, description="CMAF init segments kept (one per stream/rendition)."
     )
     init_cache_bytes: int = Field(
-        256 * 1024 * 1024,
-        ge=1024 * 1024,
-        description="Most bytes of CMAF init segments kept; least recently used go first.",
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes all cached CMAF init segments may take together; the least "
+        "recently used are dropped first.",
     )
+    init_segment_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest CMAF init segment accepted (ftyp + moov are normally a few KB); "
+        "a larger one is dead-lettered as limit_exceeded.",
+    )
+
+    @model_validator(mode="after")
+    def _check_init(self) -> IngestConfig:
+        if self.init_segment_max_bytes > self.init_cache_bytes:
+            raise ValueError(
+                f"init_segment_max_bytes={self.init_segment_max_bytes} is over "
+                f"init_cache_bytes={self.init_cache_bytes}; one init segment must fit the cache"
+            )
+        return self
 
 
 class ScreeningPolicy(StrictModel):

@@ -30,8 +30,13 @@ class Document:
     data: dict[str, Any]
     marks: dict[Path_, str] = field(default_factory=dict)
 
-    def apply_env(self, env: Mapping[str, str]) -> None:
-        """VQMON_KAFKA__SASL_PASSWORD=x sets kafka.sasl_password (keys lower-cased)."""
+    def apply_env(self, env: Mapping[str, str], root: type[BaseModel] | None = None) -> None:
+        """VQMON_KAFKA__SASL_PASSWORD=x sets kafka.sasl_password (keys lower-cased).
+
+        A value is read as YAML flow style ("[a, b]", "{k: v}") only when the field at
+        that path (looked up in `root`) holds a list, mapping or section; a string field
+        keeps the text as it is, so a password may start with "[" or "{".
+        """
         for var in sorted(env):
             if not var.startswith(ENV_PREFIX) or "__" not in var:
                 continue
@@ -44,7 +49,8 @@ class Document:
                 if not isinstance(child, dict):
                     child = node[part] = {}
                 node = child
-            node[path[-1]] = _env_value(env[var])
+            structured = root is None or _wants_structure(root, tuple(path), self.data)
+            node[path[-1]] = _env_value(env[var]) if structured else env[var]
             self.marks[tuple(path)] = f"environment variable {var}"
 
     def where(self, loc: Path_) -> tuple[str, Path_]:
@@ -77,6 +83,24 @@ def _child(node: Any, part: str | int) -> tuple[bool, Any]:
     if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
         return True, node[part]
     return False, None
+
+
+def _wants_structure(root: type[BaseModel], path: Path_, data: dict[str, Any]) -> bool:
+    """True when the field at `path` is a list, mapping or model (False for unknown keys)."""
+    model = _model_at(root, path[:-1], data)
+    info = model.model_fields.get(str(path[-1])) if model is not None else None
+    return info is not None and _is_structure(info.annotation)
+
+
+def _is_structure(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_structure(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_structure(a) for a in typing.get_args(annotation))
+    if origin in (list, dict, tuple, set, frozenset):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel | dict | list)
 
 
 def _env_value(text: str) -> Any:

@@ -230,7 +230,11 @@ class DistilledScorer:
         for d in segments:
             n = len(d.frames)
             if n == 0:
-                verdicts.append(Verdict.empty(d, tag))
+                why = (
+                    f"no sampled frame to score ({len(d.stats)} of {d.info.frame_count} "
+                    f"frames decoded, {d.decode_errors} packets rejected)"
+                )
+                verdicts.append(Verdict.empty(d, tag, why))
                 continue
             mos = preds.mos[start : start + n]
             deg = preds.degradation[start : start + n].mean(axis=0)

@@ -69,10 +69,12 @@ class Verdict:
         return max(d, key=lambda k: d[k]) if d else None
 
     @classmethod
-    def empty(cls, decoded: DecodedSegment, scorer: str) -> Verdict:
+    def empty(cls, decoded: DecodedSegment, scorer: str, reason: str | None = None) -> Verdict:
+        """A verdict without a score; `reason` (in extra["no_score_reason"]) says why."""
         seg = decoded.segment
+        extra = {"no_score_reason": reason} if reason else {}
         return cls(
-            seg.segment_id, seg.stream, seg.rendition, seg.seq, None, None, (), (), (scorer,)
+            seg.segment_id, seg.stream, seg.rendition, seg.seq, None, None, (), (), (scorer,), extra
         )
 
     def merge(self, other: Verdict) -> Verdict:

@@ -146,7 +146,7 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
     topics.create(bs)
     rng = __import__("random").Random(7)
     bad: dict[str, tuple[bytes, str]] = {
-        "random": (bytes(rng.getrandbits(8) for _ in range(5000)), "decode_error"),
+        "random": (bytes(rng.getrandbits(8) for _ in range(5000)), "unsupported_container"),
         "truncated": (tiny_segments[0][:400], "decode_error"),
         "huge": (_huge_resolution_segment(), "limit_exceeded"),
         "empty": (b"", "empty"),
@@ -194,7 +194,9 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
     p.close()
     bad["http404"] = (b"", "bad_reference")
 
-    daemon = start_daemon(daemon_config(tmp_path, bs, topics))
+    # file:// needs a root and loopback http an allow-list: both are off by default.
+    references = {"file_root": str(tmp_path), "http_allow_networks": ["127.0.0.0/8"]}
+    daemon = start_daemon(daemon_config(tmp_path, bs, topics, ingest={"references": references}))
     dead = TopicReader(bs, topics.dead_letter)
     dead.until(lambda msgs: len(msgs) >= len(bad), 90, daemon)
     verdicts = TopicReader(bs, topics.verdicts)
@@ -222,12 +224,13 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
     verdicts.close()
 
     wait_for(
-        lambda: daemon.metric("vqmon_dead_letters_total", reason="decode_error") == 2,
+        lambda: daemon.metric("vqmon_dead_letters_total", reason="decode_error") == 1,
         20,
         "dead-letter metrics",
         daemon,
     )
     for reason in (
+        "unsupported_container",
         "limit_exceeded",
         "empty",
         "unsupported_reference",

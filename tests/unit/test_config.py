@@ -113,3 +113,19 @@ def test_escalation_and_diagnose_sections(
     bad = write(tmp_path, "diagnose:\n  queue: 0\n")
     assert main(["run", "--role", "diagnose", "--config", str(bad)]) == 2
     assert ":2: diagnose.queue" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("password", ["[brackets]", "{braces: 1}", "[unclosed", "{", "- dash"])
+def test_env_passwords_stay_strings_whatever_they_start_with(password: str) -> None:
+    env = {
+        "VQMON_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "VQMON_KAFKA__SASL_MECHANISM": "PLAIN",
+        "VQMON_KAFKA__SASL_USERNAME": "[user]",
+        "VQMON_KAFKA__SASL_PASSWORD": password,
+        "VQMON_KAFKA__BOOTSTRAP_SERVERS": "[a:9092, b:9092]",
+    }
+    cfg = load_config(None, env=env)
+    assert cfg.kafka.sasl_password is not None
+    assert cfg.kafka.sasl_password.get_secret_value() == password
+    assert cfg.kafka.sasl_username == "[user]"
+    assert cfg.kafka.bootstrap_servers == ["a:9092", "b:9092"]  # lists still take flow style

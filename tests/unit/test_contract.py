@@ -12,7 +12,6 @@ import pytest
 
 from ingest.contract import (
     BadHeader,
-    InitCache,
     InitSegment,
     SegmentJob,
     parse_message,
@@ -57,14 +56,6 @@ def test_init_and_reference_messages_round_trip() -> None:
 def test_builder_refuses_what_the_parser_would() -> None:
     with pytest.raises(BadHeader):
         segment_message(b"x", stream="a/b", rendition="r", seq=0)
-
-
-def test_init_cache_is_bounded_by_bytes() -> None:
-    cache = InitCache(max_entries=100, max_bytes=1000)
-    for i in range(5):
-        cache.put("s", f"r{i}", b"x" * 400)
-    assert len(cache) == 2 and cache.bytes == 800
-    assert cache.get("s", "r4") is not None and cache.get("s", "r0") is None
 
 
 def _verdict() -> Verdict:

@@ -98,3 +98,35 @@ def test_missing_file_and_broken_config(tmp_path: Path, capsys: pytest.CaptureFi
     cfg.write_text("decode:\n  sampling:\n    mode: sometimes\n")
     assert main(["score", "--config", str(cfg), str(tmp_path / "nope.ts")]) == 2
     assert "decode.sampling.mode" in capsys.readouterr().err
+
+
+def test_corrupt_inputs_are_reported_and_the_rest_still_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest.hostile import sps_bomb
+
+    # A Matroska track whose codec id names no decoder (PyAV: no codec context).
+    mkv = clip(
+        "bars", width=64, height=64, seconds=0.4, settings=EncodeSettings(container="matroska")
+    )
+    nodec = tmp_path / "nodec.mkv"
+    nodec.write_bytes(mkv.replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    # 9 s with one keyframe, the keyframe cut off: splitting yields no segment, which
+    # was an IndexError in the summary.
+    ts = clip("scene", width=64, height=64, seconds=9, settings=EncodeSettings(gop=1000))
+    nokey = tmp_path / "nokey.ts"
+    nokey.write_bytes(ts[188 * 40 :])
+    bomb = tmp_path / "bomb.ts"
+    bomb.write_bytes(sps_bomb(frames=10))
+    good = tmp_path / "good.ts"
+    good.write_bytes(clip("bars", seconds=1.0))
+    paths = [nodec, nokey, bomb, tmp_path / "missing.ts", good]
+    assert main(["score", "--json", *map(str, paths)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    objs = {Path(o["input"]).name: o for o in map(json.loads, captured.out.splitlines())}
+    assert objs["nodec.mkv"]["reason"] == "no_decoder"
+    assert objs["nokey.ts"]["reason"] == "decode_error"
+    assert objs["bomb.ts"]["reason"] == "limit_exceeded"
+    assert not objs["missing.ts"]["ok"]
+    assert objs["good.ts"]["ok"] and objs["good.ts"]["segments"]
