@@ -86,7 +86,7 @@ def _call(target: str, data: bytes, init: bytes | None) -> None:
 
         parse_reference(data)
     elif target == "message":
-        from ingest.kafka import parse_message
+        from ingest.contract import parse_message
 
         headers = json.loads(init or b"[]")
         parse_message(
