@@ -14,6 +14,7 @@ COMMANDS = (
     "monitor.checkconfig",
     "monitor.train",
     "monitor.eval",
+    "monitor.publish",
 )
 
 
