@@ -8,7 +8,7 @@ capped (`max_series`): past the cap new ones are reported as "other".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -174,6 +174,7 @@ class Metrics:
         for q in QUEUES:
             self.queue_depth.labels(q).set(0)
         self._init_closed_loop(registry)
+        self._init_hls(registry)
 
     def labels(self, stream: str, rendition: str) -> tuple[str, str]:
         key = (stream, rendition)
@@ -259,3 +260,30 @@ class Metrics:
     def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None:
         """monitor.encoding.EncodingHooks."""
         self.saved_bytes.labels(*self.labels(stream, rendition)).inc(saved_bytes)
+
+    # ------------------------------------------------------------------ source: hls
+    # kind: master | playlist | init | segment; result: ok or an ingest reason code.
+
+    def _init_hls(self, registry: CollectorRegistry) -> None:
+        self.hls_fetches = Counter(
+            "vqmon_hls_fetches",
+            "HTTP fetches of the HLS source, by kind (master, playlist, init, segment) and "
+            "result (ok, or the reason: bad_reference, limit_exceeded, unsupported_reference).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.hls_missed = Counter(
+            "vqmon_hls_missed_segments",
+            "Segments that left a live playlist's window before the source fetched them (the "
+            "pipeline was behind): never screened.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+
+    def observe_hls(self, event: str, labels: Mapping[str, str]) -> None:
+        """monitor.hls.HlsConsumer's observer."""
+        if event == "fetch":
+            self.hls_fetches.labels(labels["kind"], labels["result"]).inc()
+        elif event == "missed":
+            s, r = self.labels(labels["stream"], labels["rendition"])
+            self.hls_missed.labels(s, r).inc(int(labels.get("count", "1")))

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    if args.duration is not None:
+    if args.duration is not None or config.source.type == "hls":
         print(render_summary(summary, config), flush=True)
     return 0
 
@@ -124,7 +124,10 @@ def serve(
             watchdog=notifier.watchdog,
         )
         _install_signals(daemon)
-        if config.feed.enabled is True or (config.feed.enabled == "auto" and embedded):
+        kafka_source = config.source.type == "kafka"
+        if config.feed.enabled is True or (
+            config.feed.enabled == "auto" and embedded and kafka_source
+        ):
             if config.kafka.create_topics:
                 kafka_io.ensure_topics(config.kafka, bootstrap, [config.kafka.topics.segments])
             producer = kafka_io.make_producer(config.kafka, bootstrap)
