@@ -15,6 +15,7 @@ COMMANDS = (
     "monitor.train",
     "monitor.eval",
     "monitor.publish",
+    "monitor.report",
 )
 
 
