@@ -65,6 +65,17 @@ def test_publish_a_file_to_kafka_and_get_one_verdict_per_segment(
     reader.close()
     assert daemon.terminate() == 0
 
+    # the report, read straight from the output topics
+    report = tmp_path / "report.html"
+    rep = vqmon(
+        "report", "--bootstrap", bs, "--verdicts-topic", topics.verdicts,
+        "--alerts-topic", topics.alerts, "--dead-letter-topic", topics.dead_letter,
+        "--out", str(report),
+    )  # fmt: skip
+    out, _ = rep.communicate(timeout=120)
+    assert rep.returncode == 0, out
+    assert "4 verdicts" in report.read_text() and "talk" in report.read_text()
+
 
 def test_hls_source_screens_every_segment_of_every_rendition_and_follows_a_live_playlist(
     broker: EmbeddedBroker, tmp_path: Path, start_daemon: Any
