@@ -202,7 +202,8 @@ class HlsConsumer:
                     self._stop.wait(self.config.poll_interval_s)
                     continue
             for p in parts:
-                if not p.state.ended and self.clock() >= p.state.next_poll:
+                due = self.clock() >= p.state.next_poll
+                if not p.state.ended and due and self._room(p):
                     self._poll_media(p)
             if all(p.state.ended for p in parts):
                 log.info("hls playlists ended", extra={"url": entry.url})
@@ -269,7 +270,8 @@ class HlsConsumer:
             )
         for seg in pending:
             if self._stop.is_set() or not self._room(p):
-                return  # the pipeline is full: fetch the rest on a later poll
+                state.next_poll = self.clock()  # the rest as soon as there is room again
+                return
             self._emit(p, seg)
             state.next_seq = seg.seq + 1
         if playlist.is_endlist:
