@@ -202,8 +202,8 @@ class HlsConsumer:
                     self._stop.wait(self.config.poll_interval_s)
                     continue
             for p in parts:
-                due = self.clock() >= p.state.next_poll
-                if not p.state.ended and due and self._room(p):
+                ready = self.clock() >= p.state.next_poll
+                if not p.state.ended and ready and self._room(p):
                     self._poll_media(p)
             if all(p.state.ended for p in parts):
                 log.info("hls playlists ended", extra={"url": entry.url})
