@@ -33,6 +33,12 @@ class TopicsConfig(StrictModel):
     )
 
 
+class KafkaSourceConfig(StrictModel):
+    """Consume segments from the segments topic (kafka.topics.segments): the default source."""
+
+    type: Literal["kafka"] = "kafka"
+
+
 class KafkaConfig(StrictModel):
     bootstrap_servers: list[str] = Field(
         default_factory=list,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ingest.hls import HlsSourceConfig
 from monitor.config import ConfigError, load_config
 
 
@@ -32,8 +33,14 @@ def run(args: argparse.Namespace) -> int:
     k = config.kafka
     broker = ", ".join(k.bootstrap_servers) or ("embedded Tansu" if k.embedded else "(none)")
     scorers = ", ".join(getattr(s, "type", "?") for s in config.scorers)
+    source = config.source
+    where = (
+        f"HLS {', '.join(p.url for p in source.urls)}"
+        if isinstance(source, HlsSourceConfig)
+        else k.topics.segments
+    )
     print(
-        f"{args.file}: OK (brokers: {broker}; group {k.group_id}; input {k.topics.segments}; "
+        f"{args.file}: OK (brokers: {broker}; group {k.group_id}; input {where}; "
         f"{config.pipeline.decode_workers} decode workers; scorers: {scorers})"
     )
     if args.show:

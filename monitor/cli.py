@@ -14,6 +14,8 @@ COMMANDS = (
     "monitor.checkconfig",
     "monitor.train",
     "monitor.eval",
+    "monitor.publish",
+    "monitor.report",
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import errors as kerr
@@ -69,6 +69,15 @@ class Consumer(Protocol):
     def commit(self, offsets: Mapping[Partition, int], timeout_s: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Finite(Protocol):
+    """A consumer whose input can end (HLS playlists with EXT-X-ENDLIST)."""
+
+    def exhausted(self) -> bool:
+        """Everything it will ever yield has been polled."""
+        ...
 
 
 class SendFuture(Protocol):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, ValidationError
 
 from ingest.config import DecodeConfig, StrictModel
-from ingest.kafka import KafkaConfig
+from ingest.hls import HlsSourceConfig
+from ingest.kafka import KafkaConfig, KafkaSourceConfig
 from monitor import yamlconf
 from monitor.alertmanager import AlertmanagerConfig
 from monitor.encoding import EncodingConfig
@@ -39,6 +41,9 @@ class ScoreConfig(StrictModel):
     )
 
 
+SourceConfig = Annotated[KafkaSourceConfig | HlsSourceConfig, Field(discriminator="type")]
+
+
 def _default_scorers() -> list[ScorerConfig]:
     return [ArtifactsConfig(), DistilledConfig()]
 
@@ -51,6 +56,11 @@ class Config(StrictModel):
     )
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    source: SourceConfig = Field(
+        default_factory=KafkaSourceConfig,
+        description="Where segments come from: 'kafka' (the segments topic) or 'hls' (poll "
+        "HLS playlists over HTTP). Outputs go to the Kafka topics either way.",
+    )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)

@@ -8,7 +8,7 @@ capped (`max_series`): past the cap new ones are reported as "other".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -176,6 +176,7 @@ class Metrics:
             self.queue_depth.labels(q).set(0)
         self._init_closed_loop(registry)
         self._init_diagnosis(registry)
+        self._init_hls(registry)
 
     def labels(self, stream: str, rendition: str) -> tuple[str, str]:
         key = (stream, rendition)
@@ -201,6 +202,30 @@ class Metrics:
     # ------------------------------------------------------------------ escalation and diagnosis
     # Labels: reason (the first trigger: flag_<kind>, mos_low, mos_low_drop,
     # degradation_unsure, audit; or a drop reason), model (the configured VLM), task.
+
+    def _init_hls(self, registry: CollectorRegistry) -> None:
+        self.hls_fetches = Counter(
+            "vqmon_hls_fetches",
+            "HTTP fetches of the HLS source, by kind (master, playlist, init, segment) and "
+            "result (ok, or the reason: bad_reference, limit_exceeded, unsupported_reference).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.hls_missed = Counter(
+            "vqmon_hls_missed_segments",
+            "Segments that left a live playlist's window before the source fetched them (the "
+            "pipeline was behind): never screened.",
+            ["stream", "rendition"],
+            registry=registry,
+        )
+
+    def observe_hls(self, event: str, labels: Mapping[str, str]) -> None:
+        """monitor.hls.HlsConsumer's observer."""
+        if event == "fetch":
+            self.hls_fetches.labels(labels["kind"], labels["result"]).inc()
+        elif event == "missed":
+            s, r = self.labels(labels["stream"], labels["rendition"])
+            self.hls_missed.labels(s, r).inc(int(labels.get("count", "1")))
 
     def _init_diagnosis(self, registry: CollectorRegistry) -> None:
         self.escalations = Counter(

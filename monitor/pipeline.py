@@ -18,17 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest import kafka as kafka_io
+from ingest.hls import HlsSourceConfig
 from ingest.initcache import InitCache
-from monitor.clients import Consumer, KafkaConsumerClient, KafkaProducerClient, Producer, Record
+from monitor.clients import (
+    Consumer,
+    Finite,
+    KafkaConsumerClient,
+    KafkaProducerClient,
+    Producer,
+    Record,
+)
 from monitor.config import Config
 from monitor.diagnose import DiagnoseFn, DiagnoseStep, RequestStep
 from monitor.escalate import Escalator
 from monitor.escalation import EscalationPolicy
 from monitor.health import HealthState
+from monitor.hls import HlsConsumer, SourceErrorStep
 from monitor.messages import dead_letter_message
 from monitor.metrics import Metrics
 from monitor.publisher import OutMessage, Publisher
-from monitor.runtime import Runtime, RuntimeSettings
+from monitor.runtime import Runtime, RuntimeSettings, Step
 from monitor.screen import AdaptivePlanner, OutputStep, ParseStep, ScreenStep, source_of
 from monitor.workers import Runner, Screened, WorkerPool, WorkerSetup
 from scorers.chain import Chain
@@ -220,12 +229,14 @@ class Daemon:
     def run(self, duration_s: float | None = None) -> Summary:
         cfg = self.config
         topics = cfg.kafka.topics
-        if cfg.kafka.create_topics and self._consumer is None:
+        hls = isinstance(cfg.source, HlsSourceConfig)
+        if cfg.kafka.create_topics and (self._consumer is None or hls):
+            inputs = [] if hls else [topics.segments]
             created = kafka_io.ensure_topics(
                 cfg.kafka,
                 self.bootstrap,
                 [
-                    topics.segments,
+                    *inputs,
                     topics.verdicts,
                     topics.alerts,
                     topics.dead_letter,
@@ -241,9 +252,7 @@ class Daemon:
         chain.close()
         pool = self._pool(setup)
         publisher = make_publisher(cfg, self.bootstrap, self.metrics, self._producer_factory)
-        consumer = self._consumer or KafkaConsumerClient(
-            kafka_io.make_consumer(cfg.kafka, self.bootstrap)
-        )
+        consumer = self._consumer or self._make_consumer()
         p = cfg.pipeline
         observe = runtime_observer(self.metrics)
         runtime = Runtime(
@@ -275,7 +284,7 @@ class Daemon:
             observe=observe,
             recent_mos_low=None if escalator is None else escalator.recent_median,
         )
-        first = ParseStep(
+        first: Step[Record] = ParseStep(
             ctx,
             InitCache(
                 cfg.ingest.init_cache_entries,
@@ -284,9 +293,12 @@ class Daemon:
             ),
             self.screen,
         )
+        if hls:
+            first = SourceErrorStep(ctx, first)  # segments the source could not fetch
         log.info(
             "screening",
             extra={
+                "source": cfg.source.type,
                 "topic": topics.segments,
                 "group": cfg.kafka.group_id,
                 "scorers": chain.names,
@@ -304,6 +316,12 @@ class Daemon:
             self.summary.finished = time.time()
             log.info("stopped", extra={"summary": self.summary.to_json()})
         return self.summary
+
+    def _make_consumer(self) -> Consumer:
+        cfg = self.config
+        if isinstance(cfg.source, HlsSourceConfig):
+            return HlsConsumer(cfg.source, observe=self.metrics.observe_hls)
+        return KafkaConsumerClient(kafka_io.make_consumer(cfg.kafka, self.bootstrap))
 
     def _pool(self, setup: WorkerSetup) -> WorkerPool:
         cfg = self.config
@@ -364,6 +382,7 @@ class Daemon:
     def _gauges(self) -> None:
         runtime, m = self.runtime, self.metrics
         assert runtime is not None
+        self._stop_at_end(runtime)
         assigned = runtime.consumer.assignment()
         m.assigned.set(len(assigned))
         m.queue_depth.labels("intake").set(self.screen.depth)
@@ -374,6 +393,20 @@ class Daemon:
             low = runtime.tracker.low_watermark(tp)
             if hw is not None and low is not None:
                 m.lag.labels(str(tp.partition)).set(max(0, hw - low))
+
+    def _stop_at_end(self, runtime: Runtime) -> None:
+        """A source that ended (HLS VOD) stops the daemon once everything from it is done."""
+        source = self.config.source
+        consumer = runtime.consumer
+        if (
+            isinstance(source, HlsSourceConfig)
+            and source.stop_at_end
+            and isinstance(consumer, Finite)
+            and consumer.exhausted()
+            and runtime.tracker.in_flight() == 0
+        ):
+            log.info("every playlist ended and every segment is done: stopping")
+            runtime.stop()
 
 
 class DiagnoseDaemon:

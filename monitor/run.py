@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    if args.duration is not None:
+    if args.duration is not None or config.source.type == "hls":
         print(render_summary(summary, config), flush=True)
     return 0
 
@@ -155,7 +155,10 @@ def serve(
                 )
             )
         _install_signals(daemons)
-        feed_on = config.feed.enabled is True or (config.feed.enabled == "auto" and embedded)
+        kafka_source = config.source.type == "kafka"
+        feed_on = config.feed.enabled is True or (
+            config.feed.enabled == "auto" and embedded and kafka_source
+        )
         if screens and feed_on:
             if config.kafka.create_topics:
                 kafka_io.ensure_topics(config.kafka, bootstrap, [config.kafka.topics.segments])

@@ -1,0 +1,226 @@
+"""The HLS source against a real local HTTP server: records, init segments, growing playlists,
+pause, bounded fetches and the host allow-list."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.contract import InitSegment, SegmentJob, header_map, parse_message
+from ingest.cut import Cut, cut_file, parse_ladder
+from ingest.decode import decode
+from ingest.hls import HlsSourceConfig
+from ingest.hls_writer import HlsWriter, Variant
+from ingest.synth import EncodeSettings, clip
+from monitor.clients import Partition, Record
+from monitor.config import ConfigError, load_config
+from monitor.hls import ERROR_REASON, HlsConsumer
+from tests.hls_helpers import pyav_hls_ladder, serve_dir
+
+
+@pytest.fixture(scope="module")
+def cuts(tmp_path_factory: pytest.TempPathFactory) -> list[Cut]:
+    """A 3-s ladder (2 rungs x 3 one-second TS segments) from a real file."""
+    path = tmp_path_factory.mktemp("src") / "news.mp4"
+    s = EncodeSettings("libx264", "mp4", gop=25)
+    path.write_bytes(clip("scene", width=160, height=90, seconds=3, settings=s))
+    return list(cut_file(path, 1.0, ladder=parse_ladder("160x90:200k,96x54:60k")))
+
+
+def write_ladder(root: Path, cuts: list[Cut], *, close: bool = True) -> HlsWriter:
+    w = HlsWriter(
+        root, [Variant("90p", 160, 90, 240_000), Variant("54p", 96, 54, 72_000)], segment_s=1
+    )
+    for c in cuts:
+        w.put(c)
+    if close:
+        w.close()
+    return w
+
+
+def source(urls: list[object], **extra: object) -> HlsSourceConfig:
+    return HlsSourceConfig.model_validate({"urls": urls, "poll_interval_s": 0.1, **extra})
+
+
+@pytest.fixture
+def consumer() -> Iterator[list[HlsConsumer]]:
+    made: list[HlsConsumer] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def start(made: list[HlsConsumer], cfg: HlsSourceConfig) -> tuple[HlsConsumer, list[Partition]]:
+    c = HlsConsumer(cfg)
+    made.append(c)
+    assigned: list[Partition] = []
+    c.subscribe(["ignored"], assigned.extend, lambda _p: None)
+    return c, assigned
+
+
+def drain(c: HlsConsumer, until: int, timeout_s: float = 20) -> list[Record]:
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < until and time.monotonic() < deadline:
+        out += c.poll(0.1, 64)
+    return out
+
+
+def test_master_playlist_yields_every_segment_with_contract_headers(
+    tmp_path: Path, cuts: list[Cut], consumer: list[HlsConsumer]
+) -> None:
+    write_ladder(tmp_path / "news", cuts)
+    with serve_dir(tmp_path) as base:
+        c, assigned = start(consumer, source([f"{base}/news/master.m3u8"]))
+        records = drain(c, 6)
+        deadline = time.monotonic() + 5
+        while not c.exhausted() and time.monotonic() < deadline:
+            c.poll(0.1, 64)
+    assert c.exhausted()
+    assert {p.topic for p in assigned} == {
+        f"{base}/news/90p/index.m3u8",
+        f"{base}/news/54p/index.m3u8",
+    }
+    seen = set()
+    for r in records:
+        h = header_map(r.headers)
+        job = parse_message(r.key, r.value, r.headers, offset=r.offset, source=r.where)
+        assert isinstance(job, SegmentJob)
+        seg = job.segment
+        seen.add(seg.segment_id)
+        assert seg.bitrate == {"90p": 240_000, "54p": 72_000}[seg.rendition]
+        assert h["content-type"] == b"video/mp2t"
+        assert r.value == next(
+            x.data for x in cuts if (x.rendition, x.seq) == (seg.rendition, seg.seq)
+        )
+    assert seen == {f"news/{r}/{i}" for r in ("90p", "54p") for i in range(3)}
+    # offsets count the records of each playlist: contiguous, so commits follow them
+    by_tp: dict[Partition, list[int]] = {}
+    for r in records:
+        by_tp.setdefault(r.tp, []).append(r.offset)
+    assert all(v == [0, 1, 2] for v in by_tp.values())
+    c.commit({tp: 3 for tp in by_tp}, 1)
+    assert c.committed() == {tp: 3 for tp in by_tp}
+
+
+def test_fmp4_ladder_from_pyav_hls_muxer_sends_init_first(
+    tmp_path: Path, consumer: list[HlsConsumer]
+) -> None:
+    pyav_hls_ladder(tmp_path / "sport", seconds=2)
+    with serve_dir(tmp_path) as base:
+        c, _ = start(consumer, source([{"url": f"{base}/sport/master.m3u8", "stream": "live"}]))
+        records = drain(c, 6)
+    inits: dict[str, bytes] = {}
+    decoded = 0
+    for r in records:
+        parsed = parse_message(r.key, r.value, r.headers, offset=r.offset, source=r.where)
+        if isinstance(parsed, InitSegment):
+            inits[parsed.rendition] = parsed.data
+            continue
+        seg = parsed.segment
+        assert seg.stream == "live" and seg.rendition in inits  # init came first
+        frames = decode(
+            type(seg)(seg.data, seg.stream, seg.rendition, seg.seq, init=inits[seg.rendition])
+        )
+        assert frames.info.frame_count == 25
+        decoded += 1
+    assert set(inits) == {"180p", "90p"} and decoded == 4
+
+
+def test_growing_playlist_is_followed_until_endlist(
+    tmp_path: Path, cuts: list[Cut], consumer: list[HlsConsumer]
+) -> None:
+    one = [c for c in cuts if c.rendition == "90p"]
+    writer = HlsWriter(tmp_path / "live", [Variant("90p", 160, 90, 240_000)], segment_s=1)
+    writer.put(one[0])
+
+    def grow() -> None:
+        for c in one[1:]:
+            time.sleep(0.4)
+            writer.put(c)
+        time.sleep(0.3)
+        writer.close()
+
+    with serve_dir(tmp_path) as base:
+        url = f"{base}/live/90p/index.m3u8"
+        c, assigned = start(consumer, source([url]))
+        first = drain(c, 1)
+        assert not c.exhausted()
+        t = threading.Thread(target=grow)
+        t.start()
+        rest = drain(c, 2)
+        t.join()
+        deadline = time.monotonic() + 5
+        while not c.exhausted() and time.monotonic() < deadline:
+            c.poll(0.1, 64)
+    assert c.exhausted()
+    assert [header_map(r.headers)["seq"] for r in first + rest] == [b"0", b"1", b"2"]
+    assert header_map(first[0].headers)["stream"] == b"live"  # the directory above 90p/
+    assert header_map(first[0].headers)["rendition"] == b"90p"
+    assert assigned == [Partition(url, 0)]
+
+
+def test_paused_partition_is_not_polled_and_stops_fetching(
+    tmp_path: Path, cuts: list[Cut], consumer: list[HlsConsumer]
+) -> None:
+    write_ladder(tmp_path / "news", cuts)
+    with serve_dir(tmp_path) as base:
+        c, assigned = start(consumer, source([f"{base}/news/master.m3u8"], buffer_segments=1))
+        deadline = time.monotonic() + 5
+        while len(assigned) < 2 and time.monotonic() < deadline:
+            c.poll(0.1, 0)
+        c.pause(assigned)
+        time.sleep(0.5)
+        assert c.poll(0.1, 64) == []
+        assert all(c.highwater(tp) == 1 for tp in assigned)  # one buffered each, no more
+        c.resume(assigned[:1])
+        got = drain(c, 3)
+        assert {r.tp for r in got} == {assigned[0]}
+        c.resume(assigned)
+        got += drain(c, 3)
+    assert len(got) == 6
+
+
+def test_fetch_errors_become_marked_records(
+    tmp_path: Path, cuts: list[Cut], consumer: list[HlsConsumer]
+) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "big.ts").write_bytes(cuts[0].data * 50)
+    (d / "index.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n"
+        "#EXTINF:1.0,\nmissing.ts\n#EXTINF:1.0,\nbig.ts\n"
+        "#EXTINF:1.0,\nhttp://127.0.0.2:9/elsewhere.ts\n#EXT-X-ENDLIST\n"
+    )
+    with serve_dir(tmp_path) as base:
+        cfg = source(
+            [f"{base}/bad/index.m3u8"], max_segment_bytes=len(cuts[0].data) * 10, retries=0
+        )
+        c, _ = start(consumer, cfg)
+        records = drain(c, 3)
+    reasons = [(header_map(r.headers)["seq"], header_map(r.headers)[ERROR_REASON]) for r in records]
+    assert reasons == [
+        (b"7", b"bad_reference"),
+        (b"8", b"limit_exceeded"),
+        (b"9", b"unsupported_reference"),
+    ]
+    assert records[0].value == f'{{"uri": "{base}/bad/missing.ts"}}'.encode()
+
+
+def test_config_is_strict_and_discriminated(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("source:\n  type: hls\n  urls: [http://origin/live/master.m3u8]\n")
+    cfg = load_config(path)
+    assert isinstance(cfg.source, HlsSourceConfig)
+    assert cfg.source.urls[0].url == "http://origin/live/master.m3u8"
+    assert load_config(None).source.type == "kafka"
+    path.write_text("source:\n  type: hls\n  urls: [file:///etc/passwd]\n")
+    with pytest.raises(ConfigError, match="http"):
+        load_config(path)
+    path.write_text("source:\n  type: hls\n  urls: [http://a/x.m3u8]\n  poll_every: 3\n")
+    with pytest.raises(ConfigError, match="poll_every"):
+        load_config(path)
