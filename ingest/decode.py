@@ -54,9 +54,17 @@ from ingest.types import (
     UnsupportedContainer,
 )
 
-# Luma statistics are taken on every STATS_STEP-th row and column: enough for
-# black/freeze decisions at a small fraction of the cost of full planes.
+# Luma statistics are taken on a grid of every step-th row and column, the step growing
+# with the picture so a frame of any size gives about as many samples as a 360p frame
+# on a 1-in-4 grid (14,400): enough for black/freeze decisions (means and fractions over
+# the grid), at a fraction of the cost of full planes. They run on every frame.
 STATS_STEP = 4
+STATS_ROWS = 360
+
+
+def stats_step(height: int) -> int:
+    return STATS_STEP * max(1, height // STATS_ROWS)
+
 
 _FRAGMENT_BOXES = {b"moof", b"styp", b"sidx", b"emsg", b"prft"}
 
@@ -434,6 +442,8 @@ def _decode_open(
     first_frame: av.VideoFrame | None = None
     last: tuple[int, float, av.VideoFrame] | None = None
 
+    tb = float(time_base)
+
     def consume(frame: av.VideoFrame) -> None:
         nonlocal prev, first_frame, kept_bytes, last
         if frame.width * frame.height > limits.max_pixels:
@@ -442,27 +452,12 @@ def _decode_open(
             first_frame = frame
         index = len(rows)
         luma, scale = _luma(frame)
-        lumaf = luma.astype(np.float32) / scale
-        diff = (
-            float("nan")
-            if prev is None or prev.shape != lumaf.shape
-            else float(np.abs(lumaf - prev).mean())
-        )
+        mean, std, diff, dark, lumaf = _luma_stats(luma, scale, prev, cfg.dark_pixel_threshold)
         prev = lumaf
-        pts = float(frame.pts * time_base) if frame.pts is not None else index / _fps(stream)
+        pts = frame.pts * tb if frame.pts is not None else index / _fps(stream)
         last = (index, pts, frame)
         key = bool(frame.key_frame)
-        rows.append(
-            (
-                pts,
-                float(lumaf.mean()),
-                float(lumaf.std()),
-                diff,
-                float((lumaf < cfg.dark_pixel_threshold).mean()),
-                key,
-                bool(frame.is_corrupt),
-            )
-        )
+        rows.append((pts, mean, std, diff, dark, key, bool(frame.is_corrupt)))
         keep = (
             key and len(frames) < cfg.sampling.count
             if keyframes_only
@@ -528,6 +523,27 @@ def _decode_open(
         errors=tuple(errors),
         packets=packet_stats,
     )
+
+
+def _luma_stats(
+    luma: np.ndarray, scale: float, prev: np.ndarray | None, dark_threshold: float
+) -> tuple[float, float, float, float, np.ndarray]:
+    """(mean, std, mean |difference| to `prev`, dark fraction, the 0-1 float plane) of a luma
+    grid, in few passes: this runs on every frame of every segment."""
+    lumaf = luma.astype(np.float32)  # a contiguous copy of the strided grid
+    lumaf *= np.float32(1.0 / scale)
+    flat = lumaf.reshape(-1)
+    n = flat.size
+    mean = float(flat.sum(dtype=np.float64)) / n
+    var = max(0.0, float(np.dot(flat, flat)) / n - mean * mean)
+    if prev is None or prev.shape != lumaf.shape:
+        diff = float("nan")
+    else:
+        d = np.subtract(lumaf, prev)
+        np.abs(d, out=d)
+        diff = float(d.sum(dtype=np.float64)) / n
+    dark = np.count_nonzero(flat < dark_threshold) / n
+    return mean, var**0.5, diff, dark, lumaf
 
 
 def _packet_stats(packets: list[av.Packet], time_base: Fraction, fps: float) -> PacketStats:
@@ -633,9 +649,11 @@ def _luma(frame: av.VideoFrame) -> tuple[np.ndarray, float]:
         if name.startswith(("p01", "p21")):
             # P010/P210 keep the 10 significant bits in the high bits of each word.
             scale = 65535.0
-        return buf[::STATS_STEP, ::STATS_STEP], scale
+        step = stats_step(plane.height)
+        return buf[::step, ::step], scale
     gray = frame.to_ndarray(format="gray")
-    return gray[::STATS_STEP, ::STATS_STEP], 255.0
+    step = stats_step(gray.shape[0])
+    return gray[::step, ::step], 255.0
 
 
 def _stats(rows: list[tuple[float, float, float, float, float, bool, bool]]) -> FrameStats:

@@ -144,6 +144,10 @@ def _worker_main(
     conn: multiprocessing.connection.Connection, setup: WorkerSetup, runner: Runner
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    try:
+        _ = setup.chain  # load the models now, not on the first segment
+    except Exception:  # reported per job by the runner, with the reason
+        log.debug("scoring chain not built at start", exc_info=True)
     while True:
         try:
             msg = conn.recv()
