@@ -7,7 +7,7 @@ imports no Kafka client, so decode workers do not load kafka-python.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -22,6 +22,18 @@ class TopicsConfig(StrictModel):
     alerts: str = Field("vqmon.alerts", description="Output: flags above the alert severity.")
     dead_letter: str = Field(
         "vqmon.dead-letter", description="Output: messages that could not be screened."
+    )
+    incidents: str = Field(
+        "vqmon.incidents",
+        description="Judge output: incident events, key = incident id (created compacted).",
+    )
+    encoder_decisions: str = Field(
+        "vqmon.encoder-decisions",
+        description="Judge output: encoder decisions, key = stream/rendition (created compacted).",
+    )
+    diagnoses: str = Field(
+        "vqmon.diagnoses",
+        description="VLM diagnoses; the judge role reads them when the topic exists.",
     )
 
 
@@ -196,8 +208,17 @@ def make_admin(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaAdminClient:
     return KafkaAdminClient(**client_options(cfg, bootstrap))
 
 
-def ensure_topics(cfg: KafkaConfig, bootstrap: Sequence[str], names: Sequence[str]) -> list[str]:
-    """Create the topics in `names` that do not exist yet; return the ones created."""
+def ensure_topics(
+    cfg: KafkaConfig,
+    bootstrap: Sequence[str],
+    names: Sequence[str],
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create the topics in `names` that do not exist yet; return the ones created.
+
+    `topic_configs` gives per-topic settings for the ones created, e.g.
+    {"vqmon.incidents": {"cleanup.policy": "compact"}}.
+    """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -208,7 +229,15 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: Sequence[str], names: Sequence[st
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
                 admin.create_topics(
-                    [NewTopic(n, cfg.partitions, cfg.replication_factor) for n in wanted]
+                    [
+                        NewTopic(
+                            n,
+                            cfg.partitions,
+                            cfg.replication_factor,
+                            topic_configs=dict((topic_configs or {}).get(n, {})),
+                        )
+                        for n in wanted
+                    ]
                 )
         return wanted
     finally:

@@ -102,7 +102,11 @@ def verdict_message(
         ("rendition", verdict.rendition.encode()),
     )
     return OutMessage(
-        topic, verdict.segment_id.encode(), dumps(verdict_value(verdict, facts, source)), headers
+        topic,
+        verdict.segment_id.encode(),
+        dumps(verdict_value(verdict, facts, source)),
+        headers,
+        partition_key=verdict.stream.encode(),
     )
 
 
@@ -168,8 +172,13 @@ def dead_letter_message(
         "failed_at": round(time.time(), 3),
     }
     out_headers = (*JSON_HEADERS, ("vqmon-reason", reason.encode()))
+    by_stream = stream_key(key, headers)
     reduced = OutMessage(
-        topic, (key or b"")[:HEADER_VALUE_BYTES], dumps({**body, "reduced": True}), out_headers
+        topic,
+        (key or b"")[:HEADER_VALUE_BYTES],
+        dumps({**body, "reduced": True}),
+        out_headers,
+        partition_key=by_stream,
     )
     full = {
         **body,
@@ -178,8 +187,27 @@ def dead_letter_message(
         "value_truncated": len(kept) < len(raw),
     }
     return OutMessage(
-        topic, (key or b"")[:HEADER_VALUE_BYTES], dumps(full), out_headers, fallback=reduced
+        topic,
+        (key or b"")[:HEADER_VALUE_BYTES],
+        dumps(full),
+        out_headers,
+        fallback=reduced,
+        partition_key=by_stream,
     )
+
+
+def stream_key(
+    key: bytes | None,
+    headers: list[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...] | None,
+) -> bytes | None:
+    """The stream a segment record belongs to (its `stream` header, else the key's first
+    half): outputs about a segment are partitioned by it, so one judge sees a whole stream."""
+    for name, value in headers or ():
+        if name.lower() == "stream" and value:
+            return value[:HEADER_VALUE_BYTES]
+    if key and b"/" in key:
+        return key.split(b"/", 1)[0][:HEADER_VALUE_BYTES]
+    return None
 
 
 def _capped_headers(

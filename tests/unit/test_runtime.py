@@ -110,9 +110,18 @@ class FakeProducer:
         self.log = log
         self.max_bytes = max_bytes
         self.pending: list[tuple[FakeFuture, tuple[str, bytes, bytes]]] = []
+        self.partition_keys: list[bytes | None] = []
         self.closed = False
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: list[Any]) -> FakeFuture:
+    def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[Any],
+        partition_key: bytes | None = None,
+    ) -> FakeFuture:
+        self.partition_keys.append(partition_key)
         if len(value) > self.max_bytes:
             raise kerr.MessageSizeTooLargeError(f"{len(value)} bytes")
         f = FakeFuture()
