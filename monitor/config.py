@@ -14,6 +14,7 @@ from monitor import yamlconf
 from monitor.alertmanager import AlertmanagerConfig
 from monitor.encoding import EncodingConfig
 from monitor.judge import JudgeConfig
+from monitor.judge_role import JudgeRoleConfig
 from monitor.sections import (
     FeedConfig,
     HttpConfig,
@@ -58,6 +59,7 @@ class Config(StrictModel):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    judge_role: JudgeRoleConfig = Field(default_factory=JudgeRoleConfig)
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:

@@ -87,3 +87,38 @@ def _handler(
             pass  # scrapes every few seconds would drown the logs
 
     return Handler
+
+
+class HealthGroup(HealthState):
+    """Several roles in one process (`--role all`): healthy and ready only when each is.
+
+    Each role's runtime updates its own HealthState; the HTTP server reads this one.
+    """
+
+    def __init__(self, parts: dict[str, HealthState]) -> None:
+        self.parts = parts
+        super().__init__(min((p.stall_after_s for p in parts.values()), default=60.0))
+
+    @property
+    def ready(self) -> bool:
+        return all(p.ready for p in self.parts.values())
+
+    @ready.setter
+    def ready(self, _value: bool) -> None:
+        pass  # derived from the parts
+
+    @property
+    def reason(self) -> str:
+        waiting = [f"{n}: {p.reason}" for n, p in self.parts.items() if not p.ready]
+        return "; ".join(waiting) or "ok"
+
+    @reason.setter
+    def reason(self, _value: str) -> None:
+        pass
+
+    def healthy(self) -> tuple[bool, str]:
+        for name, part in self.parts.items():
+            ok, why = part.healthy()
+            if not ok:
+                return False, f"{name}: {why}"
+        return True, "ok"

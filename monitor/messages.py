@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ingest.types import StreamInfo
 from monitor.publisher import OutMessage
 from monitor.sections import AlertsConfig
+from monitor.types import EncoderDecision, Incident
 from scorers.types import Verdict
 
 VERDICT_SCHEMA = "vqmon.verdict/1"
@@ -144,6 +145,24 @@ def alert_messages(topic: str, verdict: Verdict, cfg: AlertsConfig) -> list[OutM
 
 def _alert(topic: str, verdict: Verdict, kind: str, body: dict[str, Any]) -> OutMessage:
     return OutMessage(topic, f"{verdict.segment_id}/{kind}".encode(), dumps(body), JSON_HEADERS)
+
+
+def incident_message(topic: str, incident: Incident) -> OutMessage:
+    """One incident event (vqmon.incident/1); key = incident id, so compaction keeps the
+    latest event of each incident (what a restarted judge restores)."""
+    headers = (*JSON_HEADERS, ("stream", incident.stream.encode()))
+    return OutMessage(topic, incident.id.encode(), dumps(incident.to_json()), headers)
+
+
+def decision_message(topic: str, decision: EncoderDecision) -> OutMessage:
+    """One encoder decision (vqmon.encoder-decision/1); key = stream/rendition, so the
+    compacted topic holds each rung's latest desired settings."""
+    headers = (
+        *JSON_HEADERS,
+        ("stream", decision.stream.encode()),
+        ("rendition", decision.rendition.encode()),
+    )
+    return OutMessage(topic, decision.key.encode(), dumps(decision.to_json()), headers)
 
 
 def dead_letter_message(

@@ -1,4 +1,4 @@
-"""`vqmon run --config FILE [--role screen|diagnose|all] [--duration S]`: the daemon."""
+"""`vqmon run --config FILE [--role screen|judge|diagnose|all] [--duration S]`: the daemon."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -18,8 +20,9 @@ from ingest import kafka as kafka_io
 from ingest.broker import BrokerError, EmbeddedBroker
 from monitor import logs
 from monitor.config import Config, ConfigError, load_config
-from monitor.feed import Feed
-from monitor.health import HealthServer, HealthState
+from monitor.feed import DecisionSource, Feed, KafkaDecisionSource
+from monitor.health import HealthGroup, HealthServer, HealthState
+from monitor.judge_role import JudgeDaemon
 from monitor.metrics import Metrics
 from monitor.pipeline import Daemon, Summary
 from monitor.sdnotify import Notifier
@@ -28,7 +31,7 @@ from scorers.types import ScorerError
 
 log = logging.getLogger("vqmon.run")
 
-ROLES = ("screen", "diagnose", "all")
+ROLES = ("screen", "judge", "diagnose", "all")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,8 +46,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--role",
         choices=ROLES,
         default="screen",
-        help="screen: score every segment; diagnose: VLM diagnosis (not available yet); "
-        "all: every role available",
+        help="screen: score every segment; judge: incidents and encoder decisions from the "
+        "verdicts; diagnose: VLM diagnosis (not available yet); all: every role available",
     )
     p.add_argument(
         "--duration",
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.role == "diagnose":
         print(
             "vqmon run: the diagnose role (VLM diagnosis of escalated segments) is not "
-            "available yet; run --role screen (or all, which runs screen)",
+            "available yet; run --role screen or judge (or all, which runs both)",
             file=sys.stderr,
         )
         return 2
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logs.setup(config.logging.level, config.logging.format)
     try:
-        summary = serve(config, duration_s=args.duration)
+        summary = serve(config, duration_s=args.duration, role=args.role)
     except (BrokerError, ScorerError, WorkerPoolFailed, OSError) as exc:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
@@ -86,12 +89,19 @@ def serve(
     duration_s: float | None = None,
     registry: CollectorRegistry | None = None,
     notifier: Notifier | None = None,
+    role: str = "screen",
 ) -> Summary:
-    """Start what the config asks for (embedded broker, feed, HTTP), run the daemon, stop."""
+    """Start what the config asks for (embedded broker, feed, HTTP), run the role(s), stop.
+
+    `all` runs the screen role on this thread and the judge role on a second one, each
+    on its own runtime and consumer group; /healthz and /readyz need both.
+    """
     registry = registry or CollectorRegistry()
     notifier = notifier or Notifier()
     metrics = Metrics(registry)
-    health = HealthState(config.http.stall_after_s)
+    roles = ("screen", "judge") if role == "all" else (role,)
+    parts = {r: HealthState(config.http.stall_after_s) for r in roles}
+    health = parts[roles[0]] if len(parts) == 1 else HealthGroup(parts)
     with ExitStack() as stack:
         bootstrap = list(config.kafka.bootstrap_servers)
         embedded = config.kafka.use_embedded
@@ -115,27 +125,97 @@ def serve(
             server.start()
             stack.callback(server.stop)
             log.info("http listening", extra={"address": "{}:{}".format(*server.address)})
-        daemon = Daemon(
-            config,
-            bootstrap,
-            metrics,
-            health,
-            notify=notifier.status,
-            watchdog=notifier.watchdog,
-        )
-        _install_signals(daemon)
+        screen = judge = None
+        if "screen" in parts:
+            screen = Daemon(
+                config,
+                bootstrap,
+                metrics,
+                parts["screen"],
+                notify=notifier.status,
+                watchdog=notifier.watchdog,
+            )
+        if "judge" in parts:
+            judge = JudgeDaemon(
+                config,
+                bootstrap,
+                metrics,
+                parts["judge"],
+                watchdog=None if screen is not None else notifier.watchdog,
+            )
+        roles_run = Roles(screen, judge)
+        _install_signals(roles_run)
         if config.feed.enabled is True or (config.feed.enabled == "auto" and embedded):
             if config.kafka.create_topics:
                 kafka_io.ensure_topics(config.kafka, bootstrap, [config.kafka.topics.segments])
             producer = kafka_io.make_producer(config.kafka, bootstrap)
-            feed = Feed(config.feed, producer, config.kafka.topics.segments).start()
-            stack.callback(_stop_feed, feed, daemon.summary)
+            feed = Feed(
+                config.feed,
+                producer,
+                config.kafka.topics.segments,
+                decisions=feed_decisions(config, bootstrap),
+            ).start()
+            stack.callback(_stop_feed, feed, roles_run.summary)
             log.info("synthetic feed publishing", extra={"topic": config.kafka.topics.segments})
-        notifier.ready("screening")
+        notifier.ready(", ".join(roles))
         try:
-            return daemon.run(duration_s)
+            return roles_run.run(duration_s)
         finally:
             notifier.stopping()
+
+
+class Roles:
+    """The roles one process runs: the first on this thread, the judge beside the screen."""
+
+    def __init__(self, screen: Daemon | None, judge: JudgeDaemon | None) -> None:
+        self.screen = screen
+        self.judge = judge
+        self.summary = screen.summary if screen is not None else Summary(0.0)
+        self.failed: BaseException | None = None
+
+    def stop(self) -> None:
+        for d in (self.screen, self.judge):
+            if d is not None:
+                d.stop()
+
+    def run(self, duration_s: float | None) -> Summary:
+        if self.screen is None:
+            assert self.judge is not None
+            self.judge.run(duration_s)
+            return self.summary
+        if self.judge is None:
+            return self.screen.run(duration_s)
+        thread = threading.Thread(
+            target=self._judge, args=(duration_s,), name="vqmon-judge", daemon=True
+        )
+        thread.start()
+        try:
+            return self.screen.run(duration_s)
+        finally:
+            self.judge.stop()
+            thread.join(self.screen.config.pipeline.shutdown_timeout_s + 10)
+            if self.failed is not None:
+                raise self.failed
+
+    def _judge(self, duration_s: float | None) -> None:
+        assert self.judge is not None and self.screen is not None
+        try:
+            self.judge.run(duration_s)
+        except BaseException as exc:  # the process stops: systemd restarts both roles
+            log.exception("the judge role failed; stopping")
+            self.failed = exc
+            self.screen.stop()
+
+
+def feed_decisions(config: Config, bootstrap: Sequence[str]) -> DecisionSource | None:
+    """The closed-loop feed's reader of vqmon.encoder-decisions (None when not closed_loop)."""
+    if not config.feed.closed_loop:
+        return None
+    topic = config.kafka.topics.encoder_decisions
+    if config.kafka.create_topics:
+        compact = {"cleanup.policy": "compact"} if config.judge_role.compact_outputs else {}
+        kafka_io.ensure_topics(config.kafka, bootstrap, [topic], {topic: compact})
+    return KafkaDecisionSource(config.kafka, list(bootstrap), topic)
 
 
 def _stop_feed(feed: Feed, summary: Summary) -> None:
@@ -143,7 +223,7 @@ def _stop_feed(feed: Feed, summary: Summary) -> None:
     summary.published = feed.published
 
 
-def _install_signals(daemon: Daemon) -> None:
+def _install_signals(daemon: Roles) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received: stopping", extra={"signal": signal.Signals(signum).name})
         daemon.stop()
