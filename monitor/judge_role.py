@@ -20,14 +20,17 @@ that redelivers the whole round.
 
 State without local disk. On every partition assignment the step is rebuilt for the
 streams the instance now owns (`rebuild`):
-1. `Judge.restore` from vqmon.incidents, read from the beginning up to its end offsets
-   (compacted: the latest event per incident id);
-2. `EncodingPolicy.restore` from vqmon.encoder-decisions likewise (settings, cooldowns);
-3. replay the last `replay_segments` verdicts before the committed offset of each
-   assigned verdicts partition through `Judge.observe` (events dropped: they were
-   published before those offsets were committed), which rebuilds baselines and the
-   gates' runs;
-4. then consume from the committed offset.
+1. replay the last `replay_segments` verdicts before the judge group's committed offset
+   of each assigned verdicts partition through `Judge.observe` (events dropped: they
+   were published before those offsets were committed): baselines and the gates' bad
+   and good runs come back as they were;
+2. drop the incidents that replay made up (`Judge.forget_incidents`): a window that
+   starts mid-run would invent some, and the topic is the authority;
+3. `Judge.restore` from vqmon.incidents, read from the beginning up to its end offsets
+   (compacted: the latest event per incident id): open incidents keep their ids and
+   resolve once, resolved ids are remembered;
+4. `EncodingPolicy.restore` from vqmon.encoder-decisions likewise (settings, cooldowns);
+5. consume from the committed offset.
 Diagnoses (vqmon.diagnoses, when the topic exists) are read by every judge from the
 topic's end outside the group, so their partitioning does not matter: each judge
 attaches the ones about its own incidents.
@@ -149,6 +152,10 @@ class StateReader(Protocol):
 
     def decisions(self) -> list[EncoderDecision]: ...
 
+    def committed(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The judge group's committed offsets (partitions without one are left out)."""
+        ...
+
     def recent(self, ends: Mapping[Partition, int], count: int) -> list[Observation]:
         """Up to `count` verdicts of each partition before its offset in `ends`, in order."""
         ...
@@ -175,6 +182,9 @@ class KafkaStateReader:
         self.topics = topics
         self.timeout_s = timeout_s
         opts = kafka_io.client_options(cfg, bootstrap)
+        # Only asks the group coordinator for committed offsets: never subscribes, so it
+        # never joins the group it names.
+        self._offsets = KafkaConsumer(group_id=cfg.group_id, enable_auto_commit=False, **opts)
         self._c = KafkaConsumer(
             enable_auto_commit=False,
             max_partition_fetch_bytes=cfg.max_message_bytes,
@@ -234,6 +244,16 @@ class KafkaStateReader:
     def decisions(self) -> list[EncoderDecision]:
         return _parse_all(self._whole(self.topics.decisions), EncoderDecision.from_json)
 
+    def committed(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        from kafka.structs import TopicPartition
+
+        out: dict[Partition, int] = {}
+        for p in partitions:
+            offset = self._offsets.committed(TopicPartition(*p), timeout_ms=5000)
+            if offset:
+                out[p] = int(offset)
+        return out
+
     def recent(self, ends: Mapping[Partition, int], count: int) -> list[Observation]:
         from kafka.structs import TopicPartition
 
@@ -260,6 +280,7 @@ class KafkaStateReader:
 
     def close(self) -> None:
         self._c.close(autocommit=False)
+        self._offsets.close(autocommit=False)
         if self._diag is not None:
             self._diag.close(autocommit=False)
 
@@ -434,7 +455,6 @@ def owned_streams_filter(
 def rebuild(
     step: JudgeStep,
     reader: StateReader,
-    consumer: Consumer,
     assigned: list[Partition],
     make: Callable[[], tuple[Judge, EncodingPolicy]],
     replay_segments: int,
@@ -443,20 +463,16 @@ def rebuild(
     topics = step.topics
     owned = owned_streams_filter(assigned, topics.verdicts, reader.partition_count(topics.verdicts))
     judge, policy = make()
-    incidents = [i for i in reader.incidents() if owned(i.stream)]
-    judge.restore(incidents)
-    decisions = [d for d in reader.decisions() if owned(d.stream)]
-    policy.restore(decisions)
-    ends: dict[Partition, int] = {}
-    for tp in assigned:
-        if tp.topic == topics.verdicts:
-            position = consumer.position(tp)
-            if position:
-                ends[tp] = position
+    ends = reader.committed([tp for tp in assigned if tp.topic == topics.verdicts])
     replayed = reader.recent(ends, replay_segments)
     now = step.clock()
     for obs in replayed:
         judge.observe(obs, now)  # events already published before these offsets committed
+    judge.forget_incidents()  # the topic, not the replay window, says which exist
+    incidents = [i for i in reader.incidents() if owned(i.stream)]
+    judge.restore(incidents)
+    decisions = [d for d in reader.decisions() if owned(d.stream)]
+    policy.restore(decisions)
     step.reset(judge, policy)
     return {
         "incidents": len(incidents),
@@ -577,7 +593,7 @@ class JudgeDaemon:
 
         def assigned(partitions: list[Partition]) -> None:
             t0 = time.monotonic()
-            counts = rebuild(step, reader, consumer, partitions, self._make, role.replay_segments)
+            counts = rebuild(step, reader, partitions, self._make, role.replay_segments)
             log.info(
                 "judge state rebuilt",
                 extra={**counts, "seconds": round(time.monotonic() - t0, 2)},
