@@ -169,8 +169,11 @@ def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]
     return opts
 
 
-def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaConsumer:
-    """A group member that never auto-commits: the pipeline commits what is fully done."""
+def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str], **overrides: Any) -> KafkaConsumer:
+    """A group member that never auto-commits: the pipeline commits what is fully done.
+
+    `overrides` are further KafkaConsumer options (the judge role pins the range assignor).
+    """
     return KafkaConsumer(
         group_id=cfg.group_id,
         enable_auto_commit=False,
@@ -181,6 +184,7 @@ def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaConsumer:
         max_partition_fetch_bytes=cfg.max_message_bytes,
         fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
         **client_options(cfg, bootstrap),
+        **overrides,
     )
 
 

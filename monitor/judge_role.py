@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import Field
 
 from ingest import kafka as kafka_io
@@ -558,8 +559,12 @@ class JudgeDaemon:
             on_reset=self.metrics.producer_resets.inc,
             on_lost=lambda m, _exc: self.metrics.outputs_lost.labels(m.topic).inc(),
         )
+        # Range assignment co-partitions the verdicts and dead-letter topics: partition i
+        # of both (the same streams) goes to the same judge.
         consumer = self._consumer or KafkaConsumerClient(
-            kafka_io.make_consumer(kcfg, self.bootstrap)
+            kafka_io.make_consumer(
+                kcfg, self.bootstrap, partition_assignment_strategy=(RangePartitionAssignor,)
+            )
         )
         p = cfg.pipeline
         runtime = Runtime(
