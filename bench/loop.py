@@ -62,14 +62,16 @@ LATENCY_STREAMS = ["scene", "texture"]
 GAP = 10  # rounds between starvation onsets
 
 
-def daemon_config(tmp: Path, bootstrap: str, port: int, target: float) -> Path:
+def daemon_config(
+    tmp: Path, bootstrap: str, port: int, target: float, floor: float, frames: int
+) -> Path:
     cfg: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": [bootstrap],
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
         },
-        "decode": {"threads": 1},
+        "decode": {"threads": 1, "sampling": {"mode": "uniform", "count": frames}},
         "pipeline": {"decode_workers": 2},
         "http": {"port": port},
         "logging": {"level": "INFO", "format": "json"},
@@ -86,7 +88,10 @@ def daemon_config(tmp: Path, bootstrap: str, port: int, target: float) -> Path:
                 "step": 0.2,
                 "min_bitrate": 20_000,
             },
-            "policies": {f"*/{r}": {"bitrate": b} for r, b in NOMINAL.items()},
+            "policies": {
+                f"*/{r}": {"bitrate": b, "min_bitrate": max(20_000, int(b * floor))}
+                for r, b in NOMINAL.items()
+            },
         },
     }
     path = tmp / "vqmon.yaml"
@@ -253,6 +258,13 @@ def main() -> int:
         "--drain", type=int, default=60, help="extra rounds at most, waiting for decisions"
     )
     ap.add_argument("--target", type=float, default=4.3, help="target MOS (1-5) of every rung")
+    ap.add_argument(
+        "--floor",
+        type=float,
+        default=0.0,
+        help="min_bitrate of every rung as a fraction of its nominal bitrate (0: 20 kbit/s)",
+    )
+    ap.add_argument("--frames", type=int, default=8, help="frames sampled per segment")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     events = schedule(args.rounds)
@@ -275,7 +287,7 @@ def main() -> int:
             {"vqmon.incidents": compact, "vqmon.encoder-decisions": compact},
         )
         port = free_port()
-        config = daemon_config(Path(tmp), bs, port, args.target)
+        config = daemon_config(Path(tmp), bs, port, args.target, args.floor, args.frames)
         with (Path(tmp) / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "run", "--role", "all", "--config", str(config)],
@@ -328,6 +340,8 @@ def main() -> int:
             "rounds": args.rounds,
             "speed": args.speed,
             "target_mos": args.target,
+            "floor": args.floor,
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "published": feed.published,
             "rounds_run": feed.seq,
             "decisions": Counter(d.action for _, _, d in feed.applied),
