@@ -1,6 +1,8 @@
 """The closed loop, measured: bits saved at held quality, and onset-to-decision time.
 
-    python bench/loop.py [--rounds 90] [--speed 1.5] [--target 4.3]
+    python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--floor 0.8] [--frames 4]
+
+Results and what they mean: docs/benchmarks.md ("Closed loop").
 
 A local Tansu broker; the daemon `vqmon run --role all` (screen + judge, encoding on,
 not dry-run) as a subprocess; in this process the closed-loop feed (monitor.feed.Feed):

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    if args.duration is not None:
+    if args.duration is not None and args.role != "judge":  # the judge screens nothing
         print(render_summary(summary, config), flush=True)
     return 0
 
