@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -344,9 +343,13 @@ def _api(port: int, path: str, **params: str) -> Any:
         return json.loads(r.read())["data"]
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _ready(port: int) -> bool:
+    """Prometheus answers 503 until its storage is open: wait for /-/ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @pytest.mark.skipif(
@@ -400,7 +403,7 @@ def test_prometheus_scrapes_the_daemon_and_evaluates_the_rules(
             env={**os.environ, "HOME": str(tmp_path)},
         )
     try:
-        wait_for(lambda: _listening(port), 30, "prometheus listening")
+        wait_for(lambda: _ready(port), 60, "prometheus ready")
 
         def scraped() -> bool:
             res = _api(port, "query", query='up{job="vqmon"}')["result"]
