@@ -31,6 +31,8 @@ streams the instance now owns (`rebuild`):
    resolve once, resolved ids are remembered;
 4. `EncodingPolicy.restore` from vqmon.encoder-decisions likewise (settings, cooldowns);
 5. consume from the committed offset.
+Alertmanager (`alertmanager.enabled`): incident events and, periodically, the open
+incidents are pushed by `AlertPusher` off the runtime's thread.
 Diagnoses (vqmon.diagnoses, when the topic exists) are read by every judge from the
 topic's end outside the group, so their partitioning does not matter: each judge
 attaches the ones about its own incidents.
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +54,7 @@ from pydantic import Field
 
 from ingest import kafka as kafka_io
 from ingest.config import StrictModel
+from monitor.alertmanager import AlertmanagerClient, AlertmanagerError
 from monitor.clients import (
     Consumer,
     KafkaConsumerClient,
@@ -297,6 +302,62 @@ def _parse_all(records: Iterable[Any], parse: Callable[[Mapping[str, Any]], T]) 
     return out
 
 
+# ---------------------------------------------------------------- Alertmanager
+
+
+class AlertPusher:
+    """Pushes incident events to Alertmanager off the runtime's thread (optional work).
+
+    A bounded queue: when Alertmanager is slow or down, batches are dropped and counted,
+    never the loop held. Open incidents are re-pushed every `resolve_timeout_s / 3` by
+    the step (`due`), so an alert ends by itself if vqmon stops.
+    """
+
+    def __init__(self, client: AlertmanagerClient, *, queue_size: int = 100) -> None:
+        self.client = client
+        self.dropped = 0
+        self.failed = 0
+        self.sent = 0
+        self._queue: queue.Queue[tuple[list[Incident], float] | None] = queue.Queue(queue_size)
+        self._last_full = 0.0
+        self._thread = threading.Thread(target=self._run, name="vqmon-alertmanager", daemon=True)
+        self._thread.start()
+
+    def submit(self, incidents: list[Incident], now: float) -> None:
+        if not incidents:
+            return
+        try:
+            self._queue.put_nowait((list(incidents), now))
+        except queue.Full:
+            self.dropped += 1
+
+    def due(self, now: float) -> bool:
+        """Whether the open incidents should be re-pushed now."""
+        if now - self._last_full >= self.client.cfg.resolve_timeout_s / 3:
+            self._last_full = now
+            return True
+        return False
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            incidents, now = item
+            try:
+                self.sent += self.client.push(incidents, now)
+            except AlertmanagerError as exc:
+                self.failed += 1
+                log.warning("alertmanager push failed", extra={"error": str(exc)[:300]})
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+
 # ---------------------------------------------------------------- the step
 
 
@@ -339,6 +400,8 @@ class JudgeStep:
         self.clock = clock
         self.waiting: dict[tuple[str, int], _Waiting] = {}
         self.diagnoses: Callable[[], list[dict[str, Any]]] = list
+        self.alerts: AlertPusher | None = None
+        """Optional Alertmanager push of every incident event (config alertmanager)."""
         self._last_tick = 0.0
 
     def reset(self, judge: Judge, policy: EncodingPolicy) -> None:
@@ -388,6 +451,8 @@ class JudgeStep:
                 decisions += self.policy.observe(obs, mine, now)
         messages = [incident_message(self.topics.incidents, e) for e in events]
         messages += [decision_message(self.topics.decisions, d) for d in decisions]
+        if self.alerts is not None:
+            self.alerts.submit(events, now)
         if events:
             for e in events:
                 log.info(
@@ -415,6 +480,8 @@ class JudgeStep:
         if now - self._last_tick >= self.tick_interval_s:
             self._last_tick = now
             self._settle(self.judge.tick(now), now)
+        if self.alerts is not None and self.alerts.due(now):
+            self.alerts.submit(self.judge.open_incidents(), now)
 
     def join(self, deadline: float) -> None:
         """Nothing to finish: rounds not judged yet are handed back uncommitted."""
@@ -435,7 +502,8 @@ class JudgeStep:
         return 0.0
 
     def close(self) -> None:
-        pass
+        if self.alerts is not None:
+            self.alerts.close()
 
 
 # ---------------------------------------------------------------- rebuilding on assignment
@@ -594,6 +662,8 @@ class JudgeDaemon:
             hooks=self.metrics,
         )
         step.diagnoses = reader.diagnoses
+        if cfg.alertmanager.enabled:
+            step.alerts = AlertPusher(AlertmanagerClient(cfg.alertmanager))
         self.step = step
 
         def assigned(partitions: list[Partition]) -> None:

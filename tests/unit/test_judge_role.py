@@ -248,3 +248,28 @@ def test_summarize_diagnosis_keeps_class_severity_and_score() -> None:
     }
     s = summarize_diagnosis(doc)
     assert (s["degradation"], s["severity"], s["score_mean"]) == ("noise", "obvious", 2.5)
+
+
+def test_incident_events_and_open_incidents_reach_alertmanager() -> None:
+    from monitor.alertmanager import AlertmanagerClient, AlertmanagerConfig
+    from monitor.judge_role import AlertPusher
+
+    bodies: list[list[dict[str, Any]]] = []
+
+    def post(url: str, body: bytes, timeout: float) -> int:
+        bodies.append(json.loads(body))
+        return 200
+
+    cfg = AlertmanagerConfig(enabled=True, resolve_timeout_s=30)
+    ctx = FakeContext()
+    step = step_for(ctx)
+    step.alerts = AlertPusher(AlertmanagerClient(cfg, post))
+    first_round(step)
+    for seq in (1, 2):
+        feed(step, [black("360p", seq), black("720p", seq)])
+    cast(Clock, step.clock).now += 11  # an open incident is re-pushed every 10 s
+    step.poll()
+    step.close()
+    names = [a["labels"]["incident_id"] for body in bodies for a in body]
+    assert names == ["news/*/black/1", "news/*/black/1"]
+    assert bodies[0][0]["labels"]["localisation"] == "source"
