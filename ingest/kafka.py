@@ -7,7 +7,7 @@ imports no Kafka client, so decode workers do not load kafka-python.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -30,6 +30,15 @@ class TopicsConfig(StrictModel):
     )
     diagnoses: str = Field(
         "vqmon.diagnoses", description="Diagnose role output: one diagnosis per escalation."
+    )
+
+    incidents: str = Field(
+        "vqmon.incidents",
+        description="Judge output: incident events, key = incident id (created compacted).",
+    )
+    encoder_decisions: str = Field(
+        "vqmon.encoder-decisions",
+        description="Judge output: encoder decisions, key = stream/rendition (created compacted).",
     )
 
 
@@ -171,8 +180,11 @@ def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]
     return opts
 
 
-def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaConsumer:
-    """A group member that never auto-commits: the pipeline commits what is fully done."""
+def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str], **overrides: Any) -> KafkaConsumer:
+    """A group member that never auto-commits: the pipeline commits what is fully done.
+
+    `overrides` are further KafkaConsumer options (the judge role pins the range assignor).
+    """
     return KafkaConsumer(
         group_id=cfg.group_id,
         enable_auto_commit=False,
@@ -183,6 +195,7 @@ def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaConsumer:
         max_partition_fetch_bytes=cfg.max_message_bytes,
         fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
         **client_options(cfg, bootstrap),
+        **overrides,
     )
 
 
@@ -210,8 +223,17 @@ def make_admin(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaAdminClient:
     return KafkaAdminClient(**client_options(cfg, bootstrap))
 
 
-def ensure_topics(cfg: KafkaConfig, bootstrap: Sequence[str], names: Sequence[str]) -> list[str]:
-    """Create the topics in `names` that do not exist yet; return the ones created."""
+def ensure_topics(
+    cfg: KafkaConfig,
+    bootstrap: Sequence[str],
+    names: Sequence[str],
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create the topics in `names` that do not exist yet; return the ones created.
+
+    `topic_configs` gives per-topic settings for the ones created, e.g.
+    {"vqmon.incidents": {"cleanup.policy": "compact"}}.
+    """
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -222,7 +244,15 @@ def ensure_topics(cfg: KafkaConfig, bootstrap: Sequence[str], names: Sequence[st
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another member was first
                 admin.create_topics(
-                    [NewTopic(n, cfg.partitions, cfg.replication_factor) for n in wanted]
+                    [
+                        NewTopic(
+                            n,
+                            cfg.partitions,
+                            cfg.replication_factor,
+                            topic_configs=dict((topic_configs or {}).get(n, {})),
+                        )
+                        for n in wanted
+                    ]
                 )
         return wanted
     finally:

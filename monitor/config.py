@@ -17,6 +17,7 @@ from monitor.alertmanager import AlertmanagerConfig
 from monitor.encoding import EncodingConfig
 from monitor.escalation import EscalationConfig
 from monitor.judge import JudgeConfig
+from monitor.judge_role import JudgeRoleConfig
 from monitor.sections import (
     DiagnoseRoleConfig,
     FeedConfig,
@@ -79,6 +80,7 @@ class Config(StrictModel):
         default_factory=DiagnoseRoleConfig,
         description="Diagnose role: the VLM backend ('rules' without weights) and its bounds.",
     )
+    judge_role: JudgeRoleConfig = Field(default_factory=JudgeRoleConfig)
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:

@@ -83,5 +83,11 @@ class LadderSettings:
         self.version += 1
         return True
 
+    def set(self, stream: str, rendition: str, settings: EncoderSettings) -> None:
+        """Change a rung from outside the decisions (an operator, a test's impairment)."""
+        if self.get(stream, rendition) != settings:
+            self._rungs[(stream, rendition)] = settings
+            self.version += 1
+
     def encode_settings(self, stream: str, rendition: str, base: EncodeSettings) -> EncodeSettings:
         return to_encode_settings(self.get(stream, rendition), base)

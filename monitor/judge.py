@@ -506,6 +506,18 @@ class Judge:
             if obs.mos is not None and not obs.flags and not obs.transport_errors:
                 r.baseline.update(obs.mos, obs.mos_low, self.cfg.baseline_segments)
 
+    def forget_incidents(self) -> None:
+        """Drop every tracked incident and remembered id, keeping baselines and gates.
+
+        For a rebuild that replays recent verdicts through `observe` first (baselines and
+        bad runs as they were) and then `restore`s the incidents topic, which is the
+        authority on which incidents exist: what the replay opened or resolved from a
+        window that starts mid-run must not survive.
+        """
+        for st in self.streams.values():
+            st.incidents.clear()
+        self._resolved.clear()
+
     def restore(self, incidents: Iterable[Incident]) -> None:
         """Rebuild open incidents from the incidents topic (latest event per id wins)."""
         latest: dict[str, Incident] = {}

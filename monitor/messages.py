@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from ingest.types import StreamInfo
 from monitor.publisher import OutMessage
 from monitor.sections import AlertsConfig
+from monitor.types import EncoderDecision, Incident
 from scorers.types import Verdict
 from scorers.vlm.types import Diagnosis, EscalationRequest
 
@@ -104,7 +105,11 @@ def verdict_message(
         ("rendition", verdict.rendition.encode()),
     )
     return OutMessage(
-        topic, verdict.segment_id.encode(), dumps(verdict_value(verdict, facts, source)), headers
+        topic,
+        verdict.segment_id.encode(),
+        dumps(verdict_value(verdict, facts, source)),
+        headers,
+        partition_key=verdict.stream.encode(),
     )
 
 
@@ -164,6 +169,24 @@ def _alert(topic: str, verdict: Verdict, kind: str, body: dict[str, Any]) -> Out
     return OutMessage(topic, f"{verdict.segment_id}/{kind}".encode(), dumps(body), JSON_HEADERS)
 
 
+def incident_message(topic: str, incident: Incident) -> OutMessage:
+    """One incident event (vqmon.incident/1); key = incident id, so compaction keeps the
+    latest event of each incident (what a restarted judge restores)."""
+    headers = (*JSON_HEADERS, ("stream", incident.stream.encode()))
+    return OutMessage(topic, incident.id.encode(), dumps(incident.to_json()), headers)
+
+
+def decision_message(topic: str, decision: EncoderDecision) -> OutMessage:
+    """One encoder decision (vqmon.encoder-decision/1); key = stream/rendition, so the
+    compacted topic holds each rung's latest desired settings."""
+    headers = (
+        *JSON_HEADERS,
+        ("stream", decision.stream.encode()),
+        ("rendition", decision.rendition.encode()),
+    )
+    return OutMessage(topic, decision.key.encode(), dumps(decision.to_json()), headers)
+
+
 def dead_letter_message(
     topic: str,
     *,
@@ -190,8 +213,13 @@ def dead_letter_message(
         "failed_at": round(time.time(), 3),
     }
     out_headers = (*JSON_HEADERS, ("vqmon-reason", reason.encode()))
+    by_stream = stream_key(key, headers)
     reduced = OutMessage(
-        topic, (key or b"")[:HEADER_VALUE_BYTES], dumps({**body, "reduced": True}), out_headers
+        topic,
+        (key or b"")[:HEADER_VALUE_BYTES],
+        dumps({**body, "reduced": True}),
+        out_headers,
+        partition_key=by_stream,
     )
     full = {
         **body,
@@ -200,8 +228,27 @@ def dead_letter_message(
         "value_truncated": len(kept) < len(raw),
     }
     return OutMessage(
-        topic, (key or b"")[:HEADER_VALUE_BYTES], dumps(full), out_headers, fallback=reduced
+        topic,
+        (key or b"")[:HEADER_VALUE_BYTES],
+        dumps(full),
+        out_headers,
+        fallback=reduced,
+        partition_key=by_stream,
     )
+
+
+def stream_key(
+    key: bytes | None,
+    headers: list[tuple[str, bytes | None]] | tuple[tuple[str, bytes | None], ...] | None,
+) -> bytes | None:
+    """The stream a segment record belongs to (its `stream` header, else the key's first
+    half): outputs about a segment are partitioned by it, so one judge sees a whole stream."""
+    for name, value in headers or ():
+        if name.lower() == "stream" and value:
+            return value[:HEADER_VALUE_BYTES]
+    if key and b"/" in key:
+        return key.split(b"/", 1)[0][:HEADER_VALUE_BYTES]
+    return None
 
 
 def _capped_headers(

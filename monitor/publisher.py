@@ -30,6 +30,9 @@ class OutMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
     fallback: OutMessage | None = None
     """Sent in place of this message if the broker can never accept it."""
+    partition_key: bytes | None = None
+    """Chooses the partition instead of `key` (same murmur2 partitioner): e.g. the stream
+    name, so every rendition of a stream lands in one partition (monitor.judge_role)."""
 
 
 @dataclass
@@ -43,6 +46,12 @@ class _Pending:
 
 # (token, generation, message index, error or None)
 _Event = tuple[int, int, int, BaseException | None]
+
+
+def _send(producer: Producer, m: OutMessage) -> SendFuture:
+    if m.partition_key is None:
+        return producer.send(m.topic, m.key, m.value, list(m.headers))
+    return producer.send(m.topic, m.key, m.value, list(m.headers), partition_key=m.partition_key)
 
 
 class Publisher:
@@ -102,7 +111,7 @@ class Publisher:
             if entry.acked[i]:
                 continue
             try:
-                future = producer.send(m.topic, m.key, m.value, list(m.headers))
+                future = _send(producer, m)
             except Exception as exc:  # too large (client side), metadata unavailable, ...
                 self._events.put((token, gen, i, exc))
                 if not is_final(exc):
@@ -181,9 +190,7 @@ class Publisher:
             return  # sent with the rest after the reset
         gen = entry.generation
         try:
-            future = self._producer.send(
-                fallback.topic, fallback.key, fallback.value, list(fallback.headers)
-            )
+            future = _send(self._producer, fallback)
         except Exception as send_exc:
             self._events.put((token, gen, i, send_exc))
             return

@@ -1,4 +1,4 @@
-"""`vqmon run --config FILE [--role screen|diagnose|all] [--duration S]`: the daemon."""
+"""`vqmon run --config FILE [--role screen|judge|diagnose|all] [--duration S]`: the daemon."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -20,8 +21,9 @@ from ingest import kafka as kafka_io
 from ingest.broker import BrokerError, EmbeddedBroker
 from monitor import logs
 from monitor.config import Config, ConfigError, load_config
-from monitor.feed import Feed
+from monitor.feed import DecisionSource, Feed, KafkaDecisionSource
 from monitor.health import HealthGroup, HealthServer, HealthState, HealthView
+from monitor.judge_role import JudgeDaemon
 from monitor.metrics import Metrics
 from monitor.pipeline import Daemon, DiagnoseDaemon, Summary
 from monitor.sdnotify import Notifier
@@ -31,7 +33,7 @@ from scorers.vlm.types import VLMError
 
 log = logging.getLogger("vqmon.run")
 
-ROLES = ("screen", "diagnose", "all")
+ROLES = ("screen", "judge", "diagnose", "all")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,9 +48,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--role",
         choices=ROLES,
         default="screen",
-        help="screen: score every segment, escalate anomalies; diagnose: VLM diagnosis of "
-        "the escalations (its own consumer group); all: both in one process (two runtimes "
-        "on two threads)",
+        help="screen: score every segment, escalate anomalies; judge: incidents and encoder "
+        "decisions from the verdicts; diagnose: VLM diagnosis of the escalations; all: the "
+        "three in one process (one runtime and consumer group each, on their own threads)",
     )
     p.add_argument(
         "--duration",
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    if args.duration is not None or config.source.type == "hls":
+    if (args.duration is not None or config.source.type == "hls") and args.role != "judge":
         print(render_summary(summary, config), flush=True)
     return 0
 
@@ -87,24 +89,22 @@ def serve(
 ) -> Summary:
     """Start what the config asks for (embedded broker, feed, HTTP), run the role(s), stop.
 
-    `all` runs the screen role on the main thread and the diagnose role on a second one:
-    two runtimes, two consumer groups, one process, one /metrics and a /healthz that is
-    green only while both loops are. Threads rather than processes keep the embedded
-    broker, the HTTP port and the signal handling single; the diagnose thread blocks in
-    I/O or in native model code (which releases the GIL), so screening keeps its cores.
+    `all` runs the screen role on the main thread and the judge and diagnose roles on
+    threads of their own: one runtime and consumer group each, one process, one /metrics
+    and a /healthz that is green only while every loop is. Threads rather than processes
+    keep the embedded broker, the HTTP port and the signal handling single; the judge is
+    light and the diagnose thread blocks in I/O or in native model code (which releases
+    the GIL), so screening keeps its cores.
     """
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     registry = registry or CollectorRegistry()
     notifier = notifier or Notifier()
     metrics = Metrics(registry)
-    screens, diagnoses = role in ("screen", "all"), role in ("diagnose", "all")
-    health = HealthState(config.http.stall_after_s)
-    diagnose_health = HealthState(config.http.stall_after_s)
+    names = ["screen", "judge", "diagnose"] if role == "all" else [role]
+    states = {n: HealthState(config.http.stall_after_s) for n in names}
     view: HealthView = (
-        {"screen": health, "diagnose": diagnose_health}[role]
-        if role != "all"
-        else (HealthGroup([("screen", health), ("diagnose", diagnose_health)]))
+        states[names[0]] if len(names) == 1 else HealthGroup([(n, states[n]) for n in names])
     )
     with ExitStack() as stack:
         bootstrap = list(config.kafka.bootstrap_servers)
@@ -135,23 +135,32 @@ def serve(
             if view.healthy()[0]:
                 notifier.watchdog()
 
-        daemons: list[Daemon | DiagnoseDaemon] = []
-        if screens:
+        daemons: list[Daemon | JudgeDaemon | DiagnoseDaemon] = []
+        if "screen" in states:
             daemons.append(
                 Daemon(
                     config,
                     bootstrap,
                     metrics,
-                    health,
+                    states["screen"],
                     notify=notifier.status,
                     watchdog=watchdog,
                     summary=summary,
                 )
             )
-        if diagnoses:
+        if "judge" in states:
+            daemons.append(
+                JudgeDaemon(config, bootstrap, metrics, states["judge"], watchdog=watchdog)
+            )
+        if "diagnose" in states:
             daemons.append(
                 DiagnoseDaemon(
-                    config, bootstrap, metrics, diagnose_health, watchdog=watchdog, summary=summary
+                    config,
+                    bootstrap,
+                    metrics,
+                    states["diagnose"],
+                    watchdog=watchdog,
+                    summary=summary,
                 )
             )
         _install_signals(daemons)
@@ -159,48 +168,70 @@ def serve(
         feed_on = config.feed.enabled is True or (
             config.feed.enabled == "auto" and embedded and kafka_source
         )
-        if screens and feed_on:
+        if "screen" in states and feed_on:
             if config.kafka.create_topics:
                 kafka_io.ensure_topics(config.kafka, bootstrap, [config.kafka.topics.segments])
             producer = kafka_io.make_producer(config.kafka, bootstrap)
-            feed = Feed(config.feed, producer, config.kafka.topics.segments).start()
+            feed = Feed(
+                config.feed,
+                producer,
+                config.kafka.topics.segments,
+                decisions=feed_decisions(config, bootstrap),
+            ).start()
             stack.callback(_stop_feed, feed, summary)
             log.info("synthetic feed publishing", extra={"topic": config.kafka.topics.segments})
-        notifier.ready(
-            {"screen": "screening", "diagnose": "diagnosing"}.get(role, "screening and diagnosing")
-        )
+        notifier.ready(", ".join(names))
         try:
-            if len(daemons) == 1:
-                return daemons[0].run(duration_s)
-            return _run_both(daemons[0], daemons[1], duration_s)
+            return _run_roles(daemons, duration_s, summary)
         finally:
             notifier.stopping()
 
 
-def _run_both(
-    screen: Daemon | DiagnoseDaemon, diagnose: Daemon | DiagnoseDaemon, duration_s: float | None
+def _run_roles(
+    daemons: Sequence[Daemon | JudgeDaemon | DiagnoseDaemon],
+    duration_s: float | None,
+    summary: Summary,
 ) -> Summary:
-    """Screen on this thread, diagnose on another; whichever ends first stops the other."""
+    """The first role on this thread, the others on their own; whichever ends first (or
+    fails) stops the others, and a failure is raised here."""
     failure: list[BaseException] = []
+    first, others = daemons[0], daemons[1:]
 
-    def diagnose_main() -> None:
+    def role_main(daemon: Daemon | JudgeDaemon | DiagnoseDaemon) -> None:
         try:
-            diagnose.run(duration_s)
+            daemon.run(duration_s)
         except BaseException as exc:  # re-raised on the main thread
             failure.append(exc)
-            log.error("the diagnose role failed; stopping", extra={"error": str(exc)[:500]})
-            screen.stop()
+            log.error("a role failed; stopping", extra={"error": str(exc)[:500]})
+            first.stop()
 
-    thread = threading.Thread(target=diagnose_main, name="vqmon-diagnose-role")
-    thread.start()
+    threads = [
+        threading.Thread(target=role_main, args=(d,), name=f"vqmon-{type(d).__name__}")
+        for d in others
+    ]
+    for t in threads:
+        t.start()
     try:
-        summary = screen.run(duration_s)
+        first.run(duration_s)
     finally:
-        diagnose.stop()
-        thread.join()
+        for d in others:
+            d.stop()
+        for t in threads:
+            t.join()
     if failure:
         raise failure[0]
     return summary
+
+
+def feed_decisions(config: Config, bootstrap: Sequence[str]) -> DecisionSource | None:
+    """The closed-loop feed's reader of vqmon.encoder-decisions (None when not closed_loop)."""
+    if not config.feed.closed_loop:
+        return None
+    topic = config.kafka.topics.encoder_decisions
+    if config.kafka.create_topics:
+        compact = {"cleanup.policy": "compact"} if config.judge_role.compact_outputs else {}
+        kafka_io.ensure_topics(config.kafka, bootstrap, [topic], {topic: compact})
+    return KafkaDecisionSource(config.kafka, list(bootstrap), topic)
 
 
 def _stop_feed(feed: Feed, summary: Summary) -> None:
@@ -208,7 +239,7 @@ def _stop_feed(feed: Feed, summary: Summary) -> None:
     summary.published = feed.published
 
 
-def _install_signals(daemons: list[Daemon | DiagnoseDaemon]) -> None:
+def _install_signals(daemons: Sequence[Daemon | JudgeDaemon | DiagnoseDaemon]) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received: stopping", extra={"signal": signal.Signals(signum).name})
         for daemon in daemons:

@@ -108,6 +108,16 @@ class Context:
         """Send `messages`; `record` is done (committable) once all are acknowledged."""
         self._runtime._publish(record, messages, result)
 
+    def publish_group(
+        self, records: list[Record], messages: list[OutMessage], result: str = "ok"
+    ) -> None:
+        """Send `messages`; every one of `records` is done once all are acknowledged.
+
+        For outputs made from several records together (the judge judges a round of
+        verdicts at once); with no records the messages are sent with nothing to commit.
+        """
+        self._runtime._publish_group(records, messages, result)
+
     def dead_letter(self, record: Record, reason: str, error: str) -> None:
         log.warning(
             "dead letter", extra={"reason": reason, "error": error[:500], "source": record.where}
@@ -147,7 +157,7 @@ class Runtime:
         self.first: Step[Record] | None = None
         self.handed_back = 0
         self._carry: collections.deque[Record] = collections.deque()
-        self._published: dict[int, tuple[Record, str, float]] = {}
+        self._published: dict[int, tuple[tuple[Record, ...], str, float]] = {}
         self._polled_at: dict[tuple[Partition, int], float] = {}
         self._tokens = 0
         self._paused = False
@@ -158,6 +168,11 @@ class Runtime:
         self._last_gauges = 0.0
         self.on_gauges: Callable[[], None] = lambda: None
         """Called about twice a second from the loop (queue depths, lag)."""
+        self.on_assigned: Callable[[list[Partition]], None] = lambda _p: None
+        """Observer: partitions assigned (after the runtime's own bookkeeping); a role
+        rebuilds its state here (the judge restores incidents and baselines)."""
+        self.on_revoked: Callable[[list[Partition]], None] = lambda _p: None
+        """Observer: partitions revoked, after their in-flight work was finished and committed."""
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -258,13 +273,19 @@ class Runtime:
         for token in self.publisher.poll():
             entry = self._published.pop(token, None)
             if entry is not None:
-                record, result, sent = entry
+                records, result, sent = entry
                 self.observe("produce_seconds", time.monotonic() - sent)
-                self._finish(record, result)
+                for record in records:
+                    self._finish(record, result)
 
     def _publish(self, record: Record, messages: list[OutMessage], result: str) -> None:
+        self._publish_group([record], messages, result)
+
+    def _publish_group(
+        self, records: list[Record], messages: list[OutMessage], result: str
+    ) -> None:
         self._tokens += 1
-        self._published[self._tokens] = (record, result, time.monotonic())
+        self._published[self._tokens] = (tuple(records), result, time.monotonic())
         self.publisher.publish(self._tokens, messages)
 
     def _finish(self, record: Record, result: str) -> None:
@@ -388,6 +409,7 @@ class Runtime:
             "partitions revoked",
             extra={"partitions": sorted(p.partition for p in gone), "handed_back": left},
         )
+        self.on_revoked(sorted(gone))
 
     def _assigned(self, partitions: list[Partition]) -> None:
         log.info(
@@ -395,6 +417,7 @@ class Runtime:
         )
         if self._paused and partitions:
             self.consumer.pause(partitions)
+        self.on_assigned(list(partitions))
 
     def _shutdown(self) -> None:
         """Stop polling, finish in-flight work, flush, commit, leave the group: one deadline."""
@@ -417,7 +440,8 @@ class Runtime:
                 for token in self.publisher.flush(min(deadline, time.monotonic() + 0.2)):
                     entry = self._published.pop(token, None)
                     if entry is not None:
-                        self._finish(entry[0], entry[1])
+                        for record in entry[0]:
+                            self._finish(record, entry[1])
             self.maybe_commit(force=True)
             self.handed_back += self.tracker.in_flight()
         except Exception:

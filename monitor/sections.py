@@ -192,6 +192,43 @@ class LoggingConfig(StrictModel):
     )
 
 
+class Impairment(StrictModel):
+    """One fault the synthetic feed injects (monitor/feed.py)."""
+
+    kind: Literal["starve", "black", "freeze", "noise", "blur"] = Field(
+        description="starve: the rung's encoder bitrate drops to `bitrate` (a bad config "
+        "push: it stays until a decision or `segments` restores it); black, freeze: the "
+        "picture is black / one frozen frame; noise, blur: of `strength` (sigma)."
+    )
+    stream: str = Field(description="Stream name (feed.stream_names, or demo-N).")
+    rendition: str | None = Field(
+        None,
+        description="Rendition (WIDTHxHEIGHT); unset: every rendition, i.e. a fault in the "
+        "source that every rung carries.",
+    )
+    from_seq: int = Field(ge=0, description="First segment number impaired.")
+    segments: int | None = Field(
+        None, ge=1, description="How many segments; unset: for good (starve: until a decision)."
+    )
+    bitrate: int | None = Field(None, gt=0, description="starve: the starved bitrate, bit/s.")
+    strength: float = Field(
+        8.0, gt=0, le=100, description="noise: sigma in code values; blur: sigma in pixels."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Impairment:
+        if self.kind == "starve" and self.bitrate is None:
+            raise ValueError("a starve impairment needs `bitrate` (the starved bit/s)")
+        return self
+
+    def active(self, stream: str, rendition: str, seq: int) -> bool:
+        if stream != self.stream or self.rendition not in (None, rendition):
+            return False
+        return seq >= self.from_seq and (
+            self.segments is None or seq < self.from_seq + self.segments
+        )
+
+
 class FeedConfig(StrictModel):
     """A built-in synthetic publisher: real H.264 segments, for trying vqmon without a source."""
 
@@ -215,6 +252,30 @@ class FeedConfig(StrictModel):
     black_every: int = Field(
         5, ge=0, description="Every Nth segment of the first stream is black (0: never)."
     )
+    stream_names: list[str] = Field(
+        default_factory=list,
+        description="Names of the streams (their number then replaces `streams`); empty: "
+        "demo-1 ... demo-N.",
+    )
+    patterns: list[Literal["scene", "texture", "bars", "zoneplate", "gradient"]] = Field(
+        default_factory=list,
+        description="Content of each stream, in turn (ingest.synth patterns); empty: scene, "
+        "bars, texture, zoneplate.",
+    )
+    bitrates: dict[str, int] = Field(
+        default_factory=dict,
+        description="Nominal ladder: rendition (WIDTHxHEIGHT) -> bit/s. A rendition not "
+        "listed is encoded at CRF 23 until a decision gives it a bitrate.",
+    )
+    closed_loop: bool = Field(
+        False,
+        description="Consume kafka.topics.encoder_decisions (from its end, outside any group) "
+        "and apply them to the feed's encoders: the affected rung is re-encoded from then on.",
+    )
+    schedule: list[Impairment] = Field(
+        default_factory=list,
+        description="Impairments injected at given segment numbers (tests and demos).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FeedConfig:
@@ -222,7 +283,26 @@ class FeedConfig(StrictModel):
             w, _, h = r.partition("x")
             if not (w.isdigit() and h.isdigit() and int(w) >= 16 and int(h) >= 16):
                 raise ValueError(f"rendition {r!r} must look like 640x360 (WIDTHxHEIGHT, >= 16)")
+        check_feed_schedule(self)
         return self
+
+    def names(self) -> list[str]:
+        return list(self.stream_names) or [f"demo-{i + 1}" for i in range(self.streams)]
+
+
+def check_feed_schedule(cfg: FeedConfig) -> None:
+    names = cfg.names()
+    for r in cfg.bitrates:
+        if r not in cfg.renditions:
+            raise ValueError(f"bitrates names rendition {r!r}, not one of {cfg.renditions}")
+    for i, imp in enumerate(cfg.schedule):
+        if imp.stream not in names:
+            raise ValueError(f"schedule[{i}].stream {imp.stream!r} is not one of {names}")
+        if imp.rendition is not None and imp.rendition not in cfg.renditions:
+            raise ValueError(
+                f"schedule[{i}].rendition {imp.rendition!r} is not one of {cfg.renditions} "
+                "(leave it out for every rendition: a source fault)"
+            )
 
 
 class DiagnoseRoleConfig(DiagnoseConfig):

@@ -110,9 +110,18 @@ class FakeProducer:
         self.log = log
         self.max_bytes = max_bytes
         self.pending: list[tuple[FakeFuture, tuple[str, bytes, bytes]]] = []
+        self.partition_keys: list[bytes | None] = []
         self.closed = False
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: list[Any]) -> FakeFuture:
+    def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[Any],
+        partition_key: bytes | None = None,
+    ) -> FakeFuture:
+        self.partition_keys.append(partition_key)
         if len(value) > self.max_bytes:
             raise kerr.MessageSizeTooLargeError(f"{len(value)} bytes")
         f = FakeFuture()
@@ -442,3 +451,28 @@ def test_the_systemd_watchdog_is_fed_only_while_healthy() -> None:
     pings.clear()
     r.turns()
     assert pings == []  # stuck: systemd's watchdog will restart the unit
+
+
+def test_a_group_publication_commits_all_its_records_only_once_acknowledged() -> None:
+    r = rig({TP0: [b"a", b"b", b"c"]})
+    r.turns()
+    held = [m.record for m in r.step.held]
+    r.step.held.clear()
+    r.rt.context.publish_group(held[:2], [OutMessage("out", b"", b"ab")])
+    r.rt.context.publish_group([], [OutMessage("out", b"", b"tick")])  # nothing to commit
+    r.turns()
+    assert r.consumer.committed(TP0) is None
+    r.producer.ack()
+    r.turns()
+    assert r.consumer.committed(TP0) == 2
+    assert [v for t, _k, v in r.sent if t == "out"] == [b"ab", b"tick"]
+
+
+def test_assignment_and_revocation_observers_are_called() -> None:
+    r = rig({TP0: [b"a"]})
+    seen: list[tuple[str, list[Partition]]] = []
+    r.rt.on_assigned = lambda ps: seen.append(("assigned", ps))
+    r.rt.on_revoked = lambda ps: seen.append(("revoked", ps))
+    r.rt._assigned([TP0, TP1])
+    r.rt._revoked([TP1])
+    assert seen == [("assigned", [TP0, TP1]), ("revoked", [TP1])]
