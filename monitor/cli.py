@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS = (
     "monitor.score",
     "monitor.run",
+    "monitor.demo",
     "monitor.checkconfig",
     "monitor.train",
     "monitor.eval",

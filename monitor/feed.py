@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.contract import segment_message
-from ingest.impair import blur, noise
+from ingest.impair import blur, corrupt_packets, noise
 from ingest.kafka import KafkaConfig, client_options
 from ingest.synth import RGB, EncodeSettings, encode, pattern_frames
 from monitor.encoder_settings import LadderSettings
@@ -251,6 +251,9 @@ class Feed:
             return data
         frames = impaired(self.source_frames(s, rendition, variant), active, black)
         data = encode(frames, settings)
+        for imp in active:
+            if imp.kind == "loss":  # transport, after the encoder
+                data = corrupt_packets(data, imp.strength / 100, seed=variant, mode="drop")
         self._cache[key] = data
         while len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
@@ -268,7 +271,7 @@ class Feed:
 
 
 def _imp_key(i: Impairment) -> str:
-    return f"{i.kind}:{i.strength}" if i.kind in ("noise", "blur") else i.kind
+    return f"{i.kind}:{i.strength}" if i.kind in ("noise", "blur", "loss") else i.kind
 
 
 def impaired(frames: list[RGB], active: Sequence[Impairment], black: bool) -> list[RGB]:

@@ -195,10 +195,11 @@ class LoggingConfig(StrictModel):
 class Impairment(StrictModel):
     """One fault the synthetic feed injects (monitor/feed.py)."""
 
-    kind: Literal["starve", "black", "freeze", "noise", "blur"] = Field(
+    kind: Literal["starve", "black", "freeze", "noise", "blur", "loss"] = Field(
         description="starve: the rung's encoder bitrate drops to `bitrate` (a bad config "
         "push: it stays until a decision or `segments` restores it); black, freeze: the "
-        "picture is black / one frozen frame; noise, blur: of `strength` (sigma)."
+        "picture is black / one frozen frame; noise, blur: of `strength` (sigma); loss: "
+        "`strength` percent of the segment's MPEG-TS video packets dropped in transport."
     )
     stream: str = Field(description="Stream name (feed.stream_names, or demo-N).")
     rendition: str | None = Field(

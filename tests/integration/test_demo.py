@@ -1,0 +1,55 @@
+"""`vqmon demo` end to end: every injected impairment found within its window, no incident
+or alert on a clean segment, a report written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_demo_finds_every_injected_impairment_and_raises_nothing_on_clean_segments(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "demo.json"
+    report = tmp_path / "report.html"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "demo",
+            "--duration",
+            "60",
+            "--port",
+            "0",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    kinds = {f["kind"] for f in result["findings"]}
+    assert kinds == {"starve", "black", "freeze", "blur", "noise", "loss"}
+    missed = [f for f in result["findings"] if not f["detected"]]
+    assert not missed, (missed, proc.stdout[-3000:])
+    assert result["false_incidents"] == [] and result["false_alerts"] == [], result
+    assert result["incidents"] >= 3 and result["decisions"] >= 1 and result["diagnoses"] >= 1
+    assert "NOT DETECTED" not in proc.stdout and "injected impairment" in proc.stdout
+    html = report.read_text()
+    assert all(name in html for name in ("news", "sport", "nature")) and "<svg" in html
