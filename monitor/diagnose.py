@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from monitor.clients import Partition, Record
 from monitor.messages import diagnosis_message
-from monitor.runtime import Context, Message, Step
+from monitor.runtime import Context, Forward, Message, Step
 from scorers.vlm.types import Diagnosis, EscalationRequest, RequestError, VLMError, VLMTimeout
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ INTERNAL = "internal_error"
 DiagnoseFn = Callable[[Sequence[EscalationRequest]], list[Diagnosis]]
 
 
-class RequestStep:
+class RequestStep(Forward):
     """Parse the escalation; a record that breaks the contract is dead-lettered."""
 
     def __init__(self, ctx: Context, next_step: Step[EscalationRequest]) -> None:
@@ -57,21 +57,6 @@ class RequestStep:
             self.ctx.dead_letter(r, BAD_ESCALATION, f"{r.where}: {type(exc).__name__}: {exc}")
             return
         self.next.submit(Message(r, request, message.polled_at))
-
-    def poll(self) -> None:
-        self.next.poll()
-
-    def join(self, deadline: float) -> None:
-        self.next.join(deadline)
-
-    def forget(self, partitions: set[Partition]) -> int:
-        return self.next.forget(partitions)
-
-    def stalled_s(self) -> float:
-        return self.next.stalled_s()
-
-    def close(self) -> None:
-        self.next.close()
 
 
 @dataclass

@@ -40,7 +40,7 @@ from ingest.hls import (
 from ingest.reference import UnsupportedReference
 from ingest.types import IngestError
 from monitor.clients import Partition, RebalanceCallback, Record
-from monitor.runtime import Context, Message, Step
+from monitor.runtime import Context, Forward, Message, Step
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ class HlsConsumer:
             self._cond.notify_all()
 
 
-class SourceErrorStep:
+class SourceErrorStep(Forward):
     """First step for a source that marks records it could not fetch: dead-letters them with
     the source's reason; every other record goes on to `next_step` unchanged."""
 
@@ -404,18 +404,3 @@ class SourceErrorStep:
         self.ctx.dead_letter(
             message.record, reason.decode("utf-8", "replace"), text.decode("utf-8", "replace")
         )
-
-    def poll(self) -> None:
-        self.next.poll()
-
-    def join(self, deadline: float) -> None:
-        self.next.join(deadline)
-
-    def forget(self, partitions: set[Partition]) -> int:
-        return self.next.forget(partitions)
-
-    def stalled_s(self) -> float:
-        return self.next.stalled_s()
-
-    def close(self) -> None:
-        self.next.close()

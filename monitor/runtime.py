@@ -78,6 +78,28 @@ class Step(Protocol[T]):
     def close(self) -> None: ...
 
 
+class Forward:
+    """A step that hands each message on (or finishes it) at once: polling, joining,
+    forgetting, progress and closing are the next step's."""
+
+    next: Step[Any]
+
+    def poll(self) -> None:
+        self.next.poll()
+
+    def join(self, deadline: float) -> None:
+        self.next.join(deadline)
+
+    def forget(self, partitions: set[Partition]) -> int:
+        return self.next.forget(partitions)
+
+    def stalled_s(self) -> float:
+        return self.next.stalled_s()
+
+    def close(self) -> None:
+        self.next.close()
+
+
 @dataclass
 class RuntimeSettings:
     commit_interval_s: float = 1.0

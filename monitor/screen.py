@@ -27,7 +27,7 @@ from ingest.types import IngestError
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
 from monitor.messages import SegmentFacts, Source, alert_messages, verdict_message
-from monitor.runtime import Context, Message, MessageRejected, Step
+from monitor.runtime import Context, Forward, Message, MessageRejected, Step
 from monitor.sections import AlertsConfig, ScreeningConfig
 from monitor.workers import Failed, Mode, Result, Screened, ScreenJob, WorkerPool
 from scorers.types import Verdict
@@ -39,7 +39,7 @@ def source_of(record: Record) -> Source:
     return Source(record.topic, record.partition, record.offset, record.timestamp_ms)
 
 
-class ParseStep:
+class ParseStep(Forward):
     def __init__(self, ctx: Context, cache: InitCache, next_step: Step[SegmentJob]) -> None:
         self.ctx = ctx
         self.cache = cache
@@ -66,21 +66,6 @@ class ParseStep:
                 parsed, segment=dataclasses.replace(parsed.segment, init=init)
             )
         self.next.submit(Message(r, parsed, message.polled_at))
-
-    def poll(self) -> None:
-        self.next.poll()
-
-    def join(self, deadline: float) -> None:
-        self.next.join(deadline)
-
-    def forget(self, partitions: set[Partition]) -> int:
-        return self.next.forget(partitions)
-
-    def stalled_s(self) -> float:
-        return self.next.stalled_s()
-
-    def close(self) -> None:
-        self.next.close()
 
 
 # Events a keyframe cannot show (or that must be confirmed on every frame): a full verdict
