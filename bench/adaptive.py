@@ -36,15 +36,17 @@ from ingest.config import DecodeConfig
 from ingest.contract import SegmentJob
 from ingest.reference import ReferenceConfig
 from ingest.synth import EncodeSettings, encode, pattern_frames
-from ingest.types import Segment
+from ingest.types import Segment, StreamInfo
 from monitor.screen import AdaptivePlanner
 from monitor.sections import ScreeningConfig
-from monitor.workers import Screened, ScreenJob, WorkerPool, WorkerSetup
+from monitor.workers import DecodeSummary, Failed, Screened, ScreenJob, WorkerPool, WorkerSetup
 from scorers.artifacts import ArtifactsConfig
 from scorers.distilled import DistilledConfig
+from scorers.types import Flag, Verdict
 
 FPS = 30
 SEG_S = 2.0
+KINDS = ("scene", "texture", "bars", "zoneplate")
 KIND_FLAG = {"black": "black", "freeze": "freeze", "loss": "corruption"}
 
 
@@ -83,7 +85,7 @@ def make_feed(
     width = height * 16 // 9
     frames_per_seg = round(FPS * SEG_S)
     settings = EncodeSettings(fps=FPS, gop=frames_per_seg, crf=23)
-    kinds = ("scene", "texture", "bars", "zoneplate")
+    kinds = KINDS
     feed: list[list[bytes]] = []
     for r in range(renditions):
         mine = [e for e in events if e.rendition == r]
@@ -150,7 +152,12 @@ def screen(
                     pool.submit(ids, ScreenJob(SegmentJob(seg), m, ref))
                 for res in pool.poll(0.05):
                     r = owed.pop(res.job_id)
-                    assert isinstance(res, Screened), res
+                    if isinstance(res, Failed):
+                        # Undecodable (loss took the keyframe): in the daemon a dead letter
+                        # with the decode reason, which the judge counts as transport damage.
+                        results[r].append(_failed_verdict(r, s, res))
+                        modes["dead_letter"] = modes.get("dead_letter", 0) + 1
+                        continue
                     planner.learn(res.verdict, res.predicted_bytes)
                     results[r].append(res)
                     modes[res.verdict.mode] = modes.get(res.verdict.mode, 0) + 1
@@ -162,8 +169,16 @@ def screen(
     return results, seconds, modes
 
 
+def _failed_verdict(r: int, seq: int, failed: Failed) -> Screened:
+    flag = Flag("corruption", 1.0, 0.0, SEG_S, {"dead_letter": 1.0})
+    verdict = Verdict(f"r{r}/main/{seq}", f"r{r}", "main", seq, None, None, (), (flag,), ())
+    info = StreamInfo("h264", None, 0, 0, FPS, "", 8, None, SEG_S, 0.0, 0, 0, "mpegts")
+    return Screened(failed.job_id, verdict, info, DecodeSummary(1, 0, failed.seconds), 0.0)
+
+
 def evaluate(events: list[Event], results: list[list[Screened]]) -> dict[str, object]:
     caught: dict[str, list[bool]] = {}
+    misses: list[str] = []
     delays: list[float] = []
     for e in events:
         flag = KIND_FLAG[e.kind]
@@ -174,6 +189,11 @@ def evaluate(events: list[Event], results: list[list[Screened]]) -> dict[str, ob
                 hit = s
                 break
         caught.setdefault(e.kind, []).append(hit is not None)
+        if hit is None:
+            misses.append(
+                f"{e.kind} on r{e.rendition} ({KINDS[e.rendition % len(KINDS)]}) "
+                f"at {e.start_s:.1f} s"
+            )
         if hit is not None:
             delays.append((hit + 1) * SEG_S - e.start_s)
     recall = {k: sum(v) / len(v) for k, v in caught.items()}
@@ -184,6 +204,7 @@ def evaluate(events: list[Event], results: list[list[Screened]]) -> dict[str, ob
         "recall_all": round(sum(all_hits) / len(all_hits), 3),
         "delay_p50_s": round(statistics.median(delays), 2) if delays else None,
         "delay_max_s": round(max(delays), 2) if delays else None,
+        "missed": misses,
     }
 
 

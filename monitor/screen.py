@@ -81,7 +81,11 @@ class _Rendition:
     predicted: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=8))
 
     def reference(self) -> float | None:
-        return min(self.predicted) if len(self.predicted) >= 2 else None
+        # The median: one segment that carried a short, unflagged stretch of skip frames
+        # (the start of a freeze) must not drag the yardstick down for the next ones.
+        if len(self.predicted) < 2:
+            return None
+        return float(sorted(self.predicted)[len(self.predicted) // 2])
 
 
 class AdaptivePlanner:

@@ -67,8 +67,8 @@ class ScreeningPolicy(StrictModel):
         gt=0,
         le=2,
         description="Adaptive mode: when more than a quarter of a segment's predicted frames "
-        "are smaller than this share of the rendition's usual small frames (the least 10th "
-        "percentile of predicted-frame sizes over its recent clean segments), the cheap "
+        "are smaller than this share of the rendition's usual small frames (the median over "
+        "its recent clean segments of their 10th percentile of predicted-frame sizes), the cheap "
         "screen is redone fully: frozen and black pictures code to skip frames.",
     )
 

@@ -69,8 +69,8 @@ class ScreenJob:
     job: SegmentJob
     mode: Mode = "full"
     predicted_bytes_ref: float | None = None
-    """The rendition's small predicted frames, recently (cheap mode's yardstick): the least
-    10th percentile of predicted-frame sizes over its recent clean segments."""
+    """The rendition's small predicted frames, recently (cheap mode's yardstick): the median
+    over its recent clean segments of their 10th percentile of predicted-frame sizes."""
     recent_mos_low: float | None = None
     """The rendition's rolling median of mos_low (the escalation's drop trigger)."""
 
