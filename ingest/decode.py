@@ -232,31 +232,8 @@ def open_container(
     if fmt == "mov":
         container_options["enable_drefs"] = "0"  # data references name other files
     global hw_fallback_reason
-    hw = _hwaccel(cfg)
-    if hw is not None:
-        try:
-            container = av.open(
-                io.BytesIO(data),
-                mode="r",
-                format=fmt,
-                options={"max_pixels": str(max_pixels)},
-                container_options=container_options,
-                io_open=_refuse_nested_open,
-                hwaccel=hw,
-            )
-        except OSError as exc:  # the device cannot be opened: no GPU, no driver
-            _hw_failed_at["cuda"] = time.monotonic()
-            hw_fallback_reason = f"cuda device unavailable ({exc}); decoding in software"
-        except (av.error.FFmpegError, ValueError) as exc:
-            raise DecodeError(
-                f"cannot open it as {fmt} ({_ffmpeg_reason(exc)}); expected a complete "
-                f"{CONTAINER_NAMES} segment",
-                source=source,
-            ) from exc
-        else:
-            hw_fallback_reason = None
-            return container
-    try:
+
+    def open_with(hw: Any) -> av.container.InputContainer:
         return av.open(
             io.BytesIO(data),
             mode="r",
@@ -264,7 +241,21 @@ def open_container(
             options={"max_pixels": str(max_pixels)},
             container_options=container_options,
             io_open=_refuse_nested_open,
+            **({} if hw is None else {"hwaccel": hw}),
         )
+
+    try:
+        hw = _hwaccel(cfg)
+        if hw is not None:
+            try:
+                container = open_with(hw)
+            except OSError as exc:  # the device cannot be opened: no GPU, no driver
+                _hw_failed_at["cuda"] = time.monotonic()
+                hw_fallback_reason = f"cuda device unavailable ({exc}); decoding in software"
+            else:
+                hw_fallback_reason = None
+                return container
+        return open_with(None)
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise DecodeError(
             f"cannot open it as {fmt} ({_ffmpeg_reason(exc)}); expected a complete "

@@ -58,7 +58,6 @@ from monitor.alertmanager import AlertmanagerClient, AlertmanagerError
 from monitor.clients import (
     Consumer,
     KafkaConsumerClient,
-    KafkaProducerClient,
     Partition,
     Producer,
     Record,
@@ -68,14 +67,11 @@ from monitor.encoding import EncodingPolicy
 from monitor.health import HealthState
 from monitor.judge import Judge
 from monitor.messages import (
-    dead_letter_message,
     decision_message,
     incident_message,
 )
 from monitor.metrics import Metrics
-from monitor.publisher import OutMessage, Publisher
 from monitor.runtime import Context, Message, Runtime, RuntimeSettings
-from monitor.screen import source_of
 from monitor.types import EncoderDecision, Incident, MessageError, Observation
 
 if TYPE_CHECKING:
@@ -620,13 +616,11 @@ class JudgeDaemon:
             reader.close()
             topics = self.topics(True)
             reader = KafkaStateReader(kcfg, self.bootstrap, topics, role.restore_timeout_s)
-        publisher = Publisher(
-            self._producer_factory
-            or (lambda: KafkaProducerClient(kafka_io.make_producer(kcfg, self.bootstrap))),
-            stuck_after_s=kcfg.request_timeout_ms / 1000 + 30,
-            on_reset=self.metrics.producer_resets.inc,
-            on_lost=lambda m, _exc: self.metrics.outputs_lost.labels(m.topic).inc(),
-        )
+        # monitor.config imports this module (JudgeRoleConfig): the pipeline's helpers,
+        # which import the config, are imported here.
+        from monitor.pipeline import dead_letter_maker, make_publisher
+
+        publisher = make_publisher(cfg, self.bootstrap, self.metrics, self._producer_factory)
         # Range assignment co-partitions the verdicts and dead-letter topics: partition i
         # of both (the same streams) goes to the same judge.
         consumer = self._consumer or KafkaConsumerClient(
@@ -639,7 +633,7 @@ class JudgeDaemon:
             consumer,
             [topics.verdicts, topics.dead_letter],
             publisher,
-            self._dead_letter,
+            dead_letter_maker(cfg),
             RuntimeSettings(
                 commit_interval_s=p.commit_interval_s,
                 shutdown_timeout_s=p.shutdown_timeout_s,
@@ -683,18 +677,6 @@ class JudgeDaemon:
             runtime.run(step, duration_s)
         finally:
             reader.close()
-
-    def _dead_letter(self, record: Record, reason: str, error: str) -> OutMessage:
-        return dead_letter_message(
-            self.config.kafka.topics.dead_letter,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            source=source_of(record),
-            reason=reason,
-            error=error,
-            max_value_bytes=self.config.outputs.dead_letter_max_value_bytes,
-        )
 
     def _observe(self, name: str, value: float) -> None:
         m = self.metrics
