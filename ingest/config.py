@@ -59,6 +59,12 @@ class DecodeConfig(StrictModel):
         description="Decoder threads per segment; 0 lets FFmpeg choose. Use 1 when a pool of "
         "decode workers already fills the cores.",
     )
+    bitstream_qp: bool = Field(
+        True,
+        description="Read the encoder's quantiser of every frame (FFmpeg's exported encoding "
+        "parameters: H.264 macroblock QP, VP9/AV1 q-index); the hybrid score uses it. Codecs "
+        "that export nothing (HEVC) give NaN and the score falls back to pixels.",
+    )
     hwaccel: Literal["none", "cuda", "auto"] = Field(
         "none",
         description="Hardware decoding through FFmpeg's hwaccel: 'cuda' (NVDEC) on GPU nodes, "

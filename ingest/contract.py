@@ -3,7 +3,8 @@
 No Kafka client here (decode workers import this): a record is a key, a value and a list
 of headers. Contract (docs/topics.md): value = segment bytes or a JSON reference
 {"uri": ...}; headers `stream`, `rendition`, `seq`, `bitrate`, `init` ("1" marks a
-CMAF init segment, cached per stream/rendition), `content-type`.
+CMAF init segment, cached per stream/rendition), `content-type`, `display` ("WxH": the
+size the rendition is shown at, usually the ladder's top rung).
 The key is "<stream>/<rendition>" and stands in for missing stream/rendition headers.
 """
 
@@ -57,6 +58,7 @@ def segment_message(
     bitrate: int | None = None,
     content_type: str | None = "video/mp2t",
     init: bool = False,
+    display: tuple[int, int] | None = None,
 ) -> SegmentMessage:
     """The record that carries `data` (segment bytes, or a JSON reference) for one rendition."""
     for name, text in (("stream", stream), ("rendition", rendition)):
@@ -70,6 +72,8 @@ def segment_message(
         headers.append(("content-type", content_type.encode()))
     if init:
         headers.append(("init", b"1"))
+    if display is not None:
+        headers.append(("display", f"{int(display[0])}x{int(display[1])}".encode()))
     return SegmentMessage(f"{stream}/{rendition}".encode(), data, headers)
 
 
@@ -92,6 +96,25 @@ def _int(value: bytes, name: str, source: str) -> int:
         raise BadHeader(
             f"header {name!r} must be an integer, got {text[:40]!r}", source=source
         ) from None
+
+
+MAX_DISPLAY_SIDE = 16384
+
+
+def parse_display(text: str, source: str = "") -> tuple[int, int]:
+    """'1920x1080' -> (1920, 1080); BadHeader for anything else."""
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h))
+    except ValueError:
+        size = (0, 0)
+    if not sep or not all(16 <= v <= MAX_DISPLAY_SIDE for v in size):
+        raise BadHeader(
+            f"display {text[:40]!r} must be WIDTHxHEIGHT with sides of 16-{MAX_DISPLAY_SIDE} "
+            "pixels, e.g. 1920x1080",
+            source=source,
+        )
+    return size
 
 
 def _check_name(name: str, text: str, source: str) -> None:
@@ -125,6 +148,9 @@ def parse_message(
     seq = _int(h["seq"], "seq", source) if "seq" in h else offset
     bitrate = _int(h["bitrate"], "bitrate", source) if "bitrate" in h else None
     content_type = _text(h["content-type"], "content-type", source) if "content-type" in h else None
+    display = (
+        parse_display(_text(h["display"], "display", source), source) if "display" in h else None
+    )
     data = value or b""
     uri = parse_reference(data) if data else None
     is_init = "init" in h and _text(h["init"], "init", source) in ("1", "true")
@@ -143,5 +169,6 @@ def parse_message(
         content_type,
         None,
         source,
+        display,
     )
     return SegmentJob(segment, uri)

@@ -115,6 +115,18 @@ def banding(frames: Frames, levels: int) -> list[RGB]:
     return out
 
 
+def picture(frames: Frames, kind: str, strength: float, seed: int = 0) -> list[RGB]:
+    """Apply a picture impairment by name: 'blur' (sigma), 'noise' (sigma, seeded) or
+    'banding' (levels); any other kind leaves the frames as they are."""
+    if kind == "blur":
+        return blur(frames, strength)
+    if kind == "noise":
+        return noise(frames, strength, seed=seed)
+    if kind == "banding":
+        return banding(frames, int(strength))
+    return list(frames)
+
+
 def _check_span(frames: Frames, start: int, length: int, what: str) -> None:
     if start < 0 or length < 0 or start >= len(frames):
         raise ValueError(

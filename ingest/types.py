@@ -32,6 +32,9 @@ class Segment:
     init: bytes | None = None
     source: str = ""
     """Where the segment came from (a path, or topic/partition@offset), for error messages."""
+    display: tuple[int, int] | None = None
+    """(width, height) the rendition is shown at (the `display` header, e.g. the ladder's
+    top rung): the screen score judges the picture upscaled to it, as a player shows it."""
 
     @property
     def key(self) -> str:
@@ -80,6 +83,10 @@ class FrameStats:
     """Fraction of pixels darker than the configured black pixel threshold."""
     keyframe: BoolArray
     corrupt: BoolArray
+    qp: FloatArray | None = None
+    """The encoder's quantiser per frame on H.264's 0-51 scale (the mean of the H.264
+    macroblock QP map; VP9/AV1 base q-index rescaled), NaN where the codec exports none
+    (HEVC) or the frame carried none; None when reading it was off."""
 
     def __len__(self) -> int:
         return len(self.pts_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ingest.contract import parse_display
 from ingest.decode import decode, sniff_container
 from ingest.split import probe_duration, split_file
 from ingest.types import DecodedSegment, DecodeError, IngestError, Segment
@@ -35,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--segment-duration", type=float, help="cut long files into segments of this many seconds"
     )
     p.add_argument(
+        "--display",
+        metavar="WxH",
+        help="judge the picture as shown at this size (e.g. 1280x720, the ladder's top rung), "
+        "upscaled as a player would; default: the scorer's `display` setting",
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -48,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if args.segment_duration is not None:
             config.score.segment_duration_s = args.segment_duration
+        display = parse_display(args.display) if args.display else None
         chain = Chain.from_configs(config.scorers)
-    except (ConfigError, ScorerError, ValueError) as exc:
+    except (ConfigError, ScorerError, ValueError, IngestError) as exc:
         print(f"vqmon score: {exc}", file=sys.stderr)
         return 2
     try:
@@ -61,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         for path in args.paths:
-            result = score_path(path, config, chain, init, show)
+            result = score_path(path, config, chain, init, show, display)
             failed += not result["ok"]
             if args.json:
                 print(json.dumps(result), flush=True)
@@ -89,7 +98,12 @@ def _segments(path: Path, config: Config, init: bytes | None) -> Iterator[Segmen
 
 
 def score_path(
-    path: Path, config: Config, chain: Chain, init: bytes | None, progress: bool
+    path: Path,
+    config: Config,
+    chain: Chain,
+    init: bytes | None,
+    progress: bool,
+    display: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Score one input; failures come back as {"ok": false, "reason", "error"}.
 
@@ -106,6 +120,8 @@ def score_path(
             total=total, desc=path.name, unit="seg", disable=not progress, leave=False
         ) as bar:
             for segment in _segments(path, config, init):
+                if display is not None:
+                    segment = dataclasses.replace(segment, display=display)
                 d = decode(segment, config.decode)
                 decoded.append(d)
                 verdicts.extend(chain.score([d]))
@@ -160,6 +176,9 @@ def render(result: dict[str, Any]) -> str:
         f"{info['fps']:.3g} fps {info['pix_fmt']}, {info['duration_s']:.1f} s, "
         f"{info['bitrate'] / 1000:.0f} kbit/s, MOS {mos}"
     )
+    judged = {v.get("extra", {}).get("judged_at") for v in result["segments"]} - {None}
+    if judged:
+        head += f" (judged at {', '.join(sorted(judged))})"
     rows = [f"  {'seg':>4}  {'mos':>5}  {'low':>5}  flags"]
     for v in result["segments"]:
         flags = ", ".join(

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from ingest.config import StrictModel
 from ingest.types import DecodedSegment
-from scorers import fragments
+from scorers import fragments, hybrid
 from scorers.types import ScorerError, Verdict
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,25 @@ class DistilledConfig(StrictModel):
         "auto",
         description="Feed the model through ONNX Runtime's IO binding (the uint8 mosaics copied "
         "to the device once, normalised on it): 'auto' uses it when CUDA runs the model.",
+    )
+    hybrid: bool = Field(
+        True,
+        description="Fuse the pixel score with what the bitstream says (mean quantiser, bits per "
+        "pixel, upscale to the display) and with concealed damage, through the fusion head "
+        "(scorers.hybrid). Off: the student's pooled MOS alone.",
+    )
+    fusion_path: Path | None = Field(
+        None,
+        description="Fusion head to run (JSON from `vqmon train fusion`); empty means the one "
+        "shipped in the package (scorers/weights/vqmon-fusion.json).",
+    )
+    display: str = Field(
+        "auto",
+        pattern=r"^(auto|coded|[0-9]{2,5}x[0-9]{2,5})$",
+        description="The size segments are judged at, as a player shows them: 'WxH' for every "
+        "rendition, 'coded' for the picture as coded, 'auto' for the segment's `display` "
+        "header, else the largest rendition of the stream seen so far (the ladder's top rung), "
+        "else the coded size.",
     )
     low_fraction: float = Field(
         0.25,
@@ -163,6 +182,14 @@ class DistilledScorer:
         self.io_binding = self.config.io_binding == "on" or (
             self.config.io_binding == "auto" and self.providers[0] == "CUDAExecutionProvider"
         )
+        self.fusion = (
+            hybrid.Fusion(self.config.fusion_path or hybrid.default_fusion_path())
+            if self.config.hybrid
+            else None
+        )
+        if self.fusion is not None:
+            self._version += f"+fusion{self.fusion.version}"
+        self._largest: dict[str, tuple[int, int]] = {}
         log.info(
             "distilled scorer %s runs on %s (asked for %s)",
             self._version,
@@ -221,9 +248,34 @@ class DistilledScorer:
         """Fragment-sample H x W x 3 RGB frames (deterministic grid) and run the student."""
         return self.predict_mosaics(fragments.sample_batch(list(frames)))
 
+    def display_of(self, d: DecodedSegment) -> tuple[int, int]:
+        """The size this segment is judged at (see DistilledConfig.display)."""
+        coded = (d.info.width, d.info.height)
+        mode = self.config.display
+        if mode == "coded":
+            return coded
+        if mode != "auto":
+            w, _, h = mode.partition("x")
+            return int(w), int(h)
+        if d.segment.display is not None:
+            return d.segment.display
+        key = d.segment.stream
+        best = self._largest.get(key)
+        if best is None or coded[0] * coded[1] > best[0] * best[1]:
+            self._largest[key] = best = coded
+            if len(self._largest) > 10_000:  # bounded: forget the oldest streams
+                self._largest.pop(next(iter(self._largest)))
+        return best
+
     def score(self, segments: Sequence[DecodedSegment]) -> list[Verdict]:
-        frames = [f.rgb for d in segments for f in d.frames]
-        preds = self.predict_frames(frames)
+        displays = [self.display_of(d) for d in segments]
+        mosaics = np.empty((sum(len(d.frames) for d in segments), *fragments.MOSAIC), np.uint8)
+        i = 0
+        for d, shown in zip(segments, displays, strict=True):
+            for f in d.frames:
+                mosaics[i] = fragments.sample_displayed(f.rgb, shown)
+                i += 1
+        preds = self.predict_mosaics(mosaics)
         verdicts = []
         start = 0
         tag = f"{self.name}@{self._version}"
@@ -240,6 +292,19 @@ class DistilledScorer:
             deg = preds.degradation[start : start + n].mean(axis=0)
             start += n
             mean, low = pool(mos, self.config.low_fraction)
+            shown = displays[len(verdicts)]
+            extra: dict[str, Any] = {
+                "distilled_provider": self.provider,
+                "judged_at": f"{shown[0]}x{shown[1]}",
+            }
+            if self.fusion is not None:
+                feats = hybrid.features(
+                    d, mos, deg, shown, self.config.low_fraction, mosaics[start - n : start]
+                )
+                fused = float(self.fusion.predict(feats.values[None], np.array([feats.damaged]))[0])
+                extra["pixel_mos"] = round(mean, 4)
+                extra["hybrid"] = feats.as_dict()
+                mean, low = fused, max(1.0, fused - (mean - low))
             seg = d.segment
             dist = {k: round(float(p), 4) for k, p in zip(self.degradations, deg, strict=True)}
             verdicts.append(
@@ -253,7 +318,7 @@ class DistilledScorer:
                     tuple(float(m) for m in mos),
                     (),
                     (tag,),
-                    {"distilled_provider": self.provider},
+                    extra,
                     dist,
                 )
             )

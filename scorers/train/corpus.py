@@ -115,6 +115,9 @@ def plan(source: str, split: Split, seed: int) -> list[Variant]:
 def rescale(frames: Sequence[RGB], width: int, height: int, interp: str) -> list[RGB]:
     out = []
     for f in frames:
+        if f.shape[1] == width and f.shape[0] == height:
+            out.append(f)
+            continue
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
         vf = vf.reformat(width=width, height=height, format="rgb24", interpolation=interp)
         out.append(np.asarray(vf.to_ndarray(), dtype=np.uint8))
@@ -147,13 +150,7 @@ def decode_all(data: bytes, count: int | None = None) -> list[RGB]:
 def impaired(reference: Sequence[RGB], v: Variant, seed: int) -> list[RGB]:
     """Apply variant `v` to a reference clip; returns frames at the reference size."""
     h, w = reference[0].shape[:2]
-    frames: list[RGB] = list(reference)
-    if v.kind == "blur":
-        frames = impair.blur(frames, v.strength)
-    elif v.kind == "noise":
-        frames = impair.noise(frames, v.strength, seed=seed)
-    elif v.kind == "banding":
-        frames = impair.banding(frames, int(v.strength))
+    frames = impair.picture(reference, v.kind, v.strength, seed)
     if v.scale != 1.0:
         sw, sh = max(2, round(w * v.scale / 2) * 2), max(2, round(h * v.scale / 2) * 2)
         frames = rescale(frames, sw, sh, "AREA")

@@ -1,0 +1,186 @@
+"""The hybrid screen score: what the pixels look like, fused with what the encoder did.
+
+Pixels alone misjudge real footage: soft camera content reads as blur, a well-coded
+ladder rung looks like any other. The bitstream says what the encoder did: the mean
+quantiser (ingest's per-frame QP, on H.264's 0-51 scale), bits per pixel, and how far
+the player must upscale the rendition to its display size. ITU-T P.1204.5 fuses the
+same two views. Per segment the features are:
+
+- the student's pooled MOS (mean and low) and degradation distribution, judged on
+  mosaics taken from the picture as displayed (scorers.fragments.sample_displayed);
+- the mean and 90th percentile of the frame quantisers, with a flag for whether the
+  codec exported any (HEVC does not: the fusion learned that case from HEVC versions);
+- log2 bits per coded pixel, log2 of the display-to-coded area ratio;
+- how much there is to see: the spatial detail of the displayed mosaics (mean absolute
+  luma gradient inside patches), motion (mean frame-to-frame luma difference) and
+  brightness, the content masking that decides how visible a quantiser is;
+- the damaged fraction of the timeline (frames concealed, missing or rejected).
+
+A small MLP maps the undamaged features to MOS; damage then subtracts a learned
+non-negative amount per damaged fraction, so a segment with visible smear never
+scores above the same segment without it. The weights are a JSON file
+(scorers/weights/vqmon-fusion.json, made by `vqmon train fusion`), run in NumPy:
+a few microseconds per segment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.types import DecodedSegment
+from scorers.types import ScorerError
+
+DEFAULT_FUSION = "vqmon-fusion.json"
+DEGRADATIONS = ("clean", "compression", "blur", "noise", "scaling", "packet_loss", "banding")
+FEATURES = (
+    "mos_mean",
+    "mos_low",
+    *(f"p_{d}" for d in DEGRADATIONS),
+    "qp_mean",
+    "qp_p90",
+    "has_qp",
+    "log2_bpp",
+    "log2_upscale",
+    "detail",
+    "motion",
+    "luma",
+)
+"""What the MLP sees; `damaged` enters only through the monotone penalty."""
+Floats = npt.NDArray[np.float32]
+
+
+def default_fusion_path() -> Path:
+    return Path(str(resources.files("scorers") / "weights" / DEFAULT_FUSION))
+
+
+def damaged_fraction(d: DecodedSegment) -> float:
+    """Frames concealed, missing from the timeline or rejected, over all frames."""
+    from scorers.artifacts import _missing_frames
+
+    missing, _ = _missing_frames(d)
+    damaged = int(d.stats.corrupt.sum()) + missing + d.decode_errors
+    total = len(d.stats) + missing + d.decode_errors
+    return damaged / max(total, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFeatures:
+    values: Floats
+    """len(FEATURES), in that order."""
+    damaged: float
+    display: tuple[int, int]
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: round(float(v), 4) for k, v in zip(FEATURES, self.values, strict=True)}
+        out["damaged"] = round(self.damaged, 4)
+        return out
+
+
+def detail(mosaics: npt.NDArray[np.uint8]) -> float:
+    """Mean absolute luma gradient (0-255 code values) inside the patches of N mosaics."""
+    from scorers.fragments import PATCH
+
+    if len(mosaics) == 0:
+        return 0.0
+    y = mosaics[..., 1].astype(np.int16)  # green ~ luma, enough for a masking estimate
+    dx = np.abs(np.diff(y, axis=2))
+    dy = np.abs(np.diff(y, axis=1))
+    inside_x = (np.arange(dx.shape[2]) + 1) % PATCH != 0
+    inside_y = (np.arange(dy.shape[1]) + 1) % PATCH != 0
+    sx = float(dx[:, :, inside_x].sum(dtype=np.int64)) / max(1, dx[:, :, inside_x].size)
+    sy = float(dy[:, inside_y, :].sum(dtype=np.int64)) / max(1, dy[:, inside_y, :].size)
+    return (sx + sy) / 2.0
+
+
+def features(
+    d: DecodedSegment,
+    frame_mos: npt.NDArray[np.floating],
+    degradation: npt.NDArray[np.floating],
+    display: tuple[int, int],
+    low_fraction: float = 0.25,
+    mosaics: npt.NDArray[np.uint8] | None = None,
+) -> SegmentFeatures:
+    from scorers.distilled import pool
+
+    mean, low = pool(frame_mos, low_fraction)
+    qp = d.stats.qp
+    read = qp[np.isfinite(qp)] if qp is not None else np.zeros(0, np.float32)
+    has_qp = read.size > 0
+    qp_mean = float(read.mean()) / 51.0 if has_qp else 0.0
+    qp_p90 = float(np.quantile(read, 0.9)) / 51.0 if has_qp else 0.0
+    info = d.info
+    coded = max(1, info.width * info.height)
+    bpp = info.bitrate / max(coded * max(info.fps, 1.0), 1.0)
+    shown = max(1, display[0] * display[1])
+    values = np.array(
+        [
+            mean,
+            low,
+            *np.asarray(degradation, np.float32)[: len(DEGRADATIONS)],
+            qp_mean,
+            qp_p90,
+            float(has_qp),
+            float(np.log2(max(bpp, 1e-4))),
+            float(np.log2(max(shown / coded, 1e-2))),
+            float(np.log2(1.0 + detail(mosaics))) if mosaics is not None else 0.0,
+            float(np.nan_to_num(np.nanmean(d.stats.luma_diff)) if len(d.stats) > 1 else 0.0),
+            float(np.mean(d.stats.luma_mean)),
+        ],
+        dtype=np.float32,
+    )
+    return SegmentFeatures(values, damaged_fraction(d), display)
+
+
+class Fusion:
+    """The fusion head: clip each feature to the range training saw, standardise, MLP
+    (ReLU), minus softplus(k) x damaged."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            spec: dict[str, Any] = json.loads(path.read_text())
+            names = tuple(spec["features"])
+            self.mean = np.asarray(spec["mean"], np.float32)
+            self.scale = np.asarray(spec["scale"], np.float32)
+            self.layers = [
+                (np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in spec["layers"]
+            ]
+            self.damage = float(spec["damage_per_fraction"])
+            self.version = str(spec.get("version", "0"))
+            self.lo = np.asarray(spec["lo"], np.float32)
+            self.hi = np.asarray(spec["hi"], np.float32)
+        except FileNotFoundError:
+            raise ScorerError(
+                f"fusion model not found: {path}; set scorers[].fusion_path to a file made by "
+                "`vqmon train fusion`, leave it empty for the shipped one, or set hybrid: false"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ScorerError(
+                f"fusion model {path} is not a vqmon fusion file ({type(exc).__name__}: {exc}); "
+                "re-make it with `vqmon train fusion`"
+            ) from exc
+        if names != FEATURES:
+            raise ScorerError(
+                f"fusion model {path} expects features {list(names)}; this vqmon computes "
+                f"{list(FEATURES)}: re-train it with `vqmon train fusion`"
+            )
+        if self.damage < 0:
+            raise ScorerError(f"fusion model {path}: damage_per_fraction must be >= 0")
+
+    def predict(self, x: Floats, damaged: Floats) -> Floats:
+        """N x len(FEATURES) features and N damaged fractions -> N MOS on 1-5."""
+        # Clipped to the range training covered: content unlike any trained on must not
+        # send the MLP off along one of its linear pieces.
+        h = (np.clip(np.asarray(x, np.float32), self.lo, self.hi) - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                np.maximum(h, 0, out=h)
+        mos = h[:, 0] - self.damage * np.asarray(damaged, np.float32)
+        return np.clip(mos, 1.0, 5.0).astype(np.float32)

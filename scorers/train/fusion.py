@@ -1,0 +1,255 @@
+"""Train the hybrid score's fusion head on a real-content segment set (scorers.train.realset).
+
+Features come from the runtime's own path: each labelled segment is decoded by ingest
+(with the per-frame quantiser), its sampled frames judged as displayed by the shipped
+ONNX student, and turned into scorers.hybrid features, so what is trained on is exactly
+what the daemon computes. The head is a small MLP ensemble (averaged into one set of
+weights is not possible, so the members are stacked into one wider MLP whose output
+layer averages them) plus a non-negative penalty per damaged fraction of the timeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.config import DecodeConfig
+from ingest.contract import parse_display
+from ingest.decode import decode
+from ingest.types import IngestError, Segment
+from scorers import fragments, hybrid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SetFeatures:
+    x: npt.NDArray[np.float32]
+    damaged: npt.NDArray[np.float32]
+    mos: npt.NDArray[np.float32]
+    vmaf: npt.NDArray[np.float32]
+    source: npt.NDArray[np.str_]
+    kind: npt.NDArray[np.str_]
+    coded_mos: npt.NDArray[np.float32]
+    """The student's pooled MOS on the coded picture (the pre-hybrid screen score)."""
+    path: npt.NDArray[np.str_]
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> SetFeatures:
+        return SetFeatures(**{k: v[mask] for k, v in self.__dict__.items()})
+
+
+def read_labels(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def extract(labels: Path, model_path: Path | None = None, frames: int = 8) -> SetFeatures:
+    """Features of every segment of a set; cached beside labels.csv (features-N.npz) for
+    the shipped student, and only segments not yet in the cache are computed."""
+    from scorers.distilled import DistilledConfig, DistilledScorer
+
+    cache = labels.with_name(f"features-{frames}.npz")
+    known: dict[str, dict[str, Any]] = {}
+    if cache.exists() and model_path is None:
+        z = np.load(cache)
+        cols = {k: z[k] for k in z.files}
+        for i, p in enumerate(cols["path"]):
+            known[str(p)] = {k: v[i] for k, v in cols.items()}
+    rows = read_labels(labels)
+    todo = [r for r in rows if r["path"] not in known]
+    if todo:
+        scorer = DistilledScorer(DistilledConfig(model_path=model_path, threads=1, hybrid=False))
+        cfg = DecodeConfig()
+        cfg.sampling.count = frames
+    for i, row in enumerate(todo):
+        data = (labels.parent / row["path"]).read_bytes()
+        display = parse_display(row["display"])
+        try:
+            d = decode(Segment(data, source=row["path"]), cfg)
+        except IngestError as exc:
+            log.warning("skipping %s: %s", row["path"], exc)
+            continue
+        rgb = [f.rgb for f in d.frames]
+        mosaics = fragments.sample_batch(rgb, display=display)
+        shown = scorer.predict_mosaics(mosaics)
+        coded = scorer.predict_mosaics(fragments.sample_batch(rgb))
+        f = hybrid.features(d, shown.mos, shown.degradation.mean(axis=0), display, mosaics=mosaics)
+        known[row["path"]] = {
+            "x": f.values,
+            "damaged": f.damaged,
+            "mos": float(row["mos"]),
+            "vmaf": float(row["vmaf"]),
+            "source": row["source"],
+            "kind": row["kind"],
+            "coded_mos": float(coded.mos.mean()),
+            "path": row["path"],
+        }
+        if i % 50 == 0:
+            log.info("features %d/%d", i, len(todo))
+    kept = [known[r["path"]] for r in rows if r["path"] in known]
+    result = SetFeatures(
+        x=np.stack([k["x"] for k in kept]).astype(np.float32),
+        damaged=np.asarray([k["damaged"] for k in kept], np.float32),
+        mos=np.asarray([k["mos"] for k in kept], np.float32),
+        vmaf=np.asarray([k["vmaf"] for k in kept], np.float32),
+        source=np.asarray([str(k["source"]) for k in kept]),
+        kind=np.asarray([str(k["kind"]) for k in kept]),
+        coded_mos=np.asarray([k["coded_mos"] for k in kept], np.float32),
+        path=np.asarray([str(k["path"]) for k in kept]),
+    )
+    if model_path is None and todo:
+        np.savez(cache, **result.__dict__)
+    return result
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    hidden: int = 16
+    members: int = 5
+    epochs: int = 150
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    rank_weight: float = 1.0
+    batch_sources: int = 6
+    within_weight: float = 3.0
+    seed: int = 0
+
+
+def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, scale: Any) -> Any:
+    import torch
+
+    torch.manual_seed(seed)
+    x = torch.tensor((data.x - mean) / scale)
+    dmg = torch.tensor(data.damaged)
+    y = torch.tensor(data.mos)
+    first, last = torch.nn.Linear(x.shape[1], cfg.hidden), torch.nn.Linear(cfg.hidden, 1)
+    net = torch.nn.Sequential(first, torch.nn.ReLU(), last)
+    k = torch.nn.Parameter(torch.tensor(0.5))
+    opt = torch.optim.AdamW([*net.parameters(), k], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    # Batches of whole sources, so every batch holds versions of one picture to order
+    # against each other (the within-source rank term) besides pairs across pictures.
+    _, src = np.unique(data.source, return_inverse=True)
+    groups = [torch.tensor(np.flatnonzero(src == g)) for g in range(src.max() + 1)]
+    per_batch = max(1, cfg.batch_sources)
+    same_all = torch.tensor(src[:, None] == src[None, :])
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(groups), generator=gen).tolist()
+        for s in range(0, len(order), per_batch):
+            idx = torch.cat([groups[g] for g in order[s : s + per_batch]])
+            pred = net(x[idx])[:, 0] - torch.nn.functional.softplus(k) * dmg[idx]
+            loss = torch.nn.functional.smooth_l1_loss(pred, y[idx], beta=0.25)
+            if cfg.rank_weight:
+                dp = pred[:, None] - pred[None, :]
+                dy = y[idx][:, None] - y[idx][None, :]
+                hinge = torch.relu(0.05 - dp * torch.sign(dy)) * (dy.abs() > 0.02)
+                same = same_all[idx][:, idx]
+                loss = loss + cfg.rank_weight * (
+                    hinge.mean() + cfg.within_weight * hinge[same].mean()
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    w1, b1 = first.weight.detach().numpy().T, first.bias.detach().numpy()
+    w2, b2 = last.weight.detach().numpy().T, last.bias.detach().numpy()
+    return w1, b1, w2, b2, float(torch.nn.functional.softplus(k).item())
+
+
+def train(
+    data: SetFeatures, cfg: FusionConfig | None = None, version: str = "1.0"
+) -> dict[str, Any]:
+    """Fit the head; returns the JSON spec hybrid.Fusion loads. The members are stacked
+    side by side (hidden units concatenated, output weights divided by the count), which
+    is exactly their average."""
+    cfg = cfg or FusionConfig()
+    mean = data.x.mean(axis=0)
+    scale = data.x.std(axis=0) + 1e-3
+    parts = [_train_member(data, cfg, cfg.seed + m, mean, scale) for m in range(cfg.members)]
+    w1 = np.concatenate([p[0] for p in parts], axis=1)
+    b1 = np.concatenate([p[1] for p in parts])
+    w2 = np.concatenate([p[2] for p in parts], axis=0) / cfg.members
+    b2 = np.mean([p[3] for p in parts], axis=0)
+    return {
+        "version": version,
+        "features": list(hybrid.FEATURES),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "layers": [[w1.tolist(), b1.tolist()], [w2.tolist(), b2.tolist()]],
+        "damage_per_fraction": float(np.mean([p[4] for p in parts])),
+        "lo": data.x.min(axis=0).tolist(),
+        "hi": data.x.max(axis=0).tolist(),
+        "config": cfg.__dict__,
+        "trained_on": {"segments": len(data.mos), "sources": len(set(data.source))},
+    }
+
+
+def predict(spec: dict[str, Any], data: SetFeatures) -> npt.NDArray[np.float32]:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    fusion = hybrid.Fusion(Path(fh.name))
+    Path(fh.name).unlink()
+    return fusion.predict(data.x, data.damaged)
+
+
+def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
+    """SRCC overall, mean within source, per impairment kind (each kind with the source's
+    clean version, as the issue ranks them), PLCC."""
+    from scorers import metrics
+
+    p = np.asarray(pred, np.float64)
+    y = data.vmaf.astype(np.float64)
+    within = []
+    for s in sorted(set(data.source)):
+        m = data.source == s
+        if m.sum() >= 3:
+            within.append(metrics.srcc(p[m], y[m]))
+    kinds: dict[str, float] = {}
+    kinds_overall: dict[str, float] = {}
+    for k in sorted(set(data.kind)):
+        if k == "clean":
+            continue
+        m = (data.kind == k) | (data.kind == "clean")
+        kinds_overall[k] = metrics.srcc(p[m], y[m])
+        per = [
+            metrics.srcc(p[m & (data.source == s)], y[m & (data.source == s)])
+            for s in sorted(set(data.source))
+            if (m & (data.source == s)).sum() >= 3
+        ]
+        kinds[k] = float(np.nanmean(per)) if per else float("nan")
+    return {
+        "segments": len(p),
+        "sources": len(set(data.source)),
+        "srcc": metrics.srcc(p, y),
+        "srcc_within_source": float(np.nanmean(within)),
+        "plcc": metrics.summary(list(p), list(y))["plcc"],
+        "by_kind": kinds_overall,
+        "by_kind_within_source": kinds,
+    }
+
+
+def cross_validate(
+    data: SetFeatures, cfg: FusionConfig | None = None, folds: int = 5
+) -> dict[str, Any]:
+    """Leave-sources-out cross-validation on the training set: each fold's sources are
+    predicted by a head fitted on the others. Design choices are made on this, not on
+    the evaluation set."""
+    cfg = cfg or FusionConfig()
+    sources = np.array(sorted(set(data.source)))
+    order = np.random.default_rng(cfg.seed).permutation(len(sources))
+    pred = np.zeros(len(data.mos), np.float32)
+    for k in range(folds):
+        held = set(sources[order[k::folds]])
+        test = np.isin(data.source, list(held))
+        spec = train(data.subset(~test), cfg)
+        pred[test] = predict(spec, data.subset(test))
+    return report(list(pred), data)

@@ -1,0 +1,437 @@
+"""Real-content segment sets: photographs and artwork from Debian's wallpaper packages,
+filmed by a virtual camera, encoded the way streams are and labelled by VMAF as displayed.
+
+Two splits, fixed by package before any training (never by image): the *eval* split is
+every usable picture of `mate-backgrounds` (nature photographs, a painting, dark and
+graphic desktops), the *train* split is every usable picture of the other packages. A
+source is one picture; its reference clip is a 1280x720 crop path through it (pan, zoom,
+handheld shake or a cut, some with film grain or a dark or flat grade), seeded by the
+picture's name.
+
+Every version of a source is a segment as a packager would deliver it (MPEG-TS at its
+coded size: a ladder rung at 480x270 stays 480x270) and is labelled against the
+reference at the display size: decoded with concealment, upscaled bicubically as a
+player would, then VMAF per frame. A set is a folder:
+
+    refs/SOURCE.ts                 the reference, near-lossless, at the display size
+    seg/SOURCE__KIND_N.ts          the versions
+    labels.csv                     path,mos,vmaf,source,kind,variant,display
+
+`vqmon eval labels.csv --display 1280x720` reads it. Build with `vqmon train realset`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+import subprocess
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest import impair
+from ingest.synth import EncodeSettings, encode
+from scorers.train.corpus import decode_all, rescale
+
+log = logging.getLogger(__name__)
+
+RGB = npt.NDArray[np.uint8]
+Split = Literal["train", "eval"]
+
+EVAL_PACKAGES = ("mate-backgrounds",)
+PYPI_STILLS = "pypi-stills"
+"""The natural photographs that scikit-image, SciPy, matplotlib and scikit-learn wheels ship
+(scorers.train.content), written out as a pseudo-package so they film like the others."""
+TRAIN_PACKAGES = (
+    "plasma-workspace-wallpapers",
+    "ukui-wallpapers",
+    "gnome-backgrounds",
+    "sway-backgrounds",
+    "debian-edu-artwork-emerald",
+    "lomiri-wallpapers",
+    # Ubuntu Touch's community photographs: added after the first look at the eval set
+    # showed training lacked photographs (the one choice made on it; docs/benchmarks.md).
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+    PYPI_STILLS,
+)
+DISPLAY = (1280, 720)
+FPS = 25
+CLIP_FRAMES = 20
+MAX_SIDE = 2560
+"""Pictures are shrunk to at most this wide once, before the camera moves over them."""
+LABEL_FIELDS = ("path", "mos", "vmaf", "source", "kind", "variant", "display")
+
+
+def packages(split: Split) -> tuple[str, ...]:
+    return EVAL_PACKAGES if split == "eval" else TRAIN_PACKAGES
+
+
+def fetch_assets(dest: Path, split: Split | None = None) -> None:
+    """Download and unpack the wallpaper packages (Debian's archive) into dest/PACKAGE/."""
+    wanted = packages(split) if split else EVAL_PACKAGES + TRAIN_PACKAGES
+    debs = dest / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    for pkg in wanted:
+        if (dest / pkg).is_dir():
+            continue
+        if pkg == PYPI_STILLS:
+            _write_pypi_stills(dest / pkg)
+            continue
+        subprocess.run(["apt-get", "download", pkg], cwd=debs, check=True, capture_output=True)
+        deb = next(debs.glob(f"{pkg}_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest / pkg)], check=True)
+
+
+def _write_pypi_stills(dest: Path) -> None:
+    from PIL import Image
+
+    from scorers.train import content
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for which in content.PHOTO_STILLS:
+        Image.fromarray(content._still(which)).save(dest / f"{which}.png")
+
+
+def _usable(path: Path) -> RGB | None:
+    """The picture as RGB at most MAX_SIDE wide, or None for cut-outs, thumbnails and
+    near-flat fills (which no camera would film as a scene)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if min(im.size) < 400 or "screenshot" in path.name.lower():
+                return None
+            if im.mode in ("RGBA", "LA", "P"):
+                alpha = np.asarray(im.convert("RGBA"))[..., 3]
+                if int(alpha.min()) < 250:  # a cut-out: no camera films that
+                    return None
+            rgb = im.convert("RGB")
+            if rgb.width > MAX_SIDE:
+                rgb = rgb.resize((MAX_SIDE, round(rgb.height * MAX_SIDE / rgb.width)), 1)
+            arr = np.asarray(rgb, dtype=np.uint8)
+    except (OSError, ValueError):
+        return None
+    if arr.shape[0] > arr.shape[1]:  # portrait variants of a landscape wallpaper
+        return None
+    if float(arr[::8, ::8].astype(np.float32).std()) < 12.0:
+        return None
+    return arr
+
+
+def list_sources(assets: Path, split: Split) -> list[Path]:
+    """One picture per wallpaper: the largest file of each folder of sizes, sorted by name."""
+    exts = {".jpg", ".jpeg", ".png", ".webp"}
+    chosen: dict[str, Path] = {}
+    for pkg in packages(split):
+        root = assets / pkg
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{root} is missing: run `vqmon train realset --fetch` (needs Debian's archive)"
+            )
+        for p in sorted(root.rglob("*")):
+            if p.suffix.lower() not in exts or not p.is_file():
+                continue
+            # Plasma keeps one wallpaper as contents/images/WxH.jpg in several sizes.
+            key = str(p.parent.parent.parent) if p.parent.name.startswith("images") else str(p)
+            key = re.sub(r"_\d+x\d+(?=\.\w+$)", "", key)  # mate's Elephants_3840x2160.jpg
+            if p.parent.name == "images_dark":
+                key += ":dark"
+            if key not in chosen or p.stat().st_size > chosen[key].stat().st_size:
+                chosen[key] = p
+    return sorted(chosen.values())
+
+
+def source_name(assets: Path, path: Path) -> str:
+    rel = path.relative_to(assets)
+    stem = "-".join(p for p in rel.with_suffix("").parts[1:] if p not in ("usr", "share"))
+    pkg = rel.parts[0].split("-")[0]
+    name = "".join(c if c.isalnum() else "-" for c in f"{pkg}-{stem}")[-60:].strip("-")
+    return f"{name}-{zlib.crc32(str(rel).encode()) & 0xFFFF:04x}"
+
+
+# --- the virtual camera ---------------------------------------------------------------
+
+
+def film(
+    picture: RGB, name: str, frames: int = CLIP_FRAMES, size: tuple[int, int] = DISPLAY
+) -> list[RGB]:
+    """A reference clip: a moving 16:9 window over the picture, resampled to `size`."""
+    from PIL import Image
+
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    im = Image.fromarray(picture)
+    h, w = picture.shape[:2]
+    aspect = size[0] / size[1]
+    motion = str(rng.choice(["pan", "zoom", "shake", "cut", "pan"]))
+    span = float(rng.uniform(0.55, 0.95))
+    cw = min(w, h * aspect) * span
+    ch = cw / aspect
+
+    def window() -> tuple[float, float]:
+        return float(rng.uniform(0, w - cw)), float(rng.uniform(0, h - ch))
+
+    x0, y0 = window()
+    x1, y1 = window()
+    if motion != "pan":
+        x1 = x0 + float(np.clip(rng.normal(0, 0.02 * w), -x0, w - cw - x0))
+        y1 = y0 + float(np.clip(rng.normal(0, 0.02 * h), -y0, h - ch - y0))
+    cut_at = int(rng.integers(frames // 3, 2 * frames // 3))
+    xc, yc = window()
+    shake = np.cumsum(rng.normal(0, 0.004 * cw, (frames, 2)), axis=0) if motion == "shake" else None
+    grain = float(rng.choice([0.0, 0.0, 2.0, 4.0]))
+    grade = str(rng.choice(["none", "none", "none", "dark", "flat"]))
+    out = []
+    for i in range(frames):
+        t = i / max(1, frames - 1)
+        x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
+        z = 1.0 - 0.25 * t if motion == "zoom" else 1.0
+        if motion == "cut" and i >= cut_at:
+            x, y = xc, yc
+        if shake is not None:
+            x, y = x + shake[i, 0], y + shake[i, 1]
+        bw, bh = cw * z, ch * z
+        x = float(np.clip(x + (cw - bw) / 2, 0, w - bw))
+        y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))
+        frame = np.asarray(im.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + bw, y + bh)))
+        out.append(frame)
+    if grade == "dark":
+        out = impair.darken(out, float(rng.uniform(0.25, 0.45)))
+    elif grade == "flat":
+        out = [(f.astype(np.float32) * 0.55 + 60).astype(np.uint8) for f in out]
+    if grain:
+        out = impair.noise(out, grain, seed=int(rng.integers(1 << 30)))
+    return out
+
+
+# --- what happens to a stream ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Version:
+    kind: str
+    """clean, ladder, compression, scaling, blur, noise, banding or packet_loss."""
+    codec: str = "libx264"
+    crf: int | None = 18
+    bitrate: int | None = None
+    width: int = DISPLAY[0]
+    height: int = DISPLAY[1]
+    """The coded size (a ladder rung is delivered at its own size)."""
+    strength: float = 0.0
+    """blur sigma, noise sigma, banding levels, loss fraction, or the pixel-upscale factor."""
+
+    def describe(self) -> str:
+        rate = f"{self.bitrate // 1000}k" if self.bitrate else f"crf{self.crf}"
+        s = f"{self.kind}/{self.codec}/{self.width}x{self.height}/{rate}"
+        return s + (f"/{self.strength:g}" if self.strength else "")
+
+
+_EVAL_LADDER = (
+    (1280, 720, 3_000_000),
+    (1280, 720, 1_400_000),
+    (960, 540, 1_100_000),
+    (640, 360, 650_000),
+    (480, 270, 330_000),
+    (416, 234, 140_000),
+)
+
+
+def plan(split: Split, name: str) -> list[Version]:
+    """The versions of one source. The eval plan is fixed; the train plan draws its
+    parameters per source from ranges that cover the eval ones without repeating them."""
+    if split == "eval":
+        v = [Version("clean", crf=12)]
+        v += [Version("ladder", crf=None, bitrate=b, width=w, height=h) for w, h, b in _EVAL_LADDER]
+        v += [Version("compression", crf=c) for c in (25, 31, 37, 43)]
+        v += [Version("compression", "libx265", crf=c) for c in (28, 36)]
+        v += [Version("scaling", crf=16, strength=s) for s in (3.0, 2.0, 1.4)]
+        v += [Version("blur", crf=18, strength=s) for s in (0.9, 1.8, 3.2)]
+        v += [Version("noise", crf=14, strength=s) for s in (6.0, 16.0)]
+        v += [Version("banding", crf=16, strength=s) for s in (12, 24)]
+        v += [Version("packet_loss", crf=22, strength=s) for s in (0.01, 0.03, 0.06)]
+        return v
+    rng = np.random.default_rng(zlib.crc32(f"plan:{name}".encode()))
+
+    def codec() -> str:
+        return "libx265" if rng.random() < 0.35 else "libx264"
+
+    v = [Version("clean", codec(), crf=int(rng.integers(8, 15)))]
+    rungs = [(1280, 720), (1024, 576), (960, 540), (854, 480), (768, 432), (640, 360)]
+    rungs += [(512, 288), (480, 270), (426, 240), (384, 216), (320, 180)]
+    for _ in range(7):
+        w, h = rungs[int(rng.integers(len(rungs)))]
+        bpp = float(np.exp(rng.uniform(np.log(0.015), np.log(0.25))))
+        v.append(Version("ladder", codec(), None, int(bpp * w * h * FPS), w, h))
+    for _ in range(6):
+        v.append(Version("compression", codec(), crf=int(rng.integers(18, 50))))
+    for _ in range(3):
+        v.append(
+            Version(
+                "scaling",
+                codec(),
+                int(rng.integers(12, 24)),
+                strength=round(float(rng.uniform(1.2, 4.0)), 2),
+            )
+        )
+    v += [
+        Version("blur", codec(), int(rng.integers(14, 26)), strength=round(float(s), 2))
+        for s in rng.uniform(0.5, 4.0, 3)
+    ]
+    v += [
+        Version("noise", "libx264", int(rng.integers(10, 20)), strength=round(float(s), 1))
+        for s in rng.uniform(3, 25, 2)
+    ]
+    v += [
+        Version("banding", codec(), int(rng.integers(12, 22)), strength=int(s))
+        for s in rng.integers(8, 40, 2)
+    ]
+    v += [
+        Version("packet_loss", "libx264", int(rng.integers(16, 34)), strength=round(float(s), 3))
+        for s in rng.uniform(0.005, 0.08, 3)
+    ]
+    return v
+
+
+def make_segment(reference: Sequence[RGB], v: Version, seed: int) -> bytes:
+    """The segment a viewer's player would receive for version `v` of a reference clip."""
+    h, w = reference[0].shape[:2]
+    frames = impair.picture(reference, v.kind, v.strength, seed)
+    if v.kind == "scaling":  # a low-resolution source upscaled before the encoder
+        sw, sh = round(w / v.strength / 2) * 2, round(h / v.strength / 2) * 2
+        frames = rescale(rescale(frames, sw, sh, "AREA"), w, h, "BILINEAR")
+    if (v.width, v.height) != (w, h):
+        frames = rescale(frames, v.width, v.height, "AREA")
+    options: tuple[tuple[str, str], ...] = ()
+    if v.bitrate:
+        options = (("maxrate", str(int(v.bitrate * 1.5))), ("bufsize", str(v.bitrate)))
+    data = encode(
+        frames,
+        EncodeSettings(
+            codec=v.codec,
+            container="mpegts",
+            fps=FPS,
+            crf=v.crf,
+            bitrate=v.bitrate,
+            options=options,
+        ),
+    )
+    if v.kind == "packet_loss":
+        data = impair.corrupt_packets(data, v.strength, seed=seed)
+    return data
+
+
+def as_displayed(data: bytes, count: int, display: tuple[int, int] = DISPLAY) -> list[RGB]:
+    """What the viewer sees: every frame decoded with concealment (a lost frame repeats
+    the last one), upscaled bicubically to the display size."""
+    try:
+        frames = decode_all(data, count)
+    except ValueError:
+        return [np.zeros((display[1], display[0], 3), np.uint8)] * count
+    return rescale(frames, *display, "BICUBIC")
+
+
+def _reference_bytes(frames: Sequence[RGB]) -> bytes:
+    return encode(
+        frames, EncodeSettings(codec="libx264", container="mpegts", fps=FPS, crf=1, preset="medium")
+    )
+
+
+def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> list[dict[str, str]]:
+    """Film, impair, encode and label one source; returns its label rows (cached)."""
+    from scorers.train.teacher import VmafTeacher, vmaf_to_mos
+
+    name = source_name(assets, picture_path)
+    done = out / "done" / f"{name}.json"
+    if done.exists():
+        return list(json.loads(done.read_text()))
+    picture = _usable(picture_path)
+    rows: list[dict[str, str]] = []
+    if picture is not None:
+        reference = film(picture, name)
+        versions = plan(split, name)
+        segs = []
+        for i, v in enumerate(versions):
+            seed = zlib.crc32(f"{name}:{i}".encode())
+            segs.append(make_segment(reference, v, seed))
+        shown = [as_displayed(s, len(reference)) for s in segs]
+        vmaf = VmafTeacher(threads=1).raw(reference, shown)
+        (out / "refs").mkdir(parents=True, exist_ok=True)
+        (out / "seg").mkdir(parents=True, exist_ok=True)
+        (out / "refs" / f"{name}.ts").write_bytes(_reference_bytes(reference))
+        inner = slice(2, len(reference) - 2)  # VMAF's motion feature sees a cut at clip ends
+        for i, (v, seg, score) in enumerate(zip(versions, segs, vmaf, strict=True)):
+            rel = f"seg/{name}__{v.kind}_{i:02d}.ts"
+            (out / rel).write_bytes(seg)
+            mean = float(np.mean(score[inner]))
+            rows.append(
+                {
+                    "path": rel,
+                    "mos": f"{float(vmaf_to_mos(mean)):.4f}",
+                    "vmaf": f"{mean:.3f}",
+                    "source": name,
+                    "kind": v.kind,
+                    "variant": v.describe(),
+                    "display": f"{DISPLAY[0]}x{DISPLAY[1]}",
+                }
+            )
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(rows))
+    return rows
+
+
+def _build_one(args: tuple[Path, Path, Path, Split]) -> list[dict[str, str]]:
+    return build_source(*args)
+
+
+def build(
+    assets: Path,
+    out: Path,
+    split: Split,
+    jobs: int = 1,
+    limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> Path:
+    """Build (or resume) a whole set; writes out/labels.csv and out/sources.json.
+
+    `shard` (k, n) builds every n-th picture from the k-th, so separate processes (or
+    machines) can share a build; a last run without it gathers every finished source.
+    """
+    pictures = list_sources(assets, split)
+    if limit is not None:
+        pictures = pictures[:limit]
+    pictures = pictures[shard[0] :: shard[1]]
+    out.mkdir(parents=True, exist_ok=True)
+    work = [(p, assets, out, split) for p in pictures]
+    rows: list[dict[str, str]] = []
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            for r in pool.map(_build_one, work):
+                rows.extend(r)
+    else:
+        for w in work:
+            rows.extend(_build_one(w))
+    path = out / "labels.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LABEL_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {
+        "split": split,
+        "packages": list(packages(split)),
+        "sources": sorted({r["source"] for r in rows}),
+        "versions": len(rows),
+        "display": list(DISPLAY),
+        "digest": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+    }
+    (out / "sources.json").write_text(json.dumps(manifest, indent=1))
+    return path

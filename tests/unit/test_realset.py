@@ -1,0 +1,120 @@
+"""The real-content set builder and the fusion trainer, on small real inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.decode import decode
+from ingest.types import Segment
+from scorers import hybrid
+from scorers.train import content, fusion, realset
+
+
+def test_eval_and_train_splits_share_no_package() -> None:
+    assert not set(realset.EVAL_PACKAGES) & set(realset.TRAIN_PACKAGES)
+    assert realset.plan("eval", "a") == realset.plan("eval", "b")  # fixed before training
+    a, b = realset.plan("train", "a"), realset.plan("train", "b")
+    assert a != b and {v.kind for v in a} == {v.kind for v in realset.plan("eval", "a")}
+
+
+def test_film_moves_a_camera_over_a_photograph() -> None:
+    clip = realset.film(content._still("coffee"), "t", frames=8, size=(320, 180))
+    assert len(clip) == 8 and clip[0].shape == (180, 320, 3)
+    assert any(not np.array_equal(clip[0], f) for f in clip[1:])
+    assert (
+        realset.film(content._still("coffee"), "t", frames=8, size=(320, 180))[3].tobytes()
+        == clip[3].tobytes()
+    )
+
+
+def test_a_rung_is_delivered_at_its_coded_size_and_judged_displayed() -> None:
+    clip = realset.film(content._still("chelsea"), "t", frames=6, size=(640, 360))
+    v = realset.Version("ladder", crf=None, bitrate=300_000, width=320, height=180)
+    data = realset.make_segment(clip, v, seed=1)
+    d = decode(Segment(data))
+    assert (d.info.width, d.info.height) == (320, 180)
+    shown = realset.as_displayed(data, len(clip), (640, 360))
+    assert len(shown) == 6 and shown[0].shape == (360, 640, 3)
+
+
+def test_list_sources_keeps_one_file_per_wallpaper(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pic = (np.random.default_rng(0).integers(0, 255, (720, 1280, 3))).astype(np.uint8)
+    for size in ("1280x720", "640x360"):
+        d = tmp_path / "mate-backgrounds" / "w" / "Hill" / "contents" / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pic).save(d / f"{size}.png")
+    flat = tmp_path / "mate-backgrounds" / "w" / "flat.png"
+    Image.fromarray(np.full((720, 1280, 3), 90, np.uint8)).save(flat)
+    found = realset.list_sources(tmp_path, "eval")
+    assert len(found) == 2  # Hill once (its largest file), and flat.png
+    assert next(p for p in found if realset._usable(p) is not None).name == "1280x720.png"
+    with pytest.raises(FileNotFoundError, match="--fetch"):
+        realset.list_sources(tmp_path, "train")
+
+
+def _fake_set(n_sources: int = 6, per: int = 10) -> fusion.SetFeatures:
+    """Features where quality falls with the quantiser and with damage, plus noise."""
+    rng = np.random.default_rng(0)
+    n = n_sources * per
+    x = rng.normal(0, 1, (n, len(hybrid.FEATURES))).astype(np.float32)
+    qp = rng.uniform(0.3, 0.9, n).astype(np.float32)
+    x[:, hybrid.FEATURES.index("qp_mean")] = qp
+    damaged = np.where(rng.random(n) < 0.2, rng.uniform(0, 0.5, n), 0).astype(np.float32)
+    mos = (5.0 - 4.0 * (qp - 0.3) / 0.6 - 2.0 * damaged + rng.normal(0, 0.1, n)).astype(np.float32)
+    return fusion.SetFeatures(
+        x=x,
+        damaged=damaged,
+        mos=np.clip(mos, 1, 5),
+        vmaf=np.clip(mos, 1, 5) * 20,
+        source=np.repeat([f"s{i}" for i in range(n_sources)], per),
+        kind=np.array(["compression"] * n),
+        coded_mos=np.zeros(n, np.float32),
+        path=np.array([f"p{i}" for i in range(n)]),
+    )
+
+
+def test_fusion_head_learns_and_damage_only_lowers(tmp_path: Path) -> None:
+    data = _fake_set(8, 25)
+    spec = fusion.train(data, fusion.FusionConfig(members=2, epochs=150, hidden=8))
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(spec))
+    head = hybrid.Fusion(path)
+    pred = head.predict(data.x, data.damaged)
+    assert fusion.report(list(pred), data)["srcc"] > 0.8
+    assert spec["damage_per_fraction"] > 0
+    x = np.repeat(data.x[:1], 5, axis=0)
+    scores = head.predict(x, np.array([0, 0.1, 0.2, 0.4, 0.8], np.float32))
+    assert np.all(np.diff(scores) <= 0)
+    cv = fusion.cross_validate(data, fusion.FusionConfig(members=1, epochs=150, hidden=8), folds=3)
+    assert cv["sources"] == 8 and cv["srcc"] > 0.5
+
+
+def test_eval_cli_reports_within_source_and_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest.synth import EncodeSettings, encode
+    from monitor.cli import main
+
+    clip = realset.film(content._still("coffee"), "e", frames=8, size=(320, 180))
+    rows = []
+    for src in ("a", "b"):
+        for crf, mos in ((18, 4.5), (30, 3.5), (44, 1.5)):
+            name = f"{src}_{crf}.ts"
+            (tmp_path / name).write_bytes(encode(clip, EncodeSettings(crf=crf)))
+            rows.append([name, mos, src, "clean" if crf == 18 else "compression", "320x180"])
+    with (tmp_path / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "mos", "source", "kind", "display"])
+        w.writerows(rows)
+    assert main(["eval", str(tmp_path / "labels.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["items"] == 6 and out["srcc_within_source"] > 0.9
+    assert out["srcc_by_kind"]["compression"] > 0.8
+    assert main(["eval", str(tmp_path / "labels.csv"), "--display", "12x"]) == 2
