@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from functools import cache
 
+import av
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -80,6 +81,59 @@ def test_clean_encodes_stay_quiet(kind: str, codec: str) -> None:
 def test_clean_larger_frames_stay_quiet(kind: str) -> None:
     decoded = _decoded(_frames(kind, (480, 270), 25), crf=23)
     assert _flags(decoded) == {}
+
+
+# Real photographs (scikit-image's), filmed by a slow pan and zoom: chelsea is upscaled
+# 1.7x, astronaut 1.5x (soft footage), coffee 1.25x, rocket 1.2x, motorcycle at its own scale.
+REAL_STILLS = ("coffee", "chelsea", "astronaut", "rocket", "motorcycle")
+
+
+@cache
+def _filmed(name: str, count: int = 24, size: tuple[int, int] = (640, 360)) -> tuple[RGB, ...]:
+    """A camera panning across and zooming into a photograph, resampled to `size`."""
+    pytest.importorskip("skimage", reason="the photographs ship with the train extra")
+    from scorers.train.content import _still
+
+    picture = _still(name)
+    h, w = picture.shape[:2]
+    span = min(w, h * 16 / 9) * 0.85
+    frames = []
+    for i in range(count):
+        t = i / (count - 1)
+        cw = round(span * (1 - 0.1 * t))
+        ch = round(cw * 9 / 16)
+        x, y = round((w - cw) * (0.2 + 0.6 * t)), round((h - ch) * (0.6 - 0.2 * t))
+        crop = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(picture[y : y + ch, x : x + cw]), format="rgb24"
+        )
+        shot = crop.reformat(size[0], size[1], "rgb24", interpolation="LANCZOS")
+        frames.append(shot.to_ndarray())
+    return tuple(frames)
+
+
+@pytest.mark.parametrize("name", REAL_STILLS)
+def test_real_content_controls_stay_quiet(name: str) -> None:
+    # Clean encodes on both codecs, dim grades and light film grain are all clean content:
+    # soft, dark or grainy footage is not an impairment (issue 16). Before, the upscaled
+    # astronaut was flagged as blurred in its clean, x265 and grainy versions.
+    clip = list(_filmed(name))
+    controls = {
+        "x264": _decoded(clip, crf=18),
+        "x265": _decoded(clip, codec="libx265", crf=23),
+        "dim 0.2": _decoded(impair.darken(clip, 0.2)),
+        "dim 0.4": _decoded(impair.darken(clip, 0.4), crf=23),
+        "grain": _decoded(impair.noise(clip, 3.0, seed=4)),
+    }
+    raised = {kind: sorted(_flags(d)) for kind, d in controls.items() if _flags(d)}
+    assert not raised, f"{name}: flags on clean content {raised}"
+
+
+@pytest.mark.parametrize("name", REAL_STILLS)
+def test_real_content_blur_is_still_flagged(name: str) -> None:
+    # The sharp-edge check that keeps soft content quiet must not hide a real blur.
+    flags = _flags(_decoded(impair.blur(list(_filmed(name)), 2.0)))
+    assert set(flags) == {"blur"}, f"{name}: {flags}"
+    _check_flag(flags["blur"])
 
 
 # --- graded impairments ------------------------------------------------------------------
