@@ -158,14 +158,21 @@ def test_auto_display_uses_the_header_else_the_largest_rendition_seen(
 def test_packet_loss_lowers_the_score_monotonically_on_real_content(
     scorer: DistilledScorer,
 ) -> None:
-    for still in ("coffee", "chelsea"):
-        clean = _segment(_clip(still), crf=22)
-        scores = [
-            _score(scorer, impair.corrupt_packets(clean, f, seed=3) if f else clean, (1280, 720))
-            for f in (0.0, 0.01, 0.03, 0.08)
-        ]
-        assert all(b <= a + 1e-6 for a, b in itertools.pairwise(scores)), scores
-        assert scores[-1] < scores[0] - 0.2, scores
+    one_thread = DecodeConfig(threads=1)  # frame-threaded concealment varies with timing
+    for layout in ("coffee", "chelsea"):
+        clean = _segment(_clip(layout), crf=22)
+        scores = []
+        for f in (0.0, 0.01, 0.03, 0.08):
+            data = impair.corrupt_packets(clean, f, seed=3) if f else clean
+            d = decode(Segment(data, display=(1280, 720)), one_thread)
+            mos = scorer.score([d])[0].mos
+            assert mos is not None
+            scores.append(mos)
+        # More loss never scores higher; at the bottom of the scale (a picture mostly
+        # smeared) the last steps may tie within the floor's width.
+        for a, b in itertools.pairwise(scores):
+            assert b <= a + 1e-6 or max(a, b) <= 1.3, (layout, scores)
+        assert scores[1] < scores[0] - 0.5 and scores[-1] < 1.5, (layout, scores)
 
 
 def test_more_quantisation_scores_lower(scorer: DistilledScorer) -> None:
