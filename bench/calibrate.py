@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import re
 import sys
 import time
 import zlib
@@ -54,6 +53,8 @@ from ingest.config import DecodeConfig
 from ingest.decode import decode
 from ingest.synth import EncodeSettings, encode
 from ingest.types import Segment
+from scorers.train import realset
+from scorers.train.corpus import rescale
 
 RGB = npt.NDArray[np.uint8]
 TRAIN_PACKAGES = (
@@ -69,7 +70,6 @@ TRAIN_PACKAGES = (
 DISPLAY = (1280, 720)
 FPS = 25
 FRAMES = 24
-MAX_SIDE = 2560
 PICTURE = ("blockiness", "blur", "noise", "banding")
 CONTROLS = ("clean_x264", "clean_x265", "dim", "grain", "clean_360", "dim_360", "grain_360")
 IMPAIRED = {
@@ -94,100 +94,9 @@ SMALL = (640, 360)
 
 
 def list_sources(assets: Path) -> list[Path]:
-    """One picture per wallpaper (the largest file of a folder of sizes), sorted."""
-    exts = {".jpg", ".jpeg", ".png", ".webp"}
-    chosen: dict[str, Path] = {}
-    for pkg in TRAIN_PACKAGES:
-        root = assets / pkg
-        for p in sorted(root.rglob("*")) if root.is_dir() else []:
-            if p.suffix.lower() not in exts or not p.is_file():
-                continue
-            key = str(p.parent.parent.parent) if p.parent.name.startswith("images") else str(p)
-            key = re.sub(r"_\d+x\d+(?=\.\w+$)", "", key)
-            if p.parent.name == "images_dark":
-                key += ":dark"
-            if key not in chosen or p.stat().st_size > chosen[key].stat().st_size:
-                chosen[key] = p
-    return sorted(chosen.values())
-
-
-def usable(path: Path) -> RGB | None:
-    """The picture as RGB at most MAX_SIDE wide, or None for cut-outs, thumbnails,
-    portrait variants and near-flat fills (which no camera would film as a scene)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if min(im.size) < 400 or "screenshot" in path.name.lower():
-                return None
-            if im.mode in ("RGBA", "LA", "P"):
-                alpha = np.asarray(im.convert("RGBA").getchannel("A"))
-                if int(alpha.min()) < 250:  # a cut-out
-                    return None
-            rgb = im.convert("RGB")
-            if rgb.width > MAX_SIDE:
-                rgb = rgb.resize((MAX_SIDE, round(rgb.height * MAX_SIDE / rgb.width)), 1)
-            arr = np.asarray(rgb, dtype=np.uint8)
-    except (OSError, ValueError):
-        return None
-    if arr.shape[0] > arr.shape[1]:
-        return None
-    if float(arr[::8, ::8].astype(np.float32).std()) < 12.0:
-        return None
-    return arr
-
-
-def source_name(assets: Path, path: Path) -> str:
-    rel = path.relative_to(assets)
-    stem = "-".join(p for p in rel.with_suffix("").parts[1:] if p not in ("usr", "share"))
-    pkg = rel.parts[0].split("-")[0]
-    name = "".join(c if c.isalnum() else "-" for c in f"{pkg}-{stem}")[-60:].strip("-")
-    return f"{name}-{zlib.crc32(str(rel).encode()) & 0xFFFF:04x}"
-
-
-def film(
-    picture: RGB, name: str, frames: int = FRAMES, size: tuple[int, int] = DISPLAY
-) -> list[RGB]:
-    """A clean clip: a moving 16:9 window over the picture, resampled to `size` (pan,
-    zoom, handheld shake or a cut; no grade and no grain, those are versions)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
-    im = Image.fromarray(picture)
-    h, w = picture.shape[:2]
-    aspect = size[0] / size[1]
-    motion = str(rng.choice(["pan", "zoom", "shake", "cut", "pan"]))
-    span = float(rng.uniform(0.55, 0.95))
-    cw = min(w, h * aspect) * span
-    ch = cw / aspect
-
-    def window() -> tuple[float, float]:
-        return float(rng.uniform(0, w - cw)), float(rng.uniform(0, h - ch))
-
-    x0, y0 = window()
-    x1, y1 = window()
-    if motion != "pan":
-        x1 = x0 + float(np.clip(rng.normal(0, 0.02 * w), -x0, w - cw - x0))
-        y1 = y0 + float(np.clip(rng.normal(0, 0.02 * h), -y0, h - ch - y0))
-    cut_at = int(rng.integers(frames // 3, 2 * frames // 3))
-    xc, yc = window()
-    shake = np.cumsum(rng.normal(0, 0.004 * cw, (frames, 2)), axis=0) if motion == "shake" else None
-    out = []
-    for i in range(frames):
-        t = i / max(1, frames - 1)
-        x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        z = 1.0 - 0.25 * t if motion == "zoom" else 1.0
-        if motion == "cut" and i >= cut_at:
-            x, y = xc, yc
-        if shake is not None:
-            x, y = x + shake[i, 0], y + shake[i, 1]
-        bw, bh = cw * z, ch * z
-        x = float(np.clip(x + (cw - bw) / 2, 0, w - bw))
-        y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))
-        box = (x, y, x + bw, y + bh)
-        out.append(np.asarray(im.resize(size, Image.Resampling.LANCZOS, box=box)))
-    return out
+    """One picture per wallpaper of the calibration's packages (the train split's, as
+    they were when it was calibrated), sorted."""
+    return realset.list_sources(assets, "train", only=TRAIN_PACKAGES)
 
 
 # --- versions ---------------------------------------------------------------------------
@@ -237,30 +146,12 @@ def versions(name: str) -> list[Version]:
     return out
 
 
-def resize(frames: Sequence[RGB], size: tuple[int, int]) -> list[RGB]:
-    import av
-
-    out = []
-    for f in frames:
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-        vf = vf.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-        out.append(np.asarray(vf.to_ndarray(), dtype=np.uint8))
-    return out
-
-
 def make(frames: Sequence[RGB], v: Version, seed: int) -> bytes:
-    out = list(frames) if v.size == DISPLAY else resize(frames, v.size)
+    out = list(frames) if v.size == DISPLAY else rescale(frames, *v.size, "AREA")
     if v.note:
         what, value = v.note.split("=")
         x = float(value)
-        if what == "darken":
-            out = impair.darken(out, x)
-        elif what == "noise":
-            out = impair.noise(out, x, seed=seed)
-        elif what == "blur":
-            out = impair.blur(out, x)
-        elif what == "banding":
-            out = impair.banding(out, int(x))
+        out = impair.darken(out, x) if what == "darken" else impair.picture(out, what, x, seed)
     return encode(out, EncodeSettings(codec=v.codec, container="mpegts", fps=FPS, crf=v.crf))
 
 
@@ -273,8 +164,8 @@ def build(assets: Path, cache: Path, limit: int | None) -> list[tuple[str, list[
     else:
         names = []
         for path in list_sources(assets):
-            name = source_name(assets, path)
-            if (cache / name).is_dir() or usable(path) is not None:
+            name = realset.source_name(assets, path)
+            if (cache / name).is_dir() or realset.usable(path) is not None:
                 names.append(name)
                 (cache / name).mkdir(exist_ok=True)
                 (cache / name / "path").write_text(str(path))
@@ -286,9 +177,9 @@ def build(assets: Path, cache: Path, limit: int | None) -> list[tuple[str, list[
         todo = [v for v in vs if not (cache / name / f"{v.name}.ts").exists()]
         if todo:
             t0 = time.time()
-            picture = usable(Path((cache / name / "path").read_text()))
+            picture = realset.usable(Path((cache / name / "path").read_text()))
             assert picture is not None
-            frames = film(picture, name)
+            frames = realset.camera(picture, name, FRAMES)
             for v in todo:
                 seed = zlib.crc32(f"{name}:{v.name}".encode())
                 (cache / name / f"{v.name}.ts").write_bytes(make(frames, v, seed))

@@ -145,6 +145,27 @@ class Fusion:
     def __init__(self, path: Path) -> None:
         try:
             spec: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ScorerError(
+                f"fusion model not found: {path}; set scorers[].fusion_path to a file made by "
+                "`vqmon train fusion`, leave it empty for the shipped one, or set hybrid: false"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ScorerError(
+                f"fusion model {path} is not a vqmon fusion file ({type(exc).__name__}: {exc}); "
+                "re-make it with `vqmon train fusion`"
+            ) from exc
+        self._configure(spec, str(path))
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Fusion:
+        """A head from the spec `scorers.train.fusion.train` returns, without a file."""
+        head = cls.__new__(cls)
+        head._configure(spec, "(in memory)")
+        return head
+
+    def _configure(self, spec: dict[str, Any], where: str) -> None:
+        try:
             names = tuple(spec["features"])
             self.mean = np.asarray(spec["mean"], np.float32)
             self.scale = np.asarray(spec["scale"], np.float32)
@@ -155,23 +176,18 @@ class Fusion:
             self.version = str(spec.get("version", "0"))
             self.lo = np.asarray(spec["lo"], np.float32)
             self.hi = np.asarray(spec["hi"], np.float32)
-        except FileNotFoundError:
+        except (ValueError, KeyError, TypeError) as exc:
             raise ScorerError(
-                f"fusion model not found: {path}; set scorers[].fusion_path to a file made by "
-                "`vqmon train fusion`, leave it empty for the shipped one, or set hybrid: false"
-            ) from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ScorerError(
-                f"fusion model {path} is not a vqmon fusion file ({type(exc).__name__}: {exc}); "
-                "re-make it with `vqmon train fusion`"
+                f"fusion model {where} is not a vqmon fusion file ({type(exc).__name__}: "
+                f"{exc}); re-make it with `vqmon train fusion`"
             ) from exc
         if names != FEATURES:
             raise ScorerError(
-                f"fusion model {path} expects features {list(names)}; this vqmon computes "
+                f"fusion model {where} expects features {list(names)}; this vqmon computes "
                 f"{list(FEATURES)}: re-train it with `vqmon train fusion`"
             )
         if self.damage < 0:
-            raise ScorerError(f"fusion model {path}: damage_per_fraction must be >= 0")
+            raise ScorerError(f"fusion model {where}: damage_per_fraction must be >= 0")
 
     def predict(self, x: Floats, damaged: Floats) -> Floats:
         """N x len(FEATURES) features and N damaged fractions -> N MOS on 1-5."""

@@ -11,7 +11,6 @@ layer averages them) plus a non-negative penalty per damaged fraction of the tim
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,13 +191,7 @@ def train(
 
 
 def predict(spec: dict[str, Any], data: SetFeatures) -> npt.NDArray[np.float32]:
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh)
-    fusion = hybrid.Fusion(Path(fh.name))
-    Path(fh.name).unlink()
-    return fusion.predict(data.x, data.damaged)
+    return hybrid.Fusion.from_spec(spec).predict(data.x, data.damaged)
 
 
 def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:

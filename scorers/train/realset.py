@@ -102,7 +102,7 @@ def _write_pypi_stills(dest: Path) -> None:
         Image.fromarray(content._still(which)).save(dest / f"{which}.png")
 
 
-def _usable(path: Path) -> RGB | None:
+def usable(path: Path) -> RGB | None:
     """The picture as RGB at most MAX_SIDE wide, or None for cut-outs, thumbnails and
     near-flat fills (which no camera would film as a scene)."""
     from PIL import Image
@@ -129,11 +129,12 @@ def _usable(path: Path) -> RGB | None:
     return arr
 
 
-def list_sources(assets: Path, split: Split) -> list[Path]:
-    """One picture per wallpaper: the largest file of each folder of sizes, sorted by name."""
+def list_sources(assets: Path, split: Split, only: Sequence[str] | None = None) -> list[Path]:
+    """One picture per wallpaper: the largest file of each folder of sizes, sorted by name
+    (of the split's packages, or of `only` among them)."""
     exts = {".jpg", ".jpeg", ".png", ".webp"}
     chosen: dict[str, Path] = {}
-    for pkg in packages(split):
+    for pkg in packages(split) if only is None else [p for p in packages(split) if p in only]:
         root = assets / pkg
         if not root.is_dir():
             raise FileNotFoundError(
@@ -163,13 +164,18 @@ def source_name(assets: Path, path: Path) -> str:
 # --- the virtual camera ---------------------------------------------------------------
 
 
-def film(
-    picture: RGB, name: str, frames: int = CLIP_FRAMES, size: tuple[int, int] = DISPLAY
+def camera(
+    picture: RGB,
+    name: str,
+    frames: int = CLIP_FRAMES,
+    size: tuple[int, int] = DISPLAY,
+    rng: np.random.Generator | None = None,
 ) -> list[RGB]:
-    """A reference clip: a moving 16:9 window over the picture, resampled to `size`."""
+    """A clean clip: a moving 16:9 window over the picture (pan, zoom, handheld shake or a
+    cut), resampled to `size`; seeded by `name` unless an rng is given."""
     from PIL import Image
 
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    rng = rng if rng is not None else np.random.default_rng(zlib.crc32(name.encode()))
     im = Image.fromarray(picture)
     h, w = picture.shape[:2]
     aspect = size[0] / size[1]
@@ -189,8 +195,6 @@ def film(
     cut_at = int(rng.integers(frames // 3, 2 * frames // 3))
     xc, yc = window()
     shake = np.cumsum(rng.normal(0, 0.004 * cw, (frames, 2)), axis=0) if motion == "shake" else None
-    grain = float(rng.choice([0.0, 0.0, 2.0, 4.0]))
-    grade = str(rng.choice(["none", "none", "none", "dark", "flat"]))
     out = []
     for i in range(frames):
         t = i / max(1, frames - 1)
@@ -205,6 +209,18 @@ def film(
         y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))
         frame = np.asarray(im.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + bw, y + bh)))
         out.append(frame)
+    return out
+
+
+def film(
+    picture: RGB, name: str, frames: int = CLIP_FRAMES, size: tuple[int, int] = DISPLAY
+) -> list[RGB]:
+    """A reference clip: the camera's clip, some with film grain or a dark or flat grade
+    (drawn from the same seeded stream, after the camera's draws)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    out = camera(picture, name, frames, size, rng)
+    grain = float(rng.choice([0.0, 0.0, 2.0, 4.0]))
+    grade = str(rng.choice(["none", "none", "none", "dark", "flat"]))
     if grade == "dark":
         out = impair.darken(out, float(rng.uniform(0.25, 0.45)))
     elif grade == "flat":
@@ -354,7 +370,7 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
     done = out / "done" / f"{name}.json"
     if done.exists():
         return list(json.loads(done.read_text()))
-    picture = _usable(picture_path)
+    picture = usable(picture_path)
     rows: list[dict[str, str]] = []
     if picture is not None:
         reference = film(picture, name)

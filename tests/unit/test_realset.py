@@ -54,7 +54,7 @@ def test_list_sources_keeps_one_file_per_wallpaper(tmp_path: Path) -> None:
     Image.fromarray(np.full((720, 1280, 3), 90, np.uint8)).save(flat)
     found = realset.list_sources(tmp_path, "eval")
     assert len(found) == 2  # Hill once (its largest file), and flat.png
-    assert next(p for p in found if realset._usable(p) is not None).name == "1280x720.png"
+    assert next(p for p in found if realset.usable(p) is not None).name == "1280x720.png"
     with pytest.raises(FileNotFoundError, match="--fetch"):
         realset.list_sources(tmp_path, "train")
 
