@@ -152,10 +152,16 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
         "empty": (b"", "empty"),
         "ftp": (json.dumps({"uri": "ftp://example.com/seg.ts"}).encode(), "unsupported_reference"),
         "badseq": (tiny_segments[1], "bad_header"),
+        # A 100 KB display header that is no size at all.
+        "baddisplay": (tiny_segments[1], "bad_header"),
+    }
+    hostile = {
+        "badseq": [("seq", b"not-a-number")],
+        "baddisplay": [("seq", b"5"), ("display", b"9" * 100_000 + b"x1")],
     }
     p = producer(bs)
     for i, (name, (value, _)) in enumerate(bad.items()):
-        extra = [("seq", b"not-a-number")] if name == "badseq" else []
+        extra = hostile.get(name, [])
         headers = [("stream", name.encode()), ("rendition", b"r"), ("x-trace", b"abc")]
         if not extra:
             headers.append(("seq", str(i).encode()))
@@ -237,8 +243,9 @@ def test_bad_input_goes_to_dead_letter_and_the_daemon_keeps_serving(
         "bad_header",
         "bad_reference",
     ):
-        assert daemon.metric("vqmon_dead_letters_total", reason=reason) == 1
-        assert daemon.metric("vqmon_segments_processed_total", reason=reason) == 1
+        expected = sum(1 for _, r in bad.values() if r == reason)
+        assert daemon.metric("vqmon_dead_letters_total", reason=reason) == expected
+        assert daemon.metric("vqmon_segments_processed_total", reason=reason) == expected
     assert daemon.proc.poll() is None
     assert daemon.get("/readyz")[0] == 200
     assert daemon.terminate() == 0
