@@ -1,14 +1,17 @@
 """Escalation policy on a mixed feed: escalated fraction, impairment recall, rules accuracy,
 and the tiny VLM's generation latency on CPU.
 
-    python bench/escalation.py [--json OUT] [--no-vlm]
+    python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS]
 
 1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
    procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
    seeds and motion speeds; CRF 20-26), clean, and impaired with ingest.impair: black,
    freeze, blur, noise, banding, packet loss (corrupt_packets) and heavy compression
    (CRF 44-51). Each is decoded and screened by the default chain (artifacts + the
-   shipped distilled model), exactly as the screen workers do.
+   shipped distilled model), exactly as the screen workers do. With `--pictures ASSETS`
+   the five sources are real photographs instead: every len/5-th usable picture of
+   realset's held-out evaluation split (mate-backgrounds, which the hybrid score never
+   trained on), filmed by realset's virtual camera at 640x360 (seeds vary the motion).
 2. A feed: `--streams` streams of 2-s segments at live pace (a simulated clock); stream
    s carries one source (a channel keeps its content), each segment a clean verdict of
    that source drawn from the library (with replacement, with a fresh segment id: the
@@ -61,6 +64,7 @@ from monitor.escalation import (
 from scorers.artifacts import ArtifactsConfig
 from scorers.chain import Chain
 from scorers.distilled import DistilledConfig
+from scorers.train import realset
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
 from scorers.vlm.rules import RulesConfig, rules_degradation
@@ -68,6 +72,8 @@ from scorers.vlm.types import EscalationRequest
 
 RGB = npt.NDArray[np.uint8]
 W, H, FPS, SECONDS = 640, 360, 25, 2.0
+PICTURES: dict[str, RGB] = {}
+"""Real pictures by source name (--pictures); empty: the procedural sources."""
 N = int(FPS * SECONDS)
 SOURCES = ("scene", "texture", "bars", "gradient", "zoneplate")
 KINDS = ("black", "freeze", "blur", "noise", "banding", "packet_loss", "compression")
@@ -94,6 +100,8 @@ class Item:
 
 
 def frames_of(source: str, seed: int) -> list[RGB]:
+    if source in PICTURES:
+        return realset.camera(PICTURES[source], f"{source}-{seed}", N, size=(W, H))
     speed = 1.0 + (seed % 4)
     return list(pattern_frames(source, W, H, N, seed=seed, speed=speed))
 
@@ -318,6 +326,18 @@ def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
     return out
 
 
+def use_pictures(assets: Path) -> None:
+    """Five held-out real pictures as the sources, chosen by the len/5-th rule alone."""
+    global SOURCES
+    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, "eval")]
+    ok = [(p, rgb) for p, rgb in found if rgb is not None]
+    chosen = [ok[i * len(ok) // 5] for i in range(5)]
+    PICTURES.clear()
+    for p, rgb in chosen:
+        PICTURES[realset.source_name(assets, p)] = rgb
+    SOURCES = tuple(PICTURES)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--clean-per-source", type=int, default=24)
@@ -331,7 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cache", type=Path, help="keep the screened library here (pickle) and reuse it"
     )
+    ap.add_argument(
+        "--pictures",
+        type=Path,
+        help="realset assets folder: real photographs as the five sources (see above)",
+    )
     args = ap.parse_args(argv)
+    if args.pictures:
+        use_pictures(args.pictures)
 
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():
@@ -374,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
         f"python {platform.python_version()}",
+        "sources": list(SOURCES),
         "library": {
             "clean": len(clean),
             "impaired": len(bad),

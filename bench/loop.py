@@ -1,6 +1,7 @@
 """The closed loop, measured: bits saved at held quality, and onset-to-decision time.
 
-    python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--floor 0.8] [--frames 4]
+    python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--rung-target WxH=MOS]
+        [--floor 0.8] [--frames 4]
 
 Results and what they mean: docs/benchmarks.md ("Closed loop").
 
@@ -8,7 +9,10 @@ A local Tansu broker; the daemon `vqmon run --role all` (screen + judge, encodin
 not dry-run) as a subprocess; in this process the closed-loop feed (monitor.feed.Feed):
 live ladders of varied synthetic content (scene, texture, bars, zoneplate; 160x90 and
 320x180, 1-s H.264 segments at a generous fixed ladder of 200 and 500 kbit/s), which
-applies the encoder decisions it reads.
+applies the encoder decisions it reads. With `--pictures ASSETS`, the four streams film
+four real photographs instead (realset's held-out evaluation pictures, which the hybrid
+score's fusion never trained on; every len/4-th usable one, chosen by that rule alone),
+with realset's virtual camera at 640x360, scaled to each rung with an area filter.
 
 1. Bits (phase 1, `--rounds` rounds, no impairment): the policy lowers a rung's bitrate
    by 20% after `above_segments` segments at or above target + lower_margin (distilled
@@ -53,6 +57,7 @@ from monitor.encoder_settings import to_encode_settings
 from monitor.feed import Feed, KafkaDecisionSource
 from monitor.sections import FeedConfig
 from monitor.types import EncoderSettings
+from scorers.train import corpus, realset
 from scorers.train.teacher import VmafTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +70,15 @@ GAP = 10  # rounds between starvation onsets
 
 
 def daemon_config(
-    tmp: Path, bootstrap: str, port: int, target: float, floor: float, frames: int
+    tmp: Path,
+    bootstrap: str,
+    port: int,
+    target: float,
+    floor: float,
+    frames: int,
+    rung_targets: dict[str, float] | None = None,
 ) -> Path:
+    rung_targets = rung_targets or {}
     cfg: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": [bootstrap],
@@ -91,7 +103,11 @@ def daemon_config(
                 "min_bitrate": 20_000,
             },
             "policies": {
-                f"*/{r}": {"bitrate": b, "min_bitrate": max(20_000, int(b * floor))}
+                f"*/{r}": {
+                    "bitrate": b,
+                    "min_bitrate": max(20_000, int(b * floor)),
+                    **({"target_mos": rung_targets[r]} if r in rung_targets else {}),
+                }
                 for r, b in NOMINAL.items()
             },
         },
@@ -109,12 +125,12 @@ def ready(port: int) -> bool:
         return False
 
 
-def schedule(rounds: int) -> list[dict[str, Any]]:
+def schedule(rounds: int, latency_streams: list[str]) -> list[dict[str, Any]]:
     """Phase 2: starve each latency stream's rungs in turn, GAP rounds apart."""
     out = []
     seq = rounds
     for rendition in reversed(RENDITIONS):
-        for stream in LATENCY_STREAMS:
+        for stream in latency_streams:
             out.append(
                 {
                     "kind": "starve",
@@ -126,6 +142,41 @@ def schedule(rounds: int) -> list[dict[str, Any]]:
             )
             seq += GAP
     return out
+
+
+class PictureFeed(Feed):
+    """The closed-loop feed, each stream filming one real picture (see the module doc)."""
+
+    def __init__(self, pictures: list[np.ndarray], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pictures = pictures
+        self._filmed: dict[tuple[int, str, int], list[np.ndarray]] = {}
+
+    def source_frames(self, s: int, rendition: str, variant: int) -> list[np.ndarray]:
+        key = (s, rendition, variant)
+        if key not in self._filmed:
+            full = (s, "640x360", variant)
+            if full not in self._filmed:
+                name = f"{self.names[s]}-{variant}"
+                self._filmed[full] = realset.camera(
+                    self.pictures[s], name, self.frames, size=(640, 360)
+                )
+            w, h = (int(v) for v in rendition.split("x"))
+            self._filmed[key] = corpus.rescale(self._filmed[full], w, h, "AREA")
+        return list(self._filmed[key])
+
+
+def load_pictures(assets: Path, count: int = 4) -> tuple[list[str], list[np.ndarray]]:
+    """Every len/count-th usable picture of realset's evaluation split, by name order."""
+    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, "eval")]
+    ok = [(p, rgb) for p, rgb in found if rgb is not None]
+    if len(ok) < count:
+        raise SystemExit(f"{assets}: {len(ok)} usable evaluation pictures, want {count}")
+    chosen = [ok[i * len(ok) // count] for i in range(count)]
+    names = [f"photo{i}" for i in range(count)]
+    for n, (p, _) in zip(names, chosen, strict=True):
+        print(f"{n}: {realset.source_name(assets, p)}", file=sys.stderr)
+    return names, [rgb for _, rgb in chosen]
 
 
 def decode_rgb(data: bytes) -> list[np.ndarray]:
@@ -261,6 +312,14 @@ def main() -> int:
     )
     ap.add_argument("--target", type=float, default=4.3, help="target MOS (1-5) of every rung")
     ap.add_argument(
+        "--rung-target",
+        action="append",
+        default=[],
+        metavar="WxH=MOS",
+        help="target MOS of one rung (repeatable), e.g. 160x90=3.5: a rung judged as shown "
+        "at the top rung's size looks softer than the top rung at its nominal bitrate",
+    )
+    ap.add_argument(
         "--floor",
         type=float,
         default=0.0,
@@ -268,8 +327,21 @@ def main() -> int:
     )
     ap.add_argument("--frames", type=int, default=8, help="frames sampled per segment")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--pictures",
+        type=Path,
+        help="realset assets folder (vqmon train realset --fetch): film four held-out real "
+        "pictures instead of the synthetic patterns",
+    )
     args = ap.parse_args()
-    events = schedule(args.rounds)
+    rung_targets = {}
+    for item in args.rung_target:
+        rung, sep, value = item.partition("=")
+        if not sep or rung not in NOMINAL:
+            ap.error(f"--rung-target {item!r}: want WxH=MOS with WxH one of {list(NOMINAL)}")
+        rung_targets[rung] = float(value)
+    names, pictures = load_pictures(args.pictures) if args.pictures else (STREAMS, [])
+    events = schedule(args.rounds, names[:2] if pictures else LATENCY_STREAMS)
     total_rounds = args.rounds + GAP * len(events) + GAP
     with tempfile.TemporaryDirectory(prefix="vqmon-bench-loop-") as tmp, EmbeddedBroker() as broker:
         bs = broker.bootstrap_servers
@@ -289,7 +361,9 @@ def main() -> int:
             {"vqmon.incidents": compact, "vqmon.encoder-decisions": compact},
         )
         port = free_port()
-        config = daemon_config(Path(tmp), bs, port, args.target, args.floor, args.frames)
+        config = daemon_config(
+            Path(tmp), bs, port, args.target, args.floor, args.frames, rung_targets
+        )
         with (Path(tmp) / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "run", "--role", "all", "--config", str(config)],
@@ -307,8 +381,8 @@ def main() -> int:
                     )
                 time.sleep(0.5)
             feed_cfg = FeedConfig(
-                stream_names=STREAMS,
-                patterns=STREAMS,  # type: ignore[arg-type]
+                stream_names=names,
+                patterns=["scene"] * len(names) if pictures else STREAMS,  # type: ignore[arg-type]
                 renditions=RENDITIONS,
                 bitrates=NOMINAL,
                 segment_seconds=1.0,
@@ -319,7 +393,18 @@ def main() -> int:
             )
             producer = KafkaProducer(bootstrap_servers=[bs], acks="all", linger_ms=5)
             decisions = KafkaDecisionSource(cfg, [bs], "vqmon.encoder-decisions")
-            feed = Feed(feed_cfg, producer, "vqmon.segments", decisions=decisions, keep_log=True)
+            feed = (
+                PictureFeed(
+                    pictures,
+                    feed_cfg,
+                    producer,
+                    "vqmon.segments",
+                    decisions=decisions,
+                    keep_log=True,
+                )
+                if pictures
+                else Feed(feed_cfg, producer, "vqmon.segments", decisions=decisions, keep_log=True)
+            )
             period = 1.0 / args.speed
             t0 = time.monotonic()
             i = 0
@@ -341,7 +426,9 @@ def main() -> int:
             "command": " ".join(sys.argv),
             "rounds": args.rounds,
             "speed": args.speed,
+            "content": names if pictures else STREAMS,
             "target_mos": args.target,
+            "rung_targets": rung_targets,
             "floor": args.floor,
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "published": feed.published,

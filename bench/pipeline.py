@@ -14,6 +14,12 @@
    pipeline segments/s x segment seconds.
 3. pipeline (paced): segments published at half the measured pipeline rate; latency per
    segment = verdict time - publish time (p50, p99).
+4. `--mode vlm`: full screening with every segment escalated (a hostile worst case, far
+   above the 5% budget) and the diagnose role running beside it in the same process, as
+   `vqmon run --role all` does: once with the rules diagnosis (answers at once), once
+   with an OpenAI-compatible VLM that accepts connections and never answers (timeout 3 s,
+   queue 2). The ratio stalled / rules is the figure: a stalled VLM must not slow
+   screening; drops are counted by reason.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import multiprocessing
 import os
 import platform
+import socket
 import statistics
 import sys
 import threading
@@ -43,8 +50,9 @@ from ingest.contract import segment_message
 from ingest.synth import EncodeSettings, clip
 from monitor.config import Config
 from monitor.metrics import Metrics
-from monitor.pipeline import Daemon
+from monitor.pipeline import Daemon, DiagnoseDaemon
 from scorers.distilled import DistilledConfig
+from scorers.vlm.openai_backend import OpenAIConfig
 
 PARTITIONS = 4
 
@@ -103,6 +111,24 @@ def bench_config(
     return config
 
 
+def escalate_everything(config: Config, vlm_port: int | None) -> None:
+    """Every segment escalated; the diagnose role uses the rules, or a VLM at `vlm_port`."""
+    e = config.escalation
+    e.audit_fraction = 1.0
+    e.audit_budget_share = 1.0
+    e.budget_fraction = 1.0
+    e.budget_floor = 1_000_000
+    e.stream_burst = 1_000_000
+    e.stream_rate_per_s = 1_000.0
+    config.diagnose.group_id = f"{config.kafka.group_id}-diagnose"
+    if vlm_port is not None:
+        config.diagnose.backend = OpenAIConfig(
+            base_url=f"http://127.0.0.1:{vlm_port}/v1", model="stalled", timeout_s=3, retries=0
+        )
+        config.diagnose.queue = 2
+        config.diagnose.batch_size = 1
+
+
 def publish(p: KafkaProducer, topic: str, data: bytes, i: int, renditions: int = 4) -> None:
     m = segment_message(data, stream=f"bench{i % renditions}", rendition="main", seq=i)
     p.send(topic, key=m.key, value=m.value, headers=m.headers)
@@ -143,7 +169,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--seconds", type=float, default=2.0, help="media seconds per segment")
-    ap.add_argument("--mode", choices=("full", "adaptive", "both"), default="both")
+    ap.add_argument("--mode", choices=("full", "adaptive", "both", "vlm"), default="both")
     ap.add_argument("--renditions", type=int, default=4, help="renditions the segments belong to")
     ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
     ap.add_argument("--model", type=Path, help="distilled scorer ONNX (default: the shipped one)")
@@ -153,7 +179,14 @@ def main() -> int:
     args = ap.parse_args()
 
     segments = make_segments(args.distinct, args.height, args.fps, args.seconds)
-    modes = ["full", "adaptive"] if args.mode == "both" else [args.mode]
+    modes = {
+        "both": ["full", "adaptive"],
+        "vlm": ["vlm-rules", "vlm-stalled"],
+    }.get(args.mode, [args.mode])
+    rates: dict[str, float] = {}
+    silent = socket.socket()  # a "VLM" that accepts connections and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
     result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
         "segments": f"{args.height}p H.264 (libx264 crf 23, veryfast), {args.seconds} s at "
@@ -166,11 +199,21 @@ def main() -> int:
         bare = [bare_decode(segments, args.segments, args.workers)]
         for mode in modes:
             config = bench_config(
-                broker.bootstrap_servers, args.workers, args.model, not args.no_distilled, mode
+                broker.bootstrap_servers,
+                args.workers,
+                args.model,
+                not args.no_distilled,
+                "full" if mode.startswith("vlm") else mode,
             )
             config.kafka.topics.segments += f".{mode}"
             config.kafka.topics.verdicts += f".{mode}"
             config.kafka.group_id += f".{mode}"
+            if mode.startswith("vlm"):
+                config.kafka.topics.escalations += f".{mode}"
+                config.kafka.topics.diagnoses += f".{mode}"
+                escalate_everything(
+                    config, silent.getsockname()[1] if mode == "vlm-stalled" else None
+                )
             out = run_daemon(broker.bootstrap_servers, config, segments, args)
             bare.append(bare_decode(segments, args.segments, args.workers))
             decode_fps = (bare[-1] + bare[-2]) / 2
@@ -181,9 +224,13 @@ def main() -> int:
                 1,
             )
             result[mode] = out
+            rates[mode] = float(out["pipeline_seg_per_s"])  # type: ignore[arg-type]
         result["scorers"] = [s.type for s in config.scorers]
         result["bare_decode_runs_seg_per_s"] = [round(b, 2) for b in bare]
-    if len(modes) == 2:
+    silent.close()
+    if args.mode == "vlm":
+        result["stalled_over_rules"] = round(rates["vlm-stalled"] / rates["vlm-rules"], 3)
+    if args.mode == "both":
         full, adaptive = result["full"], result["adaptive"]
         result["adaptive_over_full"] = round(
             adaptive["pipeline_seg_per_s"] / full["pipeline_seg_per_s"],  # type: ignore[index]
@@ -210,6 +257,13 @@ def run_daemon(
     metrics = Metrics(CollectorRegistry())
     daemon = Daemon(config, [bootstrap], metrics)
     thread = threading.Thread(target=daemon.run, name="daemon")
+    diagnose = None
+    if config.escalation.audit_fraction >= 1.0:  # the vlm arms: the diagnose role beside it
+        names = [config.kafka.topics.escalations, config.kafka.topics.diagnoses]
+        kafka_io.ensure_topics(config.kafka, [bootstrap], names)
+        diagnose = DiagnoseDaemon(config, [bootstrap], metrics)
+        diagnose_thread = threading.Thread(target=diagnose.run, name="diagnose")
+        diagnose_thread.start()
     thread.start()
     while not daemon.health.ready:
         time.sleep(0.01)
@@ -229,6 +283,14 @@ def run_daemon(
     producer.close()
     daemon.stop()
     thread.join()
+    extra: dict[str, object] = {}
+    if diagnose is not None:
+        deadline = time.monotonic() + 30  # let the diagnose role account for what it holds
+        while time.monotonic() < deadline and diagnose_backlog(metrics) > 0:
+            time.sleep(0.2)
+        diagnose.stop()
+        diagnose_thread.join()
+        extra = diagnose_counts(metrics)
     lat = verdict_latencies(bootstrap, config.kafka.topics.verdicts, paced)
     p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     return {
@@ -237,7 +299,33 @@ def run_daemon(
         "paced_rate_seg_per_s": round(1 / period, 2),
         "latency_p50_s": round(statistics.median(lat), 3),
         "latency_p99_s": round(p99, 3),
+        **extra,
     }
+
+
+def _samples(metrics: Metrics, name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name:
+                out[",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))] = s.value
+    return out
+
+
+def diagnose_counts(metrics: Metrics) -> dict[str, object]:
+    return {
+        "escalations": sum(_samples(metrics, "vqmon_escalations_total").values()),
+        "diagnoses": _samples(metrics, "vqmon_diagnoses_total"),
+        "dropped": _samples(metrics, "vqmon_diagnoses_dropped_total"),
+    }
+
+
+def diagnose_backlog(metrics: Metrics) -> float:
+    """Escalations made that the diagnose role has not yet answered or dropped."""
+    made = sum(_samples(metrics, "vqmon_escalations_total").values())
+    done = sum(_samples(metrics, "vqmon_diagnoses_total").values())
+    dropped = sum(_samples(metrics, "vqmon_diagnoses_dropped_total").values())
+    return made - done - dropped
 
 
 if __name__ == "__main__":

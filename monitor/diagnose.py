@@ -144,13 +144,19 @@ class DiagnoseStep:
         self.waiting.append(message)
         self._dispatch()  # an idle thread takes it now, so the queue holds only what waits
 
-    def poll(self) -> None:
+    def poll(self, wait_s: float = 0.02) -> None:
+        """Hand on what the threads finished. While a call runs, wait up to `wait_s` for
+        it: the runtime polls without a timeout while work is in flight, and a call that
+        takes seconds (a slow or stalled VLM) must not turn that into a busy loop taking
+        a core from the screen role beside it."""
+        wait = wait_s if self.running else 0.0
         while True:
             try:
-                thread, outcome, seconds = self._outbox.get_nowait()
+                item = self._outbox.get(timeout=wait) if wait > 0 else self._outbox.get_nowait()
             except queue.Empty:
                 break
-            self._answered(thread, outcome, seconds)
+            wait = 0.0
+            self._answered(*item)
         self._watchdog()
         self._dispatch()
 

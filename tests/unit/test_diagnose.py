@@ -239,3 +239,26 @@ def test_the_watchdog_drops_a_hung_call_and_bounds_replacements(max_abandoned: i
         assert r.step.stalled_s() == 0.0
     hang.set()
     r.rt._shutdown()
+
+
+def test_a_slow_call_is_waited_for_not_spun_on() -> None:
+    # The runtime polls without a timeout while work is in flight; the step must wait for
+    # its threads instead, or a stalled VLM turns the role into a busy loop that takes a
+    # core from screening (bench/pipeline.py --mode vlm measured 0.76-0.83x before).
+    release = threading.Event()
+
+    def slow(reqs: Sequence[EscalationRequest]) -> list[Diagnosis]:
+        release.wait(10)
+        return RULES.diagnose_batch(reqs)
+
+    r = rig([escalation(0)], slow, batch_size=1)
+    r.until(lambda: r.step.running == 1)
+    turns, end = 0, time.monotonic() + 0.4
+    while time.monotonic() < end:
+        r.rt.turn()
+        turns += 1
+    assert turns < 100, f"{turns} loop turns in 0.4 s while one call ran: a busy loop"
+    release.set()
+    r.until(lambda: r.consumer.committed(TP) == 1)
+    assert [k for k, _ in r.topic("diag")] == [b"news/720p/0"]
+    r.rt._shutdown()
