@@ -1,7 +1,7 @@
 """The closed loop, measured: bits saved at held quality, and onset-to-decision time.
 
     python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--rung-target WxH=MOS]
-        [--floor 0.8] [--frames 4]
+        [--baseline-drop D --lower-margin M] [--floor 0.8] [--frames 4] [--pictures ASSETS]
 
 Results and what they mean: docs/benchmarks.md ("Closed loop").
 
@@ -77,8 +77,15 @@ def daemon_config(
     floor: float,
     frames: int,
     rung_targets: dict[str, float] | None = None,
+    baseline_drop: float | None = None,
+    lower_margin: float = 0.3,
 ) -> Path:
     rung_targets = rung_targets or {}
+    baseline = (
+        {"target": "baseline", "baseline_drop": baseline_drop, "baseline_segments": 10}
+        if baseline_drop is not None
+        else {}
+    )
     cfg: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": [bootstrap],
@@ -96,7 +103,8 @@ def daemon_config(
             "cooldown_s": 6,
             "defaults": {
                 "target_mos": target,
-                "lower_margin": 0.3,
+                **baseline,
+                "lower_margin": lower_margin,
                 "above_segments": 4,
                 "below_segments": 3,
                 "step": 0.2,
@@ -312,6 +320,18 @@ def main() -> int:
     )
     ap.add_argument("--target", type=float, default=4.3, help="target MOS (1-5) of every rung")
     ap.add_argument(
+        "--baseline-drop",
+        type=float,
+        help="hold each rung at its own MOS at the nominal settings less this "
+        "(encoding target: baseline) instead of a fixed target",
+    )
+    ap.add_argument(
+        "--lower-margin",
+        type=float,
+        default=0.3,
+        help="lower a rung's bitrate only at or above target + this",
+    )
+    ap.add_argument(
         "--rung-target",
         action="append",
         default=[],
@@ -362,7 +382,15 @@ def main() -> int:
         )
         port = free_port()
         config = daemon_config(
-            Path(tmp), bs, port, args.target, args.floor, args.frames, rung_targets
+            Path(tmp),
+            bs,
+            port,
+            args.target,
+            args.floor,
+            args.frames,
+            rung_targets,
+            args.baseline_drop,
+            args.lower_margin,
         )
         with (Path(tmp) / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -429,6 +457,8 @@ def main() -> int:
             "content": names if pictures else STREAMS,
             "target_mos": args.target,
             "rung_targets": rung_targets,
+            "baseline_drop": args.baseline_drop,
+            "lower_margin": args.lower_margin,
             "floor": args.floor,
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "published": feed.published,

@@ -111,6 +111,25 @@ def bench_config(
     return config
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(broker_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of this process (the daemon's runtime thread, its Kafka client
+    and outputs), of its worker processes (decode + scoring) and of the broker."""
+    return {
+        "main": _cpu_s(os.getpid()),
+        "workers": sum(_cpu_s(c.pid) for c in multiprocessing.active_children() if c.pid),
+        "broker": _cpu_s(broker_pid) if broker_pid else 0.0,
+    }
+
+
 def escalate_everything(config: Config, vlm_port: int | None) -> None:
     """Every segment escalated; the diagnose role uses the rules, or a VLM at `vlm_port`."""
     e = config.escalation
@@ -194,6 +213,8 @@ def main() -> int:
         "workers": args.workers,
     }
     with EmbeddedBroker() as broker:
+        proc = getattr(broker, "_proc", None)
+        args.broker_pid = proc.pid if proc is not None else None
         # The machine's load drifts: bare decode is measured before and after each mode's
         # run, and each ratio uses the mean of the two measurements around it.
         bare = [bare_decode(segments, args.segments, args.workers)]
@@ -267,9 +288,13 @@ def run_daemon(
     thread.start()
     while not daemon.health.ready:
         time.sleep(0.01)
+    before = cpu_snapshot(args.broker_pid)
     started = time.perf_counter()
     wait_count(metrics, args.segments)
-    pipeline_fps = args.segments / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    pipeline_fps = args.segments / elapsed
+    after = cpu_snapshot(args.broker_pid)
+    cpu_ms = {k: round(1000 * (after[k] - before[k]) / args.segments, 1) for k in before}
 
     period = 1.0 / (pipeline_fps / 2)
     paced = set(range(args.segments, args.segments + args.paced))
@@ -295,6 +320,12 @@ def run_daemon(
     p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     return {
         "pipeline_seg_per_s": round(pipeline_fps, 2),
+        # CPU per segment during the burst, by process; idle = what 2 cores left unused
+        "cpu_ms_per_segment": {
+            **cpu_ms,
+            "idle": round(1000 * (elapsed * (os.cpu_count() or 1)) / args.segments, 1)
+            - round(sum(cpu_ms.values()), 1),
+        },
         "screened": dict(daemon.summary.modes),
         "paced_rate_seg_per_s": round(1 / period, 2),
         "latency_p50_s": round(statistics.median(lat), 3),

@@ -14,6 +14,14 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
 - lower the bitrate by `step` (down to `min_bitrate`) when the MOS stays at or above
   target + `lower_margin` for `above_segments` segments with nothing open (bits saved).
 
+The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
+quality at its nominal settings less `baseline_drop`: the median MOS of its first
+`baseline_segments` segments encoded at the nominal settings. A no-reference score's
+absolute level depends on the content (a soft photograph scores low when pristine, a
+graphic high), so one fixed target raises some rungs for ever and lowers others too far;
+"keep what the ladder delivers today, give up at most this much" holds on any content.
+No bitrate decision is made for a rung until its baseline is known.
+
 Nothing is decided for faults localised to the source or packaging other than
 filters: more bits do not repair a bad contribution feed or a broken packager.
 Hysteresis: raise below target, lower only well above it, counters restart after
@@ -29,8 +37,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from statistics import median
+from typing import Literal, Protocol
 
 from pydantic import Field, model_validator
 
@@ -54,7 +63,27 @@ INCIDENT_FILTERS: dict[str, FilterName] = {"noise": "denoise", "blocking": "debl
 class RenditionPolicy(StrictModel):
     """How one rendition's encoder may be steered."""
 
-    target_mos: float = Field(3.8, ge=1, le=5, description="MOS (1-5) the rendition should hold.")
+    target: Literal["fixed", "baseline"] = Field(
+        "fixed",
+        description="'fixed': hold target_mos. 'baseline': hold the rung's own MOS at its "
+        "nominal settings less baseline_drop (see the module doc).",
+    )
+    target_mos: float = Field(
+        3.8, ge=1, le=5, description="MOS (1-5) the rendition should hold (target: fixed)."
+    )
+    baseline_drop: float = Field(
+        0.2,
+        ge=0,
+        le=4,
+        description="target: baseline: the MOS the rung may lose from its baseline.",
+    )
+    baseline_segments: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="target: baseline: segments at the nominal settings whose median MOS is "
+        "the baseline.",
+    )
     bitrate: int | None = Field(
         None,
         gt=0,
@@ -156,6 +185,16 @@ class Rung:
     below: int = 0
     above: int = 0
     last_decision_at: float | None = None
+    at_nominal: list[float] = field(default_factory=list)
+    """MOS of segments at the nominal settings, until the baseline is known."""
+    baseline: float | None = None
+
+    def target(self) -> float | None:
+        """The MOS to hold; None while a baseline target's baseline is being learned."""
+        p = self.policy
+        if p.target == "fixed":
+            return p.target_mos
+        return None if self.baseline is None else max(1.0, self.baseline - p.baseline_drop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +246,9 @@ class EncodingPolicy:
                 self.rungs[(d.stream, d.rendition)] = rung
             if not d.dry_run:
                 rung.settings = d.settings
+            baseline = d.evidence.get("baseline_mos") if d.evidence else None
+            if isinstance(baseline, (int, float)):  # a baseline is not re-learned off nominal
+                rung.baseline = float(baseline)
             rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)
 
     def settings(self, stream: str, rendition: str) -> EncoderSettings | None:
@@ -233,8 +275,18 @@ class EncodingPolicy:
         if obs.mos is None or explained:
             return
         p = rung.policy
-        rung.below = rung.below + 1 if obs.mos < p.target_mos else 0
-        rung.above = rung.above + 1 if obs.mos >= p.target_mos + p.lower_margin else 0
+        if p.target == "baseline" and rung.baseline is None:
+            nominal = replace(rung.settings, bitrate=rung.nominal) == rung.settings
+            if nominal and rung.settings.preset in (None, *p.presets[:1]):
+                rung.at_nominal.append(obs.mos)
+                if len(rung.at_nominal) >= p.baseline_segments:
+                    rung.baseline = median(rung.at_nominal)
+                    rung.at_nominal = []
+        target = rung.target()
+        if target is None:
+            return
+        rung.below = rung.below + 1 if obs.mos < target else 0
+        rung.above = rung.above + 1 if obs.mos >= target + p.lower_margin else 0
 
     def _bytes_saved(self, rung: Rung, obs: Observation) -> None:
         bitrate = rung.settings.bitrate
@@ -262,7 +314,8 @@ class EncodingPolicy:
                 "segment_id": obs.segment_id,
                 "mos": obs.mos,
                 "mos_low": obs.mos_low,
-                "target_mos": rung.policy.target_mos,
+                "target_mos": rung.target(),
+                "baseline_mos": rung.baseline,
                 "segments_below_target": rung.below,
                 "segments_above_target": rung.above,
                 "incident_kind": None if p.incident is None else p.incident.kind,
@@ -329,7 +382,7 @@ def _lower(rung: Rung) -> Proposal | None:
     to = max(p.min_bitrate, _round(s.bitrate * (1 - p.step)))
     if to >= s.bitrate:
         return None
-    why = f"{rung.above} segments at or above target + {p.lower_margin}"
+    why = f"{rung.above} segments at or above target ({rung.target():.2f}) + {p.lower_margin}"
     return Proposal("lower_bitrate", DecisionParams(from_bitrate=s.bitrate, to_bitrate=to), why)
 
 

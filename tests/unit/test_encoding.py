@@ -262,3 +262,49 @@ def test_feed_ladder_settings_reach_the_pyav_encoder() -> None:
     assert ladder.apply(d) and ladder.version == 1
     high = clip("texture", settings=ladder.encode_settings("news", "720p", base))
     assert len(high) > 2 * len(low)
+
+
+def run(
+    p: EncodingPolicy, rendition: str, moses: list[float], first: int = 0
+) -> list[EncoderDecision]:
+    """Segments first, first + 1, ... of one rendition, 1 s apart; the decisions made."""
+    out: list[EncoderDecision] = []
+    for i, m in enumerate(moses, start=first):
+        out.extend(p.observe(obs(i, m, rendition=rendition), [], now=float(i)))
+    return out
+
+
+def test_baseline_target_holds_each_rung_at_its_own_level() -> None:
+    # Two rungs whose content scores differently when pristine: a soft picture at 3.4 and
+    # a graphic at 4.7. One fixed target (3.8) raises the first for ever; a baseline
+    # target holds each at its own level less baseline_drop.
+    base = {"target": "baseline", "baseline_drop": 0.2, "baseline_segments": 4}
+    p = policy(cooldown_s=0.0, d={**base, "lower_margin": 0.1, "above_segments": 3})
+    soft = run(p, "soft", [3.4] * 12)
+    # at its baseline (3.4 >= 3.2 + 0.1) the bits come down step by step, never up
+    assert [d.action for d in soft] == ["lower_bitrate"] * 3
+    assert soft[0].seq == 5 and soft[0].evidence["target_mos"] == pytest.approx(3.2)
+    assert run(p, "sharp", [4.7] * 4) == []  # learning the baseline: no decision yet
+    lowered = run(p, "sharp", [4.7] * 3, first=4)
+    assert [d.action for d in lowered] == ["lower_bitrate"]
+    assert lowered[0].evidence["baseline_mos"] == 4.7
+    assert lowered[0].evidence["target_mos"] == pytest.approx(4.5)
+    # after the step the score fell 0.15: above the target, not above target + margin
+    assert run(p, "sharp", [4.55] * 10, first=7) == []
+    # it falls below baseline - drop: raised back
+    assert [d.action for d in run(p, "sharp", [4.4] * 3, first=17)] == ["raise_bitrate"]
+    fixed = policy(cooldown_s=0.0, d={"lower_margin": 0.1, "above_segments": 3})
+    assert [d.action for d in run(fixed, "soft", [3.4] * 9)] == ["raise_bitrate"] * 3
+
+
+def test_a_baseline_survives_a_restart_through_the_decisions() -> None:
+    base = {"target": "baseline", "baseline_drop": 0.2, "baseline_segments": 2}
+    p = policy(cooldown_s=0.0, d={**base, "lower_margin": 0.1, "above_segments": 2})
+    first = feed(p, [4.7] * 4)
+    assert [d.action for d in first] == ["lower_bitrate"]
+    restored = policy(cooldown_s=0.0, d={**base, "lower_margin": 0.1, "above_segments": 2})
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in first)
+    # off its nominal bitrate it could not learn the baseline again; it kept it
+    out = feed(restored, [4.4] * 3, t0=100.0)
+    assert [d.action for d in out] == ["raise_bitrate"]
+    assert out[0].evidence["baseline_mos"] == 4.7
