@@ -11,7 +11,8 @@ and the tiny VLM's generation latency on CPU.
    shipped distilled model), exactly as the screen workers do. With `--pictures ASSETS`
    the five sources are real photographs instead: every len/5-th usable picture of
    realset's held-out evaluation split (mate-backgrounds, which the hybrid score never
-   trained on), filmed by realset's virtual camera at 640x360 (seeds vary the motion).
+   trained on), filmed by realset's virtual camera at 640x360 (seeds vary the motion);
+   `--split train` takes realset's training pictures instead, to calibrate on.
 2. A feed: `--streams` streams of 2-s segments at live pace (a simulated clock); stream
    s carries one source (a channel keeps its content), each segment a clean verdict of
    that source drawn from the library (with replacement, with a fresh segment id: the
@@ -326,10 +327,10 @@ def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
     return out
 
 
-def use_pictures(assets: Path) -> None:
-    """Five held-out real pictures as the sources, chosen by the len/5-th rule alone."""
+def use_pictures(assets: Path, split: realset.Split = "eval") -> None:
+    """Five real pictures of `split` as the sources, chosen by the len/5-th rule alone."""
     global SOURCES
-    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, "eval")]
+    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, split)]
     ok = [(p, rgb) for p, rgb in found if rgb is not None]
     chosen = [ok[i * len(ok) // 5] for i in range(5)]
     PICTURES.clear()
@@ -356,9 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="realset assets folder: real photographs as the five sources (see above)",
     )
+    ap.add_argument(
+        "--split",
+        choices=("eval", "train"),
+        default="eval",
+        help="with --pictures: realset's held-out eval pictures (the measurement) or its "
+        "training pictures (to calibrate the policy on, never the eval ones)",
+    )
     args = ap.parse_args(argv)
     if args.pictures:
-        use_pictures(args.pictures)
+        use_pictures(args.pictures, args.split)
 
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():

@@ -64,6 +64,15 @@ class EscalationConfig(StrictModel):
         "(not 'clean') with at least this probability: escalates (None: off). Catches "
         "noise, banding and compression the detectors' flags miss.",
     )
+    degraded_kinds: dict[str, float | None] = Field(
+        default_factory=lambda: {"compression": None, "blur": 0.75, "banding": 0.65},
+        description="Per degradation class, a probability overriding degraded_above (None: "
+        "that class never escalates on the head alone). Calibrated on real pictures (the "
+        "real-content set's training split, bench/escalation.py --pictures --split train): "
+        "the head, trained on other content, calls 66% of clean real segments "
+        "'compression' (up to 0.99), so compression escalates on the hybrid score's "
+        "mos_low instead; clean real segments reach 0.73 for blur and 0.60 for banding.",
+    )
     unsure_below: float | None = Field(
         0.4,
         gt=0,
@@ -71,6 +80,16 @@ class EscalationConfig(StrictModel):
         description="The distilled degradation head is unsure when its top probability "
         "(the verdict's `degradation` distribution) is below this; that escalates with an "
         "audit's priority (weak evidence) (None: off).",
+    )
+    habitual_share: float | None = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="A trigger that fired on at least this share of the rendition's last "
+        "recent_window segments (once recent_min are known) is that rendition's habit, not "
+        "an anomaly: a static slate always looks frozen, a soft picture always looks blurred "
+        "to the degradation head. Alone, habitual triggers get an audit's priority, so the "
+        "budget goes to what changed (None: off).",
     )
     audit_fraction: float = Field(
         0.005,
@@ -149,8 +168,9 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
     if head:
         top = max(head, key=lambda k: head[k])
         p = head[top]
-        if cfg.degraded_above is not None and top != CLEAN and p >= cfg.degraded_above:
-            out.append(f"degraded:{top}>={cfg.degraded_above:.2f}")
+        need = cfg.degraded_kinds.get(top, cfg.degraded_above)
+        if need is not None and top != CLEAN and p >= need:
+            out.append(f"degraded:{top}>={need:.2f}")
         if cfg.unsure_below is not None and p < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
     return out
@@ -184,8 +204,11 @@ def reason_label(reason: str) -> str:
 
     "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
-    "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit".
+    "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
+    "habitual:flag:freeze>=0.50" -> "habitual".
     """
+    if reason.startswith("habitual:"):
+        return "habitual"
     first = reason.split(",", 1)[0]
     for prefix in ("flag", "degraded"):
         if first.startswith(prefix + ":"):
@@ -220,6 +243,7 @@ class EscalationPolicy:
         self.config = config
         self._clock = clock
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+        self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._window: deque[list[float]] = deque()  # [second, seen, escalated]
         self._seen = 0
@@ -233,13 +257,38 @@ class EscalationPolicy:
             return Decision(False, "disabled")
         key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
+        habitual = self.habitual(key)
         self._remember(key, v.mos_low)
+        self._remember_triggers(key, reasons)
         if reasons:
-            kind: Kind = "unsure" if is_weak(reasons) else "impaired"
-            return self._admit(v.stream, now, kind, ",".join(reasons))
+            novel = [r for r in reasons if reason_label(r) not in habitual]
+            kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
+            why = ",".join(novel) if novel else "habitual:" + ",".join(reasons)
+            return self._admit(v.stream, now, kind, why)
         if audit_pick(v.segment_id, cfg.audit_fraction):
             return self._admit(v.stream, now, "audit", "audit")
         return Decision(False, "normal")
+
+    def habitual(self, key: str) -> set[str]:
+        """Trigger labels that fired on at least habitual_share of the rendition's recent
+        segments (see EscalationConfig.habitual_share)."""
+        share = self.config.habitual_share
+        history = self._triggers.get(key)
+        if share is None or not history or len(history) < self.config.recent_min:
+            return set()
+        counts: dict[str, int] = {}
+        for labels in history:
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+        return {k for k, n in counts.items() if n >= share * len(history)}
+
+    def _remember_triggers(self, key: str, reasons: list[str]) -> None:
+        d = self._triggers.get(key)
+        if d is None:
+            d = self._triggers[key] = deque(maxlen=self.config.recent_window)
+            _cap(self._triggers, self.config.max_keys)
+        self._triggers.move_to_end(key)
+        d.append(frozenset(reason_label(r) for r in reasons))
 
     def recent_median(self, stream: str, rendition: str) -> float | None:
         """The rendition's rolling median of mos_low, once `recent_min` are known."""

@@ -38,7 +38,9 @@ def v(
 
 
 BLACK = (Flag("black", 1.0, 0, 2),)
-NO_AUDIT = {"audit_fraction": 0.0}
+NO_AUDIT = {"audit_fraction": 0.0, "habitual_share": None}
+"""No audits, and a trigger never becomes a habit: the budget and bucket tests repeat one
+trigger on one stream (habits have their own test)."""
 
 
 def test_triggers_are_pure_and_named() -> None:
@@ -191,3 +193,36 @@ def test_an_unsure_head_alone_has_an_audits_priority() -> None:
         missed += bad and not d.escalate
     assert missed == 0  # unsure verdicts never crowd out an impairment
     assert made["unsure"] <= 0.05 * 1000 + 1 and made["impaired"] == 25
+
+
+def test_a_habitual_trigger_yields_to_what_changed() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    pol = EscalationPolicy(cfg, clock)
+    frozen = (Flag("freeze", 1.0, 0, 2),)
+    got = []
+    for i in range(12):  # a static slate: every segment looks frozen
+        clock.t += 2
+        got.append(pol.decide(v(i, flags=frozen)))
+    # escalated while it is news; habitual once 3 of the recent segments (>= recent_min)
+    # had it: an audit's priority from then on
+    assert [d.kind for d in got[:5]] == ["impaired"] * 5
+    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[5:])
+    assert "flag_freeze" in pol.habitual("news/720p")
+    clock.t += 2
+    black = pol.decide(v(12, flags=frozen + BLACK))  # something new on the same rendition
+    assert black.escalate and black.kind == "impaired" and black.reason == "flag:black>=0.50"
+    clock.t += 2
+    other = pol.decide(v(0, flags=frozen, stream="sport"))  # no habit on another stream
+    assert other.escalate and other.kind == "impaired"
+
+
+def test_degradation_head_thresholds_per_class() -> None:
+    cfg = EscalationConfig()
+    # the head calls clean real content "compression" with up to 0.99: never alone
+    assert triggers(v(1, head={"compression": 0.99, "clean": 0.01}), cfg, None) == []
+    assert triggers(v(1, head={"noise": 0.6, "clean": 0.4}), cfg, None) == ["degraded:noise>=0.50"]
+    assert triggers(v(1, head={"blur": 0.7, "clean": 0.3}), cfg, None) == []
+    assert triggers(v(1, head={"blur": 0.8, "clean": 0.2}), cfg, None) == ["degraded:blur>=0.75"]
+    off = EscalationConfig(degraded_kinds={})
+    assert triggers(v(1, head={"compression": 0.99}), off, None) == ["degraded:compression>=0.50"]
