@@ -76,7 +76,7 @@ W, H, FPS, SECONDS = 640, 360, 25, 2.0
 PICTURES: dict[str, RGB] = {}
 """Real pictures by source name (--pictures); empty: the procedural sources."""
 N = int(FPS * SECONDS)
-SOURCES = ("scene", "texture", "bars", "gradient", "zoneplate")
+SOURCES: tuple[str, ...] = ("scene", "texture", "bars", "gradient", "zoneplate")
 KINDS = ("black", "freeze", "blur", "noise", "banding", "packet_loss", "compression")
 EXPECTED = {
     "black": {"black"},
@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():
         clean, bad, cost = pickle.loads(args.cache.read_bytes())
+        global SOURCES
+        SOURCES = tuple(dict.fromkeys(it.source for it in clean))  # the cache's, whatever asked
     else:
         clean, bad, cost = build_library(args.clean_per_source, args.impaired_per_kind)
         if args.cache:

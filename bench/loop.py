@@ -354,6 +354,8 @@ def main() -> int:
         "pictures instead of the synthetic patterns",
     )
     args = ap.parse_args()
+    if args.rung_target and args.baseline_drop is not None:
+        ap.error("--rung-target sets fixed targets; --baseline-drop replaces them: pick one")
     rung_targets = {}
     for item in args.rung_target:
         rung, sep, value = item.partition("=")

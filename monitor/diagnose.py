@@ -149,7 +149,8 @@ class DiagnoseStep:
         it: the runtime polls without a timeout while work is in flight, and a call that
         takes seconds (a slow or stalled VLM) must not turn that into a busy loop taking
         a core from the screen role beside it."""
-        wait = wait_s if self.running else 0.0
+        # Work held (running, or waiting with every thread hung): wait, do not spin.
+        wait = wait_s if self.running or self.waiting or self._abandoned else 0.0
         while True:
             try:
                 item = self._outbox.get(timeout=wait) if wait > 0 else self._outbox.get_nowait()

@@ -15,8 +15,9 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
   target + `lower_margin` for `above_segments` segments with nothing open (bits saved).
 
 The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
-quality at its nominal settings less `baseline_drop`: the median MOS of its first
-`baseline_segments` segments encoded at the nominal settings. A no-reference score's
+quality less `baseline_drop`: the median MOS of its first `baseline_segments` segments in
+a row at unchanged settings (the nominal ones, unless a decision came first) with no
+incident open on the rung. A no-reference score's
 absolute level depends on the content (a soft photograph scores low when pristine, a
 graphic high), so one fixed target raises some rungs for ever and lowers others too far;
 "keep what the ladder delivers today, give up at most this much" holds on any content.
@@ -81,8 +82,8 @@ class RenditionPolicy(StrictModel):
         10,
         ge=1,
         le=1000,
-        description="target: baseline: segments at the nominal settings whose median MOS is "
-        "the baseline.",
+        description="target: baseline: segments in a row at unchanged settings, with no "
+        "incident open on the rung, whose median MOS is the baseline.",
     )
     bitrate: int | None = Field(
         None,
@@ -185,8 +186,10 @@ class Rung:
     below: int = 0
     above: int = 0
     last_decision_at: float | None = None
-    at_nominal: list[float] = field(default_factory=list)
-    """MOS of segments at the nominal settings, until the baseline is known."""
+    learning: list[float] = field(default_factory=list)
+    """MOS of the segments since the settings last changed, until the baseline is known."""
+    learning_at: EncoderSettings | None = None
+    """The settings `learning` was measured at."""
     baseline: float | None = None
 
     def target(self) -> float | None:
@@ -222,14 +225,14 @@ class EncodingPolicy:
         rung = self._rung(obs)
         if not rung.settings.enabled:
             return []
-        self._count(rung, obs)
+        mine = [i for i in incidents if i.is_open and _concerns(i, obs.stream, obs.rendition)]
+        self._count(rung, obs, incident_open=bool(mine))
         self._bytes_saved(rung, obs)
         cool = (
             rung.last_decision_at is not None and now - rung.last_decision_at < self.cfg.cooldown_s
         )
         if cool:
             return []
-        mine = [i for i in incidents if i.is_open and _concerns(i, obs.stream, obs.rendition)]
         proposal = propose(rung, mine)
         if proposal is None:
             return []
@@ -247,7 +250,7 @@ class EncodingPolicy:
             if not d.dry_run:
                 rung.settings = d.settings
             baseline = d.evidence.get("baseline_mos") if d.evidence else None
-            if isinstance(baseline, (int, float)):  # a baseline is not re-learned off nominal
+            if isinstance(baseline, (int, float)):  # kept, not learned again at other settings
                 rung.baseline = float(baseline)
             rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)
 
@@ -269,24 +272,34 @@ class EncodingPolicy:
             rung.nominal = rung.nominal or obs.bitrate
         return rung
 
-    def _count(self, rung: Rung, obs: Observation) -> None:
+    def _count(self, rung: Rung, obs: Observation, incident_open: bool = False) -> None:
         """Hysteresis counters; segments that say nothing about bits leave them alone."""
         explained = obs.transport_errors or any(f.kind in ("black", "freeze") for f in obs.flags)
         if obs.mos is None or explained:
             return
         p = rung.policy
         if p.target == "baseline" and rung.baseline is None:
-            nominal = replace(rung.settings, bitrate=rung.nominal) == rung.settings
-            if nominal and rung.settings.preset in (None, *p.presets[:1]):
-                rung.at_nominal.append(obs.mos)
-                if len(rung.at_nominal) >= p.baseline_segments:
-                    rung.baseline = median(rung.at_nominal)
-                    rung.at_nominal = []
+            self._learn(rung, obs.mos, incident_open)
         target = rung.target()
         if target is None:
             return
         rung.below = rung.below + 1 if obs.mos < target else 0
         rung.above = rung.above + 1 if obs.mos >= target + p.lower_margin else 0
+
+    @staticmethod
+    def _learn(rung: Rung, mos: float, incident_open: bool) -> None:
+        """The baseline: the median MOS of `baseline_segments` segments in a row at the
+        same settings (normally the nominal ones, the first the rung sees; after a
+        decision made while learning, or a restart that kept no baseline, the current
+        ones) with no incident open on the rung. Anything else starts the count again."""
+        if incident_open or rung.learning_at != rung.settings:
+            rung.learning, rung.learning_at = [], rung.settings
+            if incident_open:
+                return
+        rung.learning.append(mos)
+        if len(rung.learning) >= rung.policy.baseline_segments:
+            rung.baseline = median(rung.learning)
+            rung.learning, rung.learning_at = [], None
 
     def _bytes_saved(self, rung: Rung, obs: Observation) -> None:
         bitrate = rung.settings.bitrate

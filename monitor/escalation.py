@@ -22,11 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ingest.config import StrictModel
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
+
+HEAD_CLASSES = ("compression", "blur", "noise", "scaling", "packet_loss", "banding")
+"""The degradation head's classes other than clean (scorers/train/model.py DEGRADATIONS)."""
+DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
 
 
 class EscalationConfig(StrictModel):
@@ -65,14 +69,30 @@ class EscalationConfig(StrictModel):
         "noise, banding and compression the detectors' flags miss.",
     )
     degraded_kinds: dict[str, float | None] = Field(
-        default_factory=lambda: {"compression": None, "blur": 0.75, "banding": 0.65},
+        default_factory=lambda: dict(DEGRADED_KINDS),
         description="Per degradation class, a probability overriding degraded_above (None: "
-        "that class never escalates on the head alone). Calibrated on real pictures (the "
-        "real-content set's training split, bench/escalation.py --pictures --split train): "
+        "that class never escalates on the head alone); classes given are merged over the "
+        "defaults, and degraded_above: null turns the head off altogether. Calibrated on "
+        "real pictures (the real-content set's training split, bench/escalation.py "
+        "--pictures --split train): "
         "the head, trained on other content, calls 66% of clean real segments "
         "'compression' (up to 0.99), so compression escalates on the hybrid score's "
         "mos_low instead; clean real segments reach 0.73 for blur and 0.60 for banding.",
     )
+
+    @field_validator("degraded_kinds")
+    @classmethod
+    def _merge_kinds(cls, given: dict[str, float | None]) -> dict[str, float | None]:
+        for kind, at in given.items():
+            if kind not in HEAD_CLASSES:
+                raise ValueError(
+                    f"degraded_kinds: {kind!r} is not a class of the degradation head; "
+                    f"use one of {', '.join(HEAD_CLASSES)}"
+                )
+            if at is not None and not 0 < at <= 1:
+                raise ValueError(f"degraded_kinds.{kind}: {at} is not a probability in (0, 1]")
+        return {**DEGRADED_KINDS, **given}
+
     unsure_below: float | None = Field(
         0.4,
         gt=0,
@@ -85,8 +105,9 @@ class EscalationConfig(StrictModel):
         0.1,
         gt=0,
         le=1,
-        description="A trigger that fired on at least this share of the rendition's last "
-        "recent_window segments (once recent_min are known) is that rendition's habit, not "
+        description="A trigger that fired on at least this share of recent_window (3 of 30 "
+        "segments by default) among the rendition's last segments is that rendition's habit, "
+        "not "
         "an anomaly: a static slate always looks frozen, a soft picture always looks blurred "
         "to the degradation head. Alone, habitual triggers get an audit's priority, so the "
         "budget goes to what changed (None: off).",
@@ -168,7 +189,9 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
     if head:
         top = max(head, key=lambda k: head[k])
         p = head[top]
-        need = cfg.degraded_kinds.get(top, cfg.degraded_above)
+        need = cfg.degraded_above
+        if need is not None:  # None turns the head off, per-class overrides included
+            need = cfg.degraded_kinds.get(top, need)
         if need is not None and top != CLEAN and p >= need:
             out.append(f"degraded:{top}>={need:.2f}")
         if cfg.unsure_below is not None and p < cfg.unsure_below:
@@ -280,7 +303,10 @@ class EscalationPolicy:
         for labels in history:
             for label in labels:
                 counts[label] = counts.get(label, 0) + 1
-        return {k for k, n in counts.items() if n >= share * len(history)}
+        # share of the window, not of what is known yet: on a short history one earlier
+        # hit would already be a "habit"
+        need = max(1.0, share * self.config.recent_window)
+        return {k for k, n in counts.items() if n >= need}
 
     def _remember_triggers(self, key: str, reasons: list[str]) -> None:
         d = self._triggers.get(key)

@@ -262,3 +262,23 @@ def test_a_slow_call_is_waited_for_not_spun_on() -> None:
     r.until(lambda: r.consumer.committed(TP) == 1)
     assert [k for k, _ in r.topic("diag")] == [b"news/720p/0"]
     r.rt._shutdown()
+
+
+def test_with_every_thread_hung_the_loop_still_waits() -> None:
+    hang = threading.Event()
+
+    def hung(reqs: Sequence[EscalationRequest]) -> list[Diagnosis]:
+        hang.wait(10)
+        return RULES.diagnose_batch(reqs)
+
+    r = rig([escalation(i) for i in range(3)], hung, batch_size=1, timeout_s=0.1, max_abandoned=0)
+    r.until(lambda: r.drops.get("vlm_timeout") == 1)  # its one thread abandoned, none left
+    assert r.step.running == 0 and r.step.depth == 2
+    turns, end = 0, time.monotonic() + 0.4
+    while time.monotonic() < end:
+        r.rt.turn()
+        turns += 1
+    assert turns < 100, f"{turns} loop turns in 0.4 s with work held: a busy loop"
+    hang.set()
+    r.until(lambda: r.consumer.committed(TP) == 3)
+    r.rt._shutdown()

@@ -308,3 +308,44 @@ def test_a_baseline_survives_a_restart_through_the_decisions() -> None:
     out = feed(restored, [4.4] * 3, t0=100.0)
     assert [d.action for d in out] == ["raise_bitrate"]
     assert out[0].evidence["baseline_mos"] == 4.7
+
+
+def test_a_decision_while_learning_restarts_the_baseline_at_the_new_settings() -> None:
+    base = {"target": "baseline", "baseline_drop": 0.2, "baseline_segments": 3}
+    p = policy(cooldown_s=1.5, d={**base, "lower_margin": 0.1, "above_segments": 2})
+    starving = [incident("starvation")]
+    first = p.observe(obs(0, 3.0), starving, now=0.0)
+    assert [d.action for d in first] == ["raise_bitrate"]  # off nominal while learning
+    # segments with the incident still open are not learned from
+    assert p.observe(obs(1, 3.1), starving, now=1.0) == []
+    assert p.rungs[("news", "720p")].baseline is None
+    # learned at the raised settings once the incident is over: 3 in a row
+    assert run(p, "720p", [4.6] * 3, first=2) == []
+    assert p.rungs[("news", "720p")].baseline == 4.6
+    out = run(p, "720p", [4.6] * 2, first=5)  # at target + margin: lowered again
+    assert [d.action for d in out] == ["lower_bitrate"]
+
+
+def test_a_filter_while_learning_starts_the_count_again() -> None:
+    base = {"target": "baseline", "baseline_segments": 3}
+    p = policy(cooldown_s=0.0, d=base)
+    run(p, "720p", [4.0] * 2)
+    out = p.observe(obs(2, 4.0), [incident("noise")], now=2.0)
+    assert [d.action for d in out] == ["enable_filter"]
+    run(p, "720p", [4.4] * 2, first=3)
+    assert p.rungs[("news", "720p")].baseline is None  # 2 at the new settings, not 5
+    run(p, "720p", [4.4], first=5)
+    assert p.rungs[("news", "720p")].baseline == 4.4
+
+
+def test_a_restart_without_a_stored_baseline_learns_one_at_the_current_settings() -> None:
+    fixed = policy(cooldown_s=0.0)
+    first = feed(fixed, [3.2] * 3)  # decided under a fixed target: no baseline_mos
+    assert first[0].evidence["baseline_mos"] is None
+    base = {"target": "baseline", "baseline_drop": 0.2, "baseline_segments": 3}
+    restored = policy(cooldown_s=0.0, d=base)
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in first)
+    assert run(restored, "720p", [4.5] * 3, first=10) == []  # learned at 1.2 Mbit/s
+    out = run(restored, "720p", [4.0] * 3, first=13)
+    assert [d.action for d in out] == ["raise_bitrate"]
+    assert out[0].params.from_bitrate == 1_200_000

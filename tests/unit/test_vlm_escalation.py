@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.escalation import EscalationConfig, EscalationPolicy, audit_pick, triggers
+from monitor.escalation import (
+    EscalationConfig,
+    EscalationPolicy,
+    audit_pick,
+    reason_label,
+    triggers,
+)
 from scorers.types import Flag, Verdict
 
 
@@ -224,5 +230,27 @@ def test_degradation_head_thresholds_per_class() -> None:
     assert triggers(v(1, head={"noise": 0.6, "clean": 0.4}), cfg, None) == ["degraded:noise>=0.50"]
     assert triggers(v(1, head={"blur": 0.7, "clean": 0.3}), cfg, None) == []
     assert triggers(v(1, head={"blur": 0.8, "clean": 0.2}), cfg, None) == ["degraded:blur>=0.75"]
-    off = EscalationConfig(degraded_kinds={})
-    assert triggers(v(1, head={"compression": 0.99}), off, None) == ["degraded:compression>=0.50"]
+    back = EscalationConfig(degraded_kinds={"compression": 0.5})
+    assert triggers(v(1, head={"compression": 0.99}), back, None) == ["degraded:compression>=0.50"]
+
+
+def test_a_habit_needs_its_share_of_the_window_not_of_a_short_history() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    pol = EscalationPolicy(cfg, clock)
+    decided = []
+    for i in range(8):  # black twice, 6 segments apart: intermittent, not a habit
+        clock.t += 2
+        decided.append(pol.decide(v(i, flags=BLACK if i in (0, 6) else ())))
+    assert decided[6].escalate and decided[6].kind == "impaired"
+    assert pol.habitual("news/720p") == set()
+
+
+def test_head_switches_and_class_overrides() -> None:
+    head_off = EscalationConfig(degraded_above=None)
+    assert triggers(v(1, head={"blur": 0.99, "clean": 0.01}), head_off, None) == []
+    merged = EscalationConfig(degraded_kinds={"blur": 0.9})
+    assert merged.degraded_kinds == {"compression": None, "blur": 0.9, "banding": 0.65}
+    with pytest.raises(ValueError, match="not a class of the degradation head"):
+        EscalationConfig(degraded_kinds={"blurr": 0.9})
+    assert reason_label("habitual:flag:freeze>=0.50,mos_low<2.50") == "habitual"
