@@ -241,6 +241,15 @@ def test_the_watchdog_drops_a_hung_call_and_bounds_replacements(max_abandoned: i
     r.rt._shutdown()
 
 
+def loop_turns(r: Rig, seconds: float) -> int:
+    """How many times the runtime's loop turns in `seconds` of wall time."""
+    turns, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        r.rt.turn()
+        turns += 1
+    return turns
+
+
 def test_a_slow_call_is_waited_for_not_spun_on() -> None:
     # The runtime polls without a timeout while work is in flight; the step must wait for
     # its threads instead, or a stalled VLM turns the role into a busy loop that takes a
@@ -253,10 +262,7 @@ def test_a_slow_call_is_waited_for_not_spun_on() -> None:
 
     r = rig([escalation(0)], slow, batch_size=1)
     r.until(lambda: r.step.running == 1)
-    turns, end = 0, time.monotonic() + 0.4
-    while time.monotonic() < end:
-        r.rt.turn()
-        turns += 1
+    turns = loop_turns(r, 0.4)
     assert turns < 100, f"{turns} loop turns in 0.4 s while one call ran: a busy loop"
     release.set()
     r.until(lambda: r.consumer.committed(TP) == 1)
@@ -274,10 +280,7 @@ def test_with_every_thread_hung_the_loop_still_waits() -> None:
     r = rig([escalation(i) for i in range(3)], hung, batch_size=1, timeout_s=0.1, max_abandoned=0)
     r.until(lambda: r.drops.get("vlm_timeout") == 1)  # its one thread abandoned, none left
     assert r.step.running == 0 and r.step.depth == 2
-    turns, end = 0, time.monotonic() + 0.4
-    while time.monotonic() < end:
-        r.rt.turn()
-        turns += 1
+    turns = loop_turns(r, 0.4)
     assert turns < 100, f"{turns} loop turns in 0.4 s with work held: a busy loop"
     hang.set()
     r.until(lambda: r.consumer.committed(TP) == 3)
