@@ -192,9 +192,15 @@ def run_feed(
     impaired_share: float,
     seed: int,
     config: EscalationConfig,
+    shot_segments: int = 1,
 ) -> dict[str, Any]:
-    """Replay a feed through the policy on a simulated clock; impaired items once each."""
+    """Replay a feed through the policy on a simulated clock; impaired items once each.
+
+    A stream's clean segments are drawn from its source's library; with `shot_segments`
+    N > 1 a draw holds for N segments in a row (a shot, as a channel keeps one), else
+    every segment is a fresh draw."""
     rng = random.Random(seed)
+    shot: dict[int, Item] = {}
     n_bad = min(len(bad), round(segments * impaired_share))
     clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
     bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
@@ -217,7 +223,12 @@ def run_feed(
         stream = k % streams
         t[0] = 1000.0 + (k // streams) * SECONDS + stream * SECONDS / streams
         per_stream_seq[stream] += 1
-        item = place.get(k) or rng.choice(clean_of[SOURCES[stream % 5]])
+        if shot_segments <= 1:
+            item = place.get(k) or rng.choice(clean_of[SOURCES[stream % 5]])
+        else:
+            if (per_stream_seq[stream] - 1) % shot_segments == 0:
+                shot[stream] = rng.choice(clean_of[SOURCES[stream % 5]])
+            item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
         fired = triggers(v, config, policy.recent_median(v.stream, v.rendition))
         strong = bool(fired) and not is_weak(fired)
@@ -347,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segments", type=int, default=3000)
     ap.add_argument("--impaired-share", type=float, default=0.025)
     ap.add_argument("--seeds", type=int, default=5, help="feeds replayed (different draws)")
+    ap.add_argument(
+        "--shot-segments",
+        type=int,
+        default=1,
+        help="a stream's clean draw holds this many segments in a row (1: every segment a "
+        "fresh draw, the harder case)",
+    )
     ap.add_argument("--no-vlm", action="store_true", help="skip the tiny VLM latency")
     ap.add_argument("--json", type=Path)
     ap.add_argument(
@@ -388,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             impaired_share=args.impaired_share,
             seed=s,
             config=cfg,
+            shot_segments=args.shot_segments,
         )
         for s in range(args.seeds)
     ]
