@@ -341,12 +341,8 @@ def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
 def use_pictures(assets: Path, split: realset.Split = "eval") -> None:
     """Five real pictures of `split` as the sources, chosen by the len/5-th rule alone."""
     global SOURCES
-    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, split)]
-    ok = [(p, rgb) for p, rgb in found if rgb is not None]
-    chosen = [ok[i * len(ok) // 5] for i in range(5)]
     PICTURES.clear()
-    for p, rgb in chosen:
-        PICTURES[realset.source_name(assets, p)] = rgb
+    PICTURES.update(realset.spread_pictures(assets, split, 5))
     SOURCES = tuple(PICTURES)
 
 

@@ -175,15 +175,11 @@ class PictureFeed(Feed):
 
 
 def load_pictures(assets: Path, count: int = 4) -> tuple[list[str], list[np.ndarray]]:
-    """Every len/count-th usable picture of realset's evaluation split, by name order."""
-    found = [(p, realset.usable(p)) for p in realset.list_sources(assets, "eval")]
-    ok = [(p, rgb) for p, rgb in found if rgb is not None]
-    if len(ok) < count:
-        raise SystemExit(f"{assets}: {len(ok)} usable evaluation pictures, want {count}")
-    chosen = [ok[i * len(ok) // count] for i in range(count)]
+    """realset.spread_pictures of the evaluation split, as streams photo0, photo1, ..."""
+    chosen = realset.spread_pictures(assets, "eval", count)
     names = [f"photo{i}" for i in range(count)]
-    for n, (p, _) in zip(names, chosen, strict=True):
-        print(f"{n}: {realset.source_name(assets, p)}", file=sys.stderr)
+    for n, (source, _) in zip(names, chosen, strict=True):
+        print(f"{n}: {source}", file=sys.stderr)
     return names, [rgb for _, rgb in chosen]
 
 

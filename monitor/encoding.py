@@ -17,11 +17,11 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
 The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
 quality less `baseline_drop`: the median MOS of its first `baseline_segments` segments in
 a row at unchanged settings (the nominal ones, unless a decision came first) with no
-incident open on the rung. A no-reference score's
-absolute level depends on the content (a soft photograph scores low when pristine, a
-graphic high), so one fixed target raises some rungs for ever and lowers others too far;
-"keep what the ladder delivers today, give up at most this much" holds on any content.
-No bitrate decision is made for a rung until its baseline is known.
+incident open on the rung. A no-reference score's absolute level depends on the content
+(a soft photograph scores low when pristine, a graphic high), so one fixed target raises
+some rungs for ever and lowers others too far; "keep what the ladder delivers today,
+give up at most this much" holds on any content. Until the baseline is known, only
+incidents lead to decisions.
 
 Nothing is decided for faults localised to the source or packaging other than
 filters: more bits do not repair a bad contribution feed or a broken packager.
@@ -66,8 +66,8 @@ class RenditionPolicy(StrictModel):
 
     target: Literal["fixed", "baseline"] = Field(
         "fixed",
-        description="'fixed': hold target_mos. 'baseline': hold the rung's own MOS at its "
-        "nominal settings less baseline_drop (see the module doc).",
+        description="'fixed': hold target_mos. 'baseline': hold the rung's own learned MOS "
+        "less baseline_drop (see the module doc).",
     )
     target_mos: float = Field(
         3.8, ge=1, le=5, description="MOS (1-5) the rendition should hold (target: fixed)."

@@ -17,19 +17,23 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
 from ingest.config import StrictModel
+from scorers.hybrid import DEGRADATIONS
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
 
-HEAD_CLASSES = ("compression", "blur", "noise", "scaling", "packet_loss", "banding")
-"""The degradation head's classes other than clean (scorers/train/model.py DEGRADATIONS)."""
+T = TypeVar("T")
+CLEAN = "clean"
+"""The degradation head's no-degradation class (scorers/train/model.py DEGRADATIONS)."""
+HEAD_CLASSES = tuple(d for d in DEGRADATIONS if d != CLEAN)
+"""The degradation head's classes other than clean."""
 DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
 
 
@@ -74,10 +78,10 @@ class EscalationConfig(StrictModel):
         "that class never escalates on the head alone); classes given are merged over the "
         "defaults, and degraded_above: null turns the head off altogether. Calibrated on "
         "real pictures (the real-content set's training split, bench/escalation.py "
-        "--pictures --split train): "
-        "the head, trained on other content, calls 66% of clean real segments "
-        "'compression' (up to 0.99), so compression escalates on the hybrid score's "
-        "mos_low instead; clean real segments reach 0.73 for blur and 0.60 for banding.",
+        "--pictures --split train): the head, trained on other content, calls 66% of "
+        "clean real segments 'compression' (up to 0.99), so compression escalates on the "
+        "hybrid score's mos_low instead; clean real segments reach 0.73 for blur and 0.60 "
+        "for banding.",
     )
 
     @field_validator("degraded_kinds")
@@ -107,8 +111,7 @@ class EscalationConfig(StrictModel):
         le=1,
         description="A trigger that fired on at least this share of recent_window (3 of 30 "
         "segments by default) among the rendition's last segments is that rendition's habit, "
-        "not "
-        "an anomaly: a static slate always looks frozen, a soft picture always looks blurred "
+        "not an anomaly: a static slate always looks frozen, a soft picture always looks blurred "
         "to the degradation head. Alone, habitual triggers get an audit's priority, so the "
         "budget goes to what changed (None: off).",
     )
@@ -199,10 +202,6 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
     return out
 
 
-CLEAN = "clean"
-"""The degradation head's no-degradation class (scorers/train/model.py DEGRADATIONS)."""
-
-
 def is_weak(reasons: list[str]) -> bool:
     """Only weak triggers fired (see WEAK)."""
     return all(r.split("<", 1)[0].split(">", 1)[0] in WEAK for r in reasons)
@@ -281,8 +280,9 @@ class EscalationPolicy:
         key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
         habitual = self.habitual(key)
-        self._remember(key, v.mos_low)
-        self._remember_triggers(key, reasons)
+        if v.mos_low is not None:
+            self._history(self._recent, key).append(v.mos_low)
+        self._history(self._triggers, key).append(frozenset(reason_label(r) for r in reasons))
         if reasons:
             novel = [r for r in reasons if reason_label(r) not in habitual]
             kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
@@ -299,22 +299,11 @@ class EscalationPolicy:
         history = self._triggers.get(key)
         if share is None or not history or len(history) < self.config.recent_min:
             return set()
-        counts: dict[str, int] = {}
-        for labels in history:
-            for label in labels:
-                counts[label] = counts.get(label, 0) + 1
+        counts = Counter(label for labels in history for label in labels)
         # share of the window, not of what is known yet: on a short history one earlier
         # hit would already be a "habit"
         need = max(1.0, share * self.config.recent_window)
         return {k for k, n in counts.items() if n >= need}
-
-    def _remember_triggers(self, key: str, reasons: list[str]) -> None:
-        d = self._triggers.get(key)
-        if d is None:
-            d = self._triggers[key] = deque(maxlen=self.config.recent_window)
-            _cap(self._triggers, self.config.max_keys)
-        self._triggers.move_to_end(key)
-        d.append(frozenset(reason_label(r) for r in reasons))
 
     def recent_median(self, stream: str, rendition: str) -> float | None:
         """The rendition's rolling median of mos_low, once `recent_min` are known."""
@@ -347,15 +336,15 @@ class EscalationPolicy:
         self._count(now, escalated=1)
         return Decision(True, reason, kind)
 
-    def _remember(self, key: str, mos_low: float | None) -> None:
-        if mos_low is None:
-            return
-        d = self._recent.get(key)
+    def _history(self, store: OrderedDict[str, deque[T]], key: str) -> deque[T]:
+        """The rendition's rolling window in `store` (made on first use; least recently
+        used renditions forgotten beyond max_keys)."""
+        d = store.get(key)
         if d is None:
-            d = self._recent[key] = deque(maxlen=self.config.recent_window)
-            _cap(self._recent, self.config.max_keys)
-        self._recent.move_to_end(key)
-        d.append(mos_low)
+            d = store[key] = deque(maxlen=self.config.recent_window)
+            _cap(store, self.config.max_keys)
+        store.move_to_end(key)
+        return d
 
     def _count(self, now: float, seen: int = 0, escalated: int = 0) -> None:
         sec = float(int(now))

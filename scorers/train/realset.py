@@ -153,6 +153,19 @@ def list_sources(assets: Path, split: Split, only: Sequence[str] | None = None) 
     return sorted(chosen.values())
 
 
+def spread_pictures(assets: Path, split: Split, count: int) -> list[tuple[str, RGB]]:
+    """`count` usable pictures of `split`, every len/count-th by name order (a rule fixed
+    before looking: the benches that film a few real pictures take theirs this way), as
+    (source name, RGB)."""
+    found = [(p, usable(p)) for p in list_sources(assets, split)]
+    ok = [(p, rgb) for p, rgb in found if rgb is not None]
+    if len(ok) < count:
+        raise ValueError(f"{assets}: {len(ok)} usable {split} pictures, want {count}")
+    return [
+        (source_name(assets, p), rgb) for p, rgb in (ok[i * len(ok) // count] for i in range(count))
+    ]
+
+
 def source_name(assets: Path, path: Path) -> str:
     rel = path.relative_to(assets)
     stem = "-".join(p for p in rel.with_suffix("").parts[1:] if p not in ("usr", "share"))
