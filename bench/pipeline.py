@@ -195,6 +195,12 @@ def main() -> int:
     ap.add_argument(
         "--no-distilled", action="store_true", help="drop the distilled scorer from the chain"
     )
+    ap.add_argument(
+        "--frames",
+        type=int,
+        help="frames sampled per segment for the scorers (decode.sampling.count; default: "
+        "the config's); the scorers' accuracy must be measured at the same count",
+    )
     args = ap.parse_args()
 
     segments = make_segments(args.distinct, args.height, args.fps, args.seconds)
@@ -211,6 +217,7 @@ def main() -> int:
         "segments": f"{args.height}p H.264 (libx264 crf 23, veryfast), {args.seconds} s at "
         f"{args.fps} fps, MPEG-TS, {args.distinct} distinct procedural encodes",
         "workers": args.workers,
+        "frames_sampled": args.frames or Config().decode.sampling.count,
     }
     with EmbeddedBroker() as broker:
         proc = getattr(broker, "_proc", None)
@@ -226,6 +233,8 @@ def main() -> int:
                 not args.no_distilled,
                 "full" if mode.startswith("vlm") else mode,
             )
+            if args.frames:
+                config.decode.sampling.count = args.frames
             config.kafka.topics.segments += f".{mode}"
             config.kafka.topics.verdicts += f".{mode}"
             config.kafka.group_id += f".{mode}"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ingest.config import DecodeConfig, LimitsConfig, SamplingConfig
-from ingest.decode import decode, is_init_segment, is_media_fragment
+from ingest.decode import decode, is_init_segment, is_media_fragment, open_container
 from ingest.synth import EncodeSettings, clip, encode, pattern_frames, split_fmp4
 from ingest.types import (
     DecodeError,
@@ -52,6 +52,27 @@ def test_every_container_decodes_with_right_info(encoder: str, container: str, c
     assert 0.3 * len(data) * 8 / 2 < info.bitrate <= len(data) * 8 / 2
     assert d.decode_errors == 0 and d.corrupt_frames == 0
     assert info.profile in ("High", "Main")
+
+
+@pytest.mark.parametrize(("encoder", "container", "codec"), CONTAINERS)
+def test_the_open_decodes_nothing_and_the_decode_still_sees_everything(
+    encoder: str, container: str, codec: str
+) -> None:
+    """The container's probe skips decoding (it cost a tenth of a bare decode): the
+    dimensions come from the parsers, and the decode still yields every frame, with the
+    pixel format of the first frame decoded."""
+    settings = EncodeSettings(codec=encoder, container=container, gop=25)
+    data = clip("bars", width=256, height=144, seconds=1.0, settings=settings)
+    with open_container(data, max_pixels=1 << 24) as c:
+        ctx = c.streams.video[0].codec_context
+        if container == "mpegts" and codec == "h264":  # MP4 and MKV headers name it
+            assert ctx.pix_fmt is None  # no picture was decoded while probing
+        assert (ctx.width, ctx.height) == (256, 144)
+    d = decode(Segment(data))
+    assert len(d.stats) == 25 and d.info.pix_fmt == "yuv420p" and d.info.codec == codec
+    with av.open(io.BytesIO(data)) as c:  # a plain open, probe and all
+        plain = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all(np.array_equal(f.rgb, plain[f.index]) for f in d.frames)
 
 
 def test_ten_bit_hevc_reports_depth_and_normalised_stats() -> None:
