@@ -1,6 +1,7 @@
 """End-to-end throughput against the machine's physical limit, and per-segment latency.
 
     python bench/pipeline.py [--segments 48] [--height 720] [--fps 30] [--mode full|adaptive]
+        [--pictures ASSETS] [--frames N]
 
 1. bare decode (the physical limit): the same segments decoded by plain PyAV, one
    process per core, one decoder thread each, nothing else: segments per second.
@@ -47,7 +48,7 @@ from prometheus_client import CollectorRegistry
 from ingest import kafka as kafka_io
 from ingest.broker import EmbeddedBroker
 from ingest.contract import segment_message
-from ingest.synth import EncodeSettings, clip
+from ingest.synth import EncodeSettings, clip, encode
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.pipeline import Daemon, DiagnoseDaemon
@@ -57,9 +58,23 @@ from scorers.vlm.openai_backend import OpenAIConfig
 PARTITIONS = 4
 
 
-def make_segments(n_distinct: int, height: int, fps: int, seconds: float) -> list[bytes]:
+def make_segments(
+    n_distinct: int,
+    height: int,
+    fps: int,
+    seconds: float,
+    pictures: Path | None = None,
+    bitrate: int | None = None,
+) -> list[bytes]:
     width = height * 16 // 9
-    s = EncodeSettings(fps=fps, gop=round(fps * seconds), crf=23)
+    gop = round(fps * seconds)
+    s = EncodeSettings(fps=fps, gop=gop, crf=None if bitrate else 23, bitrate=bitrate)
+    if pictures is not None:  # real photographs, filmed by the real-content set's camera
+        from scorers.train import realset
+
+        chosen = realset.spread_pictures(pictures, "eval", n_distinct)
+        frames = round(fps * seconds)
+        return [encode(realset.film(rgb, name, frames, (width, height)), s) for name, rgb in chosen]
     kinds = ("scene", "texture", "bars", "zoneplate")
     return [
         clip(kinds[i % len(kinds)], width=width, height=height, seconds=seconds, seed=i, settings=s)
@@ -196,6 +211,19 @@ def main() -> int:
         "--no-distilled", action="store_true", help="drop the distilled scorer from the chain"
     )
     ap.add_argument(
+        "--pictures",
+        type=Path,
+        metavar="ASSETS",
+        help="realset assets folder (vqmon train realset --fetch): segments film --distinct "
+        "real pictures (the evaluation split's, every len/n-th) with camera motion, grain "
+        "and grades, instead of procedural patterns",
+    )
+    ap.add_argument(
+        "--bitrate",
+        type=int,
+        help="encode at this bitrate (bit/s, x264 ABR, as a ladder rung) instead of CRF 23",
+    )
+    ap.add_argument(
         "--frames",
         type=int,
         help="frames sampled per segment for the scorers (decode.sampling.count; default: "
@@ -203,7 +231,10 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    segments = make_segments(args.distinct, args.height, args.fps, args.seconds)
+    segments = make_segments(
+        args.distinct, args.height, args.fps, args.seconds, args.pictures, args.bitrate
+    )
+    mbps = sum(len(d) for d in segments) * 8 / args.seconds / len(segments) / 1e6
     modes = {
         "both": ["full", "adaptive"],
         "vlm": ["vlm-rules", "vlm-stalled"],
@@ -214,8 +245,11 @@ def main() -> int:
     silent.listen(64)
     result: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "segments": f"{args.height}p H.264 (libx264 crf 23, veryfast), {args.seconds} s at "
-        f"{args.fps} fps, MPEG-TS, {args.distinct} distinct procedural encodes",
+        "segments": f"{args.height}p H.264 (libx264 "
+        f"{f'{args.bitrate} bit/s' if args.bitrate else 'crf 23'}, veryfast), {args.seconds} s at "
+        f"{args.fps} fps, MPEG-TS, {args.distinct} distinct "
+        f"{'filmed real pictures' if args.pictures else 'procedural'} encodes, "
+        f"mean {mbps:.2f} Mbit/s",
         "workers": args.workers,
         "frames_sampled": args.frames or Config().decode.sampling.count,
     }
