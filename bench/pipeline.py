@@ -1,7 +1,7 @@
 """End-to-end throughput against the machine's physical limit, and per-segment latency.
 
     python bench/pipeline.py [--segments 48] [--height 720] [--fps 30] [--mode full|adaptive]
-        [--pictures ASSETS] [--frames N]
+        [--pictures ASSETS] [--bitrate BPS] [--frames N]
 
 1. bare decode (the physical limit): the same segments decoded by plain PyAV, one
    process per core, one decoder thread each, nothing else: segments per second.
@@ -67,14 +67,13 @@ def make_segments(
     bitrate: int | None = None,
 ) -> list[bytes]:
     width = height * 16 // 9
-    gop = round(fps * seconds)
+    gop = round(fps * seconds)  # one keyframe per segment, and its frame count
     s = EncodeSettings(fps=fps, gop=gop, crf=None if bitrate else 23, bitrate=bitrate)
     if pictures is not None:  # real photographs, filmed by the real-content set's camera
         from scorers.train import realset
 
         chosen = realset.spread_pictures(pictures, "eval", n_distinct)
-        frames = round(fps * seconds)
-        return [encode(realset.film(rgb, name, frames, (width, height)), s) for name, rgb in chosen]
+        return [encode(realset.film(rgb, name, gop, (width, height)), s) for name, rgb in chosen]
     kinds = ("scene", "texture", "bars", "zoneplate")
     return [
         clip(kinds[i % len(kinds)], width=width, height=height, seconds=seconds, seed=i, settings=s)
