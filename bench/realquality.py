@@ -1,7 +1,7 @@
 """The screen score on real content it never saw: the held-out real-content set.
 
     python bench/realquality.py --eval out/realset/eval [--train out/realset/train] \
-        [--fusion PATH] [--json OUT]
+        [--fusion PATH] [--model ONNX] [--json OUT]
 
 The eval set (`vqmon train realset --split eval`) is every usable picture of Debian's
 mate-backgrounds package (photographs, a painting, dark and graphic desktops), filmed
@@ -12,7 +12,7 @@ No picture of that package is trained on, and it was chosen before any training.
 Rows, each on the same segments:
 - `hybrid`: the runtime screen score (student judged as displayed + bitstream + damage);
 - `pixels as displayed`: the student's pooled MOS on mosaics of the displayed picture;
-- `distilled@2.1 coded`: the pre-hybrid screen score (mosaics of the coded picture);
+- `student on the coded picture`: the pre-hybrid screen score (mosaics of the coded picture);
 - `mean QP`: the negated mean frame quantiser alone (NaN for HEVC: ranked last);
 - `PIQE`: classic no-reference, on the middle frame as displayed;
 - `PSNR-Y`: full reference, as displayed.
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--eval", type=Path, required=True, help="eval set directory")
     ap.add_argument("--fusion", type=Path, help="fusion head (default: the shipped one)")
+    ap.add_argument("--model", type=Path, help="student ONNX (default: the shipped one)")
     ap.add_argument("--json", type=Path, help="write the result here")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--speed", action="store_true", help="only the cost per segment")
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
         return 0
-    data = fu.extract(args.eval / "labels.csv")
+    data = fu.extract(args.eval / "labels.csv", args.model)
     fusion = hybrid.Fusion(args.fusion or hybrid.default_fusion_path())
     qp = np.where(
         data.x[:, hybrid.FEATURES.index("has_qp")] > 0,
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {
         f"hybrid {fusion.version}": fusion.predict(data.x, data.damaged),
         "pixels as displayed": data.x[:, 0],
-        "distilled@2.1 coded": data.coded_mos,
+        "student on the coded picture": data.coded_mos,
         "mean QP alone": qp,
     }
     if not args.no_peers:
