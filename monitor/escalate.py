@@ -10,8 +10,9 @@ the diagnose role reads that topic in its own consumer group.
 
 Every escalation is counted by its first trigger (`reason_label`), every refusal by
 why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the policy escalated a
-verdict whose worker made no request: its rolling median moved between dispatch and
-decision), `request_error` (the frames could not be encoded).
+verdict whose worker made no request: its rolling median moved, or room for audits and
+weak triggers opened, between dispatch and decision), `request_error` (the frames could
+not be encoded).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class Escalator:
     def recent_median(self, stream: str, rendition: str) -> float | None:
         """What the worker compares mos_low with (sent along with each job)."""
         return self.policy.recent_median(stream, rendition)
+
+    def weak_room(self, stream: str) -> bool:
+        """Whether the worker should make a request for an audit or a weak trigger now."""
+        return self.policy.weak_room(stream)
 
     def outputs(self, screened: Screened) -> list[OutMessage]:
         """The escalation message for this segment, or nothing (counted either way)."""

@@ -312,6 +312,20 @@ class EscalationPolicy:
             return None
         return float(statistics.median(history))
 
+    def weak_room(self, stream: str) -> bool:
+        """Whether an audit or a weak trigger of `stream` would be admitted now: a hint sent
+        with each job, so a worker does not encode frames for a request the budget would
+        refuse (weak triggers can fire on a large share of content the head never learned).
+        Stale by the time the verdict is decided, which then counts a rare `no_frames`."""
+        cfg = self.config
+        if not cfg.enabled or self._escalated + 1 > self.budget * cfg.audit_budget_share:
+            return False
+        bucket = self._buckets.get(stream)
+        if bucket is None:
+            return True
+        bucket.refill(self._clock(), cfg.stream_rate_per_s, cfg.stream_burst)
+        return bucket.tokens >= 2.0
+
     @property
     def budget(self) -> float:
         """Escalations allowed in the current window."""

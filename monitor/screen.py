@@ -156,6 +156,7 @@ class ScreenStep:
         intake: int,
         observe: Callable[[str, float], None] | None = None,
         recent_mos_low: Callable[[str, str], float | None] | None = None,
+        weak_room: Callable[[str], bool] | None = None,
     ) -> None:
         self.ctx = ctx
         self.pool = pool
@@ -165,6 +166,8 @@ class ScreenStep:
         self.observe = observe or (lambda _n, _v: None)
         self.recent_mos_low = recent_mos_low or (lambda _s, _r: None)
         """The rendition's rolling mos_low median, for the worker's escalation check."""
+        self.weak_room = weak_room or (lambda _s: True)
+        """Whether audits and weak triggers of a stream have escalation budget now."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
         self.running: dict[int, Message[SegmentJob]] = {}
         self._ids = 0
@@ -188,7 +191,8 @@ class ScreenStep:
             self.running[self._ids] = message
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
             recent = self.recent_mos_low(seg.stream, seg.rendition)
-            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent))
+            room = self.weak_room(seg.stream)
+            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent, room))
 
     def poll(self, wait_s: float = 0.02) -> None:
         self._dispatch()

@@ -4,6 +4,7 @@ error, the watchdog on a hung call), each still committing its record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -70,6 +71,49 @@ def test_the_worker_attaches_frames_only_when_a_trigger_fires() -> None:
     off = WorkerSetup(setup.decode, setup.references, setup.scorers, escalation=None)
     none = screen_job(3, ScreenJob(_segment(black(clean, 0, 25), 3)), off)
     assert isinstance(none, Screened) and none.escalation is None
+
+
+def test_no_frames_are_encoded_for_an_audit_the_budget_would_refuse() -> None:
+    """The parent says whether audits and weak triggers have budget (weak_room); without it
+    the worker makes no request for them, but still makes one for an impairment."""
+    clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
+    setup = WorkerSetup(
+        DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
+        ReferenceConfig(),
+        [ArtifactsConfig()],
+        escalation=EscalationConfig(audit_fraction=1.0),  # every normal segment: an audit
+    )
+    job = ScreenJob(_segment(clean, 1))
+    room = screen_job(1, job, setup)
+    assert isinstance(room, Screened) and room.escalation is not None
+    assert room.escalation.reason == "audit"
+    full = screen_job(2, dataclasses.replace(job, weak_room=False), setup)
+    assert isinstance(full, Screened) and full.escalation is None
+    assert full.escalation_error is None  # skipped, not failed
+    bad = ScreenJob(_segment(black(clean, 0, 25), 3), weak_room=False)
+    impaired = screen_job(3, bad, setup)
+    assert isinstance(impaired, Screened) and impaired.escalation is not None
+    assert impaired.escalation.reason.startswith("flag:black")
+
+
+def test_weak_room_follows_the_budget_and_the_streams_bucket() -> None:
+    now = [1000.0]
+    cfg = EscalationConfig(
+        audit_fraction=1.0,
+        budget_fraction=0.5,
+        budget_floor=0,
+        audit_budget_share=0.5,
+        stream_burst=3,
+        stream_rate_per_s=0.001,
+    )
+    pol = EscalationPolicy(cfg, lambda: now[0])
+    assert not pol.weak_room("news")  # nothing seen: no budget yet
+    for i in range(40):  # 40 seen: 10 for audits and weak triggers, 2 of them used
+        now[0] += 0.5
+        pol.decide(Verdict(f"other/r/{i}", "other", "r", i, 4.0, 4.0, (), (), ("x@1",)))
+    assert pol.weak_room("news")  # budget left, and a fresh stream has a full bucket
+    assert not pol.weak_room("other")  # its bucket spent a token on each audit it got
+    assert not EscalationPolicy(EscalationConfig(enabled=False)).weak_room("news")
 
 
 def test_the_rolling_median_from_the_parent_reaches_the_worker_check() -> None:
