@@ -9,10 +9,10 @@ verdict, committed with it, at least once. The screen path never waits for the V
 the diagnose role reads that topic in its own consumer group.
 
 Every escalation is counted by its first trigger (`reason_label`), every refusal by
-why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the policy escalated a
-verdict whose worker made no request: its rolling median moved, or room for audits and
-weak triggers opened, between dispatch and decision), `request_error` (the frames could
-not be encoded).
+why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the limits had room,
+but the worker made no request: the limits were full when the job left, or the
+rolling median moved since; no budget is spent on it), `request_error` (the frames
+could not be encoded).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from monitor.escalation import EscalationPolicy, reason_label
+from monitor.escalation import EscalationPolicy, Room, reason_label
 from monitor.messages import escalation_message
 from monitor.publisher import OutMessage
 from monitor.workers import Screened
@@ -52,30 +52,30 @@ class Escalator:
         """What the worker compares mos_low with (sent along with each job)."""
         return self.policy.recent_median(stream, rendition)
 
-    def weak_room(self, stream: str) -> bool:
-        """Whether the worker should make a request for an audit or a weak trigger now."""
-        return self.policy.weak_room(stream)
+    def room(self, stream: str) -> Room:
+        """Which requests the worker should make for this stream now."""
+        return self.policy.room(stream)
 
     def outputs(self, screened: Screened) -> list[OutMessage]:
         """The escalation message for this segment, or nothing (counted either way)."""
-        decision = self.policy.decide(screened.verdict)
-        if not decision.escalate:
-            if decision.dropped is not None:
-                self.on_dropped(decision.dropped)
-            return []
         request = screened.escalation
-        if request is None:
-            why = REQUEST_ERROR if screened.escalation_error else NO_FRAMES
-            log.warning(
-                "escalation without a request",
-                extra={
-                    "segment": screened.verdict.segment_id,
-                    "reason": why,
-                    "error": screened.escalation_error,
-                },
-            )
-            self.on_dropped(why)
+        decision = self.policy.decide(screened.verdict, has_request=request is not None)
+        if not decision.escalate:
+            why = decision.dropped
+            if why == NO_FRAMES and screened.escalation_error:
+                why = REQUEST_ERROR
+                log.warning(
+                    "escalation without a request",
+                    extra={
+                        "segment": screened.verdict.segment_id,
+                        "reason": why,
+                        "error": screened.escalation_error,
+                    },
+                )
+            if why is not None:
+                self.on_dropped(why)
             return []
+        assert request is not None  # decide() admits nothing without one
         if request.reason != decision.reason:
             request = dataclasses.replace(request, reason=decision.reason)
         self.on_escalated(reason_label(decision.reason))

@@ -157,6 +157,7 @@ class EscalationConfig(StrictModel):
 
 
 Kind = Literal["impaired", "unsure", "audit"]
+Room = Literal["all", "impaired", "none"]
 WEAK = ("degradation_unsure",)
 """Triggers that alone get an audit's priority, not an impairment's."""
 
@@ -168,7 +169,8 @@ class Decision:
     """Why it was escalated ("flag:black>=0.50,mos_low<2.50", "audit") or "normal"."""
     kind: Kind | None = None
     dropped: str | None = None
-    """Set when a trigger fired but a limit refused it: "stream_rate" or "budget"."""
+    """Set when a trigger fired but it was refused: "stream_rate" or "budget" (the limits),
+    "no_frames" (the limits had room, but the worker made no request: nothing is spent)."""
 
 
 def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> list[str]:
@@ -271,7 +273,10 @@ class EscalationPolicy:
         self._seen = 0
         self._escalated = 0
 
-    def decide(self, v: Verdict) -> Decision:
+    def decide(self, v: Verdict, has_request: bool = True) -> Decision:
+        """Escalate this verdict or not. Without a request (the worker made none: the limits
+        were full when the job left, or its rolling median moved since), an admissible
+        escalation is refused as "no_frames" and spends no budget or token."""
         cfg = self.config
         now = self._clock()
         self._count(now, seen=1)
@@ -287,9 +292,9 @@ class EscalationPolicy:
             novel = [r for r in reasons if reason_label(r) not in habitual]
             kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
             why = ",".join(novel) if novel else "habitual:" + ",".join(reasons)
-            return self._admit(v.stream, now, kind, why)
+            return self._admit(v.stream, now, kind, why, has_request)
         if audit_pick(v.segment_id, cfg.audit_fraction):
-            return self._admit(v.stream, now, "audit", "audit")
+            return self._admit(v.stream, now, "audit", "audit", has_request)
         return Decision(False, "normal")
 
     def habitual(self, key: str) -> set[str]:
@@ -312,26 +317,34 @@ class EscalationPolicy:
             return None
         return float(statistics.median(history))
 
-    def weak_room(self, stream: str) -> bool:
-        """Whether an audit or a weak trigger of `stream` would be admitted now: a hint sent
-        with each job, so a worker does not encode frames for a request the budget would
-        refuse (weak triggers can fire on a large share of content the head never learned).
+    def room(self, stream: str) -> Room:
+        """What the policy would admit of `stream` now: "all", only "impaired" verdicts (no
+        audit or weak trigger), or "none" (budget or the stream's bucket spent). A hint sent
+        with each job, so a worker does not encode frames for a request the limits would
+        refuse (triggers can fire on a large share of content a scorer never learned).
         Stale by the time the verdict is decided, which then counts a rare `no_frames`."""
         cfg = self.config
-        if not cfg.enabled or self._escalated + 1 > self.budget * cfg.audit_budget_share:
-            return False
+        if not cfg.enabled:
+            return "none"
         bucket = self._buckets.get(stream)
-        if bucket is None:
-            return True
-        bucket.refill(self._clock(), cfg.stream_rate_per_s, cfg.stream_burst)
-        return bucket.tokens >= 2.0
+        tokens = float(cfg.stream_burst)
+        if bucket is not None:
+            bucket.refill(self._clock(), cfg.stream_rate_per_s, cfg.stream_burst)
+            tokens = bucket.tokens
+        if self._escalated + 1 > self.budget or tokens < 1.0:
+            return "none"
+        if self._escalated + 1 > self.budget * cfg.audit_budget_share or tokens < 2.0:
+            return "impaired"
+        return "all"
 
     @property
     def budget(self) -> float:
         """Escalations allowed in the current window."""
         return max(float(self.config.budget_floor), self.config.budget_fraction * self._seen)
 
-    def _admit(self, stream: str, now: float, kind: Kind, reason: str) -> Decision:
+    def _admit(
+        self, stream: str, now: float, kind: Kind, reason: str, has_request: bool = True
+    ) -> Decision:
         cfg = self.config
         bucket = self._buckets.get(stream)
         if bucket is None:
@@ -346,6 +359,8 @@ class EscalationPolicy:
             return Decision(False, reason, kind, dropped="budget")
         if bucket.tokens < need:
             return Decision(False, reason, kind, dropped="stream_rate")
+        if not has_request:
+            return Decision(False, reason, kind, dropped="no_frames")
         bucket.tokens -= 1.0
         self._count(now, escalated=1)
         return Decision(True, reason, kind)

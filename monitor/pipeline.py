@@ -283,7 +283,7 @@ class Daemon:
             intake=p.intake_queue,
             observe=observe,
             recent_mos_low=None if escalator is None else escalator.recent_median,
-            weak_room=None if escalator is None else escalator.weak_room,
+            room=None if escalator is None else escalator.room,
         )
         first: Step[Record] = ParseStep(
             ctx,

@@ -26,6 +26,7 @@ from ingest.initcache import InitCache
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
+from monitor.escalation import Room
 from monitor.messages import SegmentFacts, Source, alert_messages, verdict_message
 from monitor.runtime import Context, Forward, Message, MessageRejected, Step
 from monitor.sections import AlertsConfig, ScreeningConfig
@@ -156,7 +157,7 @@ class ScreenStep:
         intake: int,
         observe: Callable[[str, float], None] | None = None,
         recent_mos_low: Callable[[str, str], float | None] | None = None,
-        weak_room: Callable[[str], bool] | None = None,
+        room: Callable[[str], Room] | None = None,
     ) -> None:
         self.ctx = ctx
         self.pool = pool
@@ -166,8 +167,8 @@ class ScreenStep:
         self.observe = observe or (lambda _n, _v: None)
         self.recent_mos_low = recent_mos_low or (lambda _s, _r: None)
         """The rendition's rolling mos_low median, for the worker's escalation check."""
-        self.weak_room = weak_room or (lambda _s: True)
-        """Whether audits and weak triggers of a stream have escalation budget now."""
+        self.room: Callable[[str], Room] = room or (lambda _s: "all")
+        """Which escalations the limits would admit of a stream now (the worker's hint)."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
         self.running: dict[int, Message[SegmentJob]] = {}
         self._ids = 0
@@ -191,7 +192,7 @@ class ScreenStep:
             self.running[self._ids] = message
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
             recent = self.recent_mos_low(seg.stream, seg.rendition)
-            room = self.weak_room(seg.stream)
+            room = self.room(seg.stream)
             self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent, room))
 
     def poll(self, wait_s: float = 0.02) -> None:

@@ -42,7 +42,7 @@ from ingest.contract import SegmentJob
 from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
-from monitor.escalation import EscalationConfig, candidate, is_weak
+from monitor.escalation import EscalationConfig, Room, candidate, is_weak
 from scorers.chain import Chain
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
@@ -73,9 +73,9 @@ class ScreenJob:
     over its recent clean segments of their 10th percentile of predicted-frame sizes."""
     recent_mos_low: float | None = None
     """The rendition's rolling median of mos_low (the escalation's drop trigger)."""
-    weak_room: bool = True
-    """Whether the escalation budget has room for an audit or a weak trigger of this stream
-    (EscalationPolicy.weak_room): without it, such a candidate gets no request made."""
+    room: Room = "all"
+    """Which escalations the limits would admit of this stream now (EscalationPolicy.room):
+    "impaired" makes no request for an audit or a weak trigger, "none" makes none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +259,9 @@ def _escalation(
     reason = candidate(verdict, cfg, job.recent_mos_low)
     if reason is None:
         return None, None
-    if not job.weak_room and (reason == "audit" or is_weak(reason.split(","))):
-        return None, None  # the budget would refuse it: no JPEG frames for nothing
+    weak = reason == "audit" or is_weak(reason.split(","))
+    if job.room == "none" or (job.room == "impaired" and weak):
+        return None, None  # the limits would refuse it: no JPEG frames for nothing
     try:
         return make_request(decoded, verdict, reason, cfg.frames), None
     except RequestError as exc:

@@ -39,6 +39,7 @@ from tests.unit.test_runtime import FakeConsumer, FakeProducer, dead_letter
 from tests.unit.vlm_samples import request
 
 TP = Partition("esc", 0)
+BLACK = (Flag("black", 1.0, 0, 2),)
 RULES = Diagnoser(DiagnoseConfig())
 
 
@@ -73,9 +74,9 @@ def test_the_worker_attaches_frames_only_when_a_trigger_fires() -> None:
     assert isinstance(none, Screened) and none.escalation is None
 
 
-def test_no_frames_are_encoded_for_an_audit_the_budget_would_refuse() -> None:
-    """The parent says whether audits and weak triggers have budget (weak_room); without it
-    the worker makes no request for them, but still makes one for an impairment."""
+def test_no_frames_are_encoded_for_a_request_the_limits_would_refuse() -> None:
+    """The parent says which escalations the limits would admit now (room); the worker
+    makes no request for an audit unless "all", and none at all on "none"."""
     clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
     setup = WorkerSetup(
         DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
@@ -87,16 +88,18 @@ def test_no_frames_are_encoded_for_an_audit_the_budget_would_refuse() -> None:
     room = screen_job(1, job, setup)
     assert isinstance(room, Screened) and room.escalation is not None
     assert room.escalation.reason == "audit"
-    full = screen_job(2, dataclasses.replace(job, weak_room=False), setup)
+    full = screen_job(2, dataclasses.replace(job, room="impaired"), setup)
     assert isinstance(full, Screened) and full.escalation is None
     assert full.escalation_error is None  # skipped, not failed
-    bad = ScreenJob(_segment(black(clean, 0, 25), 3), weak_room=False)
+    bad = ScreenJob(_segment(black(clean, 0, 25), 3), room="impaired")
     impaired = screen_job(3, bad, setup)
     assert isinstance(impaired, Screened) and impaired.escalation is not None
     assert impaired.escalation.reason.startswith("flag:black")
+    spent = screen_job(4, dataclasses.replace(bad, room="none"), setup)
+    assert isinstance(spent, Screened) and spent.escalation is None
 
 
-def test_weak_room_follows_the_budget_and_the_streams_bucket() -> None:
+def test_room_follows_the_budget_and_the_streams_bucket() -> None:
     now = [1000.0]
     cfg = EscalationConfig(
         audit_fraction=1.0,
@@ -107,13 +110,15 @@ def test_weak_room_follows_the_budget_and_the_streams_bucket() -> None:
         stream_rate_per_s=0.001,
     )
     pol = EscalationPolicy(cfg, lambda: now[0])
-    assert not pol.weak_room("news")  # nothing seen: no budget yet
+    assert pol.room("news") == "none"  # nothing seen: no budget yet
     for i in range(40):  # 40 seen: 10 for audits and weak triggers, 2 of them used
         now[0] += 0.5
         pol.decide(Verdict(f"other/r/{i}", "other", "r", i, 4.0, 4.0, (), (), ("x@1",)))
-    assert pol.weak_room("news")  # budget left, and a fresh stream has a full bucket
-    assert not pol.weak_room("other")  # its bucket spent a token on each audit it got
-    assert not EscalationPolicy(EscalationConfig(enabled=False)).weak_room("news")
+    assert pol.room("news") == "all"  # budget left, and a fresh stream has a full bucket
+    assert pol.room("other") == "impaired"  # one token left: kept for an impairment
+    assert pol.decide(Verdict("other/r/40", "other", "r", 40, 4.0, 4.0, (), BLACK, ("x",))).escalate
+    assert pol.room("other") == "none"  # its bucket is empty
+    assert EscalationPolicy(EscalationConfig(enabled=False)).room("news") == "none"
 
 
 def test_the_rolling_median_from_the_parent_reaches_the_worker_check() -> None:
@@ -157,8 +162,10 @@ def test_escalator_sends_admitted_requests_and_counts_every_refusal() -> None:
     assert body["schema"] == "vqmon.escalation/1" and body["reason"] == "flag:black>=0.50"
     assert esc.outputs(_screened(2, (), False)) == []  # normal: nothing, nothing counted
     assert esc.outputs(_screened(3, black_flag, False)) == []  # no frames from the worker
-    assert esc.outputs(_screened(4, black_flag, True)) == []  # the floor of 2 is used up
-    assert sent == ["flag_black"] and dropped == [NO_FRAMES, "budget"]
+    # ... spent nothing: the floor of 2 still has room for the next one, then is used up
+    assert len(esc.outputs(_screened(4, black_flag, True))) == 1
+    assert esc.outputs(_screened(5, black_flag, True)) == []
+    assert sent == ["flag_black", "flag_black"] and dropped == [NO_FRAMES, "budget"]
 
 
 # ---------------------------------------------------------------- the diagnose role
