@@ -207,6 +207,9 @@ def main() -> int:
     ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
     ap.add_argument("--model", type=Path, help="distilled scorer ONNX (default: the shipped one)")
     ap.add_argument(
+        "--variant", choices=("full", "slim"), default="full", help="packaged student to run"
+    )
+    ap.add_argument(
         "--no-distilled", action="store_true", help="drop the distilled scorer from the chain"
     )
     ap.add_argument(
@@ -251,6 +254,7 @@ def main() -> int:
         f"mean {mbps:.2f} Mbit/s",
         "workers": args.workers,
         "frames_sampled": args.frames or Config().decode.sampling.count,
+        "student": str(args.model or args.variant),
     }
     with EmbeddedBroker() as broker:
         proc = getattr(broker, "_proc", None)
@@ -266,6 +270,9 @@ def main() -> int:
                 not args.no_distilled,
                 "full" if mode.startswith("vlm") else mode,
             )
+            for scorer in config.scorers:
+                if isinstance(scorer, DistilledConfig):
+                    scorer.variant = args.variant
             if args.frames:
                 config.decode.sampling.count = args.frames
             config.kafka.topics.segments += f".{mode}"

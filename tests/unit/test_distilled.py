@@ -135,6 +135,20 @@ def test_shipped_model_scores_monotone_in_crf(shipped: DistilledScorer) -> None:
     assert verdicts[-1].degradation_class in ("compression", "scaling", "blur")
 
 
+def test_the_slim_variant_ships_with_its_own_fusion_and_ranks_crf() -> None:
+    """`variant: slim` runs the packaged one-member student without the statistics branch,
+    with the fusion head fitted to its outputs, and it still orders a CRF ladder."""
+    slim = DistilledScorer(DistilledConfig(variant="slim"))
+    assert slim.path == default_model_path("slim") and slim.path.is_file()
+    meta = slim._session.get_modelmeta().custom_metadata_map
+    assert meta["members"] == "1" and '"stats": false' in meta["model_config"]
+    assert slim.version.startswith("3.") and "+fusion2." in slim.version
+    assert slim.path.stat().st_size < default_model_path().stat().st_size
+    verdicts = slim.score([_decoded(crf) for crf in (16, 28, 38, 48)])  # type: ignore[list-item]
+    mos = [v.mos for v in verdicts]
+    assert mos == sorted(mos, reverse=True) and mos[0] - mos[-1] > 1.0, mos  # type: ignore[type-var,operator]
+
+
 def test_batching_across_segments_is_deterministic(shipped: DistilledScorer) -> None:
     a, b = _decoded(24, seed=5), _decoded(40, seed=6)
     alone = shipped.score([b])[0]  # type: ignore[list-item]
