@@ -125,8 +125,8 @@ def real_jobs(labels: Path, jitter: int = 4, seed: int = 0) -> list[Job]:
 def _mosaics(job: Job) -> tuple[str, RGB | None]:
     """The runtime's mosaics of one segment (vqmon's decode, default sampling, as displayed),
     then `jitter` more with random patch positions; None when it does not decode."""
+    from ingest.config import DecodeConfig
     from ingest.decode import decode
-    from monitor.config import Config
     from scorers import fragments
 
     try:
@@ -137,9 +137,7 @@ def _mosaics(job: Job) -> tuple[str, RGB | None]:
         else:
             assert job.data is not None
             data = job.data
-        cfg = Config().decode
-        cfg.threads = 1
-        decoded = decode(Segment(data, source=job.name), cfg)
+        decoded = decode(Segment(data, source=job.name), DecodeConfig(threads=1))
     except (IngestError, ValueError) as exc:
         log.info("skipping %s: %s", job.name, exc)
         return job.name, None
