@@ -130,9 +130,10 @@ def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
 
 
 def build_library(
-    clean_per_source: int, impaired_per_kind: int
+    clean_per_source: int, impaired_per_kind: int, variant: str = "full"
 ) -> tuple[list[Item], list[Item], dict[str, Any]]:
-    chain = Chain.from_configs([ArtifactsConfig(), DistilledConfig(threads=2)])
+    student = DistilledConfig(threads=2, variant=variant)  # type: ignore[arg-type]
+    chain = Chain.from_configs([ArtifactsConfig(), student])
     dcfg = DecodeConfig()
     clean: list[Item] = []
     bad: list[Item] = []
@@ -362,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "fresh draw, the harder case)",
     )
     ap.add_argument("--no-vlm", action="store_true", help="skip the tiny VLM latency")
+    ap.add_argument(
+        "--variant", choices=("full", "slim"), default="full", help="packaged student screening"
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument(
         "--cache", type=Path, help="keep the screened library here (pickle) and reuse it"
@@ -388,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         global SOURCES
         SOURCES = tuple(dict.fromkeys(it.source for it in clean))  # the cache's, whatever asked
     else:
-        clean, bad, cost = build_library(args.clean_per_source, args.impaired_per_kind)
+        clean, bad, cost = build_library(
+            args.clean_per_source, args.impaired_per_kind, args.variant
+        )
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     print(f"library: {len(clean)} clean, {len(bad)} impaired in {time.perf_counter() - t0:.0f} s")
