@@ -64,7 +64,7 @@ from monitor.escalation import (
 )
 from scorers.artifacts import ArtifactsConfig
 from scorers.chain import Chain
-from scorers.distilled import DistilledConfig
+from scorers.distilled import DistilledConfig, Variant
 from scorers.train import realset
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
@@ -130,9 +130,9 @@ def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
 
 
 def build_library(
-    clean_per_source: int, impaired_per_kind: int, variant: str = "full"
+    clean_per_source: int, impaired_per_kind: int, variant: Variant = "full"
 ) -> tuple[list[Item], list[Item], dict[str, Any]]:
-    student = DistilledConfig(threads=2, variant=variant)  # type: ignore[arg-type]
+    student = DistilledConfig(threads=2, variant=variant)
     chain = Chain.from_configs([ArtifactsConfig(), student])
     dcfg = DecodeConfig()
     clean: list[Item] = []

@@ -52,7 +52,7 @@ from ingest.synth import EncodeSettings, clip, encode
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.pipeline import Daemon, DiagnoseDaemon
-from scorers.distilled import DistilledConfig
+from scorers.distilled import DistilledConfig, Variant
 from scorers.vlm.openai_backend import OpenAIConfig
 
 PARTITIONS = 4
@@ -107,13 +107,15 @@ def bench_config(
     model: Path | None = None,
     distilled: bool = True,
     mode: str = "full",
+    variant: Variant = "full",
 ) -> Config:
     config = Config()
     config.pipeline.screening.mode = mode  # type: ignore[assignment]
     if not distilled:
         config.scorers = [s for s in config.scorers if not isinstance(s, DistilledConfig)]
     for scorer in config.scorers:
-        if isinstance(scorer, DistilledConfig) and model is not None:
+        if isinstance(scorer, DistilledConfig):
+            scorer.variant = variant
             scorer.model_path = model
     config.kafka.bootstrap_servers = [bootstrap]
     config.kafka.heartbeat_interval_ms = 1000
@@ -269,10 +271,8 @@ def main() -> int:
                 args.model,
                 not args.no_distilled,
                 "full" if mode.startswith("vlm") else mode,
+                args.variant,
             )
-            for scorer in config.scorers:
-                if isinstance(scorer, DistilledConfig):
-                    scorer.variant = args.variant
             if args.frames:
                 config.decode.sampling.count = args.frames
             config.kafka.topics.segments += f".{mode}"

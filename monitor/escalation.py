@@ -322,7 +322,8 @@ class EscalationPolicy:
         audit or weak trigger), or "none" (budget or the stream's bucket spent). A hint sent
         with each job, so a worker does not encode frames for a request the limits would
         refuse (triggers can fire on a large share of content a scorer never learned).
-        Stale by the time the verdict is decided, which then counts a rare `no_frames`."""
+        It may be stale by the time the verdict is decided: decide() then refuses a verdict
+        without a request as `no_frames`, spending nothing."""
         cfg = self.config
         if not cfg.enabled:
             return "none"
@@ -331,11 +332,9 @@ class EscalationPolicy:
         if bucket is not None:
             bucket.refill(self._clock(), cfg.stream_rate_per_s, cfg.stream_burst)
             tokens = bucket.tokens
-        if self._escalated + 1 > self.budget or tokens < 1.0:
-            return "none"
-        if self._escalated + 1 > self.budget * cfg.audit_budget_share or tokens < 2.0:
-            return "impaired"
-        return "all"
+        if self._refused("audit", tokens) is None:
+            return "all"
+        return "impaired" if self._refused("impaired", tokens) is None else "none"
 
     @property
     def budget(self) -> float:
@@ -352,18 +351,26 @@ class EscalationPolicy:
             _cap(self._buckets, cfg.max_keys)
         self._buckets.move_to_end(stream)
         bucket.refill(now, cfg.stream_rate_per_s, cfg.stream_burst)
-        # audits and weak triggers leave a token and part of the budget for impairments
-        need = 1.0 if kind == "impaired" else 2.0
-        limit = self.budget if kind == "impaired" else self.budget * cfg.audit_budget_share
-        if self._escalated + 1 > limit:
-            return Decision(False, reason, kind, dropped="budget")
-        if bucket.tokens < need:
-            return Decision(False, reason, kind, dropped="stream_rate")
+        refused = self._refused(kind, bucket.tokens)
+        if refused is not None:
+            return Decision(False, reason, kind, dropped=refused)
         if not has_request:
             return Decision(False, reason, kind, dropped="no_frames")
         bucket.tokens -= 1.0
         self._count(now, escalated=1)
         return Decision(True, reason, kind)
+
+    def _refused(self, kind: Kind, tokens: float) -> str | None:
+        """The limit that refuses one more escalation of `kind` now ("budget", then
+        "stream_rate"), None when both admit it."""
+        # audits and weak triggers leave a token and part of the budget for impairments
+        impaired = kind == "impaired"
+        limit = self.budget if impaired else self.budget * self.config.audit_budget_share
+        if self._escalated + 1 > limit:
+            return "budget"
+        if tokens < (1.0 if impaired else 2.0):
+            return "stream_rate"
+        return None
 
     def _history(self, store: OrderedDict[str, deque[T]], key: str) -> deque[T]:
         """The rendition's rolling window in `store` (made on first use; least recently

@@ -35,21 +35,22 @@ INPUT = "fragments"
 OUTPUTS = ("mos", "degradation", "embedding")
 
 
-SLIM_MODEL = "vqmon-student-slim.onnx"
-SLIM_FUSION = "vqmon-fusion-slim.json"
+Variant = Literal["full", "slim"]
+PACKAGED: dict[str, tuple[str, str]] = {
+    "full": (DEFAULT_MODEL, hybrid.DEFAULT_FUSION),
+    "slim": ("vqmon-student-slim.onnx", "vqmon-fusion-slim.json"),
+}
+"""Per variant, the student and the fusion head fitted to its outputs (scorers/weights/)."""
 
 
-def default_model_path(variant: str = "full") -> Path:
-    """A student shipped inside the package (scorers/weights/): the full model or the slim one."""
-    name = SLIM_MODEL if variant == "slim" else DEFAULT_MODEL
-    return Path(str(resources.files("scorers") / "weights" / name))
+def default_model_path(variant: Variant = "full") -> Path:
+    """A student shipped inside the package: the full model or the slim one."""
+    return Path(str(resources.files("scorers") / "weights" / PACKAGED[variant][0]))
 
 
-def default_fusion_path(variant: str = "full") -> Path:
-    """The fusion head shipped for that student (each head is fitted to its student's outputs)."""
-    if variant == "slim":
-        return Path(str(resources.files("scorers") / "weights" / SLIM_FUSION))
-    return hybrid.default_fusion_path()
+def default_fusion_path(variant: Variant = "full") -> Path:
+    """The fusion head shipped for that student."""
+    return Path(str(resources.files("scorers") / "weights" / PACKAGED[variant][1]))
 
 
 class DistilledConfig(StrictModel):
@@ -58,7 +59,7 @@ class DistilledConfig(StrictModel):
         None,
         description="ONNX student to run; empty means the packaged one that `variant` names.",
     )
-    variant: Literal["full", "slim"] = Field(
+    variant: Variant = Field(
         "full",
         description="Which packaged student runs when model_path is empty: 'full' "
         "(vqmon-student.onnx: two members beside a fixed statistics branch) or 'slim' "

@@ -52,8 +52,8 @@ SYNTH_SIZES = ((640, 360), (1280, 720), (480, 270), (960, 540))
 class Job:
     name: str
     """Unique per segment; the source is the part before '#'."""
-    data: bytes | None
-    path: str | None
+    path: str
+    """A segment file, or 'synth:...' for a procedural segment the worker encodes."""
     display: tuple[int, int] | None
     jitter: int
     seed: int
@@ -61,7 +61,7 @@ class Job:
 
 def synthetic_jobs(count: int, seed: int = 0, jitter: int = 4) -> list[Job]:
     """`count` procedural segments (ingest.synth patterns at ladder sizes) clean or impaired,
-    described lazily: the worker encodes them (Job.data None, path 'synth:...')."""
+    described lazily: the worker encodes them (path 'synth:...')."""
     rng = np.random.default_rng(seed)
     jobs = []
     for i in range(count):
@@ -75,7 +75,7 @@ def synthetic_jobs(count: int, seed: int = 0, jitter: int = 4) -> list[Job]:
         spec = f"synth:{kind}:{w}x{h}:{impairment}:{strength:.3f}:{src}"
         # A lower rung shown on a 720p screen, as the runtime judges it (display size).
         display = (1280, 720) if w < 1280 and rng.random() < 0.4 else None
-        jobs.append(Job(f"{kind}-{src}#{i}", None, spec, display, jitter, seed * 100_000 + i))
+        jobs.append(Job(f"{kind}-{src}#{i}", spec, display, jitter, seed * 100_000 + i))
     return jobs
 
 
@@ -112,7 +112,6 @@ def real_jobs(labels: Path, jitter: int = 4, seed: int = 0) -> list[Job]:
     return [
         Job(
             f"{r['source']}#{r['path']}",
-            None,
             str(labels.parent / r["path"]),
             parse_display(r["display"]),
             jitter,
@@ -130,13 +129,10 @@ def _mosaics(job: Job) -> tuple[str, RGB | None]:
     from scorers import fragments
 
     try:
-        if job.path is not None and job.path.startswith("synth:"):
+        if job.path.startswith("synth:"):
             data = _synthetic_segment(job.path, job.seed)
-        elif job.path is not None:
-            data = Path(job.path).read_bytes()
         else:
-            assert job.data is not None
-            data = job.data
+            data = Path(job.path).read_bytes()
         decoded = decode(Segment(data, source=job.name), DecodeConfig(threads=1))
     except (IngestError, ValueError) as exc:
         log.info("skipping %s: %s", job.name, exc)
@@ -189,13 +185,9 @@ def teacher_outputs(teacher: Path, mosaics: RGB, threads: int = 2) -> tuple[Any,
     """(frame MOS, degradation distribution) of the teacher ONNX model on every mosaic."""
     from scorers.distilled import DistilledConfig, DistilledScorer
 
-    scorer = DistilledScorer(DistilledConfig(model_path=teacher, threads=threads, hybrid=False))
-    mos, deg = [], []
-    for s in range(0, len(mosaics), 64):
-        p = scorer.predict_mosaics(np.ascontiguousarray(mosaics[s : s + 64]))
-        mos.append(p.mos)
-        deg.append(p.degradation)
-    return np.concatenate(mos).astype(np.float32), np.concatenate(deg).astype(np.float32)
+    config = DistilledConfig(model_path=teacher, threads=threads, hybrid=False, batch_size=64)
+    p = DistilledScorer(config).predict_mosaics(np.ascontiguousarray(mosaics))
+    return p.mos, p.degradation
 
 
 def build(jobs: list[Job], teacher: Path, out: Path, workers: int = 2) -> SlimData:
@@ -230,9 +222,9 @@ def build(jobs: list[Job], teacher: Path, out: Path, workers: int = 2) -> SlimDa
     return data
 
 
-def _onnx_tensors(path: Path) -> tuple[dict[str, Any], list[Any]]:
+def _onnx_tensors(path: Path) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
     """Every initializer of an ONNX model as float32 (float16-stored ones under the name
-    their Cast gives them), and the graph's nodes."""
+    their Cast gives them), the graph's nodes, and the model config in its metadata."""
     import onnx
     from onnx import numpy_helper
 
@@ -241,7 +233,11 @@ def _onnx_tensors(path: Path) -> tuple[dict[str, Any], list[Any]]:
     for node in proto.graph.node:
         if node.op_type == "Cast" and node.input[0] in arrays:
             arrays[node.output[0]] = arrays[node.input[0]]
-    return {k: np.array(v, np.float32) for k, v in arrays.items()}, list(proto.graph.node)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    cfg: dict[str, Any] = json.loads(meta["model_config"])
+    cfg["widths"] = tuple(cfg["widths"])
+    tensors = {k: np.array(v, np.float32) for k, v in arrays.items()}
+    return tensors, list(proto.graph.node), cfg
 
 
 def warm_start(teacher: Path, member: int = 0) -> Any:
@@ -257,8 +253,7 @@ def warm_start(teacher: Path, member: int = 0) -> Any:
 
     from scorers.train.model import ModelConfig, Student
 
-    tensors, nodes = _onnx_tensors(teacher)
-    meta_cfg = _teacher_config(teacher)
+    tensors, nodes, meta_cfg = _onnx_tensors(teacher)
     cfg = ModelConfig(**{**meta_cfg, "stats": False, "dropout": max(meta_cfg["dropout"], 0.1)})
     model = Student(cfg)
     suffix = "" if member == 0 else f"_{member}"
@@ -304,17 +299,6 @@ def warm_start(teacher: Path, member: int = 0) -> Any:
         model.proto_raw.copy_(torch.from_numpy(tensors[f"{prefix}proto_raw"]))
         model.log_tau.copy_(torch.from_numpy(tensors[f"{prefix}log_tau"]).reshape(()))
     return model
-
-
-def _teacher_config(teacher: Path) -> dict[str, Any]:
-    import onnx
-
-    meta = {
-        p.key: p.value for p in onnx.load(str(teacher), load_external_data=False).metadata_props
-    }
-    cfg: dict[str, Any] = json.loads(meta["model_config"])
-    cfg["widths"] = tuple(cfg["widths"])
-    return cfg
 
 
 @dataclass
