@@ -204,7 +204,13 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--seconds", type=float, default=2.0, help="media seconds per segment")
-    ap.add_argument("--mode", choices=("full", "adaptive", "both", "vlm"), default="both")
+    ap.add_argument(
+        "--mode",
+        choices=("full", "adaptive", "both", "vlm", "skip"),
+        default="both",
+        help="skip: full screening decoding every frame, then skipping the unread "
+        "non-reference frames (decode.skip_nonref), in one run",
+    )
     ap.add_argument("--renditions", type=int, default=4, help="renditions the segments belong to")
     ap.add_argument("--distinct", type=int, default=4, help="distinct encodes reused")
     ap.add_argument("--model", type=Path, help="distilled scorer ONNX (default: the shipped one)")
@@ -242,6 +248,7 @@ def main() -> int:
     modes = {
         "both": ["full", "adaptive"],
         "vlm": ["vlm-rules", "vlm-stalled"],
+        "skip": ["full-every-frame", "full"],
     }.get(args.mode, [args.mode])
     ratios: dict[str, float] = {}
     silent = socket.socket()  # a "VLM" that accepts connections and never answers
@@ -270,9 +277,10 @@ def main() -> int:
                 args.workers,
                 args.model,
                 not args.no_distilled,
-                "full" if mode.startswith("vlm") else mode,
+                "full" if mode.startswith(("vlm", "full")) else mode,
                 args.variant,
             )
+            config.decode.skip_nonref = mode != "full-every-frame"
             if args.frames:
                 config.decode.sampling.count = args.frames
             config.kafka.topics.segments += f".{mode}"
@@ -301,6 +309,8 @@ def main() -> int:
     if args.mode == "vlm":
         # each arm against the bare decode measured around it: the machine's drift cancels
         result["stalled_over_rules"] = round(ratios["vlm-stalled"] / ratios["vlm-rules"], 3)
+    if args.mode == "skip":
+        result["skipping_over_every_frame"] = round(ratios["full"] / ratios["full-every-frame"], 3)
     if args.mode == "both":
         full, adaptive = result["full"], result["adaptive"]
         result["adaptive_over_full"] = round(

@@ -59,6 +59,13 @@ class DecodeConfig(StrictModel):
         description="Decoder threads per segment; 0 lets FFmpeg choose. Use 1 when a pool of "
         "decode workers already fills the cores.",
     )
+    skip_nonref: bool = Field(
+        True,
+        description="Skip decoding non-reference frames that nothing reads (not sampled, not a "
+        "quantiser frame): their luma statistics are held from the decoded neighbours. "
+        "Decoded pictures are identical; any sign of damage (corrupt or missing packets, "
+        "decode errors, concealed frames) decodes the segment again in full.",
+    )
     bitstream_qp: bool = Field(
         True,
         description="Read the encoder's quantiser of every frame (FFmpeg's exported encoding "

@@ -26,6 +26,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -331,7 +332,15 @@ def _decode_bytes(
 ) -> DecodedSegment:
     container = open_container(data, cfg.limits.max_pixels, segment.source, cfg)
     try:
-        return _decode_open(container, segment, cfg, started)
+        try:
+            return _decode_open(container, segment, cfg, started)
+        except _DecodeInFull:
+            # Skipping frames met damage or a timeline it could not place: decode every
+            # frame, as a plain decode would, so nothing about the damage is lost.
+            container.close()
+            container = open_container(data, cfg.limits.max_pixels, segment.source, cfg)
+            in_full = cfg.model_copy(update={"skip_nonref": False})
+            return _decode_open(container, segment, in_full, started)
     except IngestError:
         raise
     except av.error.FFmpegError as exc:
@@ -424,6 +433,7 @@ def _decode_open(
     time_base = stream.time_base or Fraction(1, 90000)
     n_packets = len(packets)
     wanted = _wanted_indices(n_packets, cfg) if not keyframes_only else None
+    plan = _skip_plan(packets, wanted, cfg, _fps(stream)) if wanted is not None else None
     kept_max = n_packets if wanted is None and not keyframes_only else cfg.sampling.count
     kept_max = min(kept_max, n_packets)
     _check_rgb_bytes(
@@ -435,7 +445,8 @@ def _decode_open(
     kept_bytes = 0
 
     frames: list[SampledFrame] = []
-    rows: list[tuple[float, float, float, float, float, bool, bool]] = []
+    rows: list[Row] = []
+    indices: list[int] = []  # each row's display index (skipping frames leaves holes)
     qps: list[float] = []
     prev: np.ndarray | None = None
     decode_errors = 0
@@ -451,7 +462,7 @@ def _decode_open(
             _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
         if first_frame is None:
             first_frame = frame
-        index = len(rows)
+        index = len(rows) if plan is None else plan.display_index(frame.pts, indices)
         luma, scale = _luma(frame)
         mean, std, diff, dark, lumaf = _luma_stats(luma, scale, prev, cfg.dark_pixel_threshold)
         prev = lumaf
@@ -480,7 +491,11 @@ def _decode_open(
                 )
             )
 
-    for packet in [*packets, None]:
+    skipping = False
+    for i, packet in enumerate([*packets, None]):
+        if plan is not None and packet is not None and plan.skippable[i] != skipping:
+            skipping = plan.skippable[i]
+            ctx.skip_frame = "NONREF" if skipping else "DEFAULT"
         if time.monotonic() > deadline:
             raise DecodeTimeout(
                 f"decoding took longer than limits.decode_timeout_s={limits.decode_timeout_s}s "
@@ -498,6 +513,11 @@ def _decode_open(
         for frame in decoded:
             consume(frame)
 
+    held = None
+    if plan is not None:
+        if decode_errors or any(r[6] for r in rows) or not (wanted or set()) <= set(indices):
+            raise _DecodeInFull
+        rows, qps, held = plan.hold(rows, indices, qps if cfg.bitstream_qp else None)
     if not rows:
         raise DecodeError(
             f"no frame could be decoded from {n_packets} video packets"
@@ -512,7 +532,7 @@ def _decode_open(
         index, pts, frame = last
         rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
         frames.append(SampledFrame(index, pts, bool(frame.key_frame), rgb))
-    stats = _stats(rows, np.asarray(qps, dtype=np.float32) if cfg.bitstream_qp else None)
+    stats = _stats(rows, np.asarray(qps, dtype=np.float32) if cfg.bitstream_qp else None, held)
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
     packet_stats = _packet_stats(packets, time_base, info.fps)
     return DecodedSegment(
@@ -663,6 +683,125 @@ QP_EVERY = 4
 """The quantiser is read on every 4th frame and on keyframes: PyAV builds a frame's side
 data in Python (about 0.2 ms a frame), and a segment's mean needs no more."""
 
+Row = tuple[float, float, float, float, float, bool, bool]
+"""One frame's statistics: pts (s), luma mean, std, mean |difference| to the frame before,
+dark fraction, keyframe, corrupt."""
+
+
+class _DecodeInFull(Exception):
+    """Skipping frames met damage or a timeline it cannot place: decode every frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SkipPlan:
+    """Which packets may go undecoded: non-reference frames that nothing reads.
+
+    A non-reference frame (H.264 nal_ref_idc 0, HEVC's sub-layer non-reference pictures,
+    MPEG-2's B-frames) is never predicted from, so skipping it (FFmpeg's skip_frame=NONREF,
+    set per packet) leaves every other picture bit-identical. A packet stays decoded when
+    its frame is sampled, carries the quantiser (every QP_EVERY-th frame) or is a keyframe;
+    reference frames are decoded whatever the setting says.
+    """
+
+    skippable: list[bool]
+    """Per packet, in decode order."""
+    rank: dict[int, int]
+    """Packet pts -> display index."""
+    pts_s: list[float]
+    """Display index -> presentation time (s)."""
+
+    def display_index(self, pts: int | None, seen: list[int]) -> int:
+        index = self.rank.get(pts, -1) if pts is not None else -1
+        if index < 0 or (seen and index <= seen[-1]):
+            raise _DecodeInFull  # a frame the packets do not account for, or out of order
+        seen.append(index)
+        return index
+
+    def hold(
+        self, rows: list[Row], indices: list[int], qps: list[float] | None
+    ) -> tuple[list[Row], list[float], npt.NDArray[np.bool_]]:
+        """Every packet's row in display order, the skipped frames' held from their decoded
+        neighbours.
+
+        A decoded frame after k skipped ones measured its difference across k + 1 frame
+        steps, and the k + 1 rows it spans share it. How it divides depends on what moves:
+        steady motion grows with the span, noise and grain do not. The single-step
+        differences of the decoded frames next to the span tell which: each row gets their
+        mean, bounded by what the span allows (between span / (k + 1) and span). So the
+        segment's mean motion stays per frame and a freeze stays still.
+        """
+        decoded = dict(zip(indices, range(len(rows)), strict=True))
+        # single[j]: row j's difference when it was measured across one frame step
+        single = [
+            row[3] if j and indices[j] == indices[j - 1] + 1 and np.isfinite(row[3]) else None
+            for j, row in enumerate(rows)
+        ]
+
+        def share(j: int, k: int) -> float:
+            span = rows[j][3]
+            near = [
+                x for i in (j - 1, j + 1) if 0 <= i < len(rows) and (x := single[i]) is not None
+            ]
+            local = float(np.mean(near)) if near else span / (k + 1)
+            return min(span, max(span / (k + 1), local))
+
+        out: list[Row] = []
+        out_qp: list[float] = []
+        held: list[bool] = []
+        pending: list[int] = []  # positions in `out` of skipped frames awaiting a share
+        for d, pts in enumerate(self.pts_s):
+            at = decoded.get(d)
+            if at is None:
+                src = out[-1] if out else rows[0]
+                out.append((pts, src[1], src[2], float("nan"), src[4], False, False))
+                out_qp.append(float("nan"))
+                held.append(True)
+                pending.append(len(out) - 1)
+                continue
+            row = rows[at]
+            if pending and np.isfinite(row[3]):
+                each = share(at, len(pending))
+                for k in pending:
+                    out[k] = (*out[k][:3], each, *out[k][4:])
+                row = (*row[:3], each, *row[4:])
+            pending = []
+            out.append(row)
+            out_qp.append(qps[at] if qps is not None else float("nan"))
+            held.append(False)
+        for k in pending:  # skipped frames after the last decoded one: the last motion seen
+            out[k] = (*out[k][:3], out[k - 1][3], *out[k][4:])
+        return out, out_qp, np.asarray(held, dtype=bool)
+
+
+def _skip_plan(
+    packets: list[av.Packet], wanted: set[int], cfg: DecodeConfig, fps: float
+) -> _SkipPlan | None:
+    """The packets that may be skipped, None when nothing may (or the timeline is unsure:
+    missing or repeated timestamps, corrupt packets, gaps, which are decoded in full)."""
+    if not cfg.skip_nonref or len(packets) < 3:
+        return None
+    stamps = [p.pts for p in packets]
+    if any(t is None for t in stamps) or len(set(stamps)) != len(stamps):
+        return None
+    if any(p.is_corrupt for p in packets):
+        return None
+    order = sorted(t for t in stamps if t is not None)
+    time_base = packets[0].time_base or Fraction(1, 90000)
+    tb = float(time_base)  # as the decoded frames' times are computed
+    pts_s = [t * tb for t in order]
+    step = 1.0 / fps if fps > 0 else 0.04
+    if max(np.diff(pts_s)) > 1.5 * step:
+        return None
+    rank = {t: i for i, t in enumerate(order)}
+    shown = [rank.get(p.pts, 0) if p.pts is not None else 0 for p in packets]
+    skippable = [
+        not p.is_keyframe and d not in wanted and not (cfg.bitstream_qp and d % QP_EVERY == 0)
+        for p, d in zip(packets, shown, strict=True)
+    ]
+    if not any(skippable):
+        return None
+    return _SkipPlan(skippable, rank, pts_s)
+
 
 def frame_qp(frame: av.VideoFrame) -> float:
     """The frame's mean quantiser on H.264's 0-51 scale, NaN when its codec exports none.
@@ -694,8 +833,9 @@ def frame_qp(frame: av.VideoFrame) -> float:
 
 
 def _stats(
-    rows: list[tuple[float, float, float, float, float, bool, bool]],
+    rows: list[Row],
     qp: npt.NDArray[np.float32] | None = None,
+    held: npt.NDArray[np.bool_] | None = None,
 ) -> FrameStats:
     cols = list(zip(*rows, strict=True))
     return FrameStats(
@@ -707,6 +847,7 @@ def _stats(
         keyframe=np.asarray(cols[5], dtype=bool),
         corrupt=np.asarray(cols[6], dtype=bool),
         qp=qp,
+        held=held,
     )
 
 

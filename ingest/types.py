@@ -87,6 +87,10 @@ class FrameStats:
     """The encoder's quantiser per frame on H.264's 0-51 scale (the mean of the H.264
     macroblock QP map; VP9/AV1 base q-index rescaled), NaN where the codec exports none
     (HEVC) or the frame carried none; None when reading it was off."""
+    held: BoolArray | None = None
+    """Frames the decoder skipped (non-reference, read by nothing: DecodeConfig.skip_nonref)
+    whose statistics were held from their decoded neighbours; None when every frame was
+    decoded."""
 
     def __len__(self) -> int:
         return len(self.pts_s)

@@ -153,8 +153,11 @@ def test_frozen_run_grows_with_its_length() -> None:
     decoded = [_decoded(f) for f in runs]
     sev = _graded("freeze", decoded)
     assert sev == pytest.approx([0.3, 0.5, 0.8], abs=0.05)
-    # The run starts at frame 10 (media time; MPEG-TS timestamps need not start at 0).
-    assert _flags(decoded[1])["freeze"].start_s == pytest.approx(decoded[1].stats.pts_s[10])
+    # The run starts at frame 10 (media time; MPEG-TS timestamps need not start at 0), to
+    # within the one frame a skipped non-reference frame at the onset leaves unknown.
+    step = float(np.diff(decoded[1].stats.pts_s).min())
+    start = _flags(decoded[1])["freeze"].start_s
+    assert start == pytest.approx(decoded[1].stats.pts_s[10], abs=step * 1.01)
 
 
 def test_heavy_quantisation_is_blocky() -> None:

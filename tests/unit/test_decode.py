@@ -75,6 +75,64 @@ def test_the_open_decodes_nothing_and_the_decode_still_sees_everything(
     assert all(np.array_equal(f.rgb, plain[f.index]) for f in d.frames)
 
 
+@pytest.mark.parametrize(("encoder", "container", "codec"), CONTAINERS)
+def test_skipped_frames_leave_pictures_and_timeline_as_a_full_decode(
+    encoder: str, container: str, codec: str
+) -> None:
+    """Non-reference frames nothing reads are not decoded: the sampled pictures and the
+    quantiser are bit-identical to a full decode, every frame keeps its row, and the
+    skipped rows' statistics are held from their neighbours."""
+    settings = EncodeSettings(codec=encoder, container=container, gop=50)
+    data = clip("scene", width=256, height=144, seconds=2.0, settings=settings)
+    cfg = DecodeConfig(threads=1)
+    skipped = decode(Segment(data), cfg)
+    full = decode(Segment(data), cfg.model_copy(update={"skip_nonref": False}))
+    assert full.stats.held is None
+    held = skipped.stats.held
+    assert held is not None and 0 < int(held.sum()) < len(held) // 2
+    assert [f.index for f in skipped.frames] == [f.index for f in full.frames]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(skipped.frames, full.frames))
+    assert np.array_equal(skipped.stats.pts_s, full.stats.pts_s)
+    assert skipped.info.frame_count == full.info.frame_count == 50
+    if codec == "h264":  # the quantiser frames are never skipped
+        assert np.array_equal(skipped.stats.qp, full.stats.qp, equal_nan=True)
+    # Decoded rows are the full decode's; held ones are near their neighbours'.
+    kept = ~held
+    assert np.array_equal(skipped.stats.luma_mean[kept], full.stats.luma_mean[kept])
+    assert np.allclose(skipped.stats.luma_mean, full.stats.luma_mean, atol=0.02)
+    motion = float(np.nanmean(skipped.stats.luma_diff)), float(np.nanmean(full.stats.luma_diff))
+    assert motion[0] == pytest.approx(motion[1], rel=0.15)
+
+
+def test_held_rows_keep_the_motion_of_grain_and_of_steady_motion() -> None:
+    """A difference across a skipped frame grows with the span for motion, not for grain:
+    the segment's mean frame difference stays near a full decode's for both."""
+    from ingest.impair import noise
+
+    frames = list(pattern_frames("texture", 256, 144, 50))
+    cfg = DecodeConfig(threads=1)
+    for content in (frames, noise(frames, 10.0, seed=2)):
+        data = encode(content, EncodeSettings(gop=50))
+        skipped = decode(Segment(data), cfg)
+        full = decode(Segment(data), cfg.model_copy(update={"skip_nonref": False}))
+        assert skipped.stats.held is not None and skipped.stats.held.any()
+        mean = [float(np.nanmean(d.stats.luma_diff)) for d in (skipped, full)]
+        assert mean[0] == pytest.approx(mean[1], rel=0.15)
+
+
+def test_damage_decodes_every_frame() -> None:
+    """Any sign of damage (here: transport loss the decoder conceals) makes the decoder
+    see every frame, so a skipped frame never hides a concealed one."""
+    from ingest.impair import corrupt_packets
+
+    data = clip("scene", width=256, height=144, seconds=2.0)
+    clean = decode(Segment(data), DecodeConfig(threads=1))
+    assert clean.stats.held is not None and clean.stats.held.any()
+    damaged = decode(Segment(corrupt_packets(data, 0.05, seed=3)), DecodeConfig(threads=1))
+    assert damaged.stats.held is None
+    assert damaged.corrupt_frames > 0 or damaged.decode_errors > 0
+
+
 def test_ten_bit_hevc_reports_depth_and_normalised_stats() -> None:
     settings = EncodeSettings(codec="libx265", container="mp4", pix_fmt="yuv420p10le")
     d = decode(Segment(clip("gradient", width=256, height=144, seconds=0.4, settings=settings)))
