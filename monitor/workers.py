@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from threadpoolctl import threadpool_limits
+
 from ingest.config import DecodeConfig, SamplingConfig, StrictModel
 from ingest.contract import SegmentJob
 from ingest.decode import decode
@@ -147,6 +149,9 @@ def _worker_main(
     conn: multiprocessing.connection.Connection, setup: WorkerSetup, runner: Runner
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    # The pool already fills the cores: no BLAS helper threads. OpenBLAS starts one per core
+    # and they spin after each call, taking CPU from the other workers (~3% a segment).
+    threadpool_limits(1)
     try:
         _ = setup.chain  # load the models now, not on the first segment
     except Exception:  # reported per job by the runner, with the reason

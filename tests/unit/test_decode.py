@@ -91,7 +91,9 @@ def test_skipped_frames_leave_pictures_and_timeline_as_a_full_decode(
     held = skipped.stats.held
     assert held is not None and 0 < int(held.sum()) < len(held) // 2
     assert [f.index for f in skipped.frames] == [f.index for f in full.frames]
-    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(skipped.frames, full.frames))
+    assert all(
+        np.array_equal(a.rgb, b.rgb) for a, b in zip(skipped.frames, full.frames, strict=True)
+    )
     assert np.array_equal(skipped.stats.pts_s, full.stats.pts_s)
     assert skipped.info.frame_count == full.info.frame_count == 50
     if codec == "h264":  # the quantiser frames are never skipped

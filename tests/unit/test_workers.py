@@ -37,6 +37,10 @@ def misbehave(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         threading.Timer(0.3, os._exit, (4,)).start()
     if stream == "big":
         return Failed(job_id, "big", "r" * 4_000_000)
+    if stream == "blas":  # the BLAS thread pools this worker runs with
+        from threadpoolctl import threadpool_info
+
+        return Failed(job_id, "blas", repr([p["num_threads"] for p in threadpool_info()]))
     return screen_job(job_id, job, setup)
 
 
@@ -122,3 +126,21 @@ def test_large_jobs_and_results_with_prefetch_do_not_deadlock() -> None:
     finally:
         p.close()
     assert sorted(out) == [0, 1, 2]
+
+
+def test_workers_run_one_blas_thread(ts_h264: bytes) -> None:
+    """The pool fills the cores: BLAS helper threads (which spin after each call) would take
+    CPU from the other workers."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    np.ones(4) @ np.ones(4)  # numpy's BLAS is loaded here too
+    assert threadpool_info(), "no BLAS thread pool found to check"
+    p = pool()
+    try:
+        p.submit(1, job(ts_h264, "blas"))
+        out = collect(p, 1)[1]
+    finally:
+        p.close()
+    assert isinstance(out, Failed) and out.reason == "blas"
+    assert out.error == repr([1] * len(threadpool_info())), out.error
