@@ -297,6 +297,7 @@ def main() -> int:
             decode_fps = (bare[-1] + bare[-2]) / 2
             out["bare_decode_seg_per_s"] = round(decode_fps, 2)
             out["ratio"] = round(out["pipeline_seg_per_s"] / decode_fps, 3)  # type: ignore[operator]
+            out["ratio_steady"] = round(out["steady_seg_per_s"] / decode_fps, 3)  # type: ignore[operator]
             out["live_renditions_real_time"] = round(
                 out["pipeline_seg_per_s"] * args.seconds,  # type: ignore[operator]
                 1,
@@ -385,6 +386,10 @@ def run_daemon(
     p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     return {
         "pipeline_seg_per_s": round(pipeline_fps, 2),
+        # from the first verdict on, when every worker has loaded its models, as the bare
+        # decode's rate is measured after its pool's warm-up
+        "steady_seg_per_s": round(n / (done_at - counted_from), 2),
+        "first_verdict_s": round(counted_from - started, 2),
         # CPU per segment after the first verdict, by process; "other" is the rest of the
         # cores' time: idle, or anything else running on the machine
         "cpu_ms_per_segment": {**cpu_ms, "other": round(wall_ms - sum(cpu_ms.values()), 1)},
