@@ -683,6 +683,10 @@ QP_EVERY = 4
 """The quantiser is read on every 4th frame and on keyframes: PyAV builds a frame's side
 data in Python (about 0.2 ms a frame), and a segment's mean needs no more."""
 
+PAIR_EVERY = 8
+"""Frames 8k and 8k + 1 are always decoded when frames are skipped: a single-step luma
+difference at least every 8 frames."""
+
 Row = tuple[float, float, float, float, float, bool, bool]
 """One frame's statistics: pts (s), luma mean, std, mean |difference| to the frame before,
 dark fraction, keyframe, corrupt."""
@@ -725,10 +729,11 @@ class _SkipPlan:
 
         A decoded frame after k skipped ones measured its difference across k + 1 frame
         steps, and the k + 1 rows it spans share it. How it divides depends on what moves:
-        steady motion grows with the span, noise and grain do not. The single-step
-        differences of the decoded frames next to the span tell which: each row gets their
-        mean, bounded by what the span allows (between span / (k + 1) and span). So the
-        segment's mean motion stays per frame and a freeze stays still.
+        steady motion grows with the span, noise and grain do not. Single-step differences
+        tell which: those of the decoded frames next to the span, else the segment's
+        (its mean span against its mean single step, for spans of that length); the share
+        stays between span / (k + 1) and span. So mean motion stays per frame and a freeze
+        stays still.
         """
         decoded = dict(zip(indices, range(len(rows)), strict=True))
         # single[j]: row j's difference when it was measured across one frame step
@@ -736,14 +741,24 @@ class _SkipPlan:
             row[3] if j and indices[j] == indices[j - 1] + 1 and np.isfinite(row[3]) else None
             for j, row in enumerate(rows)
         ]
+        steps = [x for x in single if x is not None]
+        spans: dict[int, list[float]] = {}
+        for j in range(1, len(rows)):
+            if single[j] is None and np.isfinite(rows[j][3]):
+                spans.setdefault(indices[j] - indices[j - 1] - 1, []).append(rows[j][3])
 
         def share(j: int, k: int) -> float:
             span = rows[j][3]
             near = [
                 x for i in (j - 1, j + 1) if 0 <= i < len(rows) and (x := single[i]) is not None
             ]
-            local = float(np.mean(near)) if near else span / (k + 1)
-            return min(span, max(span / (k + 1), local))
+            if near:
+                return min(span, max(span / (k + 1), float(np.mean(near))))
+            step, across = float(np.mean(steps)) if steps else 0.0, spans.get(k)
+            if step <= 0 or not across:
+                return span / (k + 1)
+            growth = min(float(k + 1), max(1.0, float(np.mean(across)) / step))
+            return span / growth
 
         out: list[Row] = []
         out_qp: list[float] = []
@@ -794,8 +809,13 @@ def _skip_plan(
         return None
     rank = {t: i for i, t in enumerate(order)}
     shown = [rank.get(p.pts, 0) if p.pts is not None else 0 for p in packets]
+    # Kept: sampled frames, quantiser frames, and every PAIR_EVERY-th frame after one
+    # (a single-step difference now and then tells how differences grow across a skip).
     skippable = [
-        not p.is_keyframe and d not in wanted and not (cfg.bitstream_qp and d % QP_EVERY == 0)
+        not p.is_keyframe
+        and d not in wanted
+        and not (cfg.bitstream_qp and d % QP_EVERY == 0)
+        and d % PAIR_EVERY != 1
         for p, d in zip(packets, shown, strict=True)
     ]
     if not any(skippable):

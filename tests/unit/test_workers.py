@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import threading
 import time
@@ -143,4 +144,5 @@ def test_workers_run_one_blas_thread(ts_h264: bytes) -> None:
     finally:
         p.close()
     assert isinstance(out, Failed) and out.reason == "blas"
-    assert out.error == repr([1] * len(threadpool_info())), out.error
+    threads = ast.literal_eval(out.error)  # a worker imports fewer libraries than pytest
+    assert threads and all(n == 1 for n in threads), out.error
