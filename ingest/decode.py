@@ -703,8 +703,9 @@ class _SkipPlan:
     A non-reference frame (H.264 nal_ref_idc 0, HEVC's sub-layer non-reference pictures,
     MPEG-2's B-frames) is never predicted from, so skipping it (FFmpeg's skip_frame=NONREF,
     set per packet) leaves every other picture bit-identical. A packet stays decoded when
-    its frame is sampled, carries the quantiser (every QP_EVERY-th frame) or is a keyframe;
-    reference frames are decoded whatever the setting says.
+    its frame is sampled, carries the quantiser (every QP_EVERY-th frame), is frame
+    PAIR_EVERY k + 1 or is a keyframe; reference frames are decoded whatever the setting
+    says.
     """
 
     skippable: list[bool]
@@ -795,12 +796,12 @@ def _skip_plan(
     missing or repeated timestamps, corrupt packets, gaps, which are decoded in full)."""
     if not cfg.skip_nonref or len(packets) < 3:
         return None
-    stamps = [p.pts for p in packets]
-    if any(t is None for t in stamps) or len(set(stamps)) != len(stamps):
+    if any(p.pts is None or p.is_corrupt for p in packets):
         return None
-    if any(p.is_corrupt for p in packets):
+    stamps = [int(p.pts) for p in packets]  # type: ignore[arg-type]  # none is None (above)
+    if len(set(stamps)) != len(stamps):
         return None
-    order = sorted(t for t in stamps if t is not None)
+    order = sorted(stamps)
     time_base = packets[0].time_base or Fraction(1, 90000)
     tb = float(time_base)  # as the decoded frames' times are computed
     pts_s = [t * tb for t in order]
@@ -808,7 +809,7 @@ def _skip_plan(
     if max(np.diff(pts_s)) > 1.5 * step:
         return None
     rank = {t: i for i, t in enumerate(order)}
-    shown = [rank.get(p.pts, 0) if p.pts is not None else 0 for p in packets]
+    shown = [rank[t] for t in stamps]
     # Kept: sampled frames, quantiser frames, and every PAIR_EVERY-th frame after one
     # (a single-step difference now and then tells how differences grow across a skip).
     skippable = [
