@@ -81,24 +81,26 @@ def make_segments(
     ]
 
 
-def _bare_decode(data: bytes) -> int:
-    n = 0
+def _bare_decode(data: bytes) -> float:
+    """Decode every frame of one segment; the CPU seconds it took."""
+    started = time.process_time()
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         for packet in container.demux(stream):
-            n += len(stream.codec_context.decode(packet))
-    return n
+            stream.codec_context.decode(packet)
+    return time.process_time() - started
 
 
-def bare_decode(segments: list[bytes], n: int, processes: int) -> float:
-    """Segments per second of plain PyAV decoding on `processes` processes, one thread each."""
+def bare_decode(segments: list[bytes], n: int, processes: int) -> tuple[float, float]:
+    """Segments per second of plain PyAV decoding on `processes` processes, one thread each,
+    and the CPU milliseconds a segment took."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes) as pool:
         pool.map(_bare_decode, segments[:processes])  # warm-up (imports)
         started = time.perf_counter()
-        pool.map(_bare_decode, [segments[i % len(segments)] for i in range(n)], chunksize=1)
-        return n / (time.perf_counter() - started)
+        cpu = pool.map(_bare_decode, [segments[i % len(segments)] for i in range(n)], chunksize=1)
+        return n / (time.perf_counter() - started), 1000 * sum(cpu) / n
 
 
 def bench_config(
@@ -136,13 +138,26 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_s() -> dict[str, float]:
+    """The machine's idle and steal seconds so far, all cores (Linux /proc/stat): steal is
+    time the host gave this virtual machine's cores to someone else."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return {"idle": 0.0, "steal": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"idle": (int(fields[4]) + int(fields[5])) / tick, "steal": int(fields[8]) / tick}
+
+
 def cpu_snapshot(broker_pid: int | None) -> dict[str, float]:
     """CPU seconds so far of this process (the daemon's runtime thread, its Kafka client
-    and outputs), of its worker processes (decode + scoring) and of the broker."""
+    and outputs), of its worker processes (decode + scoring) and of the broker; and the
+    machine's idle and steal time."""
     return {
         "main": _cpu_s(os.getpid()),
         "workers": sum(_cpu_s(c.pid) for c in multiprocessing.active_children() if c.pid),
         "broker": _cpu_s(broker_pid) if broker_pid else 0.0,
+        **_machine_s(),
     }
 
 
@@ -270,7 +285,8 @@ def main() -> int:
         args.broker_pid = proc.pid if proc is not None else None
         # The machine's load drifts: bare decode is measured before and after each mode's
         # run, and each ratio uses the mean of the two measurements around it.
-        bare = [bare_decode(segments, args.segments, args.workers)]
+        rate, cpu = bare_decode(segments, args.segments, args.workers)
+        bare, bare_cpu = [rate], [cpu]
         for mode in modes:
             config = bench_config(
                 broker.bootstrap_servers,
@@ -293,8 +309,16 @@ def main() -> int:
                     config, silent.getsockname()[1] if mode == "vlm-stalled" else None
                 )
             out = run_daemon(broker.bootstrap_servers, config, segments, args)
-            bare.append(bare_decode(segments, args.segments, args.workers))
+            rate, cpu = bare_decode(segments, args.segments, args.workers)
+            bare.append(rate)
+            bare_cpu.append(cpu)
             decode_fps = (bare[-1] + bare[-2]) / 2
+            # CPU a segment costs the bare decode over what it costs the daemon (workers,
+            # runtime, broker): time the host takes from this machine moves neither.
+            spent = out["cpu_ms_per_segment"]
+            daemon_cpu = spent["main"] + spent["workers"] + spent["broker"]  # type: ignore[index]
+            out["bare_decode_cpu_ms"] = round((bare_cpu[-1] + bare_cpu[-2]) / 2, 1)
+            out["ratio_cpu"] = round(out["bare_decode_cpu_ms"] / daemon_cpu, 3)  # type: ignore[operator]
             out["bare_decode_seg_per_s"] = round(decode_fps, 2)
             out["ratio"] = round(out["pipeline_seg_per_s"] / decode_fps, 3)  # type: ignore[operator]
             out["ratio_steady"] = round(out["steady_seg_per_s"] / decode_fps, 3)  # type: ignore[operator]
@@ -390,8 +414,8 @@ def run_daemon(
         # decode's rate is measured after its pool's warm-up
         "steady_seg_per_s": round(n / (done_at - counted_from), 2),
         "first_verdict_s": round(counted_from - started, 2),
-        # CPU per segment after the first verdict, by process; "other" is the rest of the
-        # cores' time: idle, or anything else running on the machine
+        # CPU per segment after the first verdict, by process; the machine's idle and steal
+        # time (cores the host lent elsewhere); "other" is the rest of the cores' time
         "cpu_ms_per_segment": {**cpu_ms, "other": round(wall_ms - sum(cpu_ms.values()), 1)},
         "screened": dict(daemon.summary.modes),
         "paced_rate_seg_per_s": round(1 / period, 2),
