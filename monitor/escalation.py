@@ -3,7 +3,8 @@
 `EscalationPolicy.decide(verdict)` says escalate or not, with a reason (or the reason it
 was dropped). Triggers: a flag at or above a severity (per kind: any corruption at all),
 mos_low below a threshold or far below the rendition's recent level (rolling median),
-a degradation head sure of a degradation, an unsure degradation head, and a
+a coarse mean quantiser (the bitstream's, where the codec exports one), a degradation
+head sure of a degradation, an unsure degradation head, and a
 deterministic audit sample of normal segments. Limits: a per-stream token bucket and a
 global budget (escalated fraction of the segments seen in a sliding window, 5% by
 default). Impaired segments have priority: audits, and verdicts whose only trigger is
@@ -25,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, field_validator
 
 from ingest.config import StrictModel
-from scorers.hybrid import DEGRADATIONS
+from scorers.hybrid import DEGRADATIONS, mean_qp
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
 
@@ -35,6 +36,7 @@ CLEAN = "clean"
 HEAD_CLASSES = tuple(d for d in DEGRADATIONS if d != CLEAN)
 """The degradation head's classes other than clean."""
 DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
+QP_ABOVE = 40.0
 
 
 class EscalationConfig(StrictModel):
@@ -97,6 +99,16 @@ class EscalationConfig(StrictModel):
                 raise ValueError(f"degraded_kinds.{kind}: {at} is not a probability in (0, 1]")
         return {**DEGRADED_KINDS, **given}
 
+    qp_above: float | None = Field(
+        QP_ABOVE,
+        ge=0,
+        le=51,
+        description="The segment's mean frame quantiser (the hybrid score's bitstream feature, "
+        "on H.264's 0-51 scale) at or above this escalates: quantisation coarse enough to "
+        "wipe out detail, whatever the picture scores (a no-reference score can miss it on "
+        "content it never learned). Codecs that export no quantiser (HEVC) never fire it "
+        "(None: off).",
+    )
     unsure_below: float | None = Field(
         0.4,
         gt=0,
@@ -190,6 +202,9 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
         and low < recent_median - cfg.drop_below_recent
     ):
         out.append(f"mos_low_drop>{cfg.drop_below_recent:.2f}")
+    qp = mean_qp(v.extra) if cfg.qp_above is not None else None
+    if qp is not None and cfg.qp_above is not None and qp >= cfg.qp_above:
+        out.append(f"qp>={cfg.qp_above:.1f}")
     head = v.degradation
     if head:
         top = max(head, key=lambda k: head[k])

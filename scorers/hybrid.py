@@ -56,6 +56,15 @@ FEATURES = (
 Floats = npt.NDArray[np.float32]
 
 
+def mean_qp(extra: dict[str, Any]) -> float | None:
+    """A verdict's mean frame quantiser on H.264's 0-51 scale, from the hybrid features the
+    distilled scorer puts in `extra["hybrid"]`; None when its codec exported none."""
+    feats = extra.get("hybrid")
+    if not isinstance(feats, dict) or not feats.get("has_qp"):
+        return None
+    return float(feats["qp_mean"]) * 51.0
+
+
 def default_fusion_path() -> Path:
     return Path(str(resources.files("scorers") / "weights" / DEFAULT_FUSION))
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ingest.config import StrictModel
+from scorers.hybrid import mean_qp
 from scorers.vlm.prompts import NO_DISTORTION, SEVERITIES
 from scorers.vlm.types import Diagnosis, EscalationRequest, Task, TaskResult
 
@@ -46,6 +47,14 @@ class RulesConfig(StrictModel):
         le=1,
         description="Flags below this severity are ignored; the distilled head decides then.",
     )
+    coarse_qp: float | None = Field(
+        40.0,
+        ge=0,
+        le=51,
+        description="With no flag, a mean frame quantiser at or above this (H.264's 0-51 "
+        "scale, from the verdict's hybrid features) is 'compression', whatever the head "
+        "says; severity grows from QP 26 (none) to 51 (extreme). None: off.",
+    )
     min_head_probability: float = Field(
         0.4,
         ge=0,
@@ -61,13 +70,18 @@ def severity_label(x: float) -> str:
 
 
 def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, str, str]:
-    """(class, severity, why) from the worst flag, else the distilled head, else none."""
+    """(class, severity, why) from the worst flag, else a coarse quantiser, else the
+    distilled head, else none."""
     flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
     if flags:
         worst = max(flags, key=lambda f: f["severity"])
         cls = FLAG_TO_CLASS.get(worst["kind"], worst["kind"])
         sev = float(worst["severity"])
         return cls, severity_label(sev), f"flag {worst['kind']} severity {sev:.2f}"
+    qp = mean_qp(verdict.get("extra") or {})
+    if cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp:
+        sev = min(1.0, max(0.0, (qp - 26.0) / 25.0))
+        return "compression", severity_label(sev), f"mean quantiser {qp:.1f}"
     head = verdict.get("degradation") or {}
     if head:
         name, p = max(head.items(), key=lambda kv: kv[1])

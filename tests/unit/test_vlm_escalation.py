@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from monitor.escalation import (
@@ -254,3 +256,37 @@ def test_head_switches_and_class_overrides() -> None:
     with pytest.raises(ValueError, match="not a class of the degradation head"):
         EscalationConfig(degraded_kinds={"blurr": 0.9})
     assert reason_label("habitual:flag:freeze>=0.50,mos_low<2.50") == "habitual"
+
+
+def _with_qp(qp: float | None) -> Verdict:
+    """A verdict whose hybrid features say the segment's mean quantiser (None: no QP)."""
+    hybrid = {"qp_mean": (qp or 0.0) / 51.0, "has_qp": float(qp is not None)}
+    return dataclasses.replace(v(1), extra={"hybrid": hybrid})
+
+
+def test_a_coarse_quantiser_escalates_whatever_the_picture_scores() -> None:
+    cfg = EscalationConfig()
+    assert triggers(_with_qp(45.0), cfg, None) == ["qp>=40.0"]
+    assert triggers(_with_qp(cfg.qp_above), cfg, None) == ["qp>=40.0"]
+    assert triggers(_with_qp(31.0), cfg, None) == []
+    assert triggers(_with_qp(None), cfg, None) == []  # HEVC exports no quantiser
+    assert triggers(v(1), cfg, None) == []  # no hybrid features (artifacts alone)
+    assert triggers(_with_qp(51.0), EscalationConfig(qp_above=None), None) == []
+    assert reason_label("qp>=40.0,mos_low<2.50") == "qp"
+
+
+def test_the_quantiser_trigger_reads_what_the_real_chain_measures() -> None:
+    from ingest.decode import decode
+    from ingest.synth import EncodeSettings, clip
+    from ingest.types import Segment
+    from monitor.config import Config
+    from scorers.chain import Chain
+
+    chain = Chain.from_configs(Config().scorers)
+    cfg = EscalationConfig()
+    fired = {}
+    for crf in (23, 50):
+        data = clip("texture", width=320, height=180, seconds=1.0, settings=EncodeSettings(crf=crf))
+        verdict = chain.score([decode(Segment(data, stream=f"crf{crf}"))])[0]
+        fired[crf] = "qp>=40.0" in triggers(verdict, cfg, None)
+    assert fired == {23: False, 50: True}

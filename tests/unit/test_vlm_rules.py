@@ -39,6 +39,23 @@ def test_rules_fall_back_to_the_distilled_head() -> None:
     ]
 
 
+def test_rules_call_a_coarse_quantiser_compression() -> None:
+    cfg = RulesConfig()
+    unsure = {**verdict(3).to_json(), "degradation": {"clean": 0.35, "blur": 0.33, "noise": 0.32}}
+    coarse = {**unsure, "extra": {"hybrid": {"qp_mean": 46.0 / 51.0, "has_qp": 1.0}}}
+    assert rules_degradation(coarse, cfg) == ("compression", "catastrophic", "mean quantiser 46.0")
+    at_40 = {**unsure, "extra": {"hybrid": {"qp_mean": 40.0 / 51.0, "has_qp": 1.0}}}
+    assert rules_degradation(at_40, cfg)[:2] == ("compression", "obvious")
+    fine = {**unsure, "extra": {"hybrid": {"qp_mean": 30.0 / 51.0, "has_qp": 1.0}}}
+    assert rules_degradation(fine, cfg)[:2] == ("none", "none")
+    hevc = {**unsure, "extra": {"hybrid": {"qp_mean": 0.0, "has_qp": 0.0}}}
+    assert rules_degradation(hevc, cfg)[:2] == ("none", "none")
+    off = RulesConfig(coarse_qp=None)
+    assert rules_degradation(coarse, off)[:2] == ("none", "none")
+    flagged = {**coarse, "flags": [{"kind": "black", "severity": 1.0}]}
+    assert rules_degradation(flagged, cfg)[:2] == ("black", "catastrophic")
+
+
 def test_rules_score_without_mos_is_a_failure() -> None:
     r = request()
     no_mos = type(r)(
