@@ -155,13 +155,18 @@ class Feed:
     def _run(self) -> None:
         period = self.cfg.segment_seconds / self.cfg.speed
         next_round = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self.done:
             try:
                 self.step()
             except Exception:
                 log.warning("synthetic feed round failed", exc_info=True)
             next_round += period
             self._stop.wait(max(0.0, next_round - time.monotonic()))
+
+    @property
+    def done(self) -> bool:
+        """Every round asked for (FeedConfig.rounds) is published."""
+        return self.cfg.rounds is not None and self.seq >= self.cfg.rounds
 
     def step(self) -> None:
         """One round: apply decisions and the schedule, publish every rung's segment."""

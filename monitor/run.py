@@ -86,8 +86,10 @@ def serve(
     duration_s: float | None = None,
     registry: CollectorRegistry | None = None,
     notifier: Notifier | None = None,
+    stop: threading.Event | None = None,
 ) -> Summary:
-    """Start what the config asks for (embedded broker, feed, HTTP), run the role(s), stop.
+    """Start what the config asks for (embedded broker, feed, HTTP), run the role(s), stop
+    after `duration_s`, on SIGTERM/SIGINT, or when `stop` is set (from another thread).
 
     `all` runs the screen role on the main thread and the judge and diagnose roles on
     threads of their own: one runtime and consumer group each, one process, one /metrics
@@ -164,6 +166,11 @@ def serve(
                 )
             )
         _install_signals(daemons)
+        if stop is not None:
+            threading.Thread(
+                target=_stop_when_set, args=(stop, daemons), name="vqmon-stop", daemon=True
+            ).start()
+            stack.callback(stop.set)  # the thread ends with the roles
         kafka_source = config.source.type == "kafka"
         feed_on = config.feed.enabled is True or (
             config.feed.enabled == "auto" and embedded and kafka_source
@@ -237,6 +244,14 @@ def feed_decisions(config: Config, bootstrap: Sequence[str]) -> DecisionSource |
 def _stop_feed(feed: Feed, summary: Summary) -> None:
     feed.stop()
     summary.published = feed.published
+
+
+def _stop_when_set(
+    stop: threading.Event, daemons: Sequence[Daemon | JudgeDaemon | DiagnoseDaemon]
+) -> None:
+    stop.wait()
+    for daemon in daemons:
+        daemon.stop()
 
 
 def _install_signals(daemons: Sequence[Daemon | JudgeDaemon | DiagnoseDaemon]) -> None:

@@ -277,6 +277,12 @@ class FeedConfig(StrictModel):
         default_factory=list,
         description="Impairments injected at given segment numbers (tests and demos).",
     )
+    rounds: int | None = Field(
+        None,
+        ge=1,
+        description="Stop publishing after this many rounds (every stream x rendition once "
+        "a round); empty: until stopped.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FeedConfig:

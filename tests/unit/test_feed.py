@@ -118,3 +118,13 @@ def test_default_feed_is_unchanged() -> None:
         f.step()
     assert [k for k, _, _ in sink.sent] == [b"demo-1/64x36", b"demo-1/128x72"] * 2
     assert [p.impairments for p in f.log] == [(), (), ("black",), ("black",)]
+
+
+def test_a_feed_of_so_many_rounds_stops_after_them() -> None:
+    f, sink, _ = feed(rounds=3, speed=1000)
+    f.start().thread.join(30)
+    assert not f.thread.is_alive() and f.done and f.seq == 3
+    assert len(sink.sent) == 3 * 2 * 2  # rounds x streams x renditions
+    endless, _, _ = feed()
+    endless.step()
+    assert not endless.done
