@@ -152,6 +152,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--workers", type=int, default=2, help="processes building the mosaics")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--version", default="3.0", help="model version written into the ONNX file")
+    s.add_argument(
+        "--targets",
+        choices=("teacher", "labels"),
+        default="teacher",
+        help="labels: real segments learn their own VMAF-as-displayed MOS from labels.csv "
+        "(procedural ones keep the teacher's); teacher: every mosaic learns the teacher's MOS",
+    )
+    s.add_argument(
+        "--group", type=int, default=0, help="mosaics per source in a batch (0: uniform batches)"
+    )
+    s.add_argument(
+        "--within-rank", type=float, default=0.0, help="weight of the within-source rank term"
+    )
+    s.add_argument("--lr", type=float, default=1e-3)
     s.set_defaults(func=run_slim)
 
 
@@ -180,7 +194,15 @@ def run_slim(args: argparse.Namespace) -> int:
         jobs += slim.synthetic_jobs(args.synthetic, seed=args.seed)
         data = slim.build(jobs, teacher, data_dir, workers=args.workers)
     model = slim.warm_start(teacher)
-    cfg = slim.SlimConfig(epochs=args.epochs, threads=args.threads, seed=args.seed)
+    cfg = slim.SlimConfig(
+        epochs=args.epochs,
+        threads=args.threads,
+        seed=args.seed,
+        lr=args.lr,
+        targets=args.targets,
+        group=args.group,
+        within_rank_weight=args.within_rank,
+    )
     report = slim.train(model, data, args.out, cfg)
     onnx_path = export(
         model,

@@ -31,7 +31,7 @@ import multiprocessing
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,8 @@ class Job:
     display: tuple[int, int] | None
     jitter: int
     seed: int
+    label: float | None = None
+    """The segment's own MOS label (VMAF as displayed, from a realset labels.csv), if any."""
 
 
 def synthetic_jobs(count: int, seed: int = 0, jitter: int = 4) -> list[Job]:
@@ -116,6 +118,7 @@ def real_jobs(labels: Path, jitter: int = 4, seed: int = 0) -> list[Job]:
             parse_display(r["display"]),
             jitter,
             seed * 100_000 + i,
+            float(r["mos"]) if r.get("mos") else None,
         )
         for i, r in enumerate(rows)
     ]
@@ -157,28 +160,32 @@ class SlimData:
     degradation: npt.NDArray[np.float32]
     """The teacher's degradation distribution (N x 7)."""
     source: npt.NDArray[np.str_]
+    label: npt.NDArray[np.float32] | None = None
+    """The segment's own MOS label per mosaic (NaN where there is none: procedural)."""
 
     def __len__(self) -> int:
         return len(self.mos)
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> SlimData:
+        label = None if self.label is None else self.label[mask]
         return SlimData(
-            self.mosaic[mask], self.mos[mask], self.degradation[mask], self.source[mask]
+            self.mosaic[mask], self.mos[mask], self.degradation[mask], self.source[mask], label
         )
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for k, v in asdict(self).items():
-            np.save(directory / f"{k}.npy", v)
+            if v is not None:
+                np.save(directory / f"{k}.npy", v)
 
     @classmethod
     def load(cls, directory: Path) -> SlimData:
-        return cls(
-            **{
-                k: np.load(directory / f"{k}.npy", mmap_mode="r" if k == "mosaic" else None)
-                for k in ("mosaic", "mos", "degradation", "source")
-            }
-        )
+        arrays = {
+            k: np.load(directory / f"{k}.npy", mmap_mode="r" if k == "mosaic" else None)
+            for k in ("mosaic", "mos", "degradation", "source")
+        }
+        label = directory / "label.npy"  # absent in sets built before labels were kept
+        return cls(**arrays, label=np.load(label) if label.is_file() else None)
 
 
 def teacher_outputs(teacher: Path, mosaics: RGB, threads: int = 2) -> tuple[Any, Any]:
@@ -194,19 +201,22 @@ def build(jobs: list[Job], teacher: Path, out: Path, workers: int = 2) -> SlimDa
     """Mosaics of every job (in `workers` processes) labelled by the teacher; saved to `out`."""
     started = time.monotonic()
     names: list[str] = []
+    labels: list[float] = []
     chunks: list[RGB] = []
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
         for i, (name, m) in enumerate(pool.imap(_mosaics, jobs, chunksize=4)):
             if m is not None:
                 names += [name.split("#")[0]] * len(m)
+                label = jobs[i].label
+                labels += [np.nan if label is None else label] * len(m)
                 chunks.append(m)
             if i % 200 == 0:
                 log.info("mosaics %d/%d (%.0f s)", i, len(jobs), time.monotonic() - started)
     mosaic = np.concatenate(chunks)
     del chunks
     mos, deg = teacher_outputs(teacher, mosaic)
-    data = SlimData(mosaic, mos, deg, np.asarray(names))
+    data = SlimData(mosaic, mos, deg, np.asarray(names), np.asarray(labels, np.float32))
     data.save(out)
     (out / "build.json").write_text(
         json.dumps(
@@ -317,6 +327,16 @@ class SlimConfig:
     seed: int = 0
     threads: int = 1
     max_steps: int | None = None
+    targets: Literal["teacher", "labels"] = "teacher"
+    """labels: a mosaic with a label of its own (a real segment's VMAF as displayed) learns
+    that MOS instead of the teacher's, so the student learns real content's quality rather
+    than the teacher's opinion of it; the rest (procedural) keep the teacher's. The
+    degradation distribution is the teacher's either way."""
+    group: int = 0
+    """Batches of `group` mosaics from each of batch_size // group sources (0: uniform), so
+    the within-source rank term sees versions of one source against each other."""
+    within_rank_weight: float = 0.0
+    """Weight of the pairwise rank term over pairs of one source only."""
 
 
 def _freeze_norms(model: Any) -> None:
@@ -329,12 +349,13 @@ def _freeze_norms(model: Any) -> None:
 
 
 def agreement(model: Any, data: SlimData) -> dict[str, float]:
-    """How closely the slim model follows the teacher on `data`."""
+    """How closely the slim model follows the teacher on `data`, and, where mosaics carry
+    labels, how well it ranks them (over all, and the mean within a source)."""
     from scorers import metrics
     from scorers.train.distill import predict
 
     mos, deg = predict(model, np.ascontiguousarray(data.mosaic))
-    return {
+    out = {
         "mosaics": len(data),
         "srcc": metrics.srcc(mos, data.mos),
         "plcc": float(np.corrcoef(mos, data.mos)[0, 1]),
@@ -342,14 +363,25 @@ def agreement(model: Any, data: SlimData) -> dict[str, float]:
         "class_agreement": float((deg.argmax(1) == data.degradation.argmax(1)).mean()),
         "class_l1": float(np.abs(deg - data.degradation).sum(1).mean()),
     }
+    if data.label is not None and np.isfinite(data.label).sum() > 2:
+        has = np.isfinite(data.label)
+        out["label_srcc"] = metrics.srcc(mos[has], data.label[has])
+        within = [
+            metrics.srcc(mos[has & (data.source == s)], data.label[has & (data.source == s)])
+            for s in np.unique(data.source[has])
+        ]
+        within = [w for w in within if np.isfinite(w)]
+        out["label_srcc_within"] = float(np.mean(within)) if within else float("nan")
+    return out
 
 
 def train(model: Any, data: SlimData, out_dir: Path, config: SlimConfig) -> dict[str, Any]:
-    """Distil the teacher's outputs (in `data`) into `model`; whole sources are held out."""
+    """Distil the teacher's outputs (in `data`, or the mosaics' own labels: config.targets)
+    into `model`; whole sources are held out."""
     import torch
     import torch.nn.functional as F
 
-    from scorers.train.distill import _augment, rank_loss
+    from scorers.train.distill import _augment, _batches, rank_loss
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -376,25 +408,32 @@ def train(model: Any, data: SlimData, out_dir: Path, config: SlimConfig) -> dict
     total = steps * config.epochs if config.max_steps is None else config.max_steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=total, pct_start=0.05)
     gen = torch.Generator().manual_seed(config.seed)
-    target = torch.from_numpy(np.asarray(data.mos))
+    mos_target = np.asarray(data.mos, np.float32)
+    if config.targets == "labels":
+        if data.label is None or not np.isfinite(data.label).any():
+            raise ValueError("targets=labels needs mosaics with labels (a realset labels.csv)")
+        mos_target = np.where(np.isfinite(data.label), data.label, mos_target).astype(np.float32)
+    target = torch.from_numpy(mos_target)
+    source_ids = torch.from_numpy(np.unique(np.asarray(data.source), return_inverse=True)[1])
     target_deg = torch.from_numpy(np.asarray(data.degradation))
     history: list[dict[str, Any]] = []
     started, step = time.monotonic(), 0
     for epoch in range(config.epochs):
-        order = rng.permutation(train_idx)
+        batches = _batches(data.source[train_idx], config.batch_size, steps, config.group, rng)
         losses = []
         for b in range(steps):
             if step >= total:
                 break
             model.train()
             _freeze_norms(model)
-            idx = np.sort(order[b * config.batch_size : (b + 1) * config.batch_size])
+            idx = np.sort(train_idx[batches[b]])
             x = _augment(torch.from_numpy(np.ascontiguousarray(data.mosaic[idx])), gen)
             mos, logits, _ = model.logits(x)
             y, yd = target[idx], target_deg[idx]
             loss = (
                 F.mse_loss(mos, y)
                 + config.rank_weight * rank_loss(mos, y)
+                + config.within_rank_weight * rank_loss(mos, y, group=source_ids[idx])
                 + config.class_weight
                 * F.kl_div(F.log_softmax(logits, dim=1), yd.clamp_min(1e-6), reduction="batchmean")
             )

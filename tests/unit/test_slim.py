@@ -79,3 +79,49 @@ def test_training_moves_the_slim_student_to_the_teacher(
     scorer = DistilledScorer(DistilledConfig(model_path=path, threads=1, hybrid=False))
     preds = scorer.predict_mosaics(np.ascontiguousarray(data.mosaic[:4]))
     assert np.all((preds.mos >= 1) & (preds.mos <= 5))
+
+
+def test_labelled_jobs_keep_their_label_through_the_build(tmp_path: Path) -> None:
+    """A realset labels.csv row's MOS reaches every mosaic of its segment; procedural
+    segments have none (NaN), and the labels survive save and load."""
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    (seg / "a.ts").write_bytes(slim._synthetic_segment("synth:zoneplate:320x180:crf:0.5:1", 1))
+    (tmp_path / "labels.csv").write_text(
+        "path,mos,vmaf,source,kind,variant,display\nseg/a.ts,2.25,40.0,pic,compression,x,640x360\n"
+    )
+    real = slim.real_jobs(tmp_path / "labels.csv", jitter=1)
+    assert [j.label for j in real] == [2.25] and real[0].display == (640, 360)
+    built = slim.build(real + slim.synthetic_jobs(1, jitter=1), TEACHER, tmp_path / "d", 1)
+    again = slim.SlimData.load(tmp_path / "d")
+    assert again.label is not None and built.label is not None
+    np.testing.assert_array_equal(again.label, built.label)
+    mine = again.source == "pic"
+    assert mine.sum() == 9 and np.all(again.label[mine] == np.float32(2.25))
+    assert np.all(np.isnan(again.label[~mine]))
+
+
+def test_label_targets_move_the_student_to_the_labels_not_the_teacher(
+    data: slim.SlimData, tmp_path: Path
+) -> None:
+    """With targets=labels a labelled mosaic learns its own label: here the teacher's MOS
+    turned upside down, which the teacher's targets would never teach."""
+    labels = (6.0 - np.asarray(data.mos)).astype(np.float32)
+    labelled = slim.SlimData(data.mosaic, data.mos, data.degradation, data.source, labels)
+    model = slim.warm_start(TEACHER)
+    before = slim.agreement(model, labelled)
+    cfg = slim.SlimConfig(
+        epochs=30,
+        batch_size=16,
+        lr=2e-3,
+        val_fraction=0.3,
+        max_steps=30,
+        targets="labels",
+        group=4,
+        within_rank_weight=1.0,
+    )
+    slim.train(model, labelled, tmp_path, cfg)
+    after = slim.agreement(model, labelled)
+    assert after["label_srcc"] > before["label_srcc"] + 0.3
+    with pytest.raises(ValueError, match="needs mosaics with labels"):
+        slim.train(slim.warm_start(TEACHER), data, tmp_path, cfg)
