@@ -366,12 +366,9 @@ def agreement(model: Any, data: SlimData) -> dict[str, float]:
     if data.label is not None and np.isfinite(data.label).sum() > 2:
         has = np.isfinite(data.label)
         out["label_srcc"] = metrics.srcc(mos[has], data.label[has])
-        within = [
-            metrics.srcc(mos[has & (data.source == s)], data.label[has & (data.source == s)])
-            for s in np.unique(data.source[has])
-        ]
-        within = [w for w in within if np.isfinite(w)]
-        out["label_srcc_within"] = float(np.mean(within)) if within else float("nan")
+        out["label_srcc_within"] = metrics.within_group_srcc(
+            mos[has], data.label[has], data.source[has]
+        )
     return out
 
 
@@ -433,10 +430,11 @@ def train(model: Any, data: SlimData, out_dir: Path, config: SlimConfig) -> dict
             loss = (
                 F.mse_loss(mos, y)
                 + config.rank_weight * rank_loss(mos, y)
-                + config.within_rank_weight * rank_loss(mos, y, group=source_ids[idx])
                 + config.class_weight
                 * F.kl_div(F.log_softmax(logits, dim=1), yd.clamp_min(1e-6), reduction="batchmean")
             )
+            if config.within_rank_weight:
+                loss = loss + config.within_rank_weight * rank_loss(mos, y, group=source_ids[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
