@@ -257,13 +257,16 @@ class NoiseConfig(_PictureConfig):
         "out: noise is clipped away there (and letterbox bars are clean black).",
     )
     threshold: float = Field(
-        2.0,
+        4.0,
         gt=0,
         description="Flag when the estimated white-noise standard deviation reaches this many "
-        "luma codes (0-255). Clean encodes estimate 0-0.3 (fine texture included); light "
-        "film grain, which is clean content, of sigma 2-3 codes before a CRF 16-23 encode "
-        "estimates up to 1.8 on 77 real pictures at 720p. Noise of sigma 8 added before a "
-        "CRF 20 encode comes out at 4-6 (the encoder removes some).",
+        "luma codes (0-255). Clean encodes estimate 0-0.3 (fine texture included); film "
+        "grain, which is clean content, of sigma 2-3 codes before a CRF 16-23 encode "
+        "estimates up to 1.8 on 77 real pictures at 720p, and of sigma 2-4 kept by a CRF "
+        "8-14 encode up to 3.4 (17 of realset's 60 clean training segments were over 2.0, the "
+        "threshold before). Noise of sigma 8 added before a CRF 20 encode comes out at 4-6 "
+        "(the encoder removes some); realset's noise versions under 4.0 are mostly ones VMAF "
+        "barely sees (92-100).",
     )
     full: float = Field(
         12.0, gt=0, description="Noise standard deviation (codes) at which severity reaches 1."
@@ -286,8 +289,39 @@ class BandingConfig(_PictureConfig):
     max_step: float = Field(
         20.0,
         gt=0,
-        description="Largest step counted as a band edge (codes); larger ones are real edges "
-        "(colour bars step by 22-41 codes of luma). 16 luma levels (17-code steps) still count.",
+        description="Largest step counted as a band edge on its own (codes); larger ones count "
+        "only as a staircase (stair_max_step). 16 luma levels (17-code steps) count alone.",
+    )
+    stair_max_step: float = Field(
+        56.0,
+        ge=0,
+        description="Steps above max_step and up to this (codes) count as band edges when they "
+        "form a staircase: stair_length of them in a row along the line, each the same "
+        "size as the last (stair_match) and in the same direction. "
+        "Luma quantised to 12 levels steps by 23 codes, to 8 by 36, to 6 by 51; colour bars "
+        "step by 22-41 codes too, but unequal ones (25, 40, 25, 39 for full bars), so they "
+        "stay quiet. 0 (or max_step) turns staircases off.",
+    )
+    stair_match: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Two neighbouring large steps are in a staircase when their sizes differ by "
+        "at most this share of the larger.",
+    )
+    stair_length: int = Field(
+        3,
+        ge=2,
+        description="Large steps count only in a staircase of at least this many in a row: "
+        "graphics repeat a pair of equal steps (a stripe two shades lighter), a banded "
+        "gradient climbs level after level.",
+    )
+    stair_flat_tolerance: float = Field(
+        2.0,
+        gt=0,
+        description="Flatness of a staircase's plateaus (codes): after 4:2:0 chroma and RGB "
+        "rounding, the gray of a band whose luma is one code wobbles by 1-2 codes where "
+        "its colour changes along it; small steps keep flat_tolerance.",
     )
     run_px: int = Field(
         4,
@@ -772,20 +806,15 @@ def _band_edges(x: F32, cfg: BandingConfig) -> tuple[int, float, int]:
 
     The edge sits at the largest step q of its transition q-2..q+2; its size is the level
     change across that transition, and the `run_px` steps beyond it on each side must
-    be flat (both sides are plateaus), the darker of them at least `dark_floor`.
+    be flat (both sides are plateaus), the darker of them at least `dark_floor`. Steps
+    above `max_step` count only as a staircase (`_staircase`).
     """
     d = np.diff(x, axis=-1)
     run, w = cfg.run_px, _BAND_ZONE
     a = np.abs(d)
     p = a.shape[-1]
-    flat = a < cfg.flat_tolerance
-    zero = np.zeros((*a.shape[:-1], 1), dtype=np.int32)
-    c = np.concatenate([zero, np.cumsum(flat, axis=-1, dtype=np.int32)], axis=-1)
     lo, hi = run + w, p - run - w  # edge positions q in [lo, hi)
     n = hi - lo
-    # c[k] counts flat steps before k: left run is [q-w-run, q-w), right run (q+w, q+w+run].
-    left = c[..., lo - w : lo - w + n] - c[..., lo - w - run : lo - w - run + n]
-    right = c[..., lo + w + 1 + run : lo + w + 1 + run + n] - c[..., lo + w + 1 : lo + w + 1 + n]
     here = a[..., lo:hi]
     peak = np.ones(here.shape, dtype=bool)
     change = d[..., lo:hi].copy()
@@ -793,16 +822,79 @@ def _band_edges(x: F32, cfg: BandingConfig) -> tuple[int, float, int]:
         peak &= (here >= a[..., lo - k : hi - k]) & (here > a[..., lo + k : hi + k])
         change += d[..., lo - k : hi - k] + d[..., lo + k : hi + k]
     size = np.abs(change)
+
+    # c[k] counts flat steps before k: the left run is [q-w-run, q-w), the right one
+    # (q+w, q+w+run].
+    zero = np.zeros((*a.shape[:-1], 1), dtype=np.int32)
+    c = np.concatenate([zero, np.cumsum(a < cfg.flat_tolerance, axis=-1, dtype=np.int32)], axis=-1)
+    left = c[..., lo - w : lo - w + n] - c[..., lo - w - run : lo - w - run + n]
+    right = c[..., lo + w + 1 + run : lo + w + 1 + run + n] - c[..., lo + w + 1 : lo + w + 1 + n]
     edge = peak & (size >= cfg.min_step) & (size <= cfg.max_step) & (left == run) & (right == run)
-    if cfg.dark_floor > 0:
-        # Plateau levels: pixel q-w before the transition, q+w+1 after it.
-        darker = np.minimum(x[..., lo - w : hi - w], x[..., lo + w + 1 : hi + w + 1])
-        edge &= darker >= cfg.dark_floor
-    if cfg.trend_px > 0 and edge.any():
-        idx = np.nonzero(edge)
-        trend = _trend(x, idx, lo, w, cfg.trend_px) * np.sign(change[idx])
-        edge[tuple(i[trend < cfg.trend_share * size[idx]] for i in idx)] = False
+    big = None
+    if cfg.stair_max_step > cfg.max_step:
+        big = peak & (size > cfg.max_step) & (size <= cfg.stair_max_step)
+        if big.any():
+            big = _flat_runs(a, big, lo, w, run, cfg.stair_flat_tolerance)
+    for mask in (edge, big):
+        if mask is None or not mask.any():
+            continue
+        if cfg.dark_floor > 0:
+            # Plateau levels: pixel q-w before the transition, q+w+1 after it.
+            at = np.nonzero(mask)
+            q = at[-1] + lo
+            darker = np.minimum(x[(*at[:-1], q - w)], x[(*at[:-1], q + w + 1)])
+            mask[tuple(i[darker < cfg.dark_floor] for i in at)] = False
+        if cfg.trend_px > 0 and mask.any():
+            idx = np.nonzero(mask)
+            trend = _trend(x, idx, lo, w, cfg.trend_px) * np.sign(change[idx])
+            mask[tuple(i[trend < cfg.trend_share * size[idx]] for i in idx)] = False
+    if big is not None and big.any():
+        edge |= _staircase(big, change, cfg.stair_match, cfg.stair_length)
     return int(edge.sum()), float(size[edge].sum()), int(edge.size)
+
+
+def _flat_runs(
+    a: F32, cand: npt.NDArray[np.bool_], lo: int, w: int, run: int, tolerance: float
+) -> npt.NDArray[np.bool_]:
+    """The candidates of `cand` (edge positions q = lo + index) whose `run` steps of `a` on
+    each side of the transition q-w..q+w are all below `tolerance`; looked up at the
+    candidates alone, which are few."""
+    idx = np.nonzero(cand)
+    q = idx[-1] + lo
+    offsets = np.concatenate([np.arange(-w - run, -w), np.arange(w + 1, w + 1 + run)])
+    steps = a[(*(i[:, None] for i in idx[:-1]), q[:, None] + offsets)]
+    ok = (steps < tolerance).all(axis=-1)
+    out = np.zeros_like(cand)
+    out[tuple(i[ok] for i in idx)] = True
+    return out
+
+
+def _staircase(
+    big: npt.NDArray[np.bool_], change: F32, match: float, length: int
+) -> npt.NDArray[np.bool_]:
+    """The large steps of `big` in a staircase: at least `length` of them in a row along a
+    line, each the same size as the last to within `match` and in the same direction. A
+    quantised gradient steps by equal amounts, level after level; real edges (bars,
+    objects) by unequal ones, and a graphic's pair of equal steps is not a staircase."""
+    idx = np.nonzero(big)
+    c = change[idx]
+    s = np.abs(c)
+    line = np.ravel_multi_index(idx[:-1], big.shape[:-1]) if big.ndim > 1 else np.zeros_like(s)
+    pair = (
+        (line[1:] == line[:-1])
+        & (np.sign(c[1:]) == np.sign(c[:-1]))
+        & (np.abs(s[1:] - s[:-1]) <= match * np.maximum(s[1:], s[:-1]))
+    )
+    # Runs of consecutive matching pairs: a run of r pairs links r + 1 steps.
+    edges = np.diff(np.concatenate([[0], pair.astype(np.int8), [0]]))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    keep = np.zeros(s.shape, dtype=bool)
+    for a0, a1 in zip(starts, ends, strict=True):
+        if a1 - a0 + 1 >= length:
+            keep[a0 : a1 + 1] = True
+    out = np.zeros_like(big)
+    out[tuple(i[keep] for i in idx)] = True
+    return out
 
 
 def _trend(x: F32, idx: tuple[npt.NDArray[np.intp], ...], lo: int, gap: int, span: int) -> F32:

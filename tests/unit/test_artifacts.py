@@ -185,6 +185,43 @@ def test_banding_grows_with_fewer_levels() -> None:
     _graded("banding", [_decoded(impair.banding(base, n)) for n in (32, 24, 16)])
 
 
+@pytest.mark.parametrize("levels", [12, 8])
+def test_severe_banding_is_flagged_as_a_staircase(levels: int) -> None:
+    # 12 and 8 luma levels step by 23 and 36 codes, above the largest step that counts on
+    # its own (colour bars step that much): they count because the steps repeat. Before,
+    # 16 levels were flagged and these, worse, were not.
+    base = _frames("scene", (480, 270), 25)
+    flags = _flags(_decoded(impair.banding(base, levels)))
+    assert set(flags) == {"banding"}, flags
+    assert flags["banding"].severity == 1.0
+    assert flags["banding"].evidence["score"] > 255 / (levels - 1) * 0.6
+
+
+def _stairs(steps: Sequence[float], width: int = 96) -> np.ndarray:
+    """Lines of plateaus `width` pixels wide, each `steps[i]` codes above the last."""
+    levels = 30 + np.concatenate([[0.0], np.cumsum(steps)])
+    line = np.repeat(levels, width).astype(np.float32)
+    return np.repeat(line[None, None, :], 4, axis=1)
+
+
+def test_staircase_needs_equal_neighbouring_steps() -> None:
+    cfg = artifacts.BandingConfig()
+    equal, _, _ = artifacts._band_edges(_stairs([30.0] * 6), cfg)
+    assert equal == 6 * 4  # every step, on every line
+    # Full colour bars' luma steps: as large, but unequal neighbours.
+    bars, _, _ = artifacts._band_edges(_stairs([25.0, 40.0, 25.0, 39.0, 25.0, 40.0]), cfg)
+    assert bars == 0
+    # A pair of equal steps is a graphic's stripe, not a banded gradient; steps down and
+    # up again are not one staircase.
+    assert artifacts._band_edges(_stairs([40.0, 30.0, 30.0, 45.0]), cfg)[0] == 0
+    assert artifacts._band_edges(_stairs([30.0, -30.0, 30.0, -30.0]), cfg)[0] == 0
+    # Off, the large steps do not count at all.
+    off = cfg.model_copy(update={"stair_max_step": 0.0})
+    assert artifacts._band_edges(_stairs([30.0] * 6), off)[0] == 0
+    # Steps above the staircase limit are real edges.
+    assert artifacts._band_edges(_stairs([70.0] * 3), cfg)[0] == 0
+
+
 @pytest.fixture(scope="module")
 def scene_ts() -> bytes:
     return encode(_frames("scene", SMALL, 50), EncodeSettings(codec="libx264", crf=23))
