@@ -45,10 +45,12 @@ class EscalationConfig(StrictModel):
         0.5, ge=0, le=1, description="A flag at or above this severity escalates."
     )
     flag_kinds: dict[str, float] = Field(
-        default_factory=lambda: {"corruption": 0.05},
+        default_factory=lambda: {"corruption": 0.05, "banding": 0.05},
         description="Per flag kind, a severity overriding flag_severity. corruption: 0.05, "
         "since any concealed or missing frame is a transport fault (clean encodes never "
-        "raise it; 2% TS packet loss raises 0.08-0.44).",
+        "raise it; 2% TS packet loss raises 0.08-0.44). banding: 0.05, since no clean "
+        "segment of the synthetic or the real training library raises it at all, while "
+        "banding the head misses raises it at 0.15-0.3.",
     )
     mos_low_below: float | None = Field(
         2.5, ge=1, le=5, description="mos_low below this escalates (None: off)."

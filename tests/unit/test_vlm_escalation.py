@@ -175,6 +175,7 @@ def test_per_kind_flag_thresholds_and_a_head_sure_of_a_degradation() -> None:
     assert triggers(v(1, flags=(Flag("corruption", 0.08, 0, 2),)), cfg, None) == [
         "flag:corruption>=0.05"
     ]
+    assert triggers(v(1, flags=(Flag("banding", 0.15, 0, 2),)), cfg, None) == ["flag:banding>=0.05"]
     assert triggers(v(1, flags=(Flag("blur", 0.08, 0, 2),)), cfg, None) == []
     noisy = {"clean": 0.2, "noise": 0.7, "blur": 0.1}
     assert triggers(v(1, head=noisy), cfg, None) == ["degraded:noise>=0.50"]
