@@ -830,71 +830,75 @@ def _band_edges(x: F32, cfg: BandingConfig) -> tuple[int, float, int]:
     left = c[..., lo - w : lo - w + n] - c[..., lo - w - run : lo - w - run + n]
     right = c[..., lo + w + 1 + run : lo + w + 1 + run + n] - c[..., lo + w + 1 : lo + w + 1 + n]
     edge = peak & (size >= cfg.min_step) & (size <= cfg.max_step) & (left == run) & (right == run)
-    big = None
+    # From here on, edges are index tuples (lines..., position): few, so gathers are cheap.
+    found = _kept(x, np.nonzero(edge), change, size, lo, cfg)
+    count, total = len(found[-1]), float(size[found].sum())
     if cfg.stair_max_step > cfg.max_step:
-        big = peak & (size > cfg.max_step) & (size <= cfg.stair_max_step)
-        if big.any():
-            big = _flat_runs(a, big, lo, w, run, cfg.stair_flat_tolerance)
-    for mask in (edge, big):
-        if mask is None or not mask.any():
-            continue
-        if cfg.dark_floor > 0:
-            # Plateau levels: pixel q-w before the transition, q+w+1 after it.
-            at = np.nonzero(mask)
-            q = at[-1] + lo
-            darker = np.minimum(x[(*at[:-1], q - w)], x[(*at[:-1], q + w + 1)])
-            mask[tuple(i[darker < cfg.dark_floor] for i in at)] = False
-        if cfg.trend_px > 0 and mask.any():
-            idx = np.nonzero(mask)
-            trend = _trend(x, idx, lo, w, cfg.trend_px) * np.sign(change[idx])
-            mask[tuple(i[trend < cfg.trend_share * size[idx]] for i in idx)] = False
-    if big is not None and big.any():
-        edge |= _staircase(big, change, cfg.stair_match, cfg.stair_length)
-    return int(edge.sum()), float(size[edge].sum()), int(edge.size)
+        big = np.nonzero(peak & (size > cfg.max_step) & (size <= cfg.stair_max_step))
+        big = _select(big, _flat_runs(a, big, lo, w, run, cfg.stair_flat_tolerance))
+        big = _kept(x, big, change, size, lo, cfg)
+        stairs = _select(big, _staircase(big, change, cfg.stair_match, cfg.stair_length))
+        count, total = count + len(stairs[-1]), total + float(size[stairs].sum())
+    return count, total, int(edge.size)
+
+
+Index = tuple[npt.NDArray[np.intp], ...]
+
+
+def _select(idx: Index, keep: npt.NDArray[np.bool_]) -> Index:
+    return tuple(i[keep] for i in idx)
+
+
+def _kept(x: F32, idx: Index, change: F32, size: F32, lo: int, cfg: BandingConfig) -> Index:
+    """The edges of `idx` whose darker plateau is at least `dark_floor` and whose step the
+    picture continues over `trend_px` on both sides."""
+    w = _BAND_ZONE
+    if cfg.dark_floor > 0 and len(idx[-1]):
+        # Plateau levels: pixel q-w before the transition, q+w+1 after it.
+        q = idx[-1] + lo
+        darker = np.minimum(x[(*idx[:-1], q - w)], x[(*idx[:-1], q + w + 1)])
+        idx = _select(idx, darker >= cfg.dark_floor)
+    if cfg.trend_px > 0 and len(idx[-1]):
+        trend = _trend(x, idx, lo, w, cfg.trend_px) * np.sign(change[idx])
+        idx = _select(idx, trend >= cfg.trend_share * size[idx])
+    return idx
 
 
 def _flat_runs(
-    a: F32, cand: npt.NDArray[np.bool_], lo: int, w: int, run: int, tolerance: float
+    a: F32, idx: Index, lo: int, w: int, run: int, tolerance: float
 ) -> npt.NDArray[np.bool_]:
-    """The candidates of `cand` (edge positions q = lo + index) whose `run` steps of `a` on
-    each side of the transition q-w..q+w are all below `tolerance`; looked up at the
-    candidates alone, which are few."""
-    idx = np.nonzero(cand)
+    """Which edges of `idx` (positions q = lo + index) have `run` steps of `a` below
+    `tolerance` on each side of the transition q-w..q+w; looked up at the edges alone."""
     q = idx[-1] + lo
     offsets = np.concatenate([np.arange(-w - run, -w), np.arange(w + 1, w + 1 + run)])
     steps = a[(*(i[:, None] for i in idx[:-1]), q[:, None] + offsets)]
-    ok = (steps < tolerance).all(axis=-1)
-    out = np.zeros_like(cand)
-    out[tuple(i[ok] for i in idx)] = True
-    return out
+    return np.asarray((steps < tolerance).all(axis=-1), dtype=bool)
 
 
-def _staircase(
-    big: npt.NDArray[np.bool_], change: F32, match: float, length: int
-) -> npt.NDArray[np.bool_]:
-    """The large steps of `big` in a staircase: at least `length` of them in a row along a
-    line, each the same size as the last to within `match` and in the same direction. A
-    quantised gradient steps by equal amounts, level after level; real edges (bars,
-    objects) by unequal ones, and a graphic's pair of equal steps is not a staircase."""
-    idx = np.nonzero(big)
+def _staircase(idx: Index, change: F32, match: float, length: int) -> npt.NDArray[np.bool_]:
+    """Which large steps of `idx` (in line order) are in a staircase: at least `length` of
+    them in a row along a line, each the same size as the last to within `match` and in
+    the same direction. A quantised gradient steps by equal amounts, level after level;
+    real edges (bars, objects) by unequal ones, and a graphic's pair of equal steps is
+    not a staircase."""
     c = change[idx]
     s = np.abs(c)
-    line = np.ravel_multi_index(idx[:-1], big.shape[:-1]) if big.ndim > 1 else np.zeros_like(s)
+    if len(s) < 2:
+        return np.zeros(s.shape, dtype=bool)
+    line = np.ravel_multi_index(idx[:-1], change.shape[:-1]) if change.ndim > 1 else 0 * s
     pair = (
         (line[1:] == line[:-1])
         & (np.sign(c[1:]) == np.sign(c[:-1]))
         & (np.abs(s[1:] - s[:-1]) <= match * np.maximum(s[1:], s[:-1]))
     )
     # Runs of consecutive matching pairs: a run of r pairs links r + 1 steps.
-    edges = np.diff(np.concatenate([[0], pair.astype(np.int8), [0]]))
-    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
-    keep = np.zeros(s.shape, dtype=bool)
-    for a0, a1 in zip(starts, ends, strict=True):
-        if a1 - a0 + 1 >= length:
-            keep[a0 : a1 + 1] = True
-    out = np.zeros_like(big)
-    out[tuple(i[keep] for i in idx)] = True
-    return out
+    bounds = np.diff(np.concatenate([[0], pair.astype(np.int8), [0]]))
+    starts, ends = np.nonzero(bounds == 1)[0], np.nonzero(bounds == -1)[0]
+    long = ends - starts + 1 >= length
+    delta = np.zeros(s.shape[0] + 1, dtype=np.int32)
+    np.add.at(delta, starts[long], 1)
+    np.add.at(delta, ends[long] + 1, -1)
+    return np.asarray(np.cumsum(delta)[:-1] > 0, dtype=bool)
 
 
 def _trend(x: F32, idx: tuple[npt.NDArray[np.intp], ...], lo: int, gap: int, span: int) -> F32:
