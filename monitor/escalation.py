@@ -129,6 +129,14 @@ class EscalationConfig(StrictModel):
         "to the degradation head. Alone, habitual triggers get an audit's priority, so the "
         "budget goes to what changed (None: off).",
     )
+    once_per_event: bool = Field(
+        True,
+        description="A trigger that was escalated on one of the rendition's segments and has "
+        "fired on every segment since is the same event going on (a freeze that lasts, a "
+        "static slate): alone, it gets an audit's priority, so a long event is explained "
+        "once and the budget stays for the next one. A trigger whose first segment was "
+        "refused is not an escalated event and keeps its priority.",
+    )
     audit_fraction: float = Field(
         0.005,
         ge=0,
@@ -246,10 +254,12 @@ def reason_label(reason: str) -> str:
     "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
     "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
-    "habitual:flag:freeze>=0.50" -> "habitual".
+    "habitual:flag:freeze>=0.50" -> "habitual"; "ongoing:flag:freeze>=0.50" -> "ongoing".
     """
     if reason.startswith("habitual:"):
         return "habitual"
+    if reason.startswith("ongoing:"):
+        return "ongoing"
     first = reason.split(",", 1)[0]
     for prefix in ("flag", "degraded"):
         if first.startswith(prefix + ":"):
@@ -285,6 +295,7 @@ class EscalationPolicy:
         self._clock = clock
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
         self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
+        self._ongoing: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._window: deque[list[float]] = deque()  # [second, seen, escalated]
         self._seen = 0
@@ -301,18 +312,28 @@ class EscalationPolicy:
             return Decision(False, "disabled")
         key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
+        labels = frozenset(reason_label(r) for r in reasons)
         habitual = self.habitual(key)
+        # an escalated event goes on while its trigger fires on every segment
+        ongoing = self._ongoing.pop(key, frozenset()) & labels if cfg.once_per_event else set()
         if v.mos_low is not None:
             self._history(self._recent, key).append(v.mos_low)
-        self._history(self._triggers, key).append(frozenset(reason_label(r) for r in reasons))
-        if reasons:
-            novel = [r for r in reasons if reason_label(r) not in habitual]
-            kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
-            why = ",".join(novel) if novel else "habitual:" + ",".join(reasons)
-            return self._admit(v.stream, now, kind, why, has_request)
-        if audit_pick(v.segment_id, cfg.audit_fraction):
-            return self._admit(v.stream, now, "audit", "audit", has_request)
-        return Decision(False, "normal")
+        self._history(self._triggers, key).append(labels)
+        if not reasons:
+            if audit_pick(v.segment_id, cfg.audit_fraction):
+                return self._admit(v.stream, now, "audit", "audit", has_request)
+            return Decision(False, "normal")
+        novel = [r for r in reasons if reason_label(r) not in habitual | ongoing]
+        kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
+        if novel:
+            why = ",".join(novel)
+        else:
+            why = ("habitual:" if labels & habitual else "ongoing:") + ",".join(reasons)
+        d = self._admit(v.stream, now, kind, why, has_request)
+        if cfg.once_per_event and (d.escalate or ongoing):
+            self._ongoing[key] = frozenset(ongoing) | (labels if d.escalate else frozenset())
+            _cap(self._ongoing, cfg.max_keys)
+        return d
 
     def habitual(self, key: str) -> set[str]:
         """Trigger labels that fired on at least habitual_share of the rendition's recent

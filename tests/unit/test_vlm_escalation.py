@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from monitor.escalation import (
+    Decision,
     EscalationConfig,
     EscalationPolicy,
     audit_pick,
@@ -46,9 +47,9 @@ def v(
 
 
 BLACK = (Flag("black", 1.0, 0, 2),)
-NO_AUDIT = {"audit_fraction": 0.0, "habitual_share": None}
-"""No audits, and a trigger never becomes a habit: the budget and bucket tests repeat one
-trigger on one stream (habits have their own test)."""
+NO_AUDIT = {"audit_fraction": 0.0, "habitual_share": None, "once_per_event": False}
+"""No audits, and a trigger is never a habit nor an ongoing event: the budget and bucket
+tests repeat one trigger on one stream (habits and events have their own tests)."""
 
 
 def test_triggers_are_pure_and_named() -> None:
@@ -204,9 +205,50 @@ def test_an_unsure_head_alone_has_an_audits_priority() -> None:
     assert made["unsure"] <= 0.05 * 1000 + 1 and made["impaired"] == 25
 
 
+def test_an_escalated_event_is_explained_once_while_it_lasts() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        audit_fraction=0.0, habitual_share=None, budget_floor=1000, stream_burst=1000
+    )
+    pol = EscalationPolicy(cfg, clock)
+    frozen = (Flag("freeze", 1.0, 0, 2),)
+
+    def seg(i: int, flags: tuple[Flag, ...] = frozen, stream: str = "news") -> Decision:
+        clock.t += 2
+        return pol.decide(v(i, flags=flags, stream=stream))
+
+    first, *going = [seg(i) for i in range(4)]  # a freeze over four segments
+    assert first.escalate and first.kind == "impaired"
+    assert all(d.kind == "unsure" and d.reason.startswith("ongoing:") for d in going)
+    # something new during the event is news; the event goes on
+    black = seg(4, frozen + BLACK)
+    assert black.kind == "impaired" and black.reason == "flag:black>=0.50"
+    assert seg(5).kind == "unsure"
+    assert seg(0, stream="sport").kind == "impaired"  # another rendition's own event
+    seg(6, ())  # the picture moves again: the event is over
+    again = seg(7)
+    assert again.kind == "impaired" and again.reason == "flag:freeze>=0.50"
+
+
+def test_an_event_refused_at_its_start_keeps_its_priority() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(
+        audit_fraction=0.0, habitual_share=None, budget_floor=0, budget_fraction=0.5
+    )
+    pol = EscalationPolicy(cfg, clock)
+    refused = pol.decide(v(0, flags=BLACK))  # 0.5 of 1 seen: no room
+    assert refused.dropped == "budget"
+    clock.t += 2
+    later = pol.decide(v(1, flags=BLACK))  # room now, and nothing was explained yet
+    assert later.escalate and later.kind == "impaired"
+    assert reason_label("ongoing:flag:black>=0.50") == "ongoing"
+
+
 def test_a_habitual_trigger_yields_to_what_changed() -> None:
     clock = Clock()
-    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    cfg = EscalationConfig(
+        audit_fraction=0.0, budget_floor=1000, stream_burst=1000, once_per_event=False
+    )
     pol = EscalationPolicy(cfg, clock)
     frozen = (Flag("freeze", 1.0, 0, 2),)
     got = []
