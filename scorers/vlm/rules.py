@@ -28,6 +28,8 @@ FLAG_TO_CLASS = {
     "corruption": "packet_loss",
 }
 """Detector flag kind (scorers.artifacts) -> degradation class (prompts.DEGRADATION_CLASSES)."""
+EXPLAIN_A_FREEZE = frozenset({"corruption", "blockiness", "black"})
+"""Flags that name the fault behind repeated frames (RulesConfig.freeze_yields)."""
 HEAD_TO_CLASS = {
     "compression": "compression",
     "blur": "blur",
@@ -55,6 +57,15 @@ class RulesConfig(StrictModel):
         "scale, from the verdict's hybrid features) is 'compression', whatever the head "
         "says; severity grows from QP 26 (none) to 51 (extreme). None: off.",
     )
+    freeze_yields: bool = Field(
+        True,
+        description="A freeze yields to transport and encoder evidence: beside a corruption, "
+        "blockiness or black flag that flag's class wins, and with a mean quantiser at or "
+        "above coarse_qp it is 'compression'. A decoder that lost data and a starved encoder "
+        "both repeat frames, and a static picture (a slate, a still shot) looks frozen on "
+        "every segment. Picture flags (blur, noise, banding) do not explain a freeze and do "
+        "not win over it. False: the worst flag, freeze included, wins.",
+    )
     min_head_probability: float = Field(
         0.4,
         ge=0,
@@ -70,16 +81,22 @@ def severity_label(x: float) -> str:
 
 
 def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, str, str]:
-    """(class, severity, why) from the worst flag, else a coarse quantiser, else the
-    distilled head, else none."""
+    """(class, severity, why) from the worst flag (a freeze yields to transport and encoder
+    evidence: RulesConfig.freeze_yields), else a coarse quantiser, else the distilled head,
+    else none."""
     flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
+    qp = mean_qp(verdict.get("extra") or {})
+    coarse = cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp
+    if cfg.freeze_yields and any(f["kind"] == "freeze" for f in flags):
+        others = [f for f in flags if f["kind"] != "freeze"]
+        if coarse or any(f["kind"] in EXPLAIN_A_FREEZE for f in others):
+            flags = [f for f in others if f["kind"] in EXPLAIN_A_FREEZE]
     if flags:
         worst = max(flags, key=lambda f: f["severity"])
         cls = FLAG_TO_CLASS.get(worst["kind"], worst["kind"])
         sev = float(worst["severity"])
         return cls, severity_label(sev), f"flag {worst['kind']} severity {sev:.2f}"
-    qp = mean_qp(verdict.get("extra") or {})
-    if cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp:
+    if coarse and qp is not None:
         sev = min(1.0, max(0.0, (qp - 26.0) / 25.0))
         return "compression", severity_label(sev), f"mean quantiser {qp:.1f}"
     head = verdict.get("degradation") or {}

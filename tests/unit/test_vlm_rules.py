@@ -56,6 +56,29 @@ def test_rules_call_a_coarse_quantiser_compression() -> None:
     assert rules_degradation(flagged, cfg)[:2] == ("black", "catastrophic")
 
 
+def test_a_freeze_yields_to_transport_and_encoder_evidence() -> None:
+    cfg = RulesConfig()
+    frozen = Flag("freeze", 1.0, 0, 2)
+    v = verdict(3, (frozen, Flag("corruption", 0.3, 0, 1))).to_json()
+    assert rules_degradation(v, cfg)[:2] == ("packet_loss", "moderate")  # the loss froze it
+    v = verdict(3, (frozen, Flag("blockiness", 0.5, 0, 2))).to_json()
+    assert rules_degradation(v, cfg)[0] == "blocking"
+    # a picture flag does not explain repeated frames (and fires on still, soft shots)
+    v = verdict(3, (frozen, Flag("blur", 0.6, 0, 2))).to_json()
+    assert rules_degradation(v, cfg)[:2] == ("freeze", "catastrophic")
+    # a still picture coded coarsely: the encoder is the fault
+    coarse = {
+        **verdict(3, (frozen,)).to_json(),
+        "extra": {"hybrid": {"qp_mean": 46.0 / 51.0, "has_qp": 1.0}},
+    }
+    assert rules_degradation(coarse, cfg)[0] == "compression"
+    assert rules_degradation(verdict(3, (frozen,)).to_json(), cfg)[0] == "freeze"
+    off = RulesConfig(freeze_yields=False)
+    assert rules_degradation(coarse, off)[0] == "freeze"
+    v = verdict(3, (frozen, Flag("corruption", 0.3, 0, 1))).to_json()
+    assert rules_degradation(v, off)[0] == "freeze"
+
+
 def test_rules_score_without_mos_is_a_failure() -> None:
     r = request()
     no_mos = type(r)(
