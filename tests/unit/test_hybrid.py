@@ -21,7 +21,7 @@ from ingest import impair
 from ingest.config import DecodeConfig
 from ingest.contract import BadHeader, parse_display, parse_message, segment_message
 from ingest.decode import decode
-from ingest.synth import EncodeSettings, encode
+from ingest.synth import EncodeSettings, encode, pattern_frames
 from ingest.types import Segment
 from scorers import fragments, hybrid
 from scorers.distilled import DistilledConfig, DistilledScorer
@@ -202,3 +202,15 @@ def test_display_header_round_trip_and_refusal() -> None:
     for bad in ("1920", "axb", "1920x0", "99999x1080"):
         with pytest.raises(BadHeader, match="WIDTHxHEIGHT"):
             parse_display(bad)
+
+
+def test_the_quantiser_reads_the_same_whatever_the_decoder_threads() -> None:
+    # Frame threads raced with FFmpeg's exported encoding parameters: the same bytes read a
+    # mean QP up to 2 apart from one decode to the next with 3 or more threads.
+    frames = list(pattern_frames("scene", 640, 360, 50, seed=100, speed=1.0))
+    data = encode(frames, EncodeSettings(fps=25, gop=50, crf=20))
+    seen = {
+        tuple(np.nan_to_num(decode(Segment(data), DecodeConfig(threads=t)).stats.qp).tolist())
+        for t in (0, 1, 3, 3, 4, 4, 4, 4)
+    }
+    assert len(seen) == 1
