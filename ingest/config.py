@@ -57,7 +57,9 @@ class DecodeConfig(StrictModel):
         ge=0,
         le=64,
         description="Decoder threads per segment; 0 lets FFmpeg choose. Use 1 when a pool of "
-        "decode workers already fills the cores.",
+        "decode workers already fills the cores. With bitstream_qp on, decoding is one "
+        "thread whatever this says: FFmpeg's frame threads race with the exported quantiser "
+        "and its slice threads drop the corrupt marks of concealed frames.",
     )
     skip_nonref: bool = Field(
         True,

@@ -423,10 +423,12 @@ def _decode_open(
     ctx.options = {**ctx.options, "max_pixels": str(limits.max_pixels)}
     if cfg.bitstream_qp:
         ctx.options = {**ctx.options, "export_side_data": "venc_params"}
-    ctx.thread_count = cfg.threads
-    # Frame threads race with the exported quantiser: the same bytes read a mean QP up to
-    # 2 apart from one decode to the next with 3 or more of them. Slices only, then.
-    ctx.thread_type = "SLICE" if cfg.threads == 1 or cfg.bitstream_qp else "AUTO"
+    # Frame threads race with the exported quantiser (the same bytes read a mean QP up to 2
+    # apart from one decode to the next with 3 or more of them), and slice threads lose
+    # the corrupt-frame marks of concealed frames: with the quantiser on, one thread.
+    threads = 1 if cfg.bitstream_qp else cfg.threads
+    ctx.thread_count = threads
+    ctx.thread_type = "AUTO" if threads != 1 else "SLICE"
     keyframes_only = cfg.sampling.mode == "keyframes"
     if keyframes_only:
         ctx.skip_frame = "NONKEY"
