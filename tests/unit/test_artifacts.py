@@ -180,6 +180,24 @@ def test_noise_grows_with_sigma() -> None:
     assert sigma[0] > 2 and sigma[-1] > 10  # estimates in luma codes, after the encoder
 
 
+@pytest.mark.parametrize("seed", [20, 21, 22])
+def test_noise_survives_a_low_bitrate_encode(seed: int) -> None:
+    # The demo's noise fault: sigma 25 on a 320x180 rung at 300 kbit/s. The rate control
+    # keeps the noise in the keyframe and a few frames only, so it must take 2 of the 8
+    # sampled frames (`noise.min_frame_fraction`), not half: seeds 21 and 22 were missed
+    # at half the frames. The same rung without the noise stays quiet.
+    frames = list(pattern_frames("scene", 320, 180, 50, seed=seed))
+    settings = EncodeSettings(crf=None, bitrate=300_000)
+
+    def flags(clip: Sequence[RGB]) -> dict[str, Flag]:
+        return _flags(decode(Segment(encode(clip, settings), stream="t", seq=seed)))
+
+    assert flags(frames) == {}
+    noisy = flags(list(impair.noise(frames, 25, seed=3)))
+    assert set(noisy) == {"noise"}, noisy
+    _check_flag(noisy["noise"])
+
+
 def test_banding_grows_with_fewer_levels() -> None:
     base = _frames("scene", (480, 270), 25)
     _graded("banding", [_decoded(impair.banding(base, n)) for n in (32, 24, 16)])
