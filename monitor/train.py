@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     f.add_argument("--epochs", type=int, default=400)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--version", default="1.0")
+    f.add_argument("--jobs", type=int, default=1, help="processes extracting features")
+    f.add_argument(
+        "--cv",
+        action="store_true",
+        help="also print a leave-sources-out cross-validation on the training set (5 folds)",
+    )
     f.set_defaults(func=run_fusion)
 
     d = tsub.add_parser(
@@ -272,7 +278,7 @@ def run_fusion(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    data = fusion.extract(labels, args.model)
+    data = fusion.extract(labels, args.model, jobs=args.jobs)
     cfg = fusion.FusionConfig(
         hidden=args.hidden, members=args.members, epochs=args.epochs, seed=args.seed
     )
@@ -285,6 +291,9 @@ def run_fusion(args: argparse.Namespace) -> int:
         f"training-set SRCC {fit['srcc']:.3f} (says little: held-out figures come from "
         "bench/realquality.py)"
     )
+    if args.cv:
+        cv = fusion.cross_validate(data, cfg)
+        print(json.dumps(cv, indent=1))
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,60 @@ def read_labels(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def extract(labels: Path, model_path: Path | None = None, frames: int = 8) -> SetFeatures:
-    """Features of every segment of a set; cached beside labels.csv (features-N.npz) for
-    the shipped student, and only segments not yet in the cache are computed."""
+FEATURES_CACHE = 2
+"""Version of the features cache beside labels.csv. 2: the quantiser read with one decoder
+thread (version 1 read it with FFmpeg's frame threads, which raced with the exported
+encoding parameters: noisy QP features)."""
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(model_path: Path | None, frames: int) -> None:
     from scorers.distilled import DistilledConfig, DistilledScorer
 
-    cache = labels.with_name(f"features-{frames}.npz")
+    cfg = DecodeConfig()
+    cfg.sampling.count = frames
+    _worker["scorer"] = DistilledScorer(
+        DistilledConfig(model_path=model_path, threads=1, hybrid=False)
+    )
+    _worker["decode"] = cfg
+
+
+def _features(job: tuple[Path, dict[str, str]]) -> dict[str, Any] | None:
+    """One labelled segment through the runtime path (in a worker: _init_worker first)."""
+    root, row = job
+    scorer, cfg = _worker["scorer"], _worker["decode"]
+    data = (root / row["path"]).read_bytes()
+    display = parse_display(row["display"])
+    try:
+        d = decode(Segment(data, source=row["path"]), cfg)
+    except IngestError as exc:
+        log.warning("skipping %s: %s", row["path"], exc)
+        return None
+    rgb = [f.rgb for f in d.frames]
+    mosaics = fragments.sample_batch(rgb, display=display)
+    shown = scorer.predict_mosaics(mosaics)
+    coded = scorer.predict_mosaics(fragments.sample_batch(rgb))
+    f = hybrid.features(d, shown.mos, shown.degradation.mean(axis=0), display, mosaics=mosaics)
+    return {
+        "x": f.values,
+        "damaged": f.damaged,
+        "mos": float(row["mos"]),
+        "vmaf": float(row["vmaf"]),
+        "source": row["source"],
+        "kind": row["kind"],
+        "coded_mos": float(coded.mos.mean()),
+        "path": row["path"],
+    }
+
+
+def extract(
+    labels: Path, model_path: Path | None = None, frames: int = 8, jobs: int = 1
+) -> SetFeatures:
+    """Features of every segment of a set, on `jobs` processes; cached beside labels.csv
+    (features-N-vK.npz) for the shipped student, and only segments not yet in the cache
+    are computed."""
+    cache = labels.with_name(f"features-{frames}-v{FEATURES_CACHE}.npz")
     known: dict[str, dict[str, Any]] = {}
     if cache.exists() and model_path is None:
         z = np.load(cache)
@@ -63,36 +112,15 @@ def extract(labels: Path, model_path: Path | None = None, frames: int = 8) -> Se
         for i, p in enumerate(cols["path"]):
             known[str(p)] = {k: v[i] for k, v in cols.items()}
     rows = read_labels(labels)
-    todo = [r for r in rows if r["path"] not in known]
+    todo = [(labels.parent, r) for r in rows if r["path"] not in known]
     if todo:
-        scorer = DistilledScorer(DistilledConfig(model_path=model_path, threads=1, hybrid=False))
-        cfg = DecodeConfig()
-        cfg.sampling.count = frames
-    for i, row in enumerate(todo):
-        data = (labels.parent / row["path"]).read_bytes()
-        display = parse_display(row["display"])
-        try:
-            d = decode(Segment(data, source=row["path"]), cfg)
-        except IngestError as exc:
-            log.warning("skipping %s: %s", row["path"], exc)
-            continue
-        rgb = [f.rgb for f in d.frames]
-        mosaics = fragments.sample_batch(rgb, display=display)
-        shown = scorer.predict_mosaics(mosaics)
-        coded = scorer.predict_mosaics(fragments.sample_batch(rgb))
-        f = hybrid.features(d, shown.mos, shown.degradation.mean(axis=0), display, mosaics=mosaics)
-        known[row["path"]] = {
-            "x": f.values,
-            "damaged": f.damaged,
-            "mos": float(row["mos"]),
-            "vmaf": float(row["vmaf"]),
-            "source": row["source"],
-            "kind": row["kind"],
-            "coded_mos": float(coded.mos.mean()),
-            "path": row["path"],
-        }
-        if i % 50 == 0:
-            log.info("features %d/%d", i, len(todo))
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(max(1, jobs), _init_worker, (model_path, frames)) as pool:
+            for i, got in enumerate(pool.imap(_features, todo, chunksize=4)):
+                if got is not None:
+                    known[got["path"]] = got
+                if i % 100 == 0:
+                    log.info("features %d/%d", i, len(todo))
     kept = [known[r["path"]] for r in rows if r["path"] in known]
     result = SetFeatures(
         x=np.stack([k["x"] for k in kept]).astype(np.float32),
