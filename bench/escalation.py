@@ -231,7 +231,7 @@ def run_feed(
                 shot[stream] = rng.choice(clean_of[SOURCES[stream % 5]])
             item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
-        fired = triggers(v, config, policy.recent_median(v.stream, v.rendition))
+        fired = triggers(v, config, policy.recent(v.stream, v.rendition))
         strong = bool(fired) and not is_weak(fired)
         d = policy.decide(v)
         esc_total += d.escalate

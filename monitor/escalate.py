@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from monitor.escalation import EscalationPolicy, Room, reason_label
+from monitor.escalation import EscalationPolicy, Recent, Room, reason_label
 from monitor.messages import escalation_message
 from monitor.publisher import OutMessage
 from monitor.workers import Screened
@@ -48,9 +48,9 @@ class Escalator:
         self.on_escalated = on_escalated or (lambda _label: None)
         self.on_dropped = on_dropped or (lambda _reason: None)
 
-    def recent_median(self, stream: str, rendition: str) -> float | None:
-        """What the worker compares mos_low with (sent along with each job)."""
-        return self.policy.recent_median(stream, rendition)
+    def recent(self, stream: str, rendition: str) -> Recent:
+        """What the worker compares a verdict with (sent along with each job)."""
+        return self.policy.recent(stream, rendition)
 
     def room(self, stream: str) -> Room:
         """Which requests the worker should make for this stream now."""

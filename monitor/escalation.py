@@ -3,14 +3,15 @@
 `EscalationPolicy.decide(verdict)` says escalate or not, with a reason (or the reason it
 was dropped). Triggers: a flag at or above a severity (per kind: any corruption at all),
 mos_low below a threshold or far below the rendition's recent level (rolling median),
-a coarse mean quantiser (the bitstream's, where the codec exports one), a degradation
-head sure of a degradation, an unsure degradation head, and a
-deterministic audit sample of normal segments. Limits: a per-stream token bucket and a
-global budget (escalated fraction of the segments seen in a sliding window, 5% by
-default). Impaired segments have priority: audits, and verdicts whose only trigger is
-the unsure head (weak evidence: the head is unsure on content it never learned, ~30% of
-clean synthetic segments in bench/escalation.py), use at most `audit_budget_share` of
-the budget together and never take a stream's last token.
+a degradation class the head now sees far more than it did on the rendition's recent
+segments (rolling median of its probability), a coarse mean quantiser (the bitstream's,
+where the codec exports one), a degradation head sure of a degradation, an unsure
+degradation head, and a deterministic audit sample of normal segments. Limits: a
+per-stream token bucket and a global budget (escalated fraction of the segments seen in
+a sliding window, 5% by default). Impaired segments have priority: audits, and verdicts
+whose only trigger is the unsure head (weak evidence: the head is unsure on content it
+never learned, ~30% of clean synthetic segments in bench/escalation.py), use at most
+`audit_budget_share` of the budget together and never take a stream's last token.
 """
 
 from __future__ import annotations
@@ -36,7 +37,18 @@ CLEAN = "clean"
 HEAD_CLASSES = tuple(d for d in DEGRADATIONS if d != CLEAN)
 """The degradation head's classes other than clean."""
 DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
+RISE_KINDS: dict[str, float] = {"banding": 0.3, "blur": 0.4}
 QP_ABOVE = 40.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """What a rendition's recent segments looked like, once `recent_min` are known: the
+    rolling medians the relative triggers compare a verdict with."""
+
+    mos_low: float | None = None
+    head: tuple[tuple[str, float], ...] = ()
+    """(class, rolling median of the head's probability) for the rise_above_recent classes."""
 
 
 class EscalationConfig(StrictModel):
@@ -101,6 +113,29 @@ class EscalationConfig(StrictModel):
                 raise ValueError(f"degraded_kinds.{kind}: {at} is not a probability in (0, 1]")
         return {**DEGRADED_KINDS, **given}
 
+    @field_validator("rise_above_recent")
+    @classmethod
+    def _rise_kinds(cls, given: dict[str, float]) -> dict[str, float]:
+        for kind, rise in given.items():
+            if kind not in HEAD_CLASSES:
+                raise ValueError(
+                    f"rise_above_recent: unknown degradation class {kind!r} "
+                    f"(known: {', '.join(HEAD_CLASSES)})"
+                )
+            if not 0 < rise <= 1:
+                raise ValueError(f"rise_above_recent.{kind}: {rise} is not in (0, 1]")
+        return given
+
+    rise_above_recent: dict[str, float] = Field(
+        default_factory=lambda: dict(RISE_KINDS),
+        description="Per degradation class, a rise of the distilled degradation head's "
+        "probability this far above the rendition's rolling median of it escalates: a "
+        "change of the picture, judged against the rendition's own habit. Content the head "
+        "never learned keeps a steady level (a grainy photograph's banding probability sits "
+        "near 0.3 in every segment), so an absolute threshold either fires on all of it or "
+        "misses the banding injected into it. Calibrated on bench/escalation.py's synthetic "
+        "library and the real-content training split ({} turns it off).",
+    )
     qp_above: float | None = Field(
         QP_ABOVE,
         ge=0,
@@ -195,9 +230,10 @@ class Decision:
     "no_frames" (the limits had room, but the worker made no request: nothing is spent)."""
 
 
-def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> list[str]:
+def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[str]:
     """Reasons this verdict looks impaired (empty: normal). Pure."""
     out = []
+    recent_median = recent.mos_low if recent is not None else None
     for f in v.flags:
         at = cfg.flag_kinds.get(f.kind, cfg.flag_severity)
         if f.severity >= at:
@@ -226,6 +262,10 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> 
             out.append(f"degraded:{top}>={need:.2f}")
         if cfg.unsure_below is not None and p < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
+        for kind, median in recent.head if recent is not None else ():
+            rise = cfg.rise_above_recent.get(kind)
+            if rise is not None and head.get(kind, 0.0) - median >= rise:
+                out.append(f"rise:{kind}>={rise:.2f}")
     return out
 
 
@@ -234,7 +274,7 @@ def is_weak(reasons: list[str]) -> bool:
     return all(r.split("<", 1)[0].split(">", 1)[0] in WEAK for r in reasons)
 
 
-def candidate(v: Verdict, cfg: EscalationConfig, recent_median: float | None) -> str | None:
+def candidate(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> str | None:
     """Why this verdict may be escalated (its triggers, or "audit"), None when it will not.
 
     What a screen worker asks before it spends time on JPEG frames: the same triggers and
@@ -242,7 +282,7 @@ def candidate(v: Verdict, cfg: EscalationConfig, recent_median: float | None) ->
     """
     if not cfg.enabled:
         return None
-    reasons = triggers(v, cfg, recent_median)
+    reasons = triggers(v, cfg, recent)
     if reasons:
         return ",".join(reasons)
     return "audit" if audit_pick(v.segment_id, cfg.audit_fraction) else None
@@ -253,6 +293,7 @@ def reason_label(reason: str) -> str:
 
     "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
+    "rise:banding>=0.30" -> "rise_banding";
     "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
     "habitual:flag:freeze>=0.50" -> "habitual"; "ongoing:flag:freeze>=0.50" -> "ongoing".
     """
@@ -261,7 +302,7 @@ def reason_label(reason: str) -> str:
     if reason.startswith("ongoing:"):
         return "ongoing"
     first = reason.split(",", 1)[0]
-    for prefix in ("flag", "degraded"):
+    for prefix in ("flag", "degraded", "rise"):
         if first.startswith(prefix + ":"):
             return prefix + "_" + first[len(prefix) + 1 :].split(">=", 1)[0]
     for sep in ("<", ">"):
@@ -294,6 +335,7 @@ class EscalationPolicy:
         self.config = config
         self._clock = clock
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+        self._heads: OrderedDict[str, deque[tuple[float, ...]]] = OrderedDict()
         self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
         self._ongoing: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
@@ -311,13 +353,16 @@ class EscalationPolicy:
         if not cfg.enabled:
             return Decision(False, "disabled")
         key = f"{v.stream}/{v.rendition}"
-        reasons = triggers(v, cfg, self.recent_median(v.stream, v.rendition))
+        reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
         labels = frozenset(reason_label(r) for r in reasons)
         habitual = self.habitual(key)
         # an escalated event goes on while its trigger fires on every segment
         ongoing = self._ongoing.pop(key, frozenset()) & labels if cfg.once_per_event else set()
         if v.mos_low is not None:
             self._history(self._recent, key).append(v.mos_low)
+        if v.degradation and cfg.rise_above_recent:
+            rising = cfg.rise_above_recent
+            self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
         self._history(self._triggers, key).append(labels)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
@@ -354,6 +399,20 @@ class EscalationPolicy:
         if not history or len(history) < self.config.recent_min:
             return None
         return float(statistics.median(history))
+
+    def recent(self, stream: str, rendition: str) -> Recent:
+        """The rendition's rolling medians (mos_low, and the head's probability of each
+        rise_above_recent class), each once `recent_min` segments are known."""
+        key = f"{stream}/{rendition}"
+        heads = self._heads.get(key)
+        medians: tuple[tuple[str, float], ...] = ()
+        if heads and len(heads) >= self.config.recent_min:
+            rising = list(self.config.rise_above_recent)
+            medians = tuple(
+                (kind, float(statistics.median(h[i] for h in heads)))
+                for i, kind in enumerate(rising)
+            )
+        return Recent(self.recent_median(stream, rendition), medians)
 
     def room(self, stream: str) -> Room:
         """What the policy would admit of `stream` now: "all", only "impaired" verdicts (no

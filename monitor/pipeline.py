@@ -282,7 +282,7 @@ class Daemon:
             outputs,
             intake=p.intake_queue,
             observe=observe,
-            recent_mos_low=None if escalator is None else escalator.recent_median,
+            recent=None if escalator is None else escalator.recent,
             room=None if escalator is None else escalator.room,
         )
         first: Step[Record] = ParseStep(

@@ -26,7 +26,7 @@ from ingest.initcache import InitCache
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
-from monitor.escalation import Room
+from monitor.escalation import Recent, Room
 from monitor.messages import SegmentFacts, Source, alert_messages, verdict_message
 from monitor.runtime import Context, Forward, Message, MessageRejected, Step
 from monitor.sections import AlertsConfig, ScreeningConfig
@@ -156,7 +156,7 @@ class ScreenStep:
         *,
         intake: int,
         observe: Callable[[str, float], None] | None = None,
-        recent_mos_low: Callable[[str, str], float | None] | None = None,
+        recent: Callable[[str, str], Recent | None] | None = None,
         room: Callable[[str], Room] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -165,8 +165,8 @@ class ScreenStep:
         self.next = next_step
         self.capacity = intake
         self.observe = observe or (lambda _n, _v: None)
-        self.recent_mos_low = recent_mos_low or (lambda _s, _r: None)
-        """The rendition's rolling mos_low median, for the worker's escalation check."""
+        self.recent = recent or (lambda _s, _r: None)
+        """The rendition's rolling medians, for the worker's escalation check."""
         self.room: Callable[[str], Room] = room or (lambda _s: "all")
         """Which escalations the limits would admit of a stream now (the worker's hint)."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
@@ -191,7 +191,7 @@ class ScreenStep:
             self._ids += 1
             self.running[self._ids] = message
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
-            recent = self.recent_mos_low(seg.stream, seg.rendition)
+            recent = self.recent(seg.stream, seg.rendition)
             room = self.room(seg.stream)
             self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent, room))
 

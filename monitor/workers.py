@@ -44,7 +44,7 @@ from ingest.contract import SegmentJob
 from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
-from monitor.escalation import EscalationConfig, Room, candidate, is_weak
+from monitor.escalation import EscalationConfig, Recent, Room, candidate, is_weak
 from scorers.chain import Chain
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
@@ -73,8 +73,8 @@ class ScreenJob:
     predicted_bytes_ref: float | None = None
     """The rendition's small predicted frames, recently (cheap mode's yardstick): the median
     over its recent clean segments of their 10th percentile of predicted-frame sizes."""
-    recent_mos_low: float | None = None
-    """The rendition's rolling median of mos_low (the escalation's drop trigger)."""
+    recent: Recent | None = None
+    """The rendition's rolling medians (the escalation's relative triggers)."""
     room: Room = "all"
     """Which escalations the limits would admit of this stream now (EscalationPolicy.room):
     "impaired" makes no request for an audit or a weak trigger, "none" makes none."""
@@ -261,7 +261,7 @@ def _escalation(
     cfg = setup.escalation
     if cfg is None:
         return None, None
-    reason = candidate(verdict, cfg, job.recent_mos_low)
+    reason = candidate(verdict, cfg, job.recent)
     if reason is None:
         return None, None
     weak = reason == "audit" or is_weak(reason.split(","))

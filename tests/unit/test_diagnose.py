@@ -24,7 +24,7 @@ from ingest.types import Segment, StreamInfo
 from monitor.clients import Partition, Record
 from monitor.diagnose import BAD_ESCALATION, QUEUE_FULL, DiagnoseStep, RequestStep
 from monitor.escalate import NO_FRAMES, Escalator
-from monitor.escalation import EscalationConfig, EscalationPolicy, candidate, reason_label
+from monitor.escalation import EscalationConfig, EscalationPolicy, Recent, candidate, reason_label
 from monitor.health import HealthState
 from monitor.messages import DeadLetterRecord
 from monitor.publisher import Publisher
@@ -125,8 +125,8 @@ def test_the_rolling_median_from_the_parent_reaches_the_worker_check() -> None:
     cfg = EscalationConfig(audit_fraction=0.0)
     v = Verdict("s/r/1", "s", "r", 1, 3.4, 3.4, (), (), ("x@1",))
     assert candidate(v, cfg, None) is None
-    assert candidate(v, cfg, 4.5) == "mos_low_drop>0.80"
-    assert candidate(v, EscalationConfig(enabled=False), 4.5) is None
+    assert candidate(v, cfg, Recent(4.5)) == "mos_low_drop>0.80"
+    assert candidate(v, EscalationConfig(enabled=False), Recent(4.5)) is None
     assert candidate(v, EscalationConfig(audit_fraction=1.0), None) == "audit"
 
 

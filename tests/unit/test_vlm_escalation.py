@@ -10,6 +10,7 @@ from monitor.escalation import (
     Decision,
     EscalationConfig,
     EscalationPolicy,
+    Recent,
     audit_pick,
     reason_label,
     triggers,
@@ -58,12 +59,12 @@ def test_triggers_are_pure_and_named() -> None:
     assert triggers(v(1, flags=BLACK), cfg, None) == ["flag:black>=0.50"]
     assert triggers(v(1, flags=(Flag("blur", 0.3, 0, 2),)), cfg, None) == []
     assert triggers(v(1, mos_low=2.0), cfg, None) == ["mos_low<2.50"]
-    assert triggers(v(1, mos_low=3.0), cfg, 4.2) == ["mos_low_drop>0.80"]
-    assert triggers(v(1, mos_low=3.6), cfg, 4.2) == []
+    assert triggers(v(1, mos_low=3.0), cfg, Recent(4.2)) == ["mos_low_drop>0.80"]
+    assert triggers(v(1, mos_low=3.6), cfg, Recent(4.2)) == []
     unsure = {"clean": 0.3, "blur": 0.35, "noise": 0.35}
     assert triggers(v(1, head=unsure), cfg, None) == ["degradation_unsure<0.40"]
     assert triggers(v(1, head={"clean": 0.9, "blur": 0.1}), cfg, None) == []
-    assert triggers(v(1, mos_low=None), cfg, 4.0) == []
+    assert triggers(v(1, mos_low=None), cfg, Recent(4.0)) == []
 
 
 def test_rolling_median_catches_a_drop_on_one_rendition() -> None:
@@ -77,6 +78,45 @@ def test_rolling_median_catches_a_drop_on_one_rendition() -> None:
     assert d.escalate and d.reason == "mos_low_drop>0.80" and d.kind == "impaired"
     # another stream has no history yet: no drop trigger
     assert not pol.decide(v(0, mos_low=3.3, stream="sport")).escalate
+
+
+def test_a_head_class_rising_above_the_renditions_habit_escalates() -> None:
+    # A grainy photograph the head always gives ~0.3 banding: an absolute threshold either
+    # fires on every segment or misses banding on it; the rise over its own median does not.
+    cfg = EscalationConfig()
+    habit = {"clean": 0.6, "banding": 0.3, "blur": 0.1}
+    banded = {"clean": 0.3, "banding": 0.62, "blur": 0.08}
+    recent = Recent(4.0, (("banding", 0.3), ("blur", 0.1)))
+    assert triggers(v(1, head=banded), cfg, recent) == ["rise:banding>=0.30"]
+    assert triggers(v(1, head=habit), cfg, recent) == []
+    assert triggers(v(1, head={"clean": 0.4, "banding": 0.58}), cfg, recent) == []  # 0.28
+    assert triggers(v(1, head=banded), cfg, None) == []  # no history yet
+    off = EscalationConfig(rise_above_recent={})
+    assert triggers(v(1, head=banded), off, recent) == []
+    assert reason_label("rise:banding>=0.30,mos_low<2.50") == "rise_banding"
+
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
+    assert pol.recent("news", "720p") == Recent(None, ())
+    for i in range(5):
+        clock.t += 2
+        assert not pol.decide(v(i, head=habit)).escalate
+    assert pol.recent("news", "720p") == Recent(4.0, (("banding", 0.3), ("blur", 0.1)))
+    clock.t += 2
+    d = pol.decide(v(5, head=banded))
+    assert d.escalate and d.reason == "rise:banding>=0.30" and d.kind == "impaired"
+    # the same picture on a rendition that always looks banded to the head: its habit
+    for i in range(5):
+        clock.t += 2
+        assert not pol.decide(v(i, head=banded, stream="sport")).escalate
+    assert not pol.decide(v(5, head=banded, stream="sport")).escalate
+
+
+def test_rise_classes_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown degradation class 'grain'"):
+        EscalationConfig(rise_above_recent={"grain": 0.3})
+    with pytest.raises(ValueError, match="not in"):
+        EscalationConfig(rise_above_recent={"banding": 1.5})
 
 
 def test_audit_is_deterministic_and_near_its_fraction() -> None:
