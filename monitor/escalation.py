@@ -113,6 +113,17 @@ class EscalationConfig(StrictModel):
                 raise ValueError(f"degraded_kinds.{kind}: {at} is not a probability in (0, 1]")
         return {**DEGRADED_KINDS, **given}
 
+    rise_above_recent: dict[str, float] = Field(
+        default_factory=lambda: dict(RISE_KINDS),
+        description="Per degradation class, a rise of the distilled degradation head's "
+        "probability this far above the rendition's rolling median of it escalates: a "
+        "change of the picture, judged against the rendition's own habit. Content the head "
+        "never learned keeps a steady level (a star field photograph's banding probability "
+        "sits near 0.3 in every clean segment), so an absolute threshold either fires on all "
+        "of it or misses the banding injected into it. Calibrated on bench/escalation.py's "
+        "synthetic library and the real-content training split ({} turns it off).",
+    )
+
     @field_validator("rise_above_recent")
     @classmethod
     def _rise_kinds(cls, given: dict[str, float]) -> dict[str, float]:
@@ -126,16 +137,6 @@ class EscalationConfig(StrictModel):
                 raise ValueError(f"rise_above_recent.{kind}: {rise} is not in (0, 1]")
         return given
 
-    rise_above_recent: dict[str, float] = Field(
-        default_factory=lambda: dict(RISE_KINDS),
-        description="Per degradation class, a rise of the distilled degradation head's "
-        "probability this far above the rendition's rolling median of it escalates: a "
-        "change of the picture, judged against the rendition's own habit. Content the head "
-        "never learned keeps a steady level (a grainy photograph's banding probability sits "
-        "near 0.3 in every segment), so an absolute threshold either fires on all of it or "
-        "misses the banding injected into it. Calibrated on bench/escalation.py's synthetic "
-        "library and the real-content training split ({} turns it off).",
-    )
     qp_above: float | None = Field(
         QP_ABOVE,
         ge=0,

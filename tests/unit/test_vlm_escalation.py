@@ -81,7 +81,7 @@ def test_rolling_median_catches_a_drop_on_one_rendition() -> None:
 
 
 def test_a_head_class_rising_above_the_renditions_habit_escalates() -> None:
-    # A grainy photograph the head always gives ~0.3 banding: an absolute threshold either
+    # A star field the head always gives ~0.3 banding: an absolute threshold either
     # fires on every segment or misses banding on it; the rise over its own median does not.
     cfg = EscalationConfig()
     habit = {"clean": 0.6, "banding": 0.3, "blur": 0.1}
