@@ -611,6 +611,11 @@ class Judge:
             sf = starvation_finding(obs, r.baseline, cfg.starvation, cfg.warmup_segments)
             if sf is not None:
                 findings["starvation"] = sf
+        elif (g := r.gates.get("starvation")) is not None and not g.active:
+            # A run of low segments must be consecutive: one that another fault explains
+            # (a freeze, a black run) interrupts a run not yet opened, so a dip before a
+            # freeze and one after it are not "stays bad". An open incident keeps going.
+            g.reset()
         bad_kinds = []
         for kind, f in findings.items():
             whole_segment = kind in ("starvation", "corruption")

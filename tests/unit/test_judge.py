@@ -114,6 +114,25 @@ def test_starvation_opens_within_n_segments_and_resolves_after_clear_after() -> 
     assert run.judge.open_incidents() == []
 
 
+def test_a_freeze_interrupts_a_starvation_run_not_yet_opened() -> None:
+    # A dip, a frozen run (which explains its own low MOS), a dip: two bad segments, but
+    # not two in a row; with open_after 2 nothing opens but the freeze. Found by the
+    # closed-loop test: a rung's segments either side of a freeze scored 0.6 under baseline.
+    run = Run(starvation={"open_after": 2}, kinds={"freeze": {"min_duration_s": 0}})
+    run.clean(8)
+    frozen = {"flags": [("freeze", 1.0, 2.0)], "mos": 2.0}
+    run.round(**{"360p": 3.6, "720p": 3.7})
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": dict(frozen)})
+    run.round(**{"360p": 3.6, "720p": 3.7})
+    run.clean(4)
+    assert {e.kind for e in run.events} == {"freeze"}
+    # two dips in a row after the freeze do open it
+    run.round(**{"360p": 3.6, "720p": 3.7})
+    out = run.round(**{"360p": 3.6, "720p": 3.7})
+    assert states(out) == [("open", "720p", "starvation", "rendition")]
+
+
 def test_target_below_opens_without_baseline() -> None:
     run = Run(starvation={"targets": {"720p": 4.5}})
     out = [run.round(**{"360p": 3.6, "720p": 4.3}) for _ in range(3)]
