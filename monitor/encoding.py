@@ -4,8 +4,11 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
 `stream/*` or `*/rendition`, fields merged over `encoding.defaults`):
 
 - raise the bitrate by `step` (up to `max_bitrate`) when the MOS stays below target for
-  `below_segments` segments, or a starvation incident is open on this rendition; at the
-  cap, switch to the next slower `presets` entry instead;
+  `below_segments` segments, or a starvation incident is open on this rendition, or a
+  freeze incident on this rendition alone while its encoder declares a bitrate under
+  `starved_ratio` of the decided one (starved of bits, an encoder repeats its last
+  picture: the judge sees a freeze, the remedy is bits); at the cap, switch to the next
+  slower `presets` entry instead;
 - enable `denoise` / `deblock` when a noise / blocking incident is open (any
   localisation: a noisy source is exactly what an encoder-side denoiser is for), or the
   incident's diagnosis names noise / compression;
@@ -100,6 +103,14 @@ class RenditionPolicy(StrictModel):
     step: float = Field(
         0.2, gt=0, le=1, description="Bitrate change per decision, as a fraction of the current."
     )
+    starved_ratio: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A freeze on this rendition alone while its segments declare a bitrate "
+        "below this share of the decided one is treated as starvation (bits are raised). "
+        "0: never.",
+    )
     below_segments: int = Field(
         3, ge=1, description="Segments in a row below target before the bitrate is raised."
     )
@@ -191,6 +202,8 @@ class Rung:
     learning_at: EncoderSettings | None = None
     """The settings `learning` was measured at."""
     baseline: float | None = None
+    declared: int | None = None
+    """The bitrate the rung's last segment declared (its encoder's own word), if any."""
 
     def target(self) -> float | None:
         """The MOS to hold; None while a baseline target's baseline is being learned."""
@@ -270,6 +283,7 @@ class EncodingPolicy:
         if rung.settings.bitrate is None and obs.bitrate:
             rung.settings = replace(rung.settings, bitrate=obs.bitrate)
             rung.nominal = rung.nominal or obs.bitrate
+        rung.declared = obs.declared_bitrate
         return rung
 
     def _count(self, rung: Rung, obs: Observation, incident_open: bool = False) -> None:
@@ -352,9 +366,15 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
     by_kind = {i.kind: i for i in incidents}
     starved = by_kind.get("starvation")
     own_starved = starved if starved is not None and starved.localisation == "rendition" else None
+    why = "starvation incident"
+    frozen = by_kind.get("freeze")
+    if own_starved is None and frozen is not None and frozen.localisation == "rendition":
+        short = _short_of_bits(rung)
+        if short is not None:
+            own_starved, why = frozen, short
     upstream = any(i.localisation != "rendition" for i in incidents)
     if own_starved is not None or (rung.below >= p.below_segments and not upstream):
-        why = "starvation incident" if own_starved else f"{rung.below} segments below target"
+        why = why if own_starved else f"{rung.below} segments below target"
         more = _raise(rung, why, own_starved)
         if more is not None:
             return more
@@ -371,6 +391,18 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
     if rung.above >= p.above_segments and not incidents:
         return _lower(rung)
     return None
+
+
+def _short_of_bits(rung: Rung) -> str | None:
+    """Why a frozen rung is starved of bits, or None: its encoder declares a bitrate under
+    `starved_ratio` of the decided one."""
+    decided, declared = rung.settings.bitrate, rung.declared
+    if not decided or not declared or declared >= rung.policy.starved_ratio * decided:
+        return None
+    return (
+        f"freeze on this rung alone while it declares {declared / 1000:.0f} kbit/s, "
+        f"{declared / decided:.0%} of the {decided / 1000:.0f} kbit/s decided"
+    )
 
 
 def _raise(rung: Rung, why: str, incident: Incident | None) -> Proposal | None:

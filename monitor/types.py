@@ -116,6 +116,9 @@ class Observation:
     flags: tuple[FlagObs, ...] = ()
     bitrate: int | None = None
     """Declared bitrate header (bit/s), else the bitrate measured from the segment."""
+    declared_bitrate: int | None = None
+    """The declared bitrate header alone (bit/s): what the encoder says it runs at. A
+    measured bitrate falls with a frozen or black picture; a declared one does not."""
     decode_errors: int = 0
     corrupt_frames: int = 0
     duration_s: float | None = None
@@ -150,9 +153,8 @@ class Observation:
         decode = doc.get("decode") or {}
         if not isinstance(info, Mapping) or not isinstance(decode, Mapping):
             raise MessageError(f"{what}: stream_info and decode must be objects")
-        bitrate = _opt_int(doc, "declared_bitrate", what)
-        if bitrate is None:
-            bitrate = _opt_int(info, "bitrate", what)
+        declared = _opt_int(doc, "declared_bitrate", what)
+        bitrate = declared if declared is not None else _opt_int(info, "bitrate", what)
         return cls(
             stream=_get(doc, "stream", str, what),
             rendition=_get(doc, "rendition", str, what),
@@ -162,6 +164,7 @@ class Observation:
             mos_low=_opt_float(doc, "mos_low", what),
             flags=tuple(flags),
             bitrate=bitrate or None,
+            declared_bitrate=declared or None,
             decode_errors=_opt_int(decode, "errors", what) or 0,
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
             duration_s=_opt_float(info, "duration_s", what),

@@ -108,6 +108,32 @@ def test_starvation_incident_raises_at_once_but_source_faults_do_not() -> None:
     assert feed(src, [3.2] * 10, inc=[wide]) == []
 
 
+def test_a_frozen_rung_starved_of_bits_is_raised_once_and_a_plain_freeze_is_not() -> None:
+    frozen = [FlagObs("freeze", 1.0, 2.0)]
+    freeze = incident("freeze")
+
+    def run(declared: int | None, inc: Incident = freeze, **kw: Any) -> list[EncoderDecision]:
+        p = policy(**kw)
+        out: list[EncoderDecision] = []
+        for i in range(8):  # 16 s of frozen segments, inside the 60-s cooldown
+            o = obs(i, 1.5, flags=frozen, declared_bitrate=declared)
+            out += p.observe(o, [inc], now=2.0 * i)
+        return out
+
+    out = run(10_000)  # the encoder says 10 kbit/s where 1 Mbit/s was decided
+    assert [d.action for d in out] == ["raise_bitrate"]
+    d = out[0]
+    assert d.params.from_bitrate == RATE and d.params.to_bitrate == 1_200_000
+    assert d.incident_id == "news/720p/freeze/3" and "10 kbit/s, 1% of the 1000" in d.reason
+    assert run(RATE) == []  # a freeze at the decided bitrate: bits are not the remedy
+    assert run(None) == []  # no declared bitrate: a frozen picture's measured one is low anyway
+    assert run(600_000) == []  # 60% of the decided: above the default 50%
+    assert [d.action for d in run(600_000, d={"starved_ratio": 0.7})] == ["raise_bitrate"]
+    assert run(10_000, d={"starved_ratio": 0.0}) == []  # off
+    source = incident("freeze", scope="*", loc="source")
+    assert run(10_000, inc=source) == []  # every rung frozen: the source, not this encoder
+
+
 def test_raise_stops_at_the_cap_then_switches_preset() -> None:
     p = policy(cooldown_s=0.0, d={"max_bitrate": 1_300_000, "presets": ["fast", "medium"]})
     out = feed(p, [3.2] * 12)

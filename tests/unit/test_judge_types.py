@@ -40,6 +40,7 @@ def test_observation_from_the_documented_verdict() -> None:
     assert obs.time == 1732400000.42 and obs.transport_errors
     measured = Observation.from_verdict_json({**VERDICT, "declared_bitrate": None, "mos": None})
     assert measured.bitrate == 2_480_000 and measured.mos is None
+    assert obs.declared_bitrate == 2_500_000 and measured.declared_bitrate is None
 
 
 @pytest.mark.parametrize(
