@@ -78,7 +78,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     f.add_argument(
         "--cv",
         action="store_true",
-        help="also print a leave-sources-out cross-validation on the training set (5 folds)",
+        help="also print a cross-validation on the training set (see --cv-by)",
+    )
+    f.add_argument(
+        "--cv-by",
+        choices=("source", "package"),
+        default="package",
+        help="folds of the cross-validation: one picture package per fold (default; the "
+        "eval split is a package never trained on) or 5 folds of whole sources",
     )
     f.set_defaults(func=run_fusion)
 
@@ -279,6 +286,14 @@ def run_fusion(args: argparse.Namespace) -> int:
         )
         return 2
     data = fusion.extract(labels, args.model, jobs=args.jobs)
+    if args.cv and args.cv_by == "package" and data.package is None:
+        print(
+            f"vqmon train fusion: {labels} names no package (built before the column); "
+            "rebuild it with `vqmon train realset --split train` (it resumes) or pass "
+            "--cv-by source",
+            file=sys.stderr,
+        )
+        return 2
     cfg = fusion.FusionConfig(
         hidden=args.hidden, members=args.members, epochs=args.epochs, seed=args.seed
     )
@@ -292,7 +307,7 @@ def run_fusion(args: argparse.Namespace) -> int:
         "bench/realquality.py)"
     )
     if args.cv:
-        cv = fusion.cross_validate(data, cfg)
+        cv = fusion.cross_validate(data, cfg, by=args.cv_by)
         print(json.dumps(cv, indent=1))
     return 0
 

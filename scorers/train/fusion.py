@@ -41,9 +41,13 @@ class SetFeatures:
     coded_mos: npt.NDArray[np.float32]
     """The student's pooled MOS on the coded picture (the pre-hybrid screen score)."""
     path: npt.NDArray[np.str_]
+    package: npt.NDArray[np.str_] | None = None
+    """Each segment's picture package (labels.csv `package`); None for sets built before
+    labels named it."""
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> SetFeatures:
-        return SetFeatures(**{k: v[mask] for k, v in self.__dict__.items()})
+        cut: dict[str, Any] = {k: None if v is None else v[mask] for k, v in vars(self).items()}
+        return SetFeatures(**cut)
 
 
 def read_labels(path: Path) -> list[dict[str, str]]:
@@ -122,6 +126,7 @@ def extract(
                 if i % 100 == 0:
                     log.info("features %d/%d", i, len(todo))
     kept = [known[r["path"]] for r in rows if r["path"] in known]
+    named = all(r.get("package") for r in rows)
     result = SetFeatures(
         x=np.stack([k["x"] for k in kept]).astype(np.float32),
         damaged=np.asarray([k["damaged"] for k in kept], np.float32),
@@ -131,9 +136,11 @@ def extract(
         kind=np.asarray([str(k["kind"]) for k in kept]),
         coded_mos=np.asarray([k["coded_mos"] for k in kept], np.float32),
         path=np.asarray([str(k["path"]) for k in kept]),
+        package=np.asarray([r["package"] for r in rows if r["path"] in known]) if named else None,
     )
     if model_path is None and todo:
-        np.savez(cache, **result.__dict__)
+        cols = {k: v for k, v in result.__dict__.items() if v is not None and k != "package"}
+        np.savez(cache, **cols)
     return result
 
 
@@ -258,19 +265,44 @@ def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
     }
 
 
-def cross_validate(
-    data: SetFeatures, cfg: FusionConfig | None = None, folds: int = 5
-) -> dict[str, Any]:
-    """Leave-sources-out cross-validation on the training set: each fold's sources are
-    predicted by a head fitted on the others. Design choices are made on this, not on
-    the evaluation set."""
-    cfg = cfg or FusionConfig()
+def cv_folds(
+    data: SetFeatures, folds: int = 5, seed: int = 0, by: str = "source"
+) -> list[npt.NDArray[np.bool_]]:
+    """Test masks of the folds: `folds` random groups of whole sources (`by="source"`), or
+    one package per fold (`by="package"`: each fold holds out a whole package, the way
+    the eval split holds out its package; related pictures of one package never sit on
+    both sides)."""
+    if by == "package":
+        if data.package is None:
+            raise ValueError(
+                "these labels name no package: rebuild labels.csv with `vqmon train realset` "
+                "(it resumes, adding the column), or cross-validate by source"
+            )
+        return [data.package == g for g in sorted(set(data.package))]
     sources = np.array(sorted(set(data.source)))
-    order = np.random.default_rng(cfg.seed).permutation(len(sources))
+    order = np.random.default_rng(seed).permutation(len(sources))
+    return [np.isin(data.source, list(sources[order[k::folds]])) for k in range(folds)]
+
+
+def cross_validate(
+    data: SetFeatures, cfg: FusionConfig | None = None, folds: int = 5, by: str = "source"
+) -> dict[str, Any]:
+    """Cross-validation on the training set: each fold is predicted by a head fitted on
+    the others (see cv_folds). Design choices are made on this, not on the evaluation
+    set. By package, the report adds each held-out package's own SRCC: the eval split is
+    one package, so its figure compares with these, not with the pooled one."""
+    from scorers import metrics
+
+    cfg = cfg or FusionConfig()
     pred = np.zeros(len(data.mos), np.float32)
-    for k in range(folds):
-        held = set(sources[order[k::folds]])
-        test = np.isin(data.source, list(held))
+    masks = cv_folds(data, folds, cfg.seed, by)
+    for test in masks:
         spec = train(data.subset(~test), cfg)
         pred[test] = predict(spec, data.subset(test))
-    return report(list(pred), data)
+    out = report(list(pred), data)
+    out["folds"] = by
+    if by == "package" and data.package is not None:
+        out["by_package"] = {
+            str(data.package[m][0]): metrics.srcc(pred[m], data.vmaf[m]) for m in masks
+        }
+    return out

@@ -69,7 +69,9 @@ FPS = 25
 CLIP_FRAMES = 20
 MAX_SIDE = 2560
 """Pictures are shrunk to at most this wide once, before the camera moves over them."""
-LABEL_FIELDS = ("path", "mos", "vmaf", "source", "kind", "variant", "display")
+LABEL_FIELDS = ("path", "mos", "vmaf", "source", "kind", "variant", "display", "package")
+"""`package`: the Debian package (or pseudo-package) the picture came from, so that model
+choices can be cross-validated leaving whole packages out, as the eval split is."""
 
 
 def packages(split: Split) -> tuple[str, ...]:
@@ -380,9 +382,10 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
     from scorers.train.teacher import VmafTeacher, vmaf_to_mos
 
     name = source_name(assets, picture_path)
+    package = picture_path.relative_to(assets).parts[0]
     done = out / "done" / f"{name}.json"
-    if done.exists():
-        return list(json.loads(done.read_text()))
+    if done.exists():  # sources built before labels named their package get it now
+        return [{**r, "package": r.get("package") or package} for r in json.loads(done.read_text())]
     picture = usable(picture_path)
     rows: list[dict[str, str]] = []
     if picture is not None:
@@ -411,6 +414,7 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
                     "kind": v.kind,
                     "variant": v.describe(),
                     "display": f"{DISPLAY[0]}x{DISPLAY[1]}",
+                    "package": package,
                 }
             )
     done.parent.mkdir(parents=True, exist_ok=True)

@@ -62,3 +62,18 @@ def test_cache_is_reused_and_a_head_loads(labelled: Path) -> None:
     pred = fusion.predict(spec, first)
     assert pred.shape == (6,) and np.isfinite(pred).all()
     assert hybrid.Fusion.from_spec(spec).version == "t"
+    assert first.package is None  # these labels name no package
+
+
+def test_labels_with_packages_give_package_folds(labelled: Path, tmp_path: Path) -> None:
+    rows = fusion.read_labels(labelled)
+    named = tmp_path / "labels.csv"
+    with named.open("w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=[*FIELDS, "package"])
+        out.writeheader()
+        out.writerows({**r, "package": f"pkg-{r['source']}"} for r in rows)
+    (tmp_path / "seg").symlink_to(labelled.parent / "seg")
+    data = fusion.extract(named)
+    assert list(data.package) == [f"pkg-{s}" for s in data.source]
+    masks = fusion.cv_folds(data, by="package")
+    assert [sorted(set(data.package[m])) for m in masks] == [["pkg-scene"], ["pkg-texture"]]

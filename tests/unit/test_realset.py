@@ -96,6 +96,24 @@ def test_fusion_head_learns_and_damage_only_lowers(tmp_path: Path) -> None:
     assert cv["sources"] == 8 and cv["srcc"] > 0.5
 
 
+def test_package_folds_hold_out_whole_packages() -> None:
+    data = _fake_set(8, 25)
+    with pytest.raises(ValueError, match="rebuild labels.csv"):
+        fusion.cv_folds(data, by="package")  # labels from before the column
+    data.package = np.array(["a", "a", "b", "c", "c", "c", "d", "d"]).repeat(25)
+    masks = fusion.cv_folds(data, by="package")
+    assert len(masks) == 4 and sum(int(m.sum()) for m in masks) == len(data.mos)
+    for m in masks:  # one package each, all of it, and every source of it whole
+        assert len(set(data.package[m])) == 1
+        assert not set(data.source[m]) & set(data.source[~m])
+    by_source = fusion.cv_folds(data, folds=3)
+    assert len(by_source) == 3 and any(len(set(data.package[m])) > 1 for m in by_source)
+    cfg = fusion.FusionConfig(members=1, epochs=100, hidden=8)
+    cv = fusion.cross_validate(data, cfg, by="package")
+    assert cv["folds"] == "package" and sorted(cv["by_package"]) == ["a", "b", "c", "d"]
+    assert cv["srcc"] > 0.5
+
+
 def test_eval_cli_reports_within_source_and_kind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
