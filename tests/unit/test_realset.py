@@ -98,7 +98,7 @@ def test_fusion_head_learns_and_damage_only_lowers(tmp_path: Path) -> None:
 
 def test_package_folds_hold_out_whole_packages() -> None:
     data = _fake_set(8, 25)
-    with pytest.raises(ValueError, match="rebuild labels.csv"):
+    with pytest.raises(ValueError, match="rebuild labels"):
         fusion.cv_folds(data, by="package")  # labels from before the column
     data.package = np.array(["a", "a", "b", "c", "c", "c", "d", "d"]).repeat(25)
     masks = fusion.cv_folds(data, by="package")
