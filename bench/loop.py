@@ -462,6 +462,17 @@ def main() -> int:
             "published": feed.published,
             "rounds_run": feed.seq,
             "decisions": Counter(d.action for _, _, d in feed.applied),
+            "decision_log": [
+                {
+                    "rung": f"{d.stream}/{d.rendition}",
+                    "seq": d.seq,
+                    "action": d.action,
+                    "to": d.params.to_bitrate or d.params.to_preset or d.params.filter,
+                    "reason": d.reason,
+                    "incident": d.incident_id,
+                }
+                for _, _, d in feed.applied
+            ],
             "bits": bits_report(feed, args.rounds),
             "latency": latency_report(feed, events),
         }

@@ -26,6 +26,14 @@ some rungs for ever and lowers others too far; "keep what the ladder delivers to
 give up at most this much" holds on any content. Until the baseline is known, only
 incidents lead to decisions.
 
+Raises for an incident are checked: the MOS of the segments after a raise (once at
+least `VERIFY_SEGMENTS` of them are in) must stand `min_gain` above the MOS before it,
+or the bits bought nothing. Then that raise is undone (back to the bitrate before it)
+and no more bits are spent on that incident while it stays open: a fault the judge pins
+on the rung that bits do not fix (a score that reads a small rung low whatever its
+bitrate, an encoder bug) must not walk the rung to its cap. Checks live in memory; after
+a restart an open incident may get one more raise, then is checked again.
+
 Nothing is decided for faults localised to the source or packaging other than
 filters: more bits do not repair a bad contribution feed or a broken packager.
 Hysteresis: raise below target, lower only well above it, counters restart after
@@ -102,6 +110,14 @@ class RenditionPolicy(StrictModel):
     )
     step: float = Field(
         0.2, gt=0, le=1, description="Bitrate change per decision, as a fraction of the current."
+    )
+    min_gain: float = Field(
+        0.1,
+        ge=0,
+        le=4,
+        description="MOS a raise made for an incident must buy (median after it against "
+        "before it); less and the raise is undone and that incident gets no more bits. "
+        "0: never check.",
     )
     starved_ratio: float = Field(
         0.5,
@@ -204,6 +220,12 @@ class Rung:
     baseline: float | None = None
     declared: int | None = None
     """The bitrate the rung's last segment declared (its encoder's own word), if any."""
+    since: list[tuple[int, float]] = field(default_factory=list)
+    """(seq, MOS) of the counted segments since the rung's last decision."""
+    trial: Trial | None = None
+    """The last raise made for an open incident, being checked."""
+    futile: set[str] = field(default_factory=set)
+    """Open incidents that raises did not help: no more bits for them."""
 
     def target(self) -> float | None:
         """The MOS to hold; None while a baseline target's baseline is being learned."""
@@ -211,6 +233,19 @@ class Rung:
         if p.target == "fixed":
             return p.target_mos
         return None if self.baseline is None else max(1.0, self.baseline - p.baseline_drop)
+
+
+VERIFY_SEGMENTS = 3
+"""Counted segments after a raise before its effect is judged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """A raise made for an incident: the bitrate and the median MOS before it."""
+
+    incident: str
+    from_bitrate: int
+    before: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +281,10 @@ class EncodingPolicy:
         )
         if cool:
             return []
-        proposal = propose(rung, mine)
+        checked = _check_raises(rung, mine)
+        if checked == "wait":
+            return []
+        proposal = checked if checked is not None else propose(rung, mine)
         if proposal is None:
             return []
         return [self._decide(rung, obs, proposal, now)]
@@ -291,6 +329,7 @@ class EncodingPolicy:
         explained = obs.transport_errors or any(f.kind in ("black", "freeze") for f in obs.flags)
         if obs.mos is None or explained:
             return
+        rung.since.append((obs.seq, obs.mos))
         p = rung.policy
         if p.target == "baseline" and rung.baseline is None:
             self._learn(rung, obs.mos, incident_open)
@@ -353,7 +392,14 @@ class EncodingPolicy:
         decision = replace(draft, settings=after, dry_run=dry)
         if not dry:
             rung.settings = after
+        inc, before = p.incident, p.params.from_bitrate
+        checked = p.action == "raise_bitrate" and rung.policy.min_gain > 0
+        if checked and inc is not None and before and rung.since:
+            # the MOS while the incident was open, at the bitrate before this raise
+            bad = [m for seq, m in rung.since if seq >= inc.opened_seq] or [rung.since[-1][1]]
+            rung.trial = Trial(inc.id, before, median(bad))
         rung.last_decision_at = now
+        rung.since = []
         rung.below = rung.above = 0
         if self.hooks is not None:
             self.hooks.on_decision(decision)
@@ -362,7 +408,9 @@ class EncodingPolicy:
 
 def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
     """The one change this rung needs now, most urgent first; None when it is fine."""
-    p, s = rung.policy, rung.settings
+    p = rung.policy
+    if any(i.id in rung.futile for i in incidents):
+        return _filter_proposal(rung, incidents)  # bits did not help: filters, nothing else
     by_kind = {i.kind: i for i in incidents}
     starved = by_kind.get("starvation")
     own_starved = starved if starved is not None and starved.localisation == "rendition" else None
@@ -378,18 +426,57 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
         more = _raise(rung, why, own_starved)
         if more is not None:
             return more
-    if p.filters:
-        for inc in incidents:
-            flt = _filter_for(inc)
-            if flt is not None and flt not in s.filters:
-                return Proposal(
-                    "enable_filter", DecisionParams(filter=flt), f"{inc.kind} incident", inc
-                )
+    flt = _filter_proposal(rung, incidents)
+    if flt is not None:
+        return flt
     inversion = by_kind.get("ladder_inversion")
     if p.allow_drop_rung and inversion is not None and own_starved is None:
         return Proposal("drop_rung", DecisionParams(), "no better than the rung below", inversion)
     if rung.above >= p.above_segments and not incidents:
         return _lower(rung)
+    return None
+
+
+def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Literal["wait"] | None:
+    """The check of the last raise made for an open incident: "wait" until enough segments
+    after it are in, an undo when it bought less than `min_gain`, else None (go on: the
+    policy proposes as usual)."""
+    open_ids = {i.id for i in incidents}
+    rung.futile &= open_ids  # an incident that resolved no longer holds bits back
+    trial = rung.trial
+    if trial is None:
+        return None
+    if trial.incident not in open_ids:
+        rung.trial = None
+        return None
+    if len(rung.since) < VERIFY_SEGMENTS:
+        return "wait"
+    gain = median(m for _, m in rung.since) - trial.before
+    if gain >= rung.policy.min_gain:
+        return None
+    rung.trial = None
+    rung.futile.add(trial.incident)
+    incident = next(i for i in incidents if i.id == trial.incident)
+    now = rung.settings.bitrate
+    if now is None or now <= trial.from_bitrate:
+        return None
+    params = DecisionParams(from_bitrate=now, to_bitrate=trial.from_bitrate)
+    why = (
+        f"raising to {now / 1000:.0f} kbit/s bought {gain:+.2f} MOS (< min_gain "
+        f"{rung.policy.min_gain}): undone, no more bits for this {incident.kind} incident"
+    )
+    return Proposal("lower_bitrate", params, why, incident)
+
+
+def _filter_proposal(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
+    """A denoise / deblock filter an open incident (or its diagnosis) calls for."""
+    if rung.policy.filters:
+        for inc in incidents:
+            flt = _filter_for(inc)
+            if flt is not None and flt not in rung.settings.filters:
+                return Proposal(
+                    "enable_filter", DecisionParams(filter=flt), f"{inc.kind} incident", inc
+                )
     return None
 
 

@@ -134,6 +134,49 @@ def test_a_frozen_rung_starved_of_bits_is_raised_once_and_a_plain_freeze_is_not(
     assert run(10_000, inc=source) == []  # every rung frozen: the source, not this encoder
 
 
+def _starving(
+    p: EncodingPolicy, moses: list[float], inc: list[Incident], start: int = 3
+) -> list[EncoderDecision]:
+    out: list[EncoderDecision] = []
+    for i, m in enumerate(moses, start=start):  # from the incident's opening on
+        out += p.observe(obs(i, m), inc, now=2.0 * i)
+    return out
+
+
+def test_raises_that_buy_nothing_are_undone_and_the_incident_gets_no_more_bits() -> None:
+    starved = [incident("starvation")]
+    p = policy(cooldown_s=10.0)
+    out = _starving(p, [3.0] * 30, starved)  # bits change nothing: a score blind to them
+    assert [d.action for d in out] == ["raise_bitrate", "lower_bitrate"]
+    undo = out[1]
+    assert undo.seq == 8  # the cooldown, and 3 segments after the raise
+    assert undo.params.from_bitrate == 1_200_000 and undo.params.to_bitrate == RATE
+    assert "bought +0.00 MOS" in undo.reason and undo.incident_id == "news/720p/starvation/3"
+    assert p.settings("news", "720p") == EncoderSettings(RATE, "veryfast")
+    # A blocking incident beside it still gets its filter; bits stay put.
+    blocking = incident("blocking")
+    more = [d for i in range(40, 50) for d in p.observe(obs(i, 3.0), [*starved, blocking], 2.0 * i)]
+    assert [d.action for d in more] == ["enable_filter"]
+    # Once it resolves, a new incident may have bits again.
+    assert p.observe(obs(60, 4.0), [], now=120.0) == []
+    again = incident("starvation", opened_seq=61, id="news/720p/starvation/61")
+    assert [d.action for d in _starving(p, [3.0], [again], start=61)] == ["raise_bitrate"]
+
+
+def test_raises_that_help_go_on_and_min_gain_zero_never_checks() -> None:
+    starved = [incident("starvation")]
+    p = policy(cooldown_s=10.0)
+    # Each raise lifts the next segments, until the third buys nothing: that one is undone.
+    out = _starving(p, [3.0] + [3.5] * 5 + [3.9] * 5 + [3.95] * 10, starved)
+    assert [d.action for d in out] == ["raise_bitrate"] * 3 + ["lower_bitrate"]
+    assert [d.params.to_bitrate for d in out] == [1_200_000, 1_440_000, 1_728_000, 1_440_000]
+    assert [d.seq for d in out] == [3, 8, 13, 18] and "bought +0.05 MOS" in out[3].reason
+    blind = policy(cooldown_s=10.0, d={"min_gain": 0.0})
+    out = _starving(blind, [3.0] * 30, starved)
+    assert [d.action for d in out][:4] == ["raise_bitrate"] * 4
+    assert "lower_bitrate" not in [d.action for d in out]
+
+
 def test_raise_stops_at_the_cap_then_switches_preset() -> None:
     p = policy(cooldown_s=0.0, d={"max_bitrate": 1_300_000, "presets": ["fast", "medium"]})
     out = feed(p, [3.2] * 12)
