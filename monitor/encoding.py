@@ -32,7 +32,9 @@ or the bits bought nothing. Then that raise is undone (back to the bitrate befor
 and no more bits are spent on that incident while it stays open: a fault the judge pins
 on the rung that bits do not fix (a score that reads a small rung low whatever its
 bitrate, an encoder bug) must not walk the rung to its cap. Checks live in memory; after
-a restart an open incident may get one more raise, then is checked again.
+a restart an open incident may get one more raise, then is checked again. If quality
+then falls `NEW_DROP` below the level the futile raise left (a new fault inside the same
+open incident, such as a real starvation later), bits are allowed again.
 
 Nothing is decided for faults localised to the source or packaging other than
 filters: more bits do not repair a bad contribution feed or a broken packager.
@@ -224,8 +226,9 @@ class Rung:
     """(seq, MOS) of the counted segments since the rung's last decision."""
     trial: Trial | None = None
     """The last raise made for an open incident, being checked."""
-    futile: set[str] = field(default_factory=set)
-    """Open incidents that raises did not help: no more bits for them."""
+    futile: dict[str, float] = field(default_factory=dict)
+    """Open incidents that a raise did not help -> the median MOS after that raise: no
+    more bits for them unless quality falls well below that level (a new fault)."""
 
     def target(self) -> float | None:
         """The MOS to hold; None while a baseline target's baseline is being learned."""
@@ -237,6 +240,9 @@ class Rung:
 
 VERIFY_SEGMENTS = 3
 """Counted segments after a raise before its effect is judged."""
+NEW_DROP = 0.5
+"""MOS below the level at which bits did not help that makes an open incident eligible for
+bits again (the judge's default starvation margin)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +448,17 @@ def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Liter
     after it are in, an undo when it bought less than `min_gain`, else None (go on: the
     policy proposes as usual)."""
     open_ids = {i.id for i in incidents}
-    rung.futile &= open_ids  # an incident that resolved no longer holds bits back
+    # An incident that resolved no longer holds bits back, nor one whose quality fell well
+    # below the level at which bits did not help: that is a new fault inside it.
+    fresh = median(m for _, m in rung.since[-VERIFY_SEGMENTS:]) if rung.since else None
+    rung.futile = {
+        i: level
+        for i, level in rung.futile.items()
+        if i in open_ids
+        and not (
+            len(rung.since) >= VERIFY_SEGMENTS and fresh is not None and fresh < level - NEW_DROP
+        )
+    }
     trial = rung.trial
     if trial is None:
         return None
@@ -451,11 +467,12 @@ def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Liter
         return None
     if len(rung.since) < VERIFY_SEGMENTS:
         return "wait"
-    gain = median(m for _, m in rung.since) - trial.before
+    after = median(m for _, m in rung.since)
+    gain = after - trial.before
     if gain >= rung.policy.min_gain:
         return None
     rung.trial = None
-    rung.futile.add(trial.incident)
+    rung.futile[trial.incident] = after
     incident = next(i for i in incidents if i.id == trial.incident)
     now = rung.settings.bitrate
     if now is None or now <= trial.from_bitrate:

@@ -157,6 +157,9 @@ def test_raises_that_buy_nothing_are_undone_and_the_incident_gets_no_more_bits()
     blocking = incident("blocking")
     more = [d for i in range(40, 50) for d in p.observe(obs(i, 3.0), [*starved, blocking], 2.0 * i)]
     assert [d.action for d in more] == ["enable_filter"]
+    # Quality falling well below the level the futile raise left is a new fault: bits again.
+    worse = [d for i in range(50, 54) for d in p.observe(obs(i, 2.4), starved, 2.0 * i)]
+    assert [(d.action, d.seq) for d in worse] == [("raise_bitrate", 51)]
     # Once it resolves, a new incident may have bits again.
     assert p.observe(obs(60, 4.0), [], now=120.0) == []
     again = incident("starvation", opened_seq=61, id="news/720p/starvation/61")
