@@ -399,7 +399,8 @@ class EncodingPolicy:
         if not dry:
             rung.settings = after
         inc, before = p.incident, p.params.from_bitrate
-        checked = p.action == "raise_bitrate" and rung.policy.min_gain > 0
+        # a dry-run raise changes no encoder: there is no effect to check
+        checked = p.action == "raise_bitrate" and rung.policy.min_gain > 0 and not dry
         if checked and inc is not None and before and rung.since:
             # the MOS while the incident was open, at the bitrate before this raise
             bad = [m for seq, m in rung.since if seq >= inc.opened_seq] or [rung.since[-1][1]]

@@ -174,6 +174,8 @@ def test_raises_that_help_go_on_and_min_gain_zero_never_checks() -> None:
     assert [d.action for d in out] == ["raise_bitrate"] * 3 + ["lower_bitrate"]
     assert [d.params.to_bitrate for d in out] == [1_200_000, 1_440_000, 1_728_000, 1_440_000]
     assert [d.seq for d in out] == [3, 8, 13, 18] and "bought +0.05 MOS" in out[3].reason
+    dry = policy(cooldown_s=10.0, dry_run=True)  # nothing changed, nothing to check
+    assert [d.action for d in _starving(dry, [3.0] * 12, starved)] == ["raise_bitrate"] * 3
     blind = policy(cooldown_s=10.0, d={"min_gain": 0.0})
     out = _starving(blind, [3.0] * 30, starved)
     assert [d.action for d in out][:4] == ["raise_bitrate"] * 4
