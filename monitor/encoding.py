@@ -50,6 +50,7 @@ vqmon.encoder-decisions topic (keyed per rendition: the latest holds the full se
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import median
@@ -207,6 +208,15 @@ class EncodingHooks(Protocol):
     def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None: ...
 
 
+VERIFY_SEGMENTS = 3
+"""Counted segments after a raise before its effect is judged."""
+SINCE_KEPT = 30
+"""Counted segments a rung keeps for these checks."""
+NEW_DROP = 0.5
+"""MOS below the level at which bits did not help that makes an open incident eligible for
+bits again (the judge's default starvation margin)."""
+
+
 @dataclass(slots=True)
 class Rung:
     policy: RenditionPolicy
@@ -222,8 +232,9 @@ class Rung:
     baseline: float | None = None
     declared: int | None = None
     """The bitrate the rung's last segment declared (its encoder's own word), if any."""
-    since: list[tuple[int, float]] = field(default_factory=list)
-    """(seq, MOS) of the counted segments since the rung's last decision."""
+    since: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SINCE_KEPT))
+    """(seq, MOS) of the last counted segments since the rung's last decision (bounded: a
+    rung may go days without one)."""
     trial: Trial | None = None
     """The last raise made for an open incident, being checked."""
     futile: dict[str, float] = field(default_factory=dict)
@@ -236,13 +247,6 @@ class Rung:
         if p.target == "fixed":
             return p.target_mos
         return None if self.baseline is None else max(1.0, self.baseline - p.baseline_drop)
-
-
-VERIFY_SEGMENTS = 3
-"""Counted segments after a raise before its effect is judged."""
-NEW_DROP = 0.5
-"""MOS below the level at which bits did not help that makes an open incident eligible for
-bits again (the judge's default starvation margin)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +410,7 @@ class EncodingPolicy:
             bad = [m for seq, m in rung.since if seq >= inc.opened_seq] or [rung.since[-1][1]]
             rung.trial = Trial(inc.id, before, median(bad))
         rung.last_decision_at = now
-        rung.since = []
+        rung.since.clear()
         rung.below = rung.above = 0
         if self.hooks is not None:
             self.hooks.on_decision(decision)
@@ -449,17 +453,16 @@ def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Liter
     after it are in, an undo when it bought less than `min_gain`, else None (go on: the
     policy proposes as usual)."""
     open_ids = {i.id for i in incidents}
-    # An incident that resolved no longer holds bits back, nor one whose quality fell well
-    # below the level at which bits did not help: that is a new fault inside it.
-    fresh = median(m for _, m in rung.since[-VERIFY_SEGMENTS:]) if rung.since else None
-    rung.futile = {
-        i: level
-        for i, level in rung.futile.items()
-        if i in open_ids
-        and not (
-            len(rung.since) >= VERIFY_SEGMENTS and fresh is not None and fresh < level - NEW_DROP
-        )
-    }
+    if rung.futile:
+        # An incident that resolved no longer holds bits back, nor one whose quality fell
+        # well below the level at which bits did not help: that is a new fault inside it.
+        last = [m for _, m in rung.since][-VERIFY_SEGMENTS:]
+        fresh = median(last) if len(last) == VERIFY_SEGMENTS else math.inf
+        rung.futile = {
+            i: level
+            for i, level in rung.futile.items()
+            if i in open_ids and fresh >= level - NEW_DROP
+        }
     trial = rung.trial
     if trial is None:
         return None
@@ -502,7 +505,9 @@ def _short_of_bits(rung: Rung) -> str | None:
     """Why a frozen rung is starved of bits, or None: its encoder declares a bitrate under
     `starved_ratio` of the decided one."""
     decided, declared = rung.settings.bitrate, rung.declared
-    if not decided or not declared or declared >= rung.policy.starved_ratio * decided:
+    if not decided or not declared or declared <= 0:
+        return None
+    if declared >= rung.policy.starved_ratio * decided:
         return None
     return (
         f"freeze on this rung alone while it declares {declared / 1000:.0f} kbit/s, "

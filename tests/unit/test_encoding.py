@@ -166,6 +166,12 @@ def test_raises_that_buy_nothing_are_undone_and_the_incident_gets_no_more_bits()
     assert [d.action for d in _starving(p, [3.0], [again], start=61)] == ["raise_bitrate"]
 
 
+def test_a_rung_without_decisions_keeps_a_bounded_history() -> None:
+    p = policy()
+    assert feed(p, [4.0] * 500) == []  # at target, never well above: no decision for days
+    assert len(p.rungs[("news", "720p")].since) == 30
+
+
 def test_raises_that_help_go_on_and_min_gain_zero_never_checks() -> None:
     starved = [incident("starvation")]
     p = policy(cooldown_s=10.0)

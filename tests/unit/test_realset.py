@@ -96,6 +96,18 @@ def test_fusion_head_learns_and_damage_only_lowers(tmp_path: Path) -> None:
     assert cv["sources"] == 8 and cv["srcc"] > 0.5
 
 
+def test_a_source_built_before_the_package_column_gets_it(tmp_path: Path) -> None:
+    assets, out = tmp_path / "assets", tmp_path / "set"
+    picture = assets / "gnome-backgrounds" / "usr" / "share" / "blobs.png"
+    name = realset.source_name(assets, picture)
+    (out / "done").mkdir(parents=True)
+    old = {"path": f"seg/{name}__clean_00.ts", "mos": "4.5", "source": name}
+    (out / "done" / f"{name}.json").write_text(json.dumps([old]))
+    rows = realset.build_source(picture, assets, out, "train")  # finished: not rebuilt
+    assert rows == [{**old, "package": "gnome-backgrounds"}]
+    assert "package" in realset.LABEL_FIELDS
+
+
 def test_package_folds_hold_out_whole_packages() -> None:
     data = _fake_set(8, 25)
     with pytest.raises(ValueError, match="rebuild labels"):
