@@ -181,6 +181,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--lr", type=float, default=1e-3)
     s.set_defaults(func=run_slim)
 
+    x = tsub.add_parser(
+        "reexport",
+        help="write a trained ONNX student again through the current graph",
+        description="Load the weights of an exported student (or ensemble) back into torch "
+        "and export them through this version's graph: the same model, computed more "
+        "cheaply. Prints the largest output differences from the source file on mosaics of "
+        "procedural segments.",
+    )
+    x.add_argument("--model", type=Path, help="ONNX student (default: the shipped one)")
+    x.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    x.set_defaults(func=run_reexport)
+
 
 def run_slim(args: argparse.Namespace) -> int:
     import numpy as np
@@ -234,6 +246,32 @@ def run_slim(args: argparse.Namespace) -> int:
         f"agree with the teacher at SRCC {last['srcc']:.3f}, MAE {last['mae']:.3f}, "
         f"class {last['class_agreement']:.3f}"
     )
+    return 0
+
+
+def run_reexport(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scorers import fragments
+    from scorers.distilled import default_model_path
+    from scorers.train.corpus import decode_all
+    from scorers.train.export import reexport
+    from scorers.train.slim import _synthetic_segment
+
+    src = args.model or default_model_path()
+    if not src.is_file():
+        print(f"vqmon train reexport: {src} not found", file=sys.stderr)
+        return 2
+    if args.out.resolve() == src.resolve():
+        print("vqmon train reexport: --out must differ from the source file", file=sys.stderr)
+        return 2
+    frames = []
+    for k, spec in enumerate(("scene", "texture", "zoneplate", "bars")):
+        segment = _synthetic_segment(f"synth:{spec}:640x360:crf:0.5:{k}", k)
+        frames += decode_all(segment)[::15]
+    mosaics = fragments.sample_batch([np.ascontiguousarray(f) for f in frames])
+    diff = reexport(src, args.out, mosaics)
+    print(json.dumps({"wrote": str(args.out), "mosaics": len(mosaics), **diff}, indent=2))
     return 0
 
 

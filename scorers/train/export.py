@@ -145,6 +145,42 @@ def compare(
     }
 
 
+EXPORT_KEYS = frozenset(
+    ("name", "version", "degradations", "input", "model_config", "members", "embedding_dim")
+) | {"weights"}
+"""Metadata export() writes itself; reexport() carries every other entry over."""
+
+
+def reexport(src: Path, dst: Path, mosaics: npt.NDArray[np.uint8]) -> dict[str, Any]:
+    """Write the model at `src` again through this version's graph (the same weights, the
+    same version), and measure it: the largest output differences from `src` on `mosaics`
+    and from the torch model. A new graph for old weights needs no retraining."""
+    import onnx
+    import onnxruntime as ort
+
+    from scorers.train.onnx_weights import ensemble_from_onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    model = ensemble_from_onnx(src)
+    extra = {k: v for k, v in meta.items() if k not in EXPORT_KEYS}
+    extra["graph"] = f"re-exported from {src.name} (vqmon train reexport)"
+    half = meta.get("weights", "").startswith("float16")  # rounding float16 values is exact
+    export(model, dst, version=meta.get("version", "0"), extra_metadata=extra, fp16_weights=half)
+    before, after = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+            list(OUTPUTS), {INPUT: mosaics}
+        )
+        for p in (src, dst)
+    )
+    return {
+        "vs_source": {
+            name: float(np.abs(np.asarray(a) - np.asarray(b)).max())
+            for name, a, b in zip(OUTPUTS, after, before, strict=True)
+        },
+        "vs_torch": compare(model, dst, mosaics),
+    }
+
+
 def _heldout_lines(report: dict[str, Any], bench: dict[str, Any] | None) -> list[str]:
     """The card's held-out section: the training run's held-out sources if it had any,
     and the benchmark (bench/quality.py output) if given."""

@@ -33,6 +33,9 @@ from torch import nn
 
 from scorers.fragments import GRID, PATCH
 
+LUMA = (0.299, 0.587, 0.114)
+"""BT.601 luma weights of R, G, B."""
+
 DEGRADATIONS = ("clean", "compression", "blur", "noise", "scaling", "packet_loss", "banding")
 
 
@@ -107,8 +110,8 @@ class PatchStats(nn.Module):
 
     FEATURES = 35
     QUANTILES = (0.1, 0.5, 0.9)
-    blur32: torch.Tensor
-    blur16: torch.Tensor
+    crop32: torch.Tensor
+    crop16: torch.Tensor
     dct8: torch.Tensor
     dct4: torch.Tensor
     hi8: torch.Tensor
@@ -120,8 +123,9 @@ class PatchStats(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("blur32", _blur_matrix(PATCH), persistent=False)
-        self.register_buffer("blur16", _blur_matrix(PATCH // 2), persistent=False)
+        # The blur matrices without the 3 border rows the statistics crop away.
+        self.register_buffer("crop32", _blur_matrix(PATCH)[3:-3], persistent=False)
+        self.register_buffer("crop16", _blur_matrix(PATCH // 2)[3:-3], persistent=False)
         for n in (8, 4):
             # Block-diagonal: one 32x32 matmul pair transforms every n x n block of a patch
             # at once, far cheaper on CPU than batches of tiny n x n matmuls.
@@ -140,13 +144,19 @@ class PatchStats(nn.Module):
             self.register_buffer(f"sum{n}", block_sum, persistent=False)
 
     def _nss(self, y: torch.Tensor) -> list[torch.Tensor]:
-        """BRISQUE-style MSCN statistics (C = 1 on the 0..255 scale), border cropped."""
-        b = self.blur32 if y.shape[-1] == PATCH else self.blur16
-        both = b @ torch.cat([y, y * y], dim=1) @ b.t()
-        mu, var = both[:, :1], both[:, 1:] - both[:, :1] ** 2
-        sigma = var.clamp_min(0.0).sqrt()
-        m = ((y - mu) / (sigma + 1.0))[..., 3:-3, 3:-3]
-        sigma = sigma[..., 3:-3, 3:-3]
+        """BRISQUE-style MSCN statistics (C = 1 on the 0..255 scale), border cropped.
+
+        The crop is folded into the blur: `bc` is the blur matrix without its first and last
+        3 rows, so the local mean and spread come out at the cropped size directly."""
+        b = self.crop32 if y.shape[-1] == PATCH else self.crop16
+        bt = b.t()
+        # Every statistic here is unchanged by a shift of the patch's level: centring it
+        # first keeps E[y^2] - mu^2 from cancelling (a flat patch's variance is then 0,
+        # not float noise that differs between runtimes).
+        y = y - y.mean(dim=(2, 3), keepdim=True)
+        mu = b @ y @ bt
+        sigma = (b @ (y * y) @ bt - mu * mu).relu().sqrt()
+        m = (y[..., 3:-3, 3:-3] - mu) / (sigma + 1.0)
         dims = (1, 2, 3)
         m2 = m * m
         v = m2.mean(dims)
@@ -164,30 +174,31 @@ class PatchStats(nn.Module):
         ]
 
     @staticmethod
-    def _edges(y: torch.Tensor) -> list[torch.Tensor]:
-        """Gradient energy at two scales, Laplacian energy, and block-edge ratios."""
-        dx = (y[..., :, 1:] - y[..., :, :-1]).abs()
-        dy = (y[..., 1:, :] - y[..., :-1, :]).abs()
-        g1 = torch.log1p(dx.mean((1, 2, 3)) + dy.mean((1, 2, 3)))
-        y2 = F.avg_pool2d(y, 2)
+    def _edges(y: torch.Tensor, y2: torch.Tensor) -> list[torch.Tensor]:
+        """Gradient energy at two scales (`y2` is `y` pooled 2x2), Laplacian energy, and
+        block-edge ratios. The Laplacian is the difference of neighbouring signed gradients
+        (4c - l - r - u - d = (c - l) - (r - c) + (c - u) - (d - c)), so it reuses them."""
+        hx = y[..., :, 1:] - y[..., :, :-1]
+        hy = y[..., 1:, :] - y[..., :-1, :]
+        cols, rows = hx.abs().mean((1, 2)), hy.abs().mean((1, 3))  # M x (W-1), M x (H-1)
+        g1 = torch.log1p(cols.mean(1) + rows.mean(1))
         g2 = torch.log1p(
             (y2[..., :, 1:] - y2[..., :, :-1]).abs().mean((1, 2, 3))
             + (y2[..., 1:, :] - y2[..., :-1, :]).abs().mean((1, 2, 3))
         )
-        c = y[..., 1:-1, 1:-1]
-        lap = 4 * c - y[..., 2:, 1:-1] - y[..., :-2, 1:-1] - y[..., 1:-1, 2:] - y[..., 1:-1, :-2]
+        lap = (hx[..., 1:-1, :-1] - hx[..., 1:-1, 1:]) + (hy[..., :-1, 1:-1] - hy[..., 1:, 1:-1])
         l1 = torch.log1p(lap.abs().mean((1, 2, 3)))
-        cols, rows = dx.mean((1, 2)), dy.mean((1, 3))  # M x (W-1), M x (H-1)
-
-        both = torch.cat([cols, rows], dim=1)
+        total = cols.sum(1) + rows.sum(1)
+        n_all = cols.shape[1] + rows.shape[1]
 
         def ratio(period: int) -> torch.Tensor:
             # Differences that straddle a coding-block edge (x % period == period-1 -> x+1)
             # against all the others; patch origins are ALIGN-snapped, so edges line up.
             edge = torch.cat([cols[:, period - 1 :: period], rows[:, period - 1 :: period]], 1)
             n_on = edge.shape[1]
-            on = edge.sum(1) / n_on
-            off = (both.sum(1) - edge.sum(1)) / (both.shape[1] - n_on)
+            on_sum = edge.sum(1)
+            on = on_sum / n_on
+            off = (total - on_sum) / (n_all - n_on)
             return torch.log((on + 1.0) / (off + 1.0))
 
         return [g1, g2, g1 - g2, l1, l1 - g1, ratio(8), ratio(4)]
@@ -221,7 +232,8 @@ class PatchStats(nn.Module):
         ]
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        feats = self._nss(y) + self._nss(F.avg_pool2d(y, 2)) + self._edges(y)
+        y2 = F.avg_pool2d(y, 2)
+        feats = self._nss(y) + self._nss(y2) + self._edges(y, y2)
         feats += self._dct(y, 8) + self._dct(y, 4)
         return torch.stack(feats, dim=1)
 
@@ -275,9 +287,9 @@ class Student(nn.Module):
         self.degradation = nn.Linear(cfg.embed, len(DEGRADATIONS))
 
     def stem_features(self, mosaic: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """N x 224 x 224 x 3 uint8 -> (N*P) x widths[0] x (32/s) x (32/s): the stem of every
-        patch (P = 49, or the patches `keep` selects in training: the pooling over patches
-        is order-free, so a random subset is a cheap, honest view).
+        """N x 224 x 224 x 3 (uint8, or float code values) -> (N*P) x widths[0] x (32/s) x
+        (32/s): the stem of every patch (P = 49, or the patches `keep` selects in training:
+        the pooling over patches is order-free, so a random subset is a cheap, honest view).
 
         The stem is a 1x1 convolution over each patch's s x s pixel blocks unfolded into
         channels (c, sy, sx). That is a stride-s s x s convolution, and with s dividing the
@@ -286,23 +298,48 @@ class Student(nn.Module):
         CPU that is 2.6x cheaper than unfolding the input with an 8-D transpose."""
         n, s = mosaic.shape[0], self.config.stem
         g = PATCH // s
-        x = (mosaic.permute(0, 3, 1, 2).to(torch.float32) - 0.45 * 255.0) / (0.25 * 255.0)
         conv = self.stem[0]
         assert isinstance(conv, nn.Conv2d)
         c = conv.out_channels
-        y = F.conv2d(x, conv.weight.reshape(c, 3, s, s), stride=s)
+        # The input's normalisation (x - 0.45 * 255) / (0.25 * 255) is folded into the
+        # convolution (it is linear and unpadded): a scaled weight and a bias, no pass over
+        # the pixels. Out of training the BatchNorm after it is folded in too.
+        w = conv.weight.reshape(c, 3, s, s) / (0.25 * 255.0)
+        bias = w.sum(dim=(1, 2, 3)) * (-0.45 * 255.0)
+        norm = self.stem[1]
+        assert isinstance(norm, nn.BatchNorm2d)
+        folded = not self.training and norm.running_var is not None
+        if folded:
+            assert norm.running_mean is not None and norm.running_var is not None
+            gain = norm.weight / (norm.running_var + norm.eps).sqrt()
+            w = w * gain.reshape(c, 1, 1, 1)
+            bias = (bias - norm.running_mean) * gain + norm.bias
+        x = mosaic.to(torch.float32).permute(0, 3, 1, 2)
+        y = F.conv2d(x, w, bias, stride=s)
+        if folded:
+            y = F.relu(y)  # elementwise, so before the patches are cut: fused with the conv
         y = y.reshape(n, c, GRID, g, GRID, g).permute(0, 2, 4, 1, 3, 5)
         y = y.reshape(n, GRID * GRID, c, g, g)
         if keep is not None:
             y = y[:, keep]
-        return self.stem[2](self.stem[1](y.reshape(-1, c, g, g)))
+        y = y.reshape(-1, c, g, g)
+        return y if folded else self.stem[2](norm(y))
 
     @staticmethod
     def luma_patches(mosaic: torch.Tensor) -> torch.Tensor:
-        """N x 224 x 224 x 3 uint8 -> N x 49 x 1 x 32 x 32 BT.601 luma, code values."""
+        """N x 224 x 224 x 3 (uint8 or float) -> N x 49 x 1 x 32 x 32 BT.601 luma, code values."""
         n = mosaic.shape[0]
-        x = mosaic.to(torch.float32)
-        y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+        # One [1 x 3] @ [3 x pixels] product per picture on the channels-first picture (the
+        # stem's input, so the graph transposes it once): on ONNX Runtime CPU a third of the
+        # cost of three channel slices and their sums, where a product by a 3-vector on the
+        # channels-last picture or a 1x1 convolution cost several times more.
+        # The weights in thousandths keep every product and sum an exact integer in float32,
+        # so the one rounding is the division: bit-identical in torch and ONNX Runtime
+        # whatever order their kernels add in (a last-bit difference flips DCT coefficients
+        # at the |c| < 2 threshold).
+        x = mosaic.to(torch.float32).permute(0, 3, 1, 2).reshape(n, 3, -1)
+        weights = mosaic.new_tensor([round(w * 1000) for w in LUMA], dtype=torch.float32)
+        y = (weights.reshape(1, 3) @ x) / 1000.0
         y = y.reshape(n, GRID, PATCH, GRID, PATCH).permute(0, 1, 3, 2, 4)
         return y.reshape(n, GRID * GRID, 1, PATCH, PATCH)
 
@@ -344,7 +381,7 @@ class Student(nn.Module):
 
     def forward(self, mosaic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mos N, degradation probabilities N x 7, unit embedding N x D)."""
-        mos, logits, z = self.head(self.embed(mosaic))
+        mos, logits, z = self.head(self.embed(mosaic.to(torch.float32)))
         return mos, torch.softmax(logits, dim=1), z
 
     def logits(
@@ -379,8 +416,9 @@ class Ensemble(nn.Module):
 
     def forward(self, mosaic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         members = self.students()
-        stats = members[0].pooled_stats(mosaic) if members[0].stats is not None else None
-        outs = [m.head(m.embed(mosaic, stats=stats)) for m in members]
+        x = mosaic.to(torch.float32)  # one conversion for the statistics and every member
+        stats = members[0].pooled_stats(x) if members[0].stats is not None else None
+        outs = [m.head(m.embed(x, stats=stats)) for m in members]
         mos = torch.stack([o[0] for o in outs]).mean(dim=0)
         degradation = torch.stack([torch.softmax(o[1], dim=1) for o in outs]).mean(dim=0)
         z = torch.cat([o[2] for o in outs], dim=1) / float(len(outs)) ** 0.5

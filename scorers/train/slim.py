@@ -232,83 +232,13 @@ def build(jobs: list[Job], teacher: Path, out: Path, workers: int = 2) -> SlimDa
     return data
 
 
-def _onnx_tensors(path: Path) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
-    """Every initializer of an ONNX model as float32 (float16-stored ones under the name
-    their Cast gives them), the graph's nodes, and the model config in its metadata."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path))
-    arrays = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.op_type == "Cast" and node.input[0] in arrays:
-            arrays[node.output[0]] = arrays[node.input[0]]
-    meta = {p.key: p.value for p in proto.metadata_props}
-    cfg: dict[str, Any] = json.loads(meta["model_config"])
-    cfg["widths"] = tuple(cfg["widths"])
-    tensors = {k: np.array(v, np.float32) for k, v in arrays.items()}
-    return tensors, list(proto.graph.node), cfg
-
-
 def warm_start(teacher: Path, member: int = 0) -> Any:
     """A slim Student (the teacher's config without the statistics branch) holding member
-    `member`'s stem, encoder, projection on the CNN features, prototypes and heads.
+    `member`'s stem, encoder, projection on the CNN features, prototypes and heads
+    (scorers.train.onnx_weights: exact while its BatchNorm statistics stay frozen)."""
+    from scorers.train.onnx_weights import member_from_onnx
 
-    ONNX export folds each encoder BatchNorm into the convolution before it; the folded
-    weights go into the convolution and the BatchNorm becomes an exact identity plus the
-    folded bias (weight 1, running mean 0, running variance 1 - eps), so the slim encoder
-    computes what the member's did as long as the BatchNorm statistics stay frozen."""
-    import torch
-    from torch import nn
-
-    from scorers.train.model import ModelConfig, Student
-
-    tensors, nodes, meta_cfg = _onnx_tensors(teacher)
-    cfg = ModelConfig(**{**meta_cfg, "stats": False, "dropout": max(meta_cfg["dropout"], 0.1)})
-    model = Student(cfg)
-    suffix = "" if member == 0 else f"_{member}"
-    prefix = f"members.{member}."
-    convs = {n.name: n for n in nodes if n.op_type == "Conv"}
-    with torch.no_grad():
-        stem = convs[f"/Conv{suffix}"]
-        w = torch.from_numpy(tensors[stem.input[1]])
-        stem_conv, bn = model.stem.get_submodule("0"), model.stem.get_submodule("1")
-        assert isinstance(stem_conv, nn.Conv2d)
-        stem_conv.weight.copy_(w.reshape(stem_conv.weight.shape))
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            getattr(bn, k).copy_(torch.from_numpy(tensors[f"{prefix}stem.1.{k}"]))
-        for i, block in enumerate(model.encoder):
-            for j in (0, 3):
-                node = convs[f"/encoder/encoder.{i}/encoder.{i}.{j}{suffix}/Conv"]
-                conv = block.get_submodule(str(j))
-                norm = block.get_submodule(str(j + 1))
-                assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
-                conv.weight.copy_(torch.from_numpy(tensors[node.input[1]]))
-                norm.weight.fill_(1.0)
-                norm.bias.copy_(torch.from_numpy(tensors[node.input[2]]))
-                assert norm.running_mean is not None and norm.running_var is not None
-                norm.running_mean.zero_()
-                norm.running_var.fill_(1.0 - norm.eps)
-        first = model.project.get_submodule("1")
-        assert isinstance(first, nn.Linear)
-        w1 = torch.from_numpy(tensors[f"{prefix}project.1.weight"])
-        first.weight.copy_(w1[:, : first.in_features])  # the CNN's pooled features come first
-        first.bias.copy_(torch.from_numpy(tensors[f"{prefix}project.1.bias"]))
-        for name in (
-            "project.2.weight",
-            "project.2.bias",
-            "project.5.weight",
-            "project.5.bias",
-            "degradation.weight",
-            "degradation.bias",
-        ):
-            module, attr = name.rsplit(".", 1)
-            target = model.get_submodule(module)
-            getattr(target, attr).copy_(torch.from_numpy(tensors[prefix + name]))
-        model.prototypes.copy_(torch.from_numpy(tensors[f"{prefix}prototypes"]))
-        model.proto_raw.copy_(torch.from_numpy(tensors[f"{prefix}proto_raw"]))
-        model.log_tau.copy_(torch.from_numpy(tensors[f"{prefix}log_tau"]).reshape(()))
-    return model
+    return member_from_onnx(teacher, member, stats=False)
 
 
 @dataclass
