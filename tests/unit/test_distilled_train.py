@@ -109,15 +109,16 @@ def test_training_runs_exports_and_onnx_matches_torch(tiny_corpus: Path, tmp_pat
         assert not torch.equal(training(batch)[2], training(batch)[2])
     path = export(model, tmp_path / "student.onnx", version="0.test")
     diffs = compare(model, path, data.mosaic[:5])
-    # MOS to 2e-4: the local contrast is the square root of a near-zero variance on these
-    # flat graphics, which turns the kernels' last-bit differences into ~1e-4 of MOS.
-    assert diffs["mos"] < 2e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 1e-4
+    # MOS and embedding to 3e-4: the local contrast is the square root of a near-zero
+    # variance on these flat graphics, which turns the kernels' last-bit differences (they
+    # vary with the machine and its threads) into ~1e-4 of MOS and of the embedding.
+    assert diffs["mos"] < 3e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 3e-4
 
     scorer = DistilledScorer(DistilledConfig(model_path=path, batch_size=3))
     preds = scorer.predict_mosaics(data.mosaic[:7])  # crosses a batch boundary
     with torch.no_grad():
         want = model(torch.from_numpy(data.mosaic[:7]))[0].numpy()
-    assert np.allclose(preds.mos, want, atol=2e-4)
+    assert np.allclose(preds.mos, want, atol=3e-4)
     assert preds.degradation.shape == (7, len(DEGRADATIONS))
     assert np.allclose(np.linalg.norm(preds.embedding, axis=1), 1.0, atol=1e-4)
     assert scorer.version.startswith("0.test+")
@@ -316,9 +317,9 @@ def test_ensemble_averages_its_members_and_exports_half_size(
     cast_inputs = {n.input[0] for n in proto.graph.node if n.op_type == "Cast"}
     assert stored and all(i.name in cast_inputs for i in stored)  # computed in float32
     # export rounded the model's own weights, so torch and ONNX Runtime agree as before (to
-    # 2e-4: near-zero local variances of flat graphics, see the test above)
+    # 3e-4: near-zero local variances of flat graphics, see the test above)
     diffs = compare(ens, half, data.mosaic[:5])
-    assert diffs["mos"] < 2e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 2e-4
+    assert diffs["mos"] < 3e-4 and diffs["degradation"] < 1e-4 and diffs["embedding"] < 3e-4
     with torch.no_grad():
         assert float((ens(x)[0] - mos).abs().max()) < 0.02  # rounding moved MOS by little
     scorer = DistilledScorer(DistilledConfig(model_path=half, batch_size=4))
