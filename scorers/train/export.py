@@ -146,8 +146,17 @@ def compare(
 
 
 EXPORT_KEYS = frozenset(
-    ("name", "version", "degradations", "input", "model_config", "members", "embedding_dim")
-) | {"weights"}
+    (
+        "name",
+        "version",
+        "degradations",
+        "input",
+        "model_config",
+        "members",
+        "embedding_dim",
+        "weights",
+    )
+)
 """Metadata export() writes itself; reexport() carries every other entry over."""
 
 

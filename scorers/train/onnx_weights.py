@@ -133,14 +133,8 @@ def member_from_onnx(path: Path, member: int = 0, *, stats: bool) -> Any:
             if name.startswith(("stem.", "encoder.", "stats.")) or "num_batches" in name:
                 continue  # loaded above, or the fixed statistics' matrices (rebuilt, not stored)
             # torch's export stores equal tensors once, under the first member's name.
-            stored = next(
-                (
-                    tensors[f"members.{k}.{name}" if prefix else name]
-                    for k in [member, *range(member)]
-                    if (f"members.{k}.{name}" if prefix else name) in tensors
-                ),
-                None,
-            )
+            names = [f"members.{k}.{name}" for k in (member, *range(member))] if prefix else [name]
+            stored = next((tensors[n] for n in names if n in tensors), None)
             if stored is None:
                 raise ValueError(f"{path} has no weight {prefix + name}")
             if name.startswith("project.") and stored.shape != tuple(value.shape):
