@@ -16,7 +16,11 @@ How it judges
   (hysteresis: one good segment inside a bad run does not resolve anything).
 - Starvation/drop: MOS below the rendition's own baseline by `margin` (or mos_low
   below its baseline by `low_margin`) once the baseline has `warmup_segments`, or
-  below the rendition's target. Baselines are EWMAs fed only by healthy segments.
+  below the rendition's target. A rendition whose healthy MOS swings widely (content
+  that alternates easy and hard scenes, an encoder's first segments) gets a wider
+  margin: `spread` standard deviations of its own healthy values, when that is larger.
+  Baselines are EWMAs fed only by healthy segments, averaged evenly until they span
+  `baseline_segments` (so the first segment does not weigh more than the rest).
   Segments that are black, frozen or damaged say nothing about bits and are skipped.
 - Ladder check: renditions ordered by bitrate; a rung whose MOS is not above the rung
   below by more than `ladder.margin` is bad for kind `ladder_inversion`.
@@ -41,6 +45,7 @@ Surviving a restart or a partition move (no local state)
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -138,6 +143,14 @@ class StarvationConfig(StrictModel):
         gt=0,
         le=4,
         description="mos_low points below its baseline that count as bad (short bad runs).",
+    )
+    spread: float = Field(
+        3.0,
+        ge=0,
+        le=10,
+        description="Standard deviations of the rendition's own healthy MOS (and mos_low) "
+        "below its baseline that count as bad, where that is wider than margin/low_margin. "
+        "0: the fixed margins only.",
     )
     target_mos: float | None = Field(
         None, ge=1, le=5, description="MOS every rendition should reach; below it is bad."
@@ -294,19 +307,44 @@ class Gate:
 
 @dataclass(slots=True)
 class Baseline:
-    """EWMA of MOS and mos_low over healthy segments."""
+    """Exponentially weighted mean and variance of MOS and mos_low over healthy segments.
+
+    Until it spans `span` segments every segment weighs the same (a plain running mean),
+    so one unusual first segment does not set the baseline for the next dozen.
+    """
 
     mos: float | None = None
     mos_low: float | None = None
     count: int = 0
+    mos_var: float = 0.0
+    low_var: float = 0.0
+    low_count: int = 0
+
+    @property
+    def mos_sd(self) -> float:
+        return math.sqrt(self.mos_var)
+
+    @property
+    def low_sd(self) -> float:
+        return math.sqrt(self.low_var)
 
     def update(self, mos: float, mos_low: float | None, span: int) -> None:
-        alpha = 2.0 / (span + 1)
-        self.mos = mos if self.mos is None else self.mos + alpha * (mos - self.mos)
-        if mos_low is not None:
-            low = self.mos_low
-            self.mos_low = mos_low if low is None else low + alpha * (mos_low - low)
         self.count += 1
+        self.mos, self.mos_var = _ew_step(self.mos, self.mos_var, mos, self.count, span)
+        if mos_low is not None:
+            self.low_count += 1
+            self.mos_low, self.low_var = _ew_step(
+                self.mos_low, self.low_var, mos_low, self.low_count, span
+            )
+
+
+def _ew_step(mean: float | None, var: float, x: float, n: int, span: int) -> tuple[float, float]:
+    """One step of an exponentially weighted mean and variance (n: samples so far, with x)."""
+    if mean is None:
+        return x, 0.0
+    alpha = max(2.0 / (span + 1), 1.0 / n)
+    diff = x - mean
+    return mean + alpha * diff, (1.0 - alpha) * (var + alpha * diff * diff)
 
 
 @dataclass(slots=True)
@@ -409,21 +447,20 @@ def starvation_finding(
     if target is not None and obs.mos < target:
         drops.append(target - obs.mos)
     warm = base.count >= warmup and base.mos is not None
-    if warm and base.mos is not None and obs.mos < base.mos - cfg.margin:
+    margin = max(cfg.margin, cfg.spread * base.mos_sd)
+    low_margin = max(cfg.low_margin, cfg.spread * base.low_sd)
+    if warm and base.mos is not None and obs.mos < base.mos - margin:
         drops.append(base.mos - obs.mos)
     low = obs.mos_low
-    if (
-        warm
-        and base.mos_low is not None
-        and low is not None
-        and low < base.mos_low - cfg.low_margin
-    ):
+    if warm and base.mos_low is not None and low is not None and low < base.mos_low - low_margin:
         drops.append(base.mos_low - low)
     evidence = {
         "mos": _r(obs.mos),
         "mos_low": _r(obs.mos_low),
         "baseline_mos": _r(base.mos),
         "baseline_mos_low": _r(base.mos_low),
+        "margin": _r(margin),
+        "low_margin": _r(low_margin),
         "target_mos": target,
         "bitrate": obs.bitrate,
     }
@@ -842,6 +879,7 @@ class Judge:
                 low = b.get("baseline_mos_low")
                 r.baseline.mos_low = None if low is None else float(low)
                 r.baseline.count = self.cfg.warmup_segments
+                r.baseline.low_count = 0 if low is None else self.cfg.warmup_segments
             if isinstance(b, dict) and b.get("bitrate"):
                 r.bitrate = int(b["bitrate"])
         st.incidents[(inc.scope, inc.kind)] = Tracked(inc, inc.severity)

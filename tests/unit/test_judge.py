@@ -89,6 +89,32 @@ def test_clean_ladder_opens_nothing() -> None:
     assert run.events == []
 
 
+def test_an_unusual_first_segment_does_not_set_the_baseline() -> None:
+    # An encoder's first segment often scores well above the rest. Weighted as a seed of
+    # an EWMA it held the baseline 0.5 above ordinary segments for a dozen segments, and
+    # ordinary segments opened a starvation incident (the demo on a loaded machine).
+    run = Run()
+    run.round(**{"360p": 3.6, "720p": 5.0})
+    for _ in range(15):
+        run.round(**{"360p": 3.6, "720p": 4.2})
+    assert run.events == []
+    base = run.judge.baseline("news", "720p")
+    assert base is not None and base.mos == pytest.approx(4.25, abs=0.03)
+
+
+def test_a_rendition_that_swings_gets_a_wider_margin_and_a_real_drop_still_opens() -> None:
+    # Content that alternates easy and hard scenes: every third segment 0.5-0.6 below the
+    # mean is this rendition's normal, not a drop. A starved rung falls far below that.
+    run = Run(starvation={"open_after": 1})
+    for i in range(15):
+        run.round(**{"360p": 3.6, "720p": 3.9 if i % 3 == 2 else 4.7})
+    assert run.events == []
+    out = run.round(**{"360p": 3.6, "720p": 2.6})
+    assert states(out) == [("open", "720p", "starvation", "rendition")]
+    ev = out[0].evidence["renditions"]["720p"]
+    assert 0.5 < ev["margin"] < 1.4  # wider than the fixed margin, narrower than the drop
+
+
 def test_starvation_opens_within_n_segments_and_resolves_after_clear_after() -> None:
     run = Run()
     run.clean(8)
