@@ -429,3 +429,75 @@ def test_a_restart_without_a_stored_baseline_learns_one_at_the_current_settings(
     out = run(restored, "720p", [4.0] * 3, first=13)
     assert [d.action for d in out] == ["raise_bitrate"]
     assert out[0].params.from_bitrate == 1_200_000
+
+
+class Saved:
+    def __init__(self) -> None:
+        self.saved = 0.0
+
+    def on_decision(self, decision: EncoderDecision) -> None:
+        pass
+
+    def on_bytes_saved(self, stream: str, rendition: str, saved_bytes: float) -> None:
+        self.saved += saved_bytes
+
+
+def spend_feed(
+    p: EncodingPolicy, n: int, spent: int, *, seq0: int = 0, t0: float = 0.0
+) -> list[EncoderDecision]:
+    out: list[EncoderDecision] = []
+    for i in range(n):
+        o = obs(seq0 + i, 4.5, measured_bitrate=spent)
+        out += p.observe(o, [], now=t0 + (seq0 + i) * 2.0)
+    return out
+
+
+def test_an_encoder_under_its_rate_target_is_lowered_from_what_it_spends() -> None:
+    # Simple content: the encoder spends 500 kbit/s of the 1 Mbit/s it may. Lowering the
+    # target to 800 kbit/s would change no byte; the step is taken from the spend, and
+    # the floor (min_ratio 0.8) follows the spend at the nominal settings.
+    hooks = Saved()
+    p = policy(hooks, d={"min_ratio": 0.8})
+    out = spend_feed(p, 5, 500_000)
+    assert [(d.action, d.params.to_bitrate) for d in out] == [("lower_bitrate", 400_000)]
+    assert "spends 500 of the 1000 kbit/s set" in out[0].reason
+    assert out[0].evidence["nominal_spend"] == 500_000
+    before = hooks.saved
+    # at the floor: no further step, however long the rung stays well above target
+    assert spend_feed(p, 60, 400_000, seq0=5, t0=120.0) == []
+    # saved against the 500 kbit/s it spent at nominal, not the 1 Mbit/s it was allowed
+    assert hooks.saved - before == pytest.approx(60 * 100_000 * 2.0 / 8)
+
+
+def test_an_encoder_at_its_rate_keeps_the_floor_of_its_nominal_bitrate() -> None:
+    p = policy(d={"min_ratio": 0.8})
+    out = spend_feed(p, 5, 1_020_000)
+    assert [(d.action, d.params.to_bitrate) for d in out] == [("lower_bitrate", 800_000)]
+    assert "spends" not in out[0].reason
+    assert spend_feed(p, 60, 790_000, seq0=5, t0=120.0) == []  # 0.8 of 1 Mbit/s
+
+
+def test_the_nominal_spend_survives_a_restart_through_the_decisions() -> None:
+    p = policy(d={"min_ratio": 0.8})
+    first = spend_feed(p, 5, 500_000)
+    restored = policy(d={"min_ratio": 0.8})
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in first)
+    # learned again at 400 kbit/s it would allow 320; the stored spend keeps the floor
+    assert spend_feed(restored, 60, 400_000, seq0=5, t0=1000.0) == []
+
+
+def test_the_measured_bitrate_is_read_from_the_verdict() -> None:
+    doc = {
+        "schema": "vqmon.verdict/1",
+        "segment_id": "news/720p/1",
+        "stream": "news",
+        "rendition": "720p",
+        "seq": 1,
+        "mos": 4.0,
+        "stream_info": {"duration_s": 2.0, "bitrate": 612_345.6},
+        "declared_bitrate": 1_000_000,
+    }
+    o = Observation.from_verdict_json(doc)
+    assert (o.bitrate, o.declared_bitrate, o.measured_bitrate) == (1_000_000, 1_000_000, 612_345)
+    doc["stream_info"] = {"duration_s": 2.0, "bitrate": -5}
+    assert Observation.from_verdict_json(doc).measured_bitrate is None
