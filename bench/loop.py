@@ -1,8 +1,7 @@
 """The closed loop, measured: bits saved at held quality, and onset-to-decision time.
 
     python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--rung-target WxH=MOS]
-        [--baseline-drop D --lower-margin M] [--floor 0.8 [--floor-of-spend]] [--frames 4]
-        [--pictures ASSETS]
+        [--baseline-drop D --lower-margin M] [--floor 0.8] [--frames 4] [--pictures ASSETS]
 
 Results and what they mean: docs/benchmarks.md ("Closed loop").
 
@@ -80,7 +79,6 @@ def daemon_config(
     rung_targets: dict[str, float] | None = None,
     baseline_drop: float | None = None,
     lower_margin: float = 0.3,
-    floor_of_spend: bool = False,
 ) -> Path:
     rung_targets = rung_targets or {}
     baseline = (
@@ -115,11 +113,7 @@ def daemon_config(
             "policies": {
                 f"*/{r}": {
                     "bitrate": b,
-                    **(
-                        {"min_ratio": floor}
-                        if floor_of_spend
-                        else {"min_bitrate": max(20_000, int(b * floor))}
-                    ),
+                    "min_bitrate": max(20_000, int(b * floor)),
                     **({"target_mos": rung_targets[r]} if r in rung_targets else {}),
                 }
                 for r, b in NOMINAL.items()
@@ -347,12 +341,6 @@ def main() -> int:
         default=0.0,
         help="min_bitrate of every rung as a fraction of its nominal bitrate (0: 20 kbit/s)",
     )
-    ap.add_argument(
-        "--floor-of-spend",
-        action="store_true",
-        help="the floor as a fraction of the lesser of the nominal bitrate and what the rung "
-        "spent at it (encoding.*.min_ratio), not of the nominal bitrate alone",
-    )
     ap.add_argument("--frames", type=int, default=8, help="frames sampled per segment")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
@@ -401,7 +389,6 @@ def main() -> int:
             rung_targets,
             args.baseline_drop,
             args.lower_margin,
-            args.floor_of_spend,
         )
         with (Path(tmp) / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -471,7 +458,6 @@ def main() -> int:
             "baseline_drop": args.baseline_drop,
             "lower_margin": args.lower_margin,
             "floor": args.floor,
-            "floor_of_spend": args.floor_of_spend,
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "published": feed.published,
             "rounds_run": feed.seq,

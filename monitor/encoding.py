@@ -14,12 +14,8 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
   incident's diagnosis names noise / compression;
 - drop a rung whose ladder_inversion incident is open (no better than the rung below)
   and that is not starved (a starved rung gets bits first) when `allow_drop_rung`;
-- lower the bitrate by `step` (down to `min_bitrate`, and to `min_ratio` of the rung's
-  nominal bitrate or of what it spent at the nominal settings, whichever is less) when
-  the MOS stays at or above target + `lower_margin` for `above_segments` segments with
-  nothing open (bits saved). The step is taken from what the encoder spends when that is
-  already under the step (an encoder under its rate target on simple content: lowering
-  the target to a level it never reaches would change nothing).
+- lower the bitrate by `step` (down to `min_bitrate`) when the MOS stays at or above
+  target + `lower_margin` for `above_segments` segments with nothing open (bits saved).
 
 The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
 quality less `baseline_drop`: the median MOS of its first `baseline_segments` segments in
@@ -111,14 +107,6 @@ class RenditionPolicy(StrictModel):
     )
     min_bitrate: int = Field(
         100_000, gt=0, description="Never lower the bitrate below this (bit/s)."
-    )
-    min_ratio: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Never lower below this share of the nominal bitrate or of the bitrate "
-        "the rung measured at its nominal settings, whichever is less (a floor that follows "
-        "the bits actually spent). 0: min_bitrate alone.",
     )
     max_bitrate: int | None = Field(
         None, gt=0, description="Never raise above this (bit/s); unset: 2x the nominal bitrate."
@@ -224,9 +212,6 @@ VERIFY_SEGMENTS = 3
 """Counted segments after a raise before its effect is judged."""
 SINCE_KEPT = 30
 """Counted segments a rung keeps for these checks."""
-SPEND_SEGMENTS = 5
-"""Segments at the nominal settings whose median measured bitrate is the rung's nominal
-spend, and the least a step taken from the spend needs."""
 NEW_DROP = 0.5
 """MOS below the level at which bits did not help that makes an open incident eligible for
 bits again (the judge's default starvation margin)."""
@@ -250,10 +235,6 @@ class Rung:
     since: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SINCE_KEPT))
     """(seq, MOS) of the last counted segments since the rung's last decision (bounded: a
     rung may go days without one)."""
-    spent: deque[int] = field(default_factory=lambda: deque(maxlen=SINCE_KEPT))
-    """Measured bitrates of the counted segments since the settings last changed."""
-    nominal_spend: float | None = None
-    """The median measured bitrate of the rung's first segments at the nominal settings."""
     trial: Trial | None = None
     """The last raise made for an open incident, being checked."""
     futile: dict[str, float] = field(default_factory=dict)
@@ -266,23 +247,6 @@ class Rung:
         if p.target == "fixed":
             return p.target_mos
         return None if self.baseline is None else max(1.0, self.baseline - p.baseline_drop)
-
-    def spend(self) -> float | None:
-        """The median bitrate the encoder spent since the settings last changed."""
-        return median(self.spent) if len(self.spent) >= SPEND_SEGMENTS else None
-
-    def reference(self) -> int | None:
-        """The bits the rung ran at nominally: its nominal bitrate, or what it spent there
-        when that was less."""
-        if self.nominal is None:
-            return None
-        spend = self.nominal_spend
-        return self.nominal if spend is None else min(self.nominal, int(spend))
-
-    def floor(self) -> int:
-        p, ref = self.policy, self.reference()
-        ratio = 0 if ref is None else _round(p.min_ratio * ref)
-        return max(p.min_bitrate, ratio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,9 +313,6 @@ class EncodingPolicy:
             baseline = d.evidence.get("baseline_mos") if d.evidence else None
             if isinstance(baseline, (int, float)):  # kept, not learned again at other settings
                 rung.baseline = float(baseline)
-            spend = d.evidence.get("nominal_spend") if d.evidence else None
-            if isinstance(spend, (int, float)) and spend > 0:
-                rung.nominal_spend = float(spend)
             rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)
 
     def settings(self, stream: str, rendition: str) -> EncoderSettings | None:
@@ -376,14 +337,7 @@ class EncodingPolicy:
     def _count(self, rung: Rung, obs: Observation, incident_open: bool = False) -> None:
         """Hysteresis counters; segments that say nothing about bits leave them alone."""
         explained = obs.transport_errors or any(f.kind in ("black", "freeze") for f in obs.flags)
-        if explained:
-            return
-        if obs.measured_bitrate is not None:
-            rung.spent.append(obs.measured_bitrate)
-            at_nominal = rung.settings.bitrate == rung.nominal
-            if rung.nominal_spend is None and at_nominal and (spend := rung.spend()) is not None:
-                rung.nominal_spend = spend
-        if obs.mos is None:
+        if obs.mos is None or explained:
             return
         rung.since.append((obs.seq, obs.mos))
         p = rung.policy
@@ -411,13 +365,11 @@ class EncodingPolicy:
             rung.learning, rung.learning_at = [], None
 
     def _bytes_saved(self, rung: Rung, obs: Observation) -> None:
-        """Against what the rung ran at nominally (its spend, if under the nominal rate):
-        a target lowered to a level the encoder never reached saves nothing."""
-        bitrate, ref = rung.settings.bitrate, rung.reference()
-        if self.hooks is None or ref is None or bitrate is None or not obs.duration_s:
+        bitrate = rung.settings.bitrate
+        if self.hooks is None or rung.nominal is None or bitrate is None or not obs.duration_s:
             return
-        if bitrate < ref:
-            saved = (ref - bitrate) * obs.duration_s / 8
+        if bitrate < rung.nominal:
+            saved = (rung.nominal - bitrate) * obs.duration_s / 8
             self.hooks.on_bytes_saved(obs.stream, obs.rendition, saved)
 
     def _decide(self, rung: Rung, obs: Observation, p: Proposal, now: float) -> EncoderDecision:
@@ -440,8 +392,6 @@ class EncodingPolicy:
                 "mos_low": obs.mos_low,
                 "target_mos": rung.target(),
                 "baseline_mos": rung.baseline,
-                "nominal_spend": rung.nominal_spend,
-                "spend": rung.spend(),
                 "segments_below_target": rung.below,
                 "segments_above_target": rung.above,
                 "incident_kind": None if p.incident is None else p.incident.kind,
@@ -461,8 +411,6 @@ class EncodingPolicy:
             rung.trial = Trial(inc.id, before, median(bad))
         rung.last_decision_at = now
         rung.since.clear()
-        if rung.settings != draft.settings:
-            rung.spent.clear()  # what the encoder spends at the new settings, from now on
         rung.below = rung.above = 0
         if self.hooks is not None:
             self.hooks.on_decision(decision)
@@ -586,14 +534,10 @@ def _lower(rung: Rung) -> Proposal | None:
     p, s = rung.policy, rung.settings
     if s.bitrate is None:
         return None
-    why = f"{rung.above} segments at or above target ({rung.target():.2f}) + {p.lower_margin}"
-    base, spend = s.bitrate, rung.spend()
-    if spend is not None and spend < s.bitrate * (1 - p.step):
-        base = int(spend)
-        why += f"; the encoder spends {spend / 1000:.0f} of the {s.bitrate / 1000:.0f} kbit/s set"
-    to = max(rung.floor(), _round(base * (1 - p.step)))
+    to = max(p.min_bitrate, _round(s.bitrate * (1 - p.step)))
     if to >= s.bitrate:
         return None
+    why = f"{rung.above} segments at or above target ({rung.target():.2f}) + {p.lower_margin}"
     return Proposal("lower_bitrate", DecisionParams(from_bitrate=s.bitrate, to_bitrate=to), why)
 
 
