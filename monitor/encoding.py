@@ -369,8 +369,15 @@ class EncodingPolicy:
         if self.hooks is None or rung.nominal is None or bitrate is None or not obs.duration_s:
             return
         if bitrate < rung.nominal:
-            saved = (rung.nominal - bitrate) * obs.duration_s / 8
-            self.hooks.on_bytes_saved(obs.stream, obs.rendition, saved)
+            # An ABR encoder spends a share of its target (x264 on 1-s segments: 56-72% on
+            # the loop bench's content) and that share stays when the target moves, so what
+            # this segment would have cost at the nominal target is its measured bits scaled
+            # up by nominal / target; the target difference alone would count bits never spent.
+            spent = obs.measured_bitrate
+            per_s = (
+                (rung.nominal - bitrate) if spent is None else spent * (rung.nominal / bitrate - 1)
+            )
+            self.hooks.on_bytes_saved(obs.stream, obs.rendition, per_s * obs.duration_s / 8)
 
     def _decide(self, rung: Rung, obs: Observation, p: Proposal, now: float) -> EncoderDecision:
         dry = self.cfg.dry_run

@@ -301,7 +301,9 @@ class Metrics:
         self.saved_bytes = Counter(
             "vqmon_encoder_saved_bytes",
             "Estimated bytes not sent because a rendition runs below its nominal bitrate after "
-            "lower_bitrate decisions: (nominal - current bit/s) x media seconds / 8.",
+            "lower_bitrate decisions: the segment's measured video bit/s x (nominal / current "
+            "target - 1) x media seconds / 8 (an ABR encoder's spend scales with its target); "
+            "(nominal - current) x seconds / 8 when no bitrate was measured.",
             ["stream", "rendition"],
             registry=registry,
         )

@@ -119,6 +119,9 @@ class Observation:
     declared_bitrate: int | None = None
     """The declared bitrate header alone (bit/s): what the encoder says it runs at. A
     measured bitrate falls with a frozen or black picture; a declared one does not."""
+    measured_bitrate: int | None = None
+    """The video bitrate measured from the segment's packets (bit/s): what the encoder
+    actually spent, which an encoder under its rate target (simple content) keeps low."""
     decode_errors: int = 0
     corrupt_frames: int = 0
     duration_s: float | None = None
@@ -154,7 +157,8 @@ class Observation:
         if not isinstance(info, Mapping) or not isinstance(decode, Mapping):
             raise MessageError(f"{what}: stream_info and decode must be objects")
         declared = _opt_int(doc, "declared_bitrate", what)
-        bitrate = declared if declared is not None else _opt_int(info, "bitrate", what)
+        measured = _opt_int(info, "bitrate", what)
+        bitrate = declared if declared is not None else measured
         return cls(
             stream=_get(doc, "stream", str, what),
             rendition=_get(doc, "rendition", str, what),
@@ -165,6 +169,7 @@ class Observation:
             flags=tuple(flags),
             bitrate=bitrate or None,
             declared_bitrate=declared or None,
+            measured_bitrate=measured if measured and measured > 0 else None,
             decode_errors=_opt_int(decode, "errors", what) or 0,
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
             duration_s=_opt_float(info, "duration_s", what),

@@ -220,6 +220,11 @@ def test_lower_when_well_above_target_for_long_and_bits_saved() -> None:
     p.observe(obs(100, 4.3), [], now=1.0)
     # two 2-s segments (seq 5 and 100) went out at 800 kbit/s instead of 1 Mbit/s
     assert hooks.saved == pytest.approx(2 * 200_000 * 2.0 / 8)
+    # an encoder that spends 60% of its target (480 of 800 kbit/s) would have spent 600
+    # of 1000 at the nominal target: 120 kbit/s saved, not the targets' 200
+    hooks.saved = 0.0
+    p.observe(obs(101, 4.3, measured_bitrate=480_000), [], now=2.0)
+    assert hooks.saved == pytest.approx(120_000 * 2.0 / 8)
 
 
 def test_no_lowering_while_an_incident_is_open() -> None:
@@ -429,3 +434,20 @@ def test_a_restart_without_a_stored_baseline_learns_one_at_the_current_settings(
     out = run(restored, "720p", [4.0] * 3, first=13)
     assert [d.action for d in out] == ["raise_bitrate"]
     assert out[0].params.from_bitrate == 1_200_000
+
+
+def test_the_measured_bitrate_is_read_from_the_verdict() -> None:
+    doc = {
+        "schema": "vqmon.verdict/1",
+        "segment_id": "news/720p/1",
+        "stream": "news",
+        "rendition": "720p",
+        "seq": 1,
+        "mos": 4.0,
+        "stream_info": {"duration_s": 2.0, "bitrate": 612_345.6},
+        "declared_bitrate": 1_000_000,
+    }
+    o = Observation.from_verdict_json(doc)
+    assert (o.bitrate, o.declared_bitrate, o.measured_bitrate) == (1_000_000, 1_000_000, 612_345)
+    doc["stream_info"] = {"duration_s": 2.0, "bitrate": -5}
+    assert Observation.from_verdict_json(doc).measured_bitrate is None
