@@ -373,10 +373,10 @@ class EncodingPolicy:
             # the loop bench's content) and that share stays when the target moves, so what
             # this segment would have cost at the nominal target is its measured bits scaled
             # up by nominal / target; the target difference alone would count bits never spent.
-            spent = obs.measured_bitrate
-            per_s = (
-                (rung.nominal - bitrate) if spent is None else spent * (rung.nominal / bitrate - 1)
-            )
+            # Never more than that difference (an overshoot, or a verdict with a wild value).
+            per_s = float(rung.nominal - bitrate)
+            if obs.measured_bitrate is not None:
+                per_s = min(per_s, obs.measured_bitrate * (rung.nominal / bitrate - 1))
             self.hooks.on_bytes_saved(obs.stream, obs.rendition, per_s * obs.duration_s / 8)
 
     def _decide(self, rung: Rung, obs: Observation, p: Proposal, now: float) -> EncoderDecision:

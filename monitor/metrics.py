@@ -302,8 +302,8 @@ class Metrics:
             "vqmon_encoder_saved_bytes",
             "Estimated bytes not sent because a rendition runs below its nominal bitrate after "
             "lower_bitrate decisions: the segment's measured video bit/s x (nominal / current "
-            "target - 1) x media seconds / 8 (an ABR encoder's spend scales with its target); "
-            "(nominal - current) x seconds / 8 when no bitrate was measured.",
+            "target - 1) x media seconds / 8 (an ABR encoder's spend scales with its target), "
+            "at most (nominal - current) x seconds / 8, which is used when nothing was measured.",
             ["stream", "rendition"],
             registry=registry,
         )

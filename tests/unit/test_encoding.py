@@ -225,6 +225,10 @@ def test_lower_when_well_above_target_for_long_and_bits_saved() -> None:
     hooks.saved = 0.0
     p.observe(obs(101, 4.3, measured_bitrate=480_000), [], now=2.0)
     assert hooks.saved == pytest.approx(120_000 * 2.0 / 8)
+    # never more than the targets' difference, whatever a verdict says it measured
+    hooks.saved = 0.0
+    p.observe(obs(102, 4.3, measured_bitrate=10**15), [], now=3.0)
+    assert hooks.saved == pytest.approx(200_000 * 2.0 / 8)
 
 
 def test_no_lowering_while_an_incident_is_open() -> None:
