@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
@@ -78,8 +79,9 @@ def _opt_float(doc: Mapping[str, Any], key: str, what: str) -> float | None:
     value = doc.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MessageError(f"{what}: field {key!r} must be a number or null")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        # JSON parsers accept NaN and Infinity; vqmon never writes them (allow_nan=False)
+        raise MessageError(f"{what}: field {key!r} must be a finite number or null")
     return float(value)
 
 

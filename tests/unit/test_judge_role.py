@@ -118,6 +118,12 @@ def test_unreadable_verdicts_are_dead_lettered_and_unusable_dead_letters_done() 
     bad = Record("ver", 0, 1, b"k", b"{not json")
     step.submit(Message(bad, bad))
     assert ctx.dead == [(bad, "unreadable_verdict")]
+    # valid JSON to Python's parser, with a declared bitrate and an infinite measured one
+    doc = verdict("720p", 1, 4.0)
+    raw = json.dumps({**doc, "stream_info": {"duration_s": 2.0, "bitrate": float("inf")}})
+    infinite = Record("ver", 0, 3, b"k", raw.encode())
+    step.submit(Message(infinite, infinite))
+    assert ctx.dead[-1] == (infinite, "unreadable_verdict")
     limit = Record(
         "dlq",
         0,

@@ -51,6 +51,10 @@ def test_observation_from_the_documented_verdict() -> None:
         ({"seq": True}, "'seq'"),
         ({"mos": "high"}, "'mos'"),
         ({"stream": None}, "'stream'"),
+        # JSON parsers accept NaN and Infinity: a NaN MOS would poison a baseline, an
+        # infinite bitrate raised OverflowError, which no step catches
+        ({"mos": float("nan")}, "'mos'"),
+        ({"stream_info": {**VERDICT["stream_info"], "bitrate": float("inf")}}, "'bitrate'"),
     ],
 )
 def test_malformed_verdicts_say_which_field(change: dict[str, object], message: str) -> None:
