@@ -438,20 +438,3 @@ def test_a_restart_without_a_stored_baseline_learns_one_at_the_current_settings(
     out = run(restored, "720p", [4.0] * 3, first=13)
     assert [d.action for d in out] == ["raise_bitrate"]
     assert out[0].params.from_bitrate == 1_200_000
-
-
-def test_the_measured_bitrate_is_read_from_the_verdict() -> None:
-    doc = {
-        "schema": "vqmon.verdict/1",
-        "segment_id": "news/720p/1",
-        "stream": "news",
-        "rendition": "720p",
-        "seq": 1,
-        "mos": 4.0,
-        "stream_info": {"duration_s": 2.0, "bitrate": 612_345.6},
-        "declared_bitrate": 1_000_000,
-    }
-    o = Observation.from_verdict_json(doc)
-    assert (o.bitrate, o.declared_bitrate, o.measured_bitrate) == (1_000_000, 1_000_000, 612_345)
-    doc["stream_info"] = {"duration_s": 2.0, "bitrate": -5}
-    assert Observation.from_verdict_json(doc).measured_bitrate is None

@@ -43,6 +43,23 @@ def test_observation_from_the_documented_verdict() -> None:
     assert obs.declared_bitrate == 2_500_000 and measured.declared_bitrate is None
 
 
+def test_the_measured_bitrate_is_read_from_the_verdict() -> None:
+    doc = {
+        "schema": "vqmon.verdict/1",
+        "segment_id": "news/720p/1",
+        "stream": "news",
+        "rendition": "720p",
+        "seq": 1,
+        "mos": 4.0,
+        "stream_info": {"duration_s": 2.0, "bitrate": 612_345.6},
+        "declared_bitrate": 1_000_000,
+    }
+    o = Observation.from_verdict_json(doc)
+    assert (o.bitrate, o.declared_bitrate, o.measured_bitrate) == (1_000_000, 1_000_000, 612_345)
+    doc["stream_info"] = {"duration_s": 2.0, "bitrate": -5}
+    assert Observation.from_verdict_json(doc).measured_bitrate is None
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
