@@ -91,8 +91,10 @@ def demo_config(bootstrap: str, port: int, rounds: int) -> Config:
                 "enabled": True,
                 "dry_run": False,
                 "cooldown_s": 600,
-                "defaults": {"target_mos": 3.0, "above_segments": 100000},
-                "policies": {f"*/{r}": {"bitrate": b} for r, b in BITRATES.items()},
+                "defaults": {"target_mos": 3.0},
+                "policies": {
+                    f"*/{r}": {"bitrate": b, "min_bitrate": b} for r, b in BITRATES.items()
+                },
             },
             "judge_role": {"tick_interval_s": 0.5},
         }

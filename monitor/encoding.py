@@ -14,8 +14,17 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
   incident's diagnosis names noise / compression;
 - drop a rung whose ladder_inversion incident is open (no better than the rung below)
   and that is not starved (a starved rung gets bits first) when `allow_drop_rung`;
-- lower the bitrate by `step` (down to `min_bitrate`) when the MOS stays at or above
-  target + `lower_margin` for `above_segments` segments with nothing open (bits saved).
+- lower the bitrate by `step` (down to `min_bitrate`) when the MOS stays well above
+  target with nothing open (bits saved): over the last `above_segments` segments since
+  the rung's last decision, the median at or above target + `lower_margin` and none
+  below target. (A median, not every segment: content whose scenes alternate swings
+  wider than the band, and "every segment in the band" never comes for it);
+  with `save_presets` N > 0, the first N such moves switch the rung to the next slower
+  `presets` entry instead (more encoder CPU, more quality per bit), so the bitrate steps
+  that follow start from a picture with headroom. The operator grants that CPU; the
+  floor (`min_bitrate`) stays theirs to set. If the rung falls below target after such
+  a preset and before any bitrate step, the preset is undone (not paid for in bits) and
+  the rung takes no more saving presets (in memory: a restart forgets that);
 
 The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
 quality less `baseline_drop`: the median MOS of its first `baseline_segments` segments in
@@ -140,12 +149,25 @@ class RenditionPolicy(StrictModel):
         description="The bitrate is lowered only at or above target + this (hysteresis band).",
     )
     above_segments: int = Field(
-        30, ge=1, description="Segments in a row that high before the bitrate is lowered."
+        30,
+        ge=1,
+        le=1000,
+        description="Segments since the last decision, their median at or above target + "
+        "lower_margin and none below target, before the bitrate is lowered (kept in memory "
+        "per rung: at most 1000; to never lower, set min_bitrate to the nominal bitrate).",
     )
     presets: list[str] = Field(
         default_factory=lambda: ["veryfast", "faster", "fast", "medium", "slow"],
         description="Presets from fastest to slowest; at the bitrate cap the next slower one "
         "is used. Empty: never change the preset.",
+    )
+    save_presets: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="To save bits, first move a rung that stays well above target this many "
+        "entries down `presets` (a slower preset: more encoder CPU, better quality per bit), "
+        "then lower its bitrate. 0: bits are saved by the bitrate alone.",
     )
     filters: bool = Field(True, description="Allow enable_filter decisions (denoise, deblock).")
     allow_drop_rung: bool = Field(
@@ -240,6 +262,11 @@ class Rung:
     futile: dict[str, float] = field(default_factory=dict)
     """Open incidents that a raise did not help -> the median MOS after that raise: no
     more bits for them unless quality falls well below that level (a new fault)."""
+    saving_from: str | None = None
+    """The preset before a slower one taken to save bits, until a bitrate step follows it:
+    if the rung falls below target first, that preset is what is undone."""
+    saving_failed: bool = False
+    """A slower preset taken to save bits was undone: no more of them on this rung."""
 
     def target(self) -> float | None:
         """The MOS to hold; None while a baseline target's baseline is being learned."""
@@ -264,6 +291,8 @@ class Proposal:
     params: DecisionParams
     reason: str
     incident: Incident | None = None
+    saving: bool = False
+    """A slower preset taken to save bits (checked: undone if the rung then falls)."""
 
 
 class EncodingPolicy:
@@ -306,7 +335,9 @@ class EncodingPolicy:
             if rung is None:
                 policy = self.cfg.policy(d.stream, d.rendition)
                 start = d.params.from_bitrate if d.action.endswith("_bitrate") else None
-                rung = Rung(policy, EncoderSettings(), policy.bitrate or start)
+                rung = Rung(
+                    policy, EncoderSettings(), policy.bitrate or start, since=_since(policy)
+                )
                 self.rungs[(d.stream, d.rendition)] = rung
             if not d.dry_run:
                 rung.settings = d.settings
@@ -326,7 +357,8 @@ class EncodingPolicy:
             policy = self.cfg.policy(*key)
             nominal = policy.bitrate or obs.bitrate
             preset = policy.presets[0] if policy.presets else None
-            rung = Rung(policy, EncoderSettings(bitrate=nominal, preset=preset), nominal)
+            settings = EncoderSettings(bitrate=nominal, preset=preset)
+            rung = Rung(policy, settings, nominal, since=_since(policy))
             self.rungs[key] = rung
         if rung.settings.bitrate is None and obs.bitrate:
             rung.settings = replace(rung.settings, bitrate=obs.bitrate)
@@ -339,10 +371,10 @@ class EncodingPolicy:
         explained = obs.transport_errors or any(f.kind in ("black", "freeze") for f in obs.flags)
         if obs.mos is None or explained:
             return
-        rung.since.append((obs.seq, obs.mos))
         p = rung.policy
         if p.target == "baseline" and rung.baseline is None:
             self._learn(rung, obs.mos, incident_open)
+        rung.since.append((obs.seq, obs.mos))
         target = rung.target()
         if target is None:
             return
@@ -363,6 +395,7 @@ class EncodingPolicy:
         if len(rung.learning) >= rung.policy.baseline_segments:
             rung.baseline = median(rung.learning)
             rung.learning, rung.learning_at = [], None
+            rung.since.clear()  # "well above target" is judged from this segment on
 
     def _bytes_saved(self, rung: Rung, obs: Observation) -> None:
         bitrate = rung.settings.bitrate
@@ -416,6 +449,12 @@ class EncodingPolicy:
             # the MOS while the incident was open, at the bitrate before this raise
             bad = [m for seq, m in rung.since if seq >= inc.opened_seq] or [rung.since[-1][1]]
             rung.trial = Trial(inc.id, before, median(bad))
+        if not dry and p.action == "set_preset":
+            undo = rung.saving_from is not None and p.params.to_preset == rung.saving_from
+            rung.saving_failed = rung.saving_failed or undo
+            rung.saving_from = p.params.from_preset if p.saving else None
+        elif not dry and p.action.endswith("_bitrate"):
+            rung.saving_from = None
         rung.last_decision_at = now
         rung.since.clear()
         rung.below = rung.above = 0
@@ -439,7 +478,14 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
         if short is not None:
             own_starved, why = frozen, short
     upstream = any(i.localisation != "rendition" for i in incidents)
-    if own_starved is not None or (rung.below >= p.below_segments and not upstream):
+    fell = rung.below >= p.below_segments and not upstream
+    if fell and own_starved is None and rung.saving_from is not None:
+        # the slower preset taken to save bits came before this fall: undo it, not more bits
+        s = rung.settings
+        why = f"{rung.below} segments below target after a slower preset taken to save bits"
+        params = DecisionParams(from_preset=s.preset, to_preset=rung.saving_from)
+        return Proposal("set_preset", params, f"{why}: back to {rung.saving_from}")
+    if own_starved is not None or fell:
         why = why if own_starved else f"{rung.below} segments below target"
         more = _raise(rung, why, own_starved)
         if more is not None:
@@ -450,9 +496,31 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
     inversion = by_kind.get("ladder_inversion")
     if p.allow_drop_rung and inversion is not None and own_starved is None:
         return Proposal("drop_rung", DecisionParams(), "no better than the rung below", inversion)
-    if rung.above >= p.above_segments and not incidents:
-        return _lower(rung)
+    well_above = _well_above(rung)
+    if well_above is not None and not incidents:
+        return _slower_to_save(rung, well_above) or _lower(rung, well_above)
     return None
+
+
+def _since(policy: RenditionPolicy) -> deque[tuple[int, float]]:
+    return deque(maxlen=max(SINCE_KEPT, policy.above_segments))
+
+
+def _well_above(rung: Rung) -> str | None:
+    """Why the rung has quality to spare (None: it has not): the median MOS of its last
+    `above_segments` segments since the last decision is at or above target +
+    `lower_margin`, and none of them is below target."""
+    p, target = rung.policy, rung.target()
+    last = [m for _, m in rung.since][-p.above_segments :]
+    if target is None or len(last) < p.above_segments or min(last) < target:
+        return None
+    level = median(last)
+    if level < target + p.lower_margin:
+        return None
+    return (
+        f"median MOS {level:.2f} of the last {len(last)} segments at or above target "
+        f"({target:.2f}) + {p.lower_margin}, none below target"
+    )
 
 
 def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Literal["wait"] | None:
@@ -537,14 +605,27 @@ def _raise(rung: Rung, why: str, incident: Incident | None) -> Proposal | None:
     return None
 
 
-def _lower(rung: Rung) -> Proposal | None:
+def _slower_to_save(rung: Rung, why: str) -> Proposal | None:
+    """The next slower preset, while the rung has used fewer than `save_presets` of them."""
+    p, s = rung.policy, rung.settings
+    if s.preset not in p.presets:
+        return None
+    at = p.presets.index(s.preset)
+    if rung.saving_failed or at >= p.save_presets or at + 1 >= len(p.presets):
+        return None
+    params = DecisionParams(from_preset=s.preset, to_preset=p.presets[at + 1])
+    return Proposal(
+        "set_preset", params, f"{why}: a slower preset before lower bitrates", saving=True
+    )
+
+
+def _lower(rung: Rung, why: str) -> Proposal | None:
     p, s = rung.policy, rung.settings
     if s.bitrate is None:
         return None
     to = max(p.min_bitrate, _round(s.bitrate * (1 - p.step)))
     if to >= s.bitrate:
         return None
-    why = f"{rung.above} segments at or above target ({rung.target():.2f}) + {p.lower_margin}"
     return Proposal("lower_bitrate", DecisionParams(from_bitrate=s.bitrate, to_bitrate=to), why)
 
 

@@ -86,9 +86,10 @@ def loop_config(tmp_path: Path, bootstrap: str, t: LoopTopics, **sections: Any) 
         "enabled": True,
         "dry_run": False,
         "cooldown_s": 600,
-        # A target the clean rungs hold; lowering is the bench's business, not this test's.
-        "defaults": {"target_mos": 3.0, "above_segments": 100000},
-        "policies": {f"*/{r}": {"bitrate": b} for r, b in BITRATES.items()},
+        # A target the clean rungs hold; lowering is the bench's business, not this test's
+        # (the floor at the nominal bitrate: never lowered).
+        "defaults": {"target_mos": 3.0},
+        "policies": {f"*/{r}": {"bitrate": b, "min_bitrate": b} for r, b in BITRATES.items()},
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

@@ -216,10 +216,11 @@ def test_lower_when_well_above_target_for_long_and_bits_saved() -> None:
     out = feed(p, [4.3] * 6)
     assert [d.action for d in out] == ["lower_bitrate"]
     assert out[0].params.to_bitrate == 800_000 and hooks.decisions == out
-    assert out[0].seq == 4  # the fifth segment in a row at 4.3
+    # the median of the last 5 (4.1, 4.1, 4.3, 4.3, 4.3) reaches target + margin
+    assert out[0].seq == 2
     p.observe(obs(100, 4.3), [], now=1.0)
-    # two 2-s segments (seq 5 and 100) went out at 800 kbit/s instead of 1 Mbit/s
-    assert hooks.saved == pytest.approx(2 * 200_000 * 2.0 / 8)
+    # four 2-s segments (seq 3-5 and 100) went out at 800 kbit/s instead of 1 Mbit/s
+    assert hooks.saved == pytest.approx(4 * 200_000 * 2.0 / 8)
     # an encoder that spends 60% of its target (480 of 800 kbit/s) would have spent 600
     # of 1000 at the nominal target: 120 kbit/s saved, not the targets' 200
     hooks.saved = 0.0
@@ -229,6 +230,20 @@ def test_lower_when_well_above_target_for_long_and_bits_saved() -> None:
     hooks.saved = 0.0
     p.observe(obs(102, 4.3, measured_bitrate=10**15), [], now=3.0)
     assert hooks.saved == pytest.approx(200_000 * 2.0 / 8)
+
+
+def test_content_that_alternates_is_lowered_by_its_median_unless_a_segment_is_below() -> None:
+    # Scenes alternating 4.5, 4.5, 3.85 (target 3.8, band 4.2): never every segment in the
+    # band, but the median of 5 is, and none is below target: quality to spare.
+    p = policy(cooldown_s=0.0)
+    out = feed(p, [4.5, 4.5, 3.85] * 4)
+    assert [d.action for d in out] == ["lower_bitrate", "lower_bitrate"]
+    assert out[0].seq == 4 and "median MOS 4.50 of the last 5" in out[0].reason
+    # one scene below target in every window: not quality to spare (and no raise: the
+    # low segments never come 3 in a row)
+    assert feed(policy(cooldown_s=0.0), [4.5, 4.5, 3.7] * 4) == []
+    # a median inside the band: nothing either
+    assert feed(policy(cooldown_s=0.0), [4.5, 4.0, 3.9] * 4) == []
 
 
 def test_no_lowering_while_an_incident_is_open() -> None:
@@ -306,6 +321,9 @@ def test_policy_overrides_merge_over_defaults() -> None:
         EncodingConfig.model_validate({"defaults": {"targte_mos": 4}})
     with pytest.raises(ValidationError, match="below min_bitrate"):
         EncodingConfig.model_validate({"defaults": {"max_bitrate": 10, "min_bitrate": 20}})
+    # the segments judged for "well above target" are kept per rung: bounded
+    with pytest.raises(ValidationError, match="above_segments"):
+        EncodingConfig.model_validate({"defaults": {"above_segments": 100_000}})
 
 
 def test_segments_that_say_nothing_about_bits_do_not_count() -> None:
@@ -438,3 +456,52 @@ def test_a_restart_without_a_stored_baseline_learns_one_at_the_current_settings(
     out = run(restored, "720p", [4.0] * 3, first=13)
     assert [d.action for d in out] == ["raise_bitrate"]
     assert out[0].params.from_bitrate == 1_200_000
+
+
+def test_save_presets_moves_to_a_slower_preset_before_lowering_the_bitrate() -> None:
+    # A rung well above target: with save_presets 1 the first saving move is one preset
+    # slower, then bitrate steps down to the floor; the preset is never moved twice.
+    d = {"lower_margin": 0.1, "above_segments": 2, "save_presets": 1, "min_bitrate": 640_000}
+    p = policy(cooldown_s=0.0, d=d)
+    out = feed(p, [4.5] * 12)
+    assert [x.action for x in out] == ["set_preset", "lower_bitrate", "lower_bitrate"]
+    first = out[0]
+    assert (first.params.from_preset, first.params.to_preset) == ("veryfast", "faster")
+    assert "a slower preset before lower bitrates" in first.reason and first.seq == 1
+    assert [x.params.to_bitrate for x in out[1:]] == [800_000, 640_000]
+    assert p.settings("news", "720p") == EncoderSettings(bitrate=640_000, preset="faster")
+    # without it (the default) the same segments only lower the bitrate
+    plain = feed(policy(cooldown_s=0.0, d={**d, "save_presets": 0}), [4.5] * 12)
+    assert [x.action for x in plain] == ["lower_bitrate", "lower_bitrate"]
+
+
+def test_save_presets_stops_at_the_last_preset_and_never_acts_below_target() -> None:
+    d = {"lower_margin": 0.1, "above_segments": 1, "save_presets": 5, "min_bitrate": RATE}
+    p = policy(cooldown_s=0.0, d={**d, "presets": ["fast", "medium"]})
+    out = feed(p, [4.5] * 6)
+    # one slower preset exists; then the floor (= nominal) leaves nothing to lower
+    assert [(x.action, x.params.to_preset) for x in out] == [("set_preset", "medium")]
+    low = policy(cooldown_s=0.0, d=d)
+    assert [x.action for x in feed(low, [3.85] * 6)] == []  # in the band: nothing
+
+
+def test_a_saving_preset_the_rung_then_falls_under_is_undone_not_paid_for_in_bits() -> None:
+    # A score that reads the slower preset's picture lower (the small rung of the loop
+    # bench did): the fall is the preset's, so the preset is undone, never retried, and
+    # no bits are added; later savings are bitrate steps only.
+    d = {"lower_margin": 0.1, "above_segments": 2, "save_presets": 2, "min_bitrate": 640_000}
+    p = policy(cooldown_s=0.0, d=d)
+    out = feed(p, [4.5, 4.5] + [3.7] * 3 + [4.5] * 4)
+    assert [(x.action, x.params.to_preset, x.params.to_bitrate) for x in out] == [
+        ("set_preset", "faster", None),
+        ("set_preset", "veryfast", None),
+        ("lower_bitrate", None, 800_000),
+        ("lower_bitrate", None, 640_000),
+    ]
+    assert "after a slower preset taken to save bits" in out[1].reason
+    assert p.settings("news", "720p") == EncoderSettings(bitrate=640_000, preset="veryfast")
+    # a fall after a bitrate step is the step's: bits come back, the preset stays
+    q = policy(cooldown_s=0.0, d={**d, "save_presets": 1})
+    out = feed(q, [4.5] * 4 + [3.7] * 3)
+    assert [x.action for x in out] == ["set_preset", "lower_bitrate", "raise_bitrate"]
+    assert q.settings("news", "720p") == EncoderSettings(bitrate=960_000, preset="faster")
