@@ -2,6 +2,7 @@
 
     python bench/loop.py [--rounds 120] [--speed 1.0] [--target 4.3] [--rung-target WxH=MOS]
         [--baseline-drop D --lower-margin M] [--floor 0.8] [--frames 4] [--pictures ASSETS]
+        [--save-presets 1] [--compare-preset faster]
 
 Results and what they mean: docs/benchmarks.md ("Closed loop").
 
@@ -21,6 +22,10 @@ with realset's virtual camera at 640x360, scaled to each rung with an area filte
    nominal settings. Quality of both: VMAF v0.6.1 (libvmaf in imageio-ffmpeg's FFmpeg,
    scorers/train/teacher.py) of each distinct encode against its pristine frames at the
    rung's own resolution, mean over frames, weighted by how often it was published.
+   The encoder CPU of both (user + system time of one encode of each distinct encode,
+   weighted the same way) shows what slower presets (`--save-presets`) cost; with
+   `--compare-preset P` a second fixed ladder, every rung at P and its nominal bitrate,
+   shows what that preset alone would have saved without the loop.
 2. Latency (phase 2): the 320x180 and then the 160x90 rung of the scene and texture
    streams are starved (bitrate to 10 kbit/s) in turn; time from the publication of the
    first starved segment to the judge's raise decision (`made_at`) and to the feed
@@ -34,12 +39,14 @@ import io
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,7 @@ from kafka import KafkaProducer
 
 from ingest.broker import EmbeddedBroker, free_port
 from ingest.kafka import KafkaConfig, ensure_topics
-from ingest.synth import EncodeSettings
+from ingest.synth import EncodeSettings, encode
 from monitor.encoder_settings import to_encode_settings
 from monitor.feed import Feed, KafkaDecisionSource
 from monitor.sections import FeedConfig
@@ -79,6 +86,7 @@ def daemon_config(
     rung_targets: dict[str, float] | None = None,
     baseline_drop: float | None = None,
     lower_margin: float = 0.3,
+    save_presets: int = 0,
 ) -> Path:
     rung_targets = rung_targets or {}
     baseline = (
@@ -109,6 +117,7 @@ def daemon_config(
                 "below_segments": 3,
                 "step": 0.2,
                 "min_bitrate": 20_000,
+                "save_presets": save_presets,
             },
             "policies": {
                 f"*/{r}": {
@@ -188,27 +197,35 @@ def decode_rgb(data: bytes) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
+def cpu_seconds() -> float:
+    """User + system time of this process and all its threads (x264 runs its own)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Quality:
-    """VMAF per distinct encode (cached): content variant x encoder settings."""
+    """VMAF, bytes and encode CPU per distinct encode (cached): content variant x settings."""
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
         self.teacher = VmafTeacher(threads=2)
-        self.cache: dict[tuple[Any, ...], tuple[float, int]] = {}
+        self.cache: dict[tuple[Any, ...], tuple[float, int, float]] = {}
 
     def of(
         self, s: int, rendition: str, variant: int, settings: EncodeSettings
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, float]:
         key = (s, rendition, variant, settings)
         if key not in self.cache:
-            data = self.feed._encode(s, rendition, variant, settings, (), (), False)
-            ref = self.feed.source_frames(s, rendition, variant)
-            vmaf = float(np.mean(self.teacher.raw(ref, [decode_rgb(data)])[0]))
-            self.cache[key] = (vmaf, len(data))
+            frames = self.feed.source_frames(s, rendition, variant)
+            t0 = cpu_seconds()
+            data = encode(frames, settings)  # not the feed's cache: timed afresh
+            cpu = cpu_seconds() - t0
+            vmaf = float(np.mean(self.teacher.raw(frames, [decode_rgb(data)])[0]))
+            self.cache[key] = (vmaf, len(data), cpu)
         return self.cache[key]
 
 
-def bits_report(feed: Feed, rounds: int) -> dict[str, Any]:
+def bits_report(feed: Feed, rounds: int, compare_preset: str | None = None) -> dict[str, Any]:
     q = Quality(feed)
     index = {name: i for i, name in enumerate(feed.names)}
     rows: dict[str, dict[str, float]] = {}
@@ -219,31 +236,47 @@ def bits_report(feed: Feed, rounds: int) -> dict[str, Any]:
             continue
         s = index[p.stream]
         fixed = to_encode_settings(EncoderSettings(bitrate=NOMINAL[p.rendition]), feed.base)
-        v_loop, b_loop = q.of(s, p.rendition, p.variant, p.settings)
-        v_fixed, b_fixed = q.of(s, p.rendition, p.variant, fixed)
+        v_loop, b_loop, c_loop = q.of(s, p.rendition, p.variant, p.settings)
+        v_fixed, b_fixed, c_fixed = q.of(s, p.rendition, p.variant, fixed)
+        add = {
+            "n": 1,
+            "bytes_loop": b_loop,
+            "bytes_fixed": b_fixed,
+            "vmaf_loop": v_loop,
+            "vmaf_fixed": v_fixed,
+            "cpu_loop": c_loop,
+            "cpu_fixed": c_fixed,
+        }
+        if compare_preset is not None:
+            other = replace(fixed, preset=compare_preset)
+            add["vmaf_preset"], add["bytes_preset"], add["cpu_preset"] = q.of(
+                s, p.rendition, p.variant, other
+            )
         key = f"{p.stream}/{p.rendition}"
         r = rows.setdefault(key, Counter())
-        r["n"] += 1
-        r["bytes_loop"] += b_loop
-        r["bytes_fixed"] += b_fixed
-        r["vmaf_loop"] += v_loop
-        r["vmaf_fixed"] += v_fixed
+        r.update(add)
         r["final_bitrate"] = p.settings.bitrate or 0
         for c in (total, half) if p.seq >= rounds // 2 else (total,):
-            c["n"] += 1
-            c["bytes_loop"] += b_loop
-            c["bytes_fixed"] += b_fixed
-            c["vmaf_loop"] += v_loop
-            c["vmaf_fixed"] += v_fixed
+            c.update(add)
 
     def summary(c: Any) -> dict[str, float]:
         n = max(1, c["n"])
-        return {
+        out = {
             "segments": int(c["n"]),
             "saved_pct": round(100 * (1 - c["bytes_loop"] / max(1, c["bytes_fixed"])), 1),
             "vmaf_loop": round(c["vmaf_loop"] / n, 2),
             "vmaf_fixed": round(c["vmaf_fixed"] / n, 2),
+            "encode_cpu_loop_over_fixed": round(c["cpu_loop"] / max(1e-9, c["cpu_fixed"]), 2),
         }
+        if compare_preset is not None:
+            out["preset_alone_saved_pct"] = round(
+                100 * (1 - c["bytes_preset"] / max(1, c["bytes_fixed"])), 1
+            )
+            out["vmaf_preset_alone"] = round(c["vmaf_preset"] / n, 2)
+            out["encode_cpu_preset_alone_over_fixed"] = round(
+                c["cpu_preset"] / max(1e-9, c["cpu_fixed"]), 2
+            )
+        return out
 
     return {
         "all": summary(total),
@@ -342,6 +375,18 @@ def main() -> int:
         help="min_bitrate of every rung as a fraction of its nominal bitrate (0: 20 kbit/s)",
     )
     ap.add_argument("--frames", type=int, default=8, help="frames sampled per segment")
+    ap.add_argument(
+        "--save-presets",
+        type=int,
+        default=0,
+        help="encoding save_presets: slower presets a rung may take before its bitrate is "
+        "lowered (0: bitrate only)",
+    )
+    ap.add_argument(
+        "--compare-preset",
+        help="also measure a fixed ladder at this preset and the nominal bitrates: what the "
+        "preset alone saves, without the loop",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
         "--pictures",
@@ -389,6 +434,7 @@ def main() -> int:
             rung_targets,
             args.baseline_drop,
             args.lower_margin,
+            args.save_presets,
         )
         with (Path(tmp) / "daemon.log").open("wb") as log:
             proc = subprocess.Popen(
@@ -458,6 +504,7 @@ def main() -> int:
             "baseline_drop": args.baseline_drop,
             "lower_margin": args.lower_margin,
             "floor": args.floor,
+            "save_presets": args.save_presets,
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "published": feed.published,
             "rounds_run": feed.seq,
@@ -473,7 +520,7 @@ def main() -> int:
                 }
                 for _, _, d in feed.applied
             ],
-            "bits": bits_report(feed, args.rounds),
+            "bits": bits_report(feed, args.rounds, args.compare_preset),
             "latency": latency_report(feed, events),
         }
         decisions.close()
