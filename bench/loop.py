@@ -16,8 +16,9 @@ score's fusion never trained on; every len/4-th usable one, chosen by that rule 
 with realset's virtual camera at 640x360, scaled to each rung with an area filter.
 
 1. Bits (phase 1, `--rounds` rounds, no impairment): the policy lowers a rung's bitrate
-   by 20% after `above_segments` segments at or above target + lower_margin (distilled
-   MOS), raises it below target. Every published segment is logged (content variant,
+   by 20% when the median of its last `above_segments` segments is at or above target +
+   lower_margin with none below target (distilled MOS; with `--save-presets`, a slower
+   preset comes first), raises it below target. Every published segment is logged (content variant,
    encoder settings, bytes). The fixed ladder is the same segments encoded at the
    nominal settings. Quality of both: VMAF v0.6.1 (libvmaf in imageio-ffmpeg's FFmpeg,
    scorers/train/teacher.py) of each distinct encode against its pristine frames at the

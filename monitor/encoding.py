@@ -22,9 +22,14 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
   with `save_presets` N > 0, the first N such moves switch the rung to the next slower
   `presets` entry instead (more encoder CPU, more quality per bit), so the bitrate steps
   that follow start from a picture with headroom. The operator grants that CPU; the
-  floor (`min_bitrate`) stays theirs to set. If the rung falls below target after such
-  a preset and before any bitrate step, the preset is undone (not paid for in bits) and
-  the rung takes no more saving presets (in memory: a restart forgets that);
+  floor (`min_bitrate`) stays theirs to set. ("The first N": while the rung's preset is
+  one of the first N entries of `presets`; a rung whose preset is not in the list takes
+  none, nor one at its bitrate floor, where no step could follow.) Such a preset is on
+  trial until a bitrate step follows it or `PRESET_TRIAL` counted segments pass: if the
+  rung falls below target in that time, or a starvation or freeze incident opens on it
+  alone (a slower preset may be more than the encoder's CPU can run live), the preset is
+  undone (not paid for in bits) and the rung takes no more saving presets. Both facts
+  ride in every decision's evidence, so a restart or a partition moving keeps them;
 
 The target is `target_mos` (`target: fixed`), or with `target: baseline` the rung's own
 quality less `baseline_drop`: the median MOS of its first `baseline_segments` segments in
@@ -159,15 +164,16 @@ class RenditionPolicy(StrictModel):
     presets: list[str] = Field(
         default_factory=lambda: ["veryfast", "faster", "fast", "medium", "slow"],
         description="Presets from fastest to slowest; at the bitrate cap the next slower one "
-        "is used. Empty: never change the preset.",
+        "is used, and save_presets moves along it. Empty: never change the preset.",
     )
     save_presets: int = Field(
         0,
         ge=0,
         le=10,
-        description="To save bits, first move a rung that stays well above target this many "
-        "entries down `presets` (a slower preset: more encoder CPU, better quality per bit), "
-        "then lower its bitrate. 0: bits are saved by the bitrate alone.",
+        description="To save bits, a rung with quality to spare whose preset is one of the "
+        "first save_presets entries of `presets` first takes the next one (a slower preset: "
+        "more encoder CPU, better quality per bit), then its bitrate is lowered; undone if "
+        "the rung falls soon after. 0: bits are saved by the bitrate alone.",
     )
     filters: bool = Field(True, description="Allow enable_filter decisions (denoise, deblock).")
     allow_drop_rung: bool = Field(
@@ -191,7 +197,8 @@ class EncodingConfig(StrictModel):
     dry_run: bool = Field(
         True,
         description="Publish decisions marked dry_run (encoders ignore them) instead of "
-        "real ones: watch what it would do first.",
+        "real ones: watch what it would do first. The settings do not move, so a dry run "
+        "repeats its first step each cooldown (a raise, a lower, a saving preset).",
     )
     cooldown_s: float = Field(
         60.0, ge=0, description="Least time between two decisions for one rendition (seconds)."
@@ -233,7 +240,11 @@ class EncodingHooks(Protocol):
 VERIFY_SEGMENTS = 3
 """Counted segments after a raise before its effect is judged."""
 SINCE_KEPT = 30
-"""Counted segments a rung keeps for these checks."""
+"""Counted segments the raise checks look at (a rung keeps max(this, above_segments) for the
+"quality to spare" window)."""
+PRESET_TRIAL = 30
+"""Counted segments after a preset taken to save bits during which a fall is blamed on it
+(unless a bitrate step comes first)."""
 NEW_DROP = 0.5
 """MOS below the level at which bits did not help that makes an open incident eligible for
 bits again (the judge's default starvation margin)."""
@@ -256,15 +267,18 @@ class Rung:
     """The bitrate the rung's last segment declared (its encoder's own word), if any."""
     since: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SINCE_KEPT))
     """(seq, MOS) of the last counted segments since the rung's last decision (bounded: a
-    rung may go days without one)."""
+    rung may go days without one; `_since` sizes it for the policy)."""
     trial: Trial | None = None
     """The last raise made for an open incident, being checked."""
     futile: dict[str, float] = field(default_factory=dict)
     """Open incidents that a raise did not help -> the median MOS after that raise: no
     more bits for them unless quality falls well below that level (a new fault)."""
     saving_from: str | None = None
-    """The preset before a slower one taken to save bits, until a bitrate step follows it:
-    if the rung falls below target first, that preset is what is undone."""
+    """The preset before a slower one taken to save bits, while that one is on trial (until
+    a bitrate step follows it or PRESET_TRIAL counted segments pass): a fall in that time is
+    undone by going back to it."""
+    trial_segments: int = 0
+    """Counted segments since the preset on trial was taken."""
     saving_failed: bool = False
     """A slower preset taken to save bits was undone: no more of them on this rung."""
 
@@ -341,9 +355,15 @@ class EncodingPolicy:
                 self.rungs[(d.stream, d.rendition)] = rung
             if not d.dry_run:
                 rung.settings = d.settings
-            baseline = d.evidence.get("baseline_mos") if d.evidence else None
+            evidence = d.evidence or {}
+            baseline = evidence.get("baseline_mos")
             if isinstance(baseline, (int, float)):  # kept, not learned again at other settings
                 rung.baseline = float(baseline)
+            if not d.dry_run:  # a preset on trial stays on trial; a failed one is not retried
+                pending = evidence.get("saving_preset_from")
+                rung.saving_from = pending if isinstance(pending, str) else None
+                rung.saving_failed = evidence.get("saving_presets_failed") is True
+                rung.trial_segments = 0
             rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)
 
     def settings(self, stream: str, rendition: str) -> EncoderSettings | None:
@@ -375,6 +395,10 @@ class EncodingPolicy:
         if p.target == "baseline" and rung.baseline is None:
             self._learn(rung, obs.mos, incident_open)
         rung.since.append((obs.seq, obs.mos))
+        if rung.saving_from is not None:
+            rung.trial_segments += 1
+            if rung.trial_segments > PRESET_TRIAL:  # it held: the preset stays
+                rung.saving_from = None
         target = rung.target()
         if target is None:
             return
@@ -414,6 +438,14 @@ class EncodingPolicy:
 
     def _decide(self, rung: Rung, obs: Observation, p: Proposal, now: float) -> EncoderDecision:
         dry = self.cfg.dry_run
+        # the saving preset on trial after this decision, and whether one has failed
+        saving_from, saving_failed = rung.saving_from, rung.saving_failed
+        if p.action == "set_preset":
+            undo = saving_from is not None and p.params.to_preset == saving_from
+            saving_failed = saving_failed or undo
+            saving_from = p.params.from_preset if p.saving else None
+        elif p.action.endswith("_bitrate"):
+            saving_from = None
         draft = EncoderDecision(
             id=f"{obs.stream}/{obs.rendition}/{p.action}/{obs.seq}",
             stream=obs.stream,
@@ -436,6 +468,8 @@ class EncodingPolicy:
                 "segments_above_target": rung.above,
                 "incident_kind": None if p.incident is None else p.incident.kind,
                 "localisation": None if p.incident is None else p.incident.localisation,
+                "saving_preset_from": saving_from,
+                "saving_presets_failed": saving_failed,
             },
         )
         after = apply_decision(rung.settings, draft)
@@ -447,14 +481,12 @@ class EncodingPolicy:
         checked = p.action == "raise_bitrate" and rung.policy.min_gain > 0 and not dry
         if checked and inc is not None and before and rung.since:
             # the MOS while the incident was open, at the bitrate before this raise
-            bad = [m for seq, m in rung.since if seq >= inc.opened_seq] or [rung.since[-1][1]]
+            recent = list(rung.since)[-SINCE_KEPT:]
+            bad = [m for seq, m in recent if seq >= inc.opened_seq] or [recent[-1][1]]
             rung.trial = Trial(inc.id, before, median(bad))
-        if not dry and p.action == "set_preset":
-            undo = rung.saving_from is not None and p.params.to_preset == rung.saving_from
-            rung.saving_failed = rung.saving_failed or undo
-            rung.saving_from = p.params.from_preset if p.saving else None
-        elif not dry and p.action.endswith("_bitrate"):
-            rung.saving_from = None
+        if not dry:
+            rung.saving_from, rung.saving_failed = saving_from, saving_failed
+            rung.trial_segments = 0
         rung.last_decision_at = now
         rung.since.clear()
         rung.below = rung.above = 0
@@ -479,12 +511,10 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
             own_starved, why = frozen, short
     upstream = any(i.localisation != "rendition" for i in incidents)
     fell = rung.below >= p.below_segments and not upstream
-    if fell and own_starved is None and rung.saving_from is not None:
-        # the slower preset taken to save bits came before this fall: undo it, not more bits
-        s = rung.settings
-        why = f"{rung.below} segments below target after a slower preset taken to save bits"
-        params = DecisionParams(from_preset=s.preset, to_preset=rung.saving_from)
-        return Proposal("set_preset", params, f"{why}: back to {rung.saving_from}")
+    if rung.saving_from is not None:
+        undo = _undo_saving_preset(rung, fell, starved, frozen)
+        if undo is not None:
+            return undo
     if own_starved is not None or fell:
         why = why if own_starved else f"{rung.below} segments below target"
         more = _raise(rung, why, own_starved)
@@ -500,6 +530,22 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
     if well_above is not None and not incidents:
         return _slower_to_save(rung, well_above) or _lower(rung, well_above)
     return None
+
+
+def _undo_saving_preset(
+    rung: Rung, fell: bool, starved: Incident | None, frozen: Incident | None
+) -> Proposal | None:
+    """Back to the preset before the one on trial, when the rung fell below target or a
+    starvation or freeze incident opened on it alone while that preset was on trial (it
+    may be more than the encoder's CPU runs live): undone, not paid for in bits."""
+    here = [i for i in (starved, frozen) if i is not None and i.localisation == "rendition"]
+    if not fell and not here:
+        return None
+    s, back = rung.settings, rung.saving_from
+    what = f"a {here[0].kind} incident" if here else f"{rung.below} segments below target"
+    why = f"{what} after a slower preset taken to save bits: back to {back}"
+    inc = here[0] if here else None
+    return Proposal("set_preset", DecisionParams(from_preset=s.preset, to_preset=back), why, inc)
 
 
 def _since(policy: RenditionPolicy) -> deque[tuple[int, float]]:
@@ -546,7 +592,7 @@ def _check_raises(rung: Rung, incidents: Sequence[Incident]) -> Proposal | Liter
         return None
     if len(rung.since) < VERIFY_SEGMENTS:
         return "wait"
-    after = median(m for _, m in rung.since)
+    after = median(m for _, m in list(rung.since)[-SINCE_KEPT:])
     gain = after - trial.before
     if gain >= rung.policy.min_gain:
         return None
@@ -613,20 +659,28 @@ def _slower_to_save(rung: Rung, why: str) -> Proposal | None:
     at = p.presets.index(s.preset)
     if rung.saving_failed or at >= p.save_presets or at + 1 >= len(p.presets):
         return None
+    if _lower_to(rung) is None:  # at its floor: a slower preset would buy no bits
+        return None
     params = DecisionParams(from_preset=s.preset, to_preset=p.presets[at + 1])
     return Proposal(
         "set_preset", params, f"{why}: a slower preset before lower bitrates", saving=True
     )
 
 
+def _lower_to(rung: Rung) -> int | None:
+    """The bitrate one step down, or None at the floor (or with no bitrate known)."""
+    p, now = rung.policy, rung.settings.bitrate
+    if now is None:
+        return None
+    to = max(p.min_bitrate, _round(now * (1 - p.step)))
+    return to if to < now else None
+
+
 def _lower(rung: Rung, why: str) -> Proposal | None:
-    p, s = rung.policy, rung.settings
-    if s.bitrate is None:
+    to, now = _lower_to(rung), rung.settings.bitrate
+    if to is None or now is None:
         return None
-    to = max(p.min_bitrate, _round(s.bitrate * (1 - p.step)))
-    if to >= s.bitrate:
-        return None
-    return Proposal("lower_bitrate", DecisionParams(from_bitrate=s.bitrate, to_bitrate=to), why)
+    return Proposal("lower_bitrate", DecisionParams(from_bitrate=now, to_bitrate=to), why)
 
 
 def _filter_for(inc: Incident) -> FilterName | None:

@@ -475,14 +475,21 @@ def test_save_presets_moves_to_a_slower_preset_before_lowering_the_bitrate() -> 
     assert [x.action for x in plain] == ["lower_bitrate", "lower_bitrate"]
 
 
-def test_save_presets_stops_at_the_last_preset_and_never_acts_below_target() -> None:
-    d = {"lower_margin": 0.1, "above_segments": 1, "save_presets": 5, "min_bitrate": RATE}
+def test_save_presets_stops_at_the_last_preset_the_floor_and_below_target() -> None:
+    d = {"lower_margin": 0.1, "above_segments": 1, "save_presets": 5, "min_bitrate": 800_000}
     p = policy(cooldown_s=0.0, d={**d, "presets": ["fast", "medium"]})
     out = feed(p, [4.5] * 6)
-    # one slower preset exists; then the floor (= nominal) leaves nothing to lower
-    assert [(x.action, x.params.to_preset) for x in out] == [("set_preset", "medium")]
-    low = policy(cooldown_s=0.0, d=d)
-    assert [x.action for x in feed(low, [3.85] * 6)] == []  # in the band: nothing
+    # one slower preset exists, then one bitrate step to the floor, then nothing
+    assert [(x.action, x.params.to_preset or x.params.to_bitrate) for x in out] == [
+        ("set_preset", "medium"),
+        ("lower_bitrate", 800_000),
+    ]
+    # at the floor a slower preset would buy no bits: none is taken
+    floor = policy(cooldown_s=0.0, d={**d, "min_bitrate": RATE})
+    assert feed(floor, [4.5] * 6) == []
+    # in the band, or below target with the low ones never 3 in a row: nothing
+    assert feed(policy(cooldown_s=0.0, d=d), [3.85] * 6) == []
+    assert feed(policy(cooldown_s=0.0, d={**d, "above_segments": 2}), [4.5, 3.7] * 3) == []
 
 
 def test_a_saving_preset_the_rung_then_falls_under_is_undone_not_paid_for_in_bits() -> None:
@@ -505,3 +512,68 @@ def test_a_saving_preset_the_rung_then_falls_under_is_undone_not_paid_for_in_bit
     out = feed(q, [4.5] * 4 + [3.7] * 3)
     assert [x.action for x in out] == ["set_preset", "lower_bitrate", "raise_bitrate"]
     assert q.settings("news", "720p") == EncoderSettings(bitrate=960_000, preset="faster")
+
+
+SAVING = {"lower_margin": 0.4, "above_segments": 5, "save_presets": 1, "min_bitrate": 640_000}
+
+
+def test_a_saving_preset_that_held_its_trial_is_kept_and_a_later_fall_gets_bits() -> None:
+    # In the band (target 3.8, band 4.2) no bitrate step follows the preset; once
+    # PRESET_TRIAL counted segments have passed, a fall is not the preset's any more.
+    p = policy(cooldown_s=0.0, d=SAVING)
+    out = feed(p, [4.5] * 5 + [4.0] * 40 + [3.0] * 3)
+    assert [x.action for x in out] == ["set_preset", "raise_bitrate"]
+    assert p.settings("news", "720p") == EncoderSettings(bitrate=1_200_000, preset="faster")
+    # the same fall inside the trial undoes the preset instead
+    q = policy(cooldown_s=0.0, d=SAVING)
+    out = feed(q, [4.5] * 5 + [4.0] * 10 + [3.0] * 3)
+    assert [x.action for x in out] == ["set_preset", "set_preset"]
+    assert q.settings("news", "720p") == EncoderSettings(bitrate=RATE, preset="veryfast")
+
+
+def test_a_starvation_or_freeze_on_the_rung_while_a_saving_preset_is_on_trial_undoes_it() -> None:
+    for kind in ("starvation", "freeze"):
+        p = policy(cooldown_s=0.0, d=SAVING)
+        assert [x.action for x in feed(p, [4.5] * 5)] == ["set_preset"]
+        out = p.observe(obs(5, 4.4), [incident(kind)], now=20.0)
+        assert [(x.action, x.params.to_preset) for x in out] == [("set_preset", "veryfast")]
+        assert out[0].incident_id == f"news/720p/{kind}/3" and kind in out[0].reason
+        # then the incident is handled as usual (starvation: bits), and no saving preset
+        # is taken again once the rung is well above target
+        later = p.observe(obs(6, 3.0), [incident(kind)], now=21.0)
+        assert [x.action for x in later] == (["raise_bitrate"] if kind == "starvation" else [])
+        again = feed(p, [4.5] * 12, t0=30.0)
+        assert "set_preset" not in [x.action for x in again]
+    # a source-wide starvation is not the rung's preset
+    src = policy(cooldown_s=0.0, d=SAVING)
+    feed(src, [4.5] * 5)
+    wide = incident("starvation", scope="*", loc="source")
+    assert src.observe(obs(5, 3.0), [wide], now=20.0) == []
+
+
+def test_a_restart_keeps_a_saving_preset_on_trial_and_one_that_failed() -> None:
+    p = policy(cooldown_s=0.0, d=SAVING)
+    first = feed(p, [4.5] * 5)
+    assert first[0].evidence["saving_preset_from"] == "veryfast"
+    restored = policy(cooldown_s=0.0, d=SAVING)
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in first)
+    undo = feed(restored, [3.0] * 3, t0=100.0)
+    assert [(x.action, x.params.to_preset) for x in undo] == [("set_preset", "veryfast")]
+    assert undo[0].evidence["saving_presets_failed"] is True
+    again = policy(cooldown_s=0.0, d=SAVING)
+    again.restore(EncoderDecision.from_json(d.to_json()) for d in first + undo)
+    out = feed(again, [4.5] * 6, t0=200.0)
+    assert [x.action for x in out] == ["lower_bitrate"]  # no saving preset retried
+
+
+def test_a_dry_run_puts_no_saving_preset_on_trial() -> None:
+    p = policy(cooldown_s=0.0, dry_run=True, d=SAVING)
+    out = feed(p, [4.5] * 5 + [3.0] * 3)
+    assert [x.action for x in out] == ["set_preset", "raise_bitrate"]
+    assert all(x.dry_run for x in out) and p.settings("news", "720p").preset == "veryfast"
+
+
+def test_a_window_longer_than_thirty_segments() -> None:
+    p = policy(cooldown_s=0.0, d={"above_segments": 40})
+    out = feed(p, [4.5] * 80)
+    assert [x.seq for x in out] == [39, 79]
