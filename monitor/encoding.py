@@ -652,7 +652,8 @@ def _raise(rung: Rung, why: str, incident: Incident | None) -> Proposal | None:
 
 
 def _slower_to_save(rung: Rung, why: str) -> Proposal | None:
-    """The next slower preset, while the rung has used fewer than `save_presets` of them."""
+    """The next slower preset, while the rung's preset is one of the first `save_presets`
+    entries of `presets`, no saving preset failed on it, and a bitrate step can follow."""
     p, s = rung.policy, rung.settings
     if s.preset not in p.presets:
         return None
