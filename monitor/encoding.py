@@ -265,9 +265,9 @@ class Rung:
     baseline: float | None = None
     declared: int | None = None
     """The bitrate the rung's last segment declared (its encoder's own word), if any."""
-    since: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=SINCE_KEPT))
+    since: deque[tuple[int, float]] = field(init=False)
     """(seq, MOS) of the last counted segments since the rung's last decision (bounded: a
-    rung may go days without one; `_since` sizes it for the policy)."""
+    rung may go days without one; sized for the policy's "quality to spare" window)."""
     trial: Trial | None = None
     """The last raise made for an open incident, being checked."""
     futile: dict[str, float] = field(default_factory=dict)
@@ -281,6 +281,9 @@ class Rung:
     """Counted segments since the preset on trial was taken."""
     saving_failed: bool = False
     """A slower preset taken to save bits was undone: no more of them on this rung."""
+
+    def __post_init__(self) -> None:
+        self.since = deque(maxlen=max(SINCE_KEPT, self.policy.above_segments))
 
     def target(self) -> float | None:
         """The MOS to hold; None while a baseline target's baseline is being learned."""
@@ -349,9 +352,7 @@ class EncodingPolicy:
             if rung is None:
                 policy = self.cfg.policy(d.stream, d.rendition)
                 start = d.params.from_bitrate if d.action.endswith("_bitrate") else None
-                rung = Rung(
-                    policy, EncoderSettings(), policy.bitrate or start, since=_since(policy)
-                )
+                rung = Rung(policy, EncoderSettings(), policy.bitrate or start)
                 self.rungs[(d.stream, d.rendition)] = rung
             if not d.dry_run:
                 rung.settings = d.settings
@@ -378,7 +379,7 @@ class EncodingPolicy:
             nominal = policy.bitrate or obs.bitrate
             preset = policy.presets[0] if policy.presets else None
             settings = EncoderSettings(bitrate=nominal, preset=preset)
-            rung = Rung(policy, settings, nominal, since=_since(policy))
+            rung = Rung(policy, settings, nominal)
             self.rungs[key] = rung
         if rung.settings.bitrate is None and obs.bitrate:
             rung.settings = replace(rung.settings, bitrate=obs.bitrate)
@@ -546,10 +547,6 @@ def _undo_saving_preset(
     why = f"{what} after a slower preset taken to save bits: back to {back}"
     inc = here[0] if here else None
     return Proposal("set_preset", DecisionParams(from_preset=s.preset, to_preset=back), why, inc)
-
-
-def _since(policy: RenditionPolicy) -> deque[tuple[int, float]]:
-    return deque(maxlen=max(SINCE_KEPT, policy.above_segments))
 
 
 def _well_above(rung: Rung) -> str | None:

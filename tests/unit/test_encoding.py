@@ -577,3 +577,8 @@ def test_a_window_longer_than_thirty_segments() -> None:
     p = policy(cooldown_s=0.0, d={"above_segments": 40})
     out = feed(p, [4.5] * 80)
     assert [x.seq for x in out] == [39, 79]
+    # a rung rebuilt from the decisions topic keeps a window that long too
+    restored = policy(cooldown_s=0.0, d={"above_segments": 40})
+    restored.restore(EncoderDecision.from_json(d.to_json()) for d in out)
+    again = feed(restored, [4.5] * 40, t0=1000.0)
+    assert [x.params.to_bitrate for x in again] == [512_000]
