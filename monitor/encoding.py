@@ -362,7 +362,8 @@ class EncodingPolicy:
                 rung.baseline = float(baseline)
             if not d.dry_run:  # a preset on trial stays on trial; a failed one is not retried
                 pending = evidence.get("saving_preset_from")
-                rung.saving_from = pending if isinstance(pending, str) else None
+                # only a preset of the policy's own list: a stray record must not name one
+                rung.saving_from = pending if pending in rung.policy.presets else None
                 rung.saving_failed = evidence.get("saving_presets_failed") is True
                 rung.trial_segments = 0
             rung.last_decision_at = max(rung.last_decision_at or d.made_at, d.made_at)

@@ -566,6 +566,18 @@ def test_a_restart_keeps_a_saving_preset_on_trial_and_one_that_failed() -> None:
     assert [x.action for x in out] == ["lower_bitrate"]  # no saving preset retried
 
 
+def test_a_restored_record_naming_an_unknown_preset_puts_nothing_on_trial() -> None:
+    p = policy(cooldown_s=0.0, d=SAVING)
+    first = feed(p, [4.5] * 5)
+    for bad in ("ultrafast; rm -rf /", 7, ["veryfast"], "x" * 100_000):
+        doc = first[0].to_json()
+        doc["evidence"]["saving_preset_from"] = bad
+        restored = policy(cooldown_s=0.0, d=SAVING)
+        restored.restore([EncoderDecision.from_json(doc)])
+        out = feed(restored, [3.0] * 3, t0=100.0)
+        assert [x.action for x in out] == ["raise_bitrate"]  # no preset from the record
+
+
 def test_a_dry_run_puts_no_saving_preset_on_trial() -> None:
     p = policy(cooldown_s=0.0, dry_run=True, d=SAVING)
     out = feed(p, [4.5] * 5 + [3.0] * 3)
