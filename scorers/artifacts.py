@@ -14,8 +14,8 @@ They are calibrated to stay quiet on clean real content (issue 16; bench/calibra
 soft, dim and grainy footage is not an impairment. Each judges the picture relative to
 its own content: blocking against the same measure between grid lines (pooled over the
 segment, in both directions), blur only where even the sharpest edges are soft, banding
-only on steps of a gradient above near-black, noise only where the residual behaves like
-noise.
+only on steps of a gradient above near-black or on a posterised histogram (evenly spaced
+peaks), noise only where the residual behaves like noise.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ingest.config import StrictModel
 from ingest.types import DecodedSegment
 from scorers.types import Flag, Verdict
 
-VERSION = "1.1"
+VERSION = "1.2"
 
 F32 = npt.NDArray[np.float32]
 STRIP = 16
@@ -381,6 +381,40 @@ class BandingConfig(_PictureConfig):
     )
     full: float = Field(
         16.0, gt=0, description="Mean band step (codes) at which severity reaches 1."
+    )
+    comb_mass: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Posterisation, the second evidence of banding: a frame whose luma "
+        "histogram is a comb (evenly spaced peaks, as luma quantised to few levels leaves "
+        "it) counts when this share of its pixels sits on the teeth. It sees banding where "
+        "no staircase survives along a line (fine texture, where bands are a few pixels "
+        "wide): textures quantised to 12-16 levels put 0.18-0.40 of their pixels on the "
+        "teeth, photographs 0.2-0.98; clean encodes of smooth and textured content 0-0.05, "
+        "whose few peaks are not evenly spaced. 0 turns it off.",
+    )
+    comb_teeth: int = Field(
+        4,
+        ge=3,
+        description="A comb needs at least this many peaks: graphics (a flat slate, colour "
+        "bars, a logo on a plain fill) have a few peaked levels too, seldom evenly spaced.",
+    )
+    comb_max_period: float = Field(
+        40.0,
+        gt=0,
+        le=128,
+        description="Widest tooth spacing (codes) counted: 8 levels space their peaks 36 "
+        "codes apart; the clean graphics that come closest to a comb (4 peaks of a flat "
+        "wallpaper) space them 43-53 codes apart.",
+    )
+    comb_regularity: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Share of the gaps between neighbouring peaks that must be a whole number "
+        "of the median gap (within 2 codes; a level absent from the picture leaves a gap "
+        "twice as wide).",
     )
 
 
@@ -1056,10 +1090,74 @@ def detect_noise(
 def detect_banding(
     decoded: DecodedSegment, cfg: BandingConfig, strips: Sequence[LumaStrips] | None = None
 ) -> Flag | None:
+    """Band edges along lines first; where they find nothing, a posterised histogram."""
     scored = _scored(decoded, strips, lambda s: banding_score(s, cfg))
-    return _picture_flag(
+    flag = _picture_flag(
         "banding", decoded, scored, cfg.threshold, cfg.full, cfg.min_frame_fraction
     )
+    if flag is not None or cfg.comb_mass <= 0:
+        return flag
+    combs = _scored(decoded, strips, lambda s: comb_score(s, cfg))
+    # all of a frame on the teeth is a picture of few levels: severity 1 from 3x the threshold
+    return _picture_flag(
+        "banding",
+        decoded,
+        combs,
+        cfg.comb_mass,
+        min(1.0, 3 * cfg.comb_mass),
+        cfg.min_frame_fraction,
+    )
+
+
+_COMB_PAD = 12
+
+
+def comb_score(s: LumaStrips, cfg: BandingConfig) -> Scored:
+    """Share of the frame's pixels on the teeth of an evenly spaced comb in its luma
+    histogram (0 when the peaks are too few, too far apart or not evenly spaced).
+
+    A peak is a histogram bin that is the largest within 3 codes, holds at least 0.3% of
+    the pixels, and whose tooth (the bin and its two neighbours) holds 3x what the bins
+    4-10 codes away on both sides hold per bin: a level the picture piles up on, not the
+    top of a smooth hill. Every other line of the row strips is read.
+    """
+    luma = s.rows[:, ::2]
+    if luma.size == 0:
+        return None
+    # gray from 8-bit RGB lies in [0, 255]: rounding is adding a half and truncating
+    hist = np.bincount((luma + 0.5).astype(np.uint8).ravel(), minlength=256)
+    total = float(luma.size)
+    o = _COMB_PAD
+    pad = np.zeros(256 + 2 * o)
+    pad[o : o + 256] = hist
+    cs = np.zeros(len(pad) + 1)
+    np.cumsum(pad, out=cs[1:])
+    here = pad[o : o + 256]
+    top = pad[o - 3 : o + 253].copy()  # the largest bin within 3 codes
+    for k in range(-2, 4):
+        np.maximum(top, pad[o + k : o + k + 256], out=top)
+    tooth = cs[o + 2 : o + 258] - cs[o - 1 : o + 255]
+    ring = (cs[o - 3 : o + 253] - cs[o - 10 : o + 246]) + (
+        cs[o + 11 : o + 267] - cs[o + 4 : o + 260]
+    )
+    peak = (
+        (here == top)
+        & (here > pad[o - 1 : o + 255])  # one peak per plateau of equal bins
+        & (here >= 0.003 * total)
+        & (tooth >= 3.0 * 3.0 * ring / 14.0)
+    )
+    where = np.flatnonzero(peak)
+    mass = float(tooth[where].sum()) / total
+    evidence = {"comb_mass": mass, "comb_teeth": float(len(where)), "comb_period": 0.0}
+    if len(where) < cfg.comb_teeth:
+        return 0.0, evidence
+    gaps = np.diff(where).astype(np.float64)
+    period = float(np.median(gaps))
+    evidence["comb_period"] = period
+    whole = np.abs(gaps / period - np.rint(gaps / period)) * period <= 2.0
+    if period > cfg.comb_max_period or float(whole.mean()) < cfg.comb_regularity:
+        return 0.0, evidence
+    return mass, evidence
 
 
 # --- decode corruption: what the decoder told us ------------------------------------------

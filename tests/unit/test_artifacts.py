@@ -224,6 +224,48 @@ def test_severe_banding_is_flagged_as_a_staircase(levels: int) -> None:
     assert flags["banding"].evidence["score"] > 255 / (levels - 1) * 0.6
 
 
+@pytest.mark.parametrize("levels", [8, 16])
+def test_banded_texture_is_flagged_by_its_posterised_histogram(levels: int) -> None:
+    # Fine texture quantised to few levels keeps no staircase along a line (its bands are
+    # a few pixels wide); its luma histogram is a comb of evenly spaced peaks instead.
+    base = _frames("texture", (480, 270), 25)
+    assert _flags(_decoded(base)) == {}
+    flags = _flags(_decoded(impair.banding(base, levels)))
+    assert "banding" in flags, flags  # 8 levels on fine texture also look like noise
+    ev = flags["banding"].evidence
+    assert ev["comb_mass"] >= artifacts.BandingConfig().comb_mass
+    assert abs(ev["comb_period"] - 255 / (levels - 1)) <= 2, ev
+    off = ArtifactsConfig(banding=artifacts.BandingConfig(comb_mass=0))
+    kinds = {f.kind for f in ArtifactScorer(off).detect(_decoded(impair.banding(base, levels)))}
+    assert "banding" not in kinds
+
+
+def _strip_of(values: np.ndarray) -> artifacts.LumaStrips:
+    rows = np.resize(values.astype(np.float32), (4, 16, 640))
+    return artifacts.LumaStrips(0, 0.0, rows, np.zeros((0, 8, 16), dtype=np.float32))
+
+
+def _comb(values: np.ndarray) -> tuple[float, dict[str, float]]:
+    scored = artifacts.comb_score(_strip_of(values), artifacts.BandingConfig())
+    assert scored is not None
+    return scored
+
+
+def test_comb_needs_many_evenly_spaced_peaks() -> None:
+    rng = np.random.default_rng(0)
+    smooth = rng.normal(128, 40, 40960).clip(0, 255)
+    assert _comb(smooth)[0] == 0.0
+    # 12 levels over a smooth picture: evenly spaced teeth carry every pixel
+    step = 255 / 11
+    mass, evidence = _comb(np.rint(smooth / step) * step)
+    assert mass > 0.9 and abs(evidence["comb_period"] - step) <= 1, evidence
+    # a graphic: four flat fills at unequal spacing, on mild noise
+    fills = rng.choice([20.0, 75.0, 90.0, 200.0], 40960) + rng.normal(0, 0.3, 40960)
+    assert _comb(fills)[0] == 0.0
+    # evenly spaced but too far apart (5 levels: 64 codes) is a graphic's palette too
+    assert _comb(np.rint(smooth / 63.75) * 63.75)[0] == 0.0
+
+
 def _stairs(steps: Sequence[float], width: int = 96) -> np.ndarray:
     """Lines of plateaus `width` pixels wide, each `steps[i]` codes above the last."""
     levels = 30 + np.concatenate([[0.0], np.cumsum(steps)])
