@@ -39,12 +39,9 @@ OWN_FLAG = {
 }
 """The flag that names each impairment kind of the set."""
 
-BEFORE: dict[str, Any] = {
-    "noise": {"threshold": 2.0, "min_frame_fraction": 0.5},
-    "banding": {"stair_max_step": 0.0},
-}
-"""The calibration before 2026-12-03: noise flagged from 2.0 codes in half the frames, no
-banding staircases."""
+BEFORE: dict[str, Any] = {"banding": {"comb_mass": 0.0}}
+"""The calibration before 2026-12-04: banding from band edges along lines alone, without
+the posterised histogram (comb_mass 0)."""
 
 
 def strength_bucket(kind: str, variant: str) -> str:

@@ -295,8 +295,8 @@ def test_a_habitual_trigger_yields_to_what_changed() -> None:
     for i in range(12):  # a static slate: every segment looks frozen
         clock.t += 2
         got.append(pol.decide(v(i, flags=frozen)))
-    # escalated while it is news; habitual once 3 of the recent segments (>= recent_min)
-    # had it: an audit's priority from then on
+    # escalated while it is news; habitual once 2 of the recent segments (and at least
+    # recent_min are known) had it: an audit's priority from then on
     assert [d.kind for d in got[:5]] == ["impaired"] * 5
     assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[5:])
     assert "flag_freeze" in pol.habitual("news/720p")
@@ -327,8 +327,29 @@ def test_a_habit_needs_its_share_of_the_window_not_of_a_short_history() -> None:
     for i in range(8):  # black twice, 6 segments apart: intermittent, not a habit
         clock.t += 2
         decided.append(pol.decide(v(i, flags=BLACK if i in (0, 6) else ())))
+    # one earlier hit in a history of 6 is a sixth of it, not 2 of the window's 30
     assert decided[6].escalate and decided[6].kind == "impaired"
-    assert pol.habitual("news/720p") == set()
+    assert pol.habitual("news/720p") == {"flag_black"}  # twice in the window now
+
+
+def test_a_trigger_seen_twice_in_the_window_is_a_habit() -> None:
+    # a channel cutting between still and moving shots: its stills look frozen now and then
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    pol = EscalationPolicy(cfg, clock)
+    frozen = (Flag("freeze", 1.0, 0, 2),)
+    decided = []
+    for i in range(20):
+        clock.t += 2
+        decided.append(pol.decide(v(i, flags=frozen if i in (2, 9, 15) else ())))
+    assert [decided[i].kind for i in (2, 9)] == ["impaired", "impaired"]
+    assert decided[15].kind == "unsure" and decided[15].reason.startswith("habitual:")
+    three = EscalationPolicy(cfg.model_copy(update={"habitual_share": 0.1}), clock)
+    third = []
+    for i in range(20):
+        clock.t += 2
+        third.append(three.decide(v(i, flags=frozen if i in (2, 9, 15) else ())))
+    assert third[15].kind == "impaired"  # 3 of 30: the third still was still news
 
 
 def test_head_switches_and_class_overrides() -> None:
