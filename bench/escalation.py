@@ -1,7 +1,7 @@
 """Escalation policy on a mixed feed: escalated fraction, impairment recall, rules accuracy,
 and the tiny VLM's generation latency on CPU.
 
-    python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS]
+    python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS] [--vmaf]
 
 1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
    procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
@@ -21,6 +21,12 @@ and the tiny VLM's generation latency on CPU.
    policy (monitor.escalation, the default config) decides every segment in order.
    Reported: trigger recall (a trigger fires), escalation recall (escalated after the
    limits), the escalated fraction of all segments, and why clean segments triggered.
+   With `--vmaf`, each impaired segment's VMAF drop against the clean CRF-23 encode of
+   the same frames is measured (once, kept in the cache) and recall is also reported on
+   the visible impairments (a drop of at least VISIBLE points). VMAF is made for natural
+   video: on the synthetic gradient it scores added noise, banding and coarse
+   quantisation higher than the clean encode, so on the procedural library that column
+   is a curiosity, not a measure.
 3. The rules diagnosis (scorers.vlm.rules) of each impaired verdict against its known
    impairment class.
 4. The tiny offline Qwen2.5-VL (tests/unit/tiny_vlm.py: random weights) through the
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
 import pickle
 import platform
@@ -45,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import numpy.typing as npt
 
@@ -72,6 +80,9 @@ from scorers.vlm.rules import RulesConfig, rules_degradation
 from scorers.vlm.types import EscalationRequest
 
 RGB = npt.NDArray[np.uint8]
+VISIBLE = 6.0
+"""An impairment is visible when it costs at least this many VMAF points against the clean
+encode of the same frames: about one just-noticeable difference on VMAF's scale."""
 W, H, FPS, SECONDS = 640, 360, 25, 2.0
 PICTURES: dict[str, RGB] = {}
 """Real pictures by source name (--pictures); empty: the procedural sources."""
@@ -98,6 +109,9 @@ class Item:
     verdict: Verdict
     request_ms: float | None = None
     request: EscalationRequest | None = None
+    vmaf_drop: float | None = None
+    """VMAF of the clean CRF-23 encode of the same frames less the impaired version's
+    (--vmaf): how visible the impairment is, in VMAF points."""
 
 
 def frames_of(source: str, seed: int) -> list[RGB]:
@@ -248,6 +262,10 @@ def run_feed(
             c["triggered"] += bool(fired)
             c["strong"] += strong
             c["escalated"] += d.escalate
+            if item.vmaf_drop is not None:
+                visible = item.vmaf_drop >= VISIBLE
+                c["visible"] += visible
+                c["visible_escalated"] += visible and d.escalate
     n_bad = len(place)
     n_clean = segments - n_bad
     trig = sum(c["triggered"] for c in kinds.values())
@@ -263,6 +281,7 @@ def run_feed(
         "trigger_recall": round(trig / n_bad, 4) if n_bad else None,
         "strong_trigger_recall": round(strong_n / n_bad, 4) if n_bad else None,
         "escalation_recall": round(esc_bad / n_bad, 4) if n_bad else None,
+        "visible_escalation_recall": _share(kinds, "visible_escalated", "visible"),
         "clean_trigger_rate": round(sum(clean_triggered.values()) / n_clean, 4),
         "clean_escalated_rate": round(sum(clean_escalated.values()) / n_clean, 4),
         "clean_triggers": dict(clean_triggered),
@@ -270,6 +289,43 @@ def run_feed(
         "dropped": dict(dropped),
         "per_kind": {k: dict(c) for k, c in sorted(kinds.items())},
     }
+
+
+def _share(kinds: dict[str, collections.Counter[str]], part: str, whole: str) -> float | None:
+    n = sum(c[whole] for c in kinds.values())
+    return round(sum(c[part] for c in kinds.values()) / n, 4) if n else None
+
+
+def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
+    """Set each impaired item's `vmaf_drop`, replaying the library's impaired builds in
+    order (the same sources, seeds and strengths; undecodable ones are skipped as there)."""
+    from scorers.train.teacher import VmafTeacher
+
+    teacher = VmafTeacher(threads=2)
+
+    def vmaf(frames: list[RGB], data: bytes) -> float:
+        with av.open(io.BytesIO(data)) as c:
+            shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        shown += shown[-1:] * (len(frames) - len(shown))  # lost frames: the last one held
+        return float(np.mean(teacher.raw(frames, [shown[: len(frames)]])[0]))
+
+    queue = list(bad)
+    for ki, kind in enumerate(KINDS):
+        for i in range(impaired_per_kind):
+            source = SOURCES[(ki + i) % len(SOURCES)]
+            frames = frames_of(source, 5000 + 37 * ki + i)
+            data = impaired(kind, frames, i)
+            try:
+                decode(Segment(data, "lib", "360p", 0), DecodeConfig())
+            except IngestError:
+                continue  # not in the library either
+            item = queue.pop(0)
+            assert (item.kind, item.source) == (kind, source), (item.kind, item.source)
+            try:
+                clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
+                item.vmaf_drop = clean - vmaf(frames, data)
+            except av.error.FFmpegError as exc:
+                print(f"vmaf: {kind} {i} not measured ({exc})")
 
 
 def _renamed(v: Verdict, stream: str, seq: int) -> Verdict:
@@ -376,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         help="realset assets folder: real photographs as the five sources (see above)",
     )
     ap.add_argument(
+        "--vmaf",
+        action="store_true",
+        help=f"measure each impaired segment's VMAF drop against the clean encode of its "
+        f"frames (kept in --cache) and report recall on the visible ones (a drop of at least "
+        f"{VISIBLE:g}, about one just-noticeable difference)",
+    )
+    ap.add_argument(
         "--split",
         choices=("eval", "train"),
         default="eval",
@@ -395,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         clean, bad, cost = build_library(
             args.clean_per_source, args.impaired_per_kind, args.variant
         )
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
+    if args.vmaf and any(it.vmaf_drop is None for it in bad):
+        add_vmaf_drops(bad, args.impaired_per_kind)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     print(f"library: {len(clean)} clean, {len(bad)} impaired in {time.perf_counter() - t0:.0f} s")
@@ -467,6 +534,34 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rules": rules_accuracy(bad),
     }
+    drops = [it for it in bad if it.vmaf_drop is not None]
+    if drops:
+        report["visible"] = {
+            "vmaf_drop_at_least": VISIBLE,
+            "share_per_kind": {
+                k: round(
+                    statistics.fmean(it.vmaf_drop >= VISIBLE for it in drops if it.kind == k), 3
+                )
+                for k in KINDS
+                if any(it.kind == k for it in drops)
+            },
+            "invisible": [
+                f"{it.kind}/{it.source}: VMAF drop {it.vmaf_drop:.1f}"
+                for it in drops
+                if it.vmaf_drop < VISIBLE
+            ],
+            "feed_mean_escalation_recall": round(
+                statistics.fmean(f["visible_escalation_recall"] for f in feeds), 4
+            ),
+            "feed_per_kind": {
+                k: round(
+                    sum(f["per_kind"][k]["visible_escalated"] for f in feeds if k in f["per_kind"])
+                    / max(1, sum(f["per_kind"][k]["visible"] for f in feeds if k in f["per_kind"])),
+                    3,
+                )
+                for k in KINDS
+            },
+        }
     if not args.no_vlm:
         reqs = [i.request for i in bad if i.request is not None]
         report["tiny_vlm_cpu"] = tiny_vlm(reqs)
