@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import json
 import pickle
 import platform
@@ -52,7 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import numpy.typing as npt
 
@@ -74,6 +72,7 @@ from scorers.artifacts import ArtifactsConfig
 from scorers.chain import Chain
 from scorers.distilled import DistilledConfig, Variant
 from scorers.train import realset
+from scorers.train.corpus import decode_all
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
 from scorers.vlm.rules import RulesConfig, rules_degradation
@@ -298,34 +297,26 @@ def _share(kinds: dict[str, collections.Counter[str]], part: str, whole: str) ->
 
 def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
     """Set each impaired item's `vmaf_drop`, replaying the library's impaired builds in
-    order (the same sources, seeds and strengths; undecodable ones are skipped as there)."""
+    order (the same sources, seeds and strengths). A build the library skipped as
+    undecodable has no item: the next item is of another source."""
     from scorers.train.teacher import VmafTeacher
 
     teacher = VmafTeacher(threads=2)
 
     def vmaf(frames: list[RGB], data: bytes) -> float:
-        with av.open(io.BytesIO(data)) as c:
-            shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        shown += shown[-1:] * (len(frames) - len(shown))  # lost frames: the last one held
-        return float(np.mean(teacher.raw(frames, [shown[: len(frames)]])[0]))
+        shown = decode_all(data, len(frames))  # lost frames show as the last one, as played
+        return float(np.mean(teacher.raw(frames, [shown])[0]))
 
     queue = list(bad)
     for ki, kind in enumerate(KINDS):
         for i in range(impaired_per_kind):
             source = SOURCES[(ki + i) % len(SOURCES)]
-            frames = frames_of(source, 5000 + 37 * ki + i)
-            data = impaired(kind, frames, i)
-            try:
-                decode(Segment(data, "lib", "360p", 0), DecodeConfig())
-            except IngestError:
-                continue  # not in the library either
+            if not queue or (queue[0].kind, queue[0].source) != (kind, source):
+                continue
             item = queue.pop(0)
-            assert (item.kind, item.source) == (kind, source), (item.kind, item.source)
-            try:
-                clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
-                item.vmaf_drop = clean - vmaf(frames, data)
-            except av.error.FFmpegError as exc:
-                print(f"vmaf: {kind} {i} not measured ({exc})")
+            frames = frames_of(source, 5000 + 37 * ki + i)
+            clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
+            item.vmaf_drop = clean - vmaf(frames, impaired(kind, frames, i))
 
 
 def _renamed(v: Verdict, stream: str, seq: int) -> Verdict:
