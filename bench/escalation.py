@@ -1,7 +1,7 @@
 """Escalation policy on a mixed feed: escalated fraction, impairment recall, rules accuracy,
 and the tiny VLM's generation latency on CPU.
 
-    python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS] [--vmaf]
+    python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS] [--vmaf] [--warmup S]
 
 1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
    procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
@@ -21,6 +21,8 @@ and the tiny VLM's generation latency on CPU.
    policy (monitor.escalation, the default config) decides every segment in order.
    Reported: trigger recall (a trigger fires), escalation recall (escalated after the
    limits), the escalated fraction of all segments, and why clean segments triggered.
+   `--warmup S` first plays S seconds of clean segments on every stream, not counted, so
+   the policy meets the feed in its steady state rather than as a daemon just started.
    With `--vmaf`, each impaired segment's VMAF drop against the clean CRF-23 encode of
    the same frames is measured (once, kept in the cache) and recall is also reported on
    the visible impairments (a drop of at least VISIBLE points). VMAF is made for natural
@@ -207,12 +209,16 @@ def run_feed(
     seed: int,
     config: EscalationConfig,
     shot_segments: int = 1,
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
     """Replay a feed through the policy on a simulated clock; impaired items once each.
 
     A stream's clean segments are drawn from its source's library; with `shot_segments`
     N > 1 a draw holds for N segments in a row (a shot, as a channel keeps one), else
-    every segment is a fresh draw."""
+    every segment is a fresh draw. With `warmup_s`, every stream first plays that long of
+    clean segments through the policy, not counted: the measured feed then meets a policy
+    in its steady state (histories, habits and budget window filled), as a monitor that
+    has been running meets a fault, instead of one that started with the feed."""
     rng = random.Random(seed)
     shot: dict[int, Item] = {}
     n_bad = min(len(bad), round(segments * impaired_share))
@@ -233,9 +239,11 @@ def run_feed(
     clean_escalated: collections.Counter[str] = collections.Counter()
     kinds: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     dropped: collections.Counter[str] = collections.Counter()
-    for k in range(segments):
-        stream = k % streams
-        t[0] = 1000.0 + (k // streams) * SECONDS + stream * SECONDS / streams
+    warm = round(warmup_s / SECONDS) * streams
+    for j in range(warm + segments):
+        k = j - warm  # the measured feed's segment, negative in the warm-up
+        stream = j % streams
+        t[0] = 1000.0 + (j // streams) * SECONDS + stream * SECONDS / streams
         per_stream_seq[stream] += 1
         if shot_segments <= 1:
             item = place.get(k) or rng.choice(clean_of[SOURCES[stream % 5]])
@@ -244,6 +252,9 @@ def run_feed(
                 shot[stream] = rng.choice(clean_of[SOURCES[stream % 5]])
             item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
+        if k < 0:
+            policy.decide(v)
+            continue
         fired = triggers(v, config, policy.recent(v.stream, v.rendition))
         strong = bool(fired) and not is_weak(fired)
         d = policy.decide(v)
@@ -272,6 +283,7 @@ def run_feed(
     esc_bad = sum(c["escalated"] for c in kinds.values())
     return {
         "segments": segments,
+        "warmup_s": warmup_s,
         "streams": streams,
         "impaired": n_bad,
         "impaired_share": round(n_bad / segments, 4),
@@ -409,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a stream's clean draw holds this many segments in a row (1: every segment a "
         "fresh draw, the harder case)",
     )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="seconds of clean feed on every stream before the measured one, not counted "
+        "(0: the policy starts cold with the feed)",
+    )
     ap.add_argument("--no-vlm", action="store_true", help="skip the tiny VLM latency")
     ap.add_argument(
         "--variant", choices=("full", "slim"), default="full", help="packaged student screening"
@@ -467,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=s,
             config=cfg,
             shot_segments=args.shot_segments,
+            warmup_s=args.warmup,
         )
         for s in range(args.seeds)
     ]

@@ -340,6 +340,32 @@ def test_freeze_ignores_alternating_still_frames(scene_ts: bytes) -> None:
     assert flag is not None and flag.evidence["run_frames"] == 21  # 20 repeats of frame 19
 
 
+def test_a_cut_to_a_still_shot_is_not_a_freeze() -> None:
+    # A moving picture, then a cut to another picture that holds still (a slate, a filmed
+    # photograph): content, not a stuck frame. The same motion stuck on its own frame is.
+    moving = list(_frames("scene", SMALL, 50))
+    slate = _frames("texture", SMALL, 1)[0]
+    cut = moving[:24] + [slate] * 26
+    assert "freeze" not in _flags(_decoded(cut))
+    stuck = _flags(_decoded(impair.freeze(moving, 23, 27)))["freeze"]
+    assert stuck.duration_s >= 1.0
+    every_run = ArtifactsConfig.model_validate({"freeze": {"cut_ratio": None}})
+    assert any(f.kind == "freeze" for f in ArtifactScorer(every_run).detect(_decoded(cut)))
+
+
+def test_freeze_after_sparse_motion_is_not_a_cut(scene_ts: bytes) -> None:
+    # A bar that moves every few frames has a tiny median difference: its last small move
+    # before the picture sticks is many times that, yet no cut (below cut_min_diff).
+    decoded = decode(Segment(scene_ts))
+    sparse = np.where(np.arange(50) % 4 == 0, 0.005, 0.0006)
+    sparse[0] = np.nan
+    sparse[26:] = 0.0
+    cfg = artifacts.FreezeConfig()
+    assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is not None
+    sparse[24] = 0.05  # a real cut: 13 codes
+    assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is None
+
+
 def test_black_run_is_not_also_a_freeze() -> None:
     decoded = _decoded(impair.black(_frames("scene", SMALL, 50), 5, 30))
     assert set(_flags(decoded)) == {"black"}
