@@ -4,7 +4,8 @@
 was dropped). Triggers: a flag at or above a severity (per kind: any corruption at all),
 mos_low below a threshold or far below the rendition's recent level (rolling median),
 a degradation class the head now sees far more than it did on the rendition's recent
-segments (rolling median of its probability), a coarse mean quantiser (the bitstream's,
+segments (rolling median of its probability), a detector's raw measure far above the
+rendition's recent level of it (edges lost), a coarse mean quantiser (the bitstream's,
 where the codec exports one), a degradation head sure of a degradation, an unsure
 degradation head, and a deterministic audit sample of normal segments. Limits: a
 per-stream token bucket and a global budget (escalated fraction of the segments seen in
@@ -17,6 +18,7 @@ never learned, ~30% of clean synthetic segments in bench/escalation.py), use at 
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
 import time
 from collections import Counter, OrderedDict, deque
@@ -27,6 +29,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, field_validator
 
 from ingest.config import StrictModel
+from scorers.artifacts import MEASURES, measure
 from scorers.hybrid import DEGRADATIONS, mean_qp
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
@@ -38,6 +41,7 @@ HEAD_CLASSES = tuple(d for d in DEGRADATIONS if d != CLEAN)
 """The degradation head's classes other than clean."""
 DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
 RISE_KINDS: dict[str, float] = {"banding": 0.3, "blur": 0.4}
+MEASURE_RISE: dict[str, float] = {"edge_loss": 2.3}
 QP_ABOVE = 40.0
 
 
@@ -49,6 +53,8 @@ class Recent:
     mos_low: float | None = None
     head: tuple[tuple[str, float], ...] = ()
     """(class, rolling median of the head's probability) for the rise_above_recent classes."""
+    measures: tuple[tuple[str, float], ...] = ()
+    """(measure, rolling median) for the measure_rise measures the rendition reported."""
 
 
 class EscalationConfig(StrictModel):
@@ -127,15 +133,27 @@ class EscalationConfig(StrictModel):
     @field_validator("rise_above_recent")
     @classmethod
     def _rise_kinds(cls, given: dict[str, float]) -> dict[str, float]:
-        for kind, rise in given.items():
-            if kind not in HEAD_CLASSES:
-                raise ValueError(
-                    f"rise_above_recent: unknown degradation class {kind!r} "
-                    f"(known: {', '.join(HEAD_CLASSES)})"
-                )
-            if not 0 < rise <= 1:
-                raise ValueError(f"rise_above_recent.{kind}: {rise} is not in (0, 1]")
-        return given
+        return _rises("rise_above_recent", given, HEAD_CLASSES, "degradation class", 1.0)
+
+    measure_rise: dict[str, float] = Field(
+        default_factory=lambda: dict(MEASURE_RISE),
+        description="Per raw detector measure (the artifacts scorer's, in the verdict's "
+        "extra.artifacts, taken on every segment whether flagged or not: "
+        "scorers.artifacts.MEASURES), a rise this far above the rendition's rolling median "
+        "of it escalates: a picture judged against its own detail. edge_loss 2.3: the "
+        "picture keeps under a fifth of its usual luma edges, as a blur too strong to leave "
+        "edges for the blur flag to judge does (blur of sigma 3-4.5 on a star field: "
+        "edge_loss +4.6 to +8); clean segments of one picture filmed at varied crops lose "
+        "at most 1.8 (bench/escalation.py's synthetic and real training libraries). A cut "
+        "to a dark or flat scene raises it too; a channel that has them often makes it a "
+        "habit. blur_effect (0 sharp to 1) is also reported, with no default ({} turns "
+        "this trigger off).",
+    )
+
+    @field_validator("measure_rise")
+    @classmethod
+    def _measures(cls, given: dict[str, float]) -> dict[str, float]:
+        return _rises("measure_rise", given, MEASURES, "measure", math.inf)
 
     qp_above: float | None = Field(
         QP_ABOVE,
@@ -218,6 +236,18 @@ class EscalationConfig(StrictModel):
     )
 
 
+def _rises(
+    field: str, given: dict[str, float], known: tuple[str, ...], what: str, most: float
+) -> dict[str, float]:
+    """A config's {name: rise} checked: known names, rises in (0, most]."""
+    for name, rise in given.items():
+        if name not in known:
+            raise ValueError(f"{field}: unknown {what} {name!r} (known: {', '.join(known)})")
+        if not 0 < rise <= most:
+            raise ValueError(f"{field}.{name}: {rise} is not in (0, {most:g}]")
+    return given
+
+
 Kind = Literal["impaired", "unsure", "audit"]
 Room = Literal["all", "impaired", "none"]
 WEAK = ("degradation_unsure",)
@@ -271,6 +301,11 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
             rise = cfg.rise_above_recent.get(kind)
             if rise is not None and head.get(kind, 0.0) - median >= rise:
                 out.append(f"rise:{kind}>={rise:.2f}")
+    for name, median in recent.measures if recent is not None else ():
+        rise = cfg.measure_rise.get(name)
+        value = measure(v.extra, name)
+        if rise is not None and value is not None and value - median >= rise:
+            out.append(f"rise:{name}>={rise:.2f}")
     return out
 
 
@@ -298,7 +333,7 @@ def reason_label(reason: str) -> str:
 
     "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
-    "rise:banding>=0.30" -> "rise_banding";
+    "rise:banding>=0.30" -> "rise_banding"; "rise:blur_effect>=0.30" -> "rise_blur_effect";
     "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
     "habitual:flag:freeze>=0.50" -> "habitual"; "ongoing:flag:freeze>=0.50" -> "ongoing".
     """
@@ -341,6 +376,7 @@ class EscalationPolicy:
         self._clock = clock
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
         self._heads: OrderedDict[str, deque[tuple[float, ...]]] = OrderedDict()
+        self._measures: OrderedDict[str, deque[tuple[float, ...]]] = OrderedDict()
         self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
         self._ongoing: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
@@ -368,6 +404,12 @@ class EscalationPolicy:
         if v.degradation and cfg.rise_above_recent:
             rising = cfg.rise_above_recent
             self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
+        if cfg.measure_rise:
+            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
+            if any(x is not None for x in taken):
+                self._history(self._measures, key).append(
+                    tuple(math.nan if x is None else x for x in taken)
+                )
         self._history(self._triggers, key).append(labels)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
@@ -417,7 +459,18 @@ class EscalationPolicy:
                 (kind, float(statistics.median(h[i] for h in heads)))
                 for i, kind in enumerate(rising)
             )
-        return Recent(self.recent_median(stream, rendition), medians)
+        return Recent(self.recent_median(stream, rendition), medians, self._measure_medians(key))
+
+    def _measure_medians(self, key: str) -> tuple[tuple[str, float], ...]:
+        """(measure, rolling median) of each measure_rise measure taken on at least
+        recent_min of the rendition's recent segments."""
+        history = self._measures.get(key)
+        out = []
+        for i, name in enumerate(self.config.measure_rise):
+            taken = [h[i] for h in history or () if not math.isnan(h[i])]
+            if len(taken) >= self.config.recent_min:
+                out.append((name, float(statistics.median(taken))))
+        return tuple(out)
 
     def room(self, stream: str) -> Room:
         """What the policy would admit of `stream` now: "all", only "impaired" verdicts (no

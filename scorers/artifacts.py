@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,25 @@ from ingest.types import DecodedSegment
 from scorers.types import Flag, Verdict
 
 VERSION = "1.3"
+MEASURES_KEY = "artifacts"
+"""Where a verdict's `extra` holds the detectors' raw measures (see `measure`)."""
+MEASURES = ("blur_effect", "edge_loss")
+"""Raw measures the artifacts scorer reports on every segment it judges, flagged or not:
+blur_effect, the median over the sampled frames of the Crété-Roffet blur effect on edges
+(0 sharp to 1; absent when too few edges were found); edge_loss, -log2 of the median share
+of positions along the luma strips with a step of at least blur.edge_step (0 when every
+position is an edge, 13.3 when none is: EDGE_FLOOR), which a blur that wipes out the
+edges the blur effect is judged on still raises. One more point of edge_loss is half the
+edges."""
+EDGE_FLOOR = 1e-4
+
+
+def measure(extra: dict[str, Any], name: str) -> float | None:
+    """A raw detector measure from a verdict's `extra`, None when it was not taken."""
+    got = extra.get(MEASURES_KEY)
+    value = got.get(name) if isinstance(got, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
 
 F32 = npt.NDArray[np.float32]
 STRIP = 16
@@ -724,6 +743,12 @@ def blur_score(s: LumaStrips, cfg: BlurConfig) -> Scored:
     When that reaches the threshold, the evidence also holds the slope of the frame's
     sharpest edges (see edge_slopes), which decides whether the frame counts as blurred.
     """
+    return blur_parts(s, cfg)[0]
+
+
+def blur_parts(s: LumaStrips, cfg: BlurConfig) -> tuple[Scored, float | None]:
+    """(blur_score's result, the share of positions along the lines with a luma step of at
+    least edge_step: what a blur too strong to leave edges to judge still shows)."""
     effects = []
     edges = positions = 0
     judged = []
@@ -742,15 +767,16 @@ def blur_score(s: LumaStrips, cfg: BlurConfig) -> Scored:
         lost = float(np.maximum(d_full - d_blur, 0.0)[mask].sum())
         effects.append(1.0 - lost / total)
         judged.append(arr)
+    fraction = edges / positions if positions else None
     if not effects or edges < cfg.min_edge_fraction * positions:
-        return None
+        return None, fraction
     effect = max(effects)
     evidence = {"edge_fraction": edges / positions}
     if effect >= cfg.threshold:
         slopes = np.concatenate([edge_slopes(arr, cfg) for arr in judged])
         if slopes.size >= cfg.min_sharp_edges:
             evidence["sharp_edge_slope"] = _quantile(slopes, 1.0 - cfg.sharp_edge_share)
-    return effect, evidence
+    return (effect, evidence), fraction
 
 
 _EDGE_HALF = 4
@@ -1102,7 +1128,13 @@ def detect_blockiness(
 def detect_blur(
     decoded: DecodedSegment, cfg: BlurConfig, strips: Sequence[LumaStrips] | None = None
 ) -> Flag | None:
-    scored = _scored(decoded, strips, lambda s: blur_score(s, cfg))
+    return blur_flag(decoded, cfg, _scored(decoded, strips, lambda s: blur_score(s, cfg)))
+
+
+def blur_flag(
+    decoded: DecodedSegment, cfg: BlurConfig, scored: list[tuple[LumaStrips, Scored]]
+) -> Flag | None:
+    """The blur flag from the sampled frames' blur_score results."""
 
     def no_crisp_edge(score: float, evidence: dict[str, float]) -> bool:
         slope = evidence.get("sharp_edge_slope")
@@ -1270,7 +1302,13 @@ class ArtifactScorer:
 
     def detect(self, decoded: DecodedSegment) -> list[Flag]:
         """Every enabled detector; the luma strips are read once and shared."""
+        return self.examine(decoded)[0]
+
+    def examine(self, decoded: DecodedSegment) -> tuple[list[Flag], dict[str, float]]:
+        """The flags of every enabled detector, and the raw measures (MEASURES) that were
+        taken, flagged or not: what a rendition's own recent level is made of."""
         cfg = self.config
+        measures: dict[str, float] = {}
         found: list[Flag | None] = [
             detect_black(decoded, cfg.black) if cfg.black.enabled else None,
             detect_freeze(decoded, cfg.freeze) if cfg.freeze.enabled else None,
@@ -1282,15 +1320,24 @@ class ArtifactScorer:
             if cfg.blockiness.enabled:
                 found.append(detect_blockiness(decoded, cfg.blockiness, strips))
             if cfg.blur.enabled:
-                found.append(detect_blur(decoded, cfg.blur, strips))
+                parts = [(s, blur_parts(s, cfg.blur)) for s in strips]
+                found.append(blur_flag(decoded, cfg.blur, [(s, r) for s, (r, _) in parts]))
+                effects = [r[0] for _, (r, _) in parts if r is not None]
+                if effects:
+                    measures["blur_effect"] = float(np.median(effects))
+                fractions = [f for _, (_, f) in parts if f is not None]
+                if fractions:
+                    fraction = max(float(np.median(fractions)), EDGE_FLOOR)
+                    measures["edge_loss"] = -math.log2(fraction)
             if cfg.noise.enabled:
                 found.append(detect_noise(decoded, cfg.noise, strips))
             if cfg.banding.enabled:
                 found.append(detect_banding(decoded, cfg.banding, strips))
-        return [f for f in found if f is not None]
+        return [f for f in found if f is not None], measures
 
     def score_one(self, decoded: DecodedSegment) -> Verdict:
         seg = decoded.segment
+        flags, measures = self.examine(decoded)
         return Verdict(
             seg.segment_id,
             seg.stream,
@@ -1299,8 +1346,9 @@ class ArtifactScorer:
             None,
             None,
             (),
-            tuple(self.detect(decoded)),
+            tuple(flags),
             (f"{self.name}@{self.version}",),
+            {MEASURES_KEY: {k: round(v, 4) for k, v in measures.items()}} if measures else {},
         )
 
     def score(self, segments: Sequence[DecodedSegment]) -> list[Verdict]:

@@ -366,6 +366,26 @@ def test_freeze_after_sparse_motion_is_not_a_cut(scene_ts: bytes) -> None:
     assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is None
 
 
+def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
+    # The rendition's own level of them is what the escalation policy compares with.
+    scorer = ArtifactScorer(ArtifactsConfig())
+    frames = _frames("texture", SMALL, 25)
+    sharp = scorer.score_one(_decoded(frames))
+    assert not any(f.kind == "blur" for f in sharp.flags)
+    effect = artifacts.measure(sharp.extra, "blur_effect")
+    loss = artifacts.measure(sharp.extra, "edge_loss")
+    assert effect is not None and loss is not None
+    soft = scorer.score_one(_decoded(impair.blur(frames, 2.0))).extra
+    assert (artifacts.measure(soft, "blur_effect") or 1.0) - effect >= 0.3
+    # blurred past any edge left to judge: no blur effect, and most of the edges gone
+    gone = scorer.score_one(_decoded(impair.blur(frames, 6.0))).extra
+    gone_loss = artifacts.measure(gone, "edge_loss")
+    assert gone_loss is not None and gone_loss - loss >= 2.3, (loss, gone_loss)
+    off = ArtifactScorer(ArtifactsConfig.model_validate({"blur": {"enabled": False}}))
+    assert off.score_one(_decoded(frames)).extra == {}
+    assert artifacts.measure({"artifacts": "junk"}, "blur_effect") is None
+
+
 def test_black_run_is_not_also_a_freeze() -> None:
     decoded = _decoded(impair.black(_frames("scene", SMALL, 50), 5, 30))
     assert set(_flags(decoded)) == {"black"}

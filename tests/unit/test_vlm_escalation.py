@@ -112,6 +112,51 @@ def test_a_head_class_rising_above_the_renditions_habit_escalates() -> None:
     assert not pol.decide(v(5, head=banded, stream="sport")).escalate
 
 
+def soft(seq: int, loss: float, stream: str = "news") -> Verdict:
+    """A verdict whose artifacts scorer measured this edge loss (and flagged nothing)."""
+    return dataclasses.replace(v(seq, stream=stream), extra={"artifacts": {"edge_loss": loss}})
+
+
+def test_a_picture_losing_its_own_edges_escalates() -> None:
+    # A star field keeps ~5% of its positions on edges (edge_loss 4.3); blurred hard, the
+    # blur flag has no edge left to judge, but the picture lost most of its own edges.
+    cfg = EscalationConfig()
+    recent = Recent(4.0, (), (("edge_loss", 4.3),))
+    assert triggers(soft(1, 8.0), cfg, recent) == ["rise:edge_loss>=2.30"]
+    assert triggers(soft(1, 6.1), cfg, recent) == []  # 1.8 up: another crop of the picture
+    assert triggers(soft(1, 8.0), cfg, None) == []  # no history yet
+    assert triggers(v(1), cfg, recent) == []  # not measured
+    assert triggers(soft(1, 8.0), EscalationConfig(measure_rise={}), recent) == []
+    assert reason_label("rise:edge_loss>=2.30") == "rise_edge_loss"
+    # blur_effect is reported too, and escalates only when configured
+    sharpness = EscalationConfig(measure_rise={"blur_effect": 0.3})
+    blurred = dataclasses.replace(v(1), extra={"artifacts": {"blur_effect": 0.7}})
+    habit = Recent(4.0, (), (("blur_effect", 0.35),))
+    assert triggers(blurred, sharpness, habit) == ["rise:blur_effect>=0.30"]
+    assert triggers(blurred, cfg, habit) == []
+
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
+    for i, loss in enumerate((4.0, 4.3, 4.6, 4.3, 5.0)):
+        clock.t += 2
+        assert not pol.decide(soft(i, loss)).escalate
+    clock.t += 2
+    assert not pol.decide(v(5)).escalate  # a segment without the measure leaves no gap
+    assert pol.recent("news", "720p").measures == (("edge_loss", 4.3),)
+    clock.t += 2
+    d = pol.decide(soft(6, 7.0))
+    assert d.escalate and d.reason == "rise:edge_loss>=2.30" and d.kind == "impaired"
+    # another rendition with no history of its own: nothing to rise above
+    assert not pol.decide(soft(0, 7.0, stream="sport")).escalate
+
+
+def test_measures_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown measure 'sharpness'"):
+        EscalationConfig(measure_rise={"sharpness": 0.3})
+    with pytest.raises(ValueError, match="not in"):
+        EscalationConfig(measure_rise={"blur_effect": 0.0})
+
+
 def test_rise_classes_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown degradation class 'grain'"):
         EscalationConfig(rise_above_recent={"grain": 0.3})
