@@ -45,6 +45,7 @@ from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
 from monitor.escalation import EscalationConfig, Recent, Room, candidate, is_weak
+from scorers.artifacts import MEASURES_KEY
 from scorers.chain import Chain
 from scorers.types import Verdict
 from scorers.vlm.request import make_request
@@ -221,7 +222,9 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         verdict = _score(setup, decoded)
         if job.mode == "cheap":
             kept = tuple(f for f in verdict.flags if f.kind in CHEAP_FLAGS)
-            verdict = dataclasses.replace(verdict, mode="cheap", flags=kept)
+            # nor the raw measures: a keyframe's edges are not the sampled frames' level
+            extra = {k: v for k, v in verdict.extra.items() if k != MEASURES_KEY}
+            verdict = dataclasses.replace(verdict, mode="cheap", flags=kept, extra=extra)
             suspicion = cheap_suspicion(
                 decoded, verdict, job.predicted_bytes_ref, setup.cheap_ratio
             )

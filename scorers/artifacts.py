@@ -51,7 +51,13 @@ def measure(extra: dict[str, Any], name: str) -> float | None:
     """A raw detector measure from a verdict's `extra`, None when it was not taken."""
     got = extra.get(MEASURES_KEY)
     value = got.get(name) if isinstance(got, dict) else None
-    return float(value) if isinstance(value, int | float) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 F32 = npt.NDArray[np.float32]
@@ -110,8 +116,12 @@ class FreezeConfig(StrictModel):
         "flagged in this segment; if the shot stays still, the next segment flags it. A "
         "stuck picture holds a frame that came by ordinary motion: on bench/escalation.py's "
         "synthetic and real training libraries, injected freezes come at 0.4-1.7 times the "
-        "earlier motion, clean cuts to a still window at 4-130 times (13 of their 15 still "
-        "runs on moving pictures). Null: every still run counts (FFmpeg freezedetect).",
+        "earlier motion (one at 7.5 after sparse motion: see cut_min_diff), clean cuts to a "
+        "still window at 4-130 times (13 of their 15 still runs on moving pictures). Such a "
+        "shot does not hide a picture seen to stop elsewhere in the segment: the longest "
+        "still run that follows motion, not a cut, is judged. With "
+        "decode.skip_nonref, a cut inside a run of skipped frames is spread over them and "
+        "may stay flagged. Null: every still run counts (FFmpeg freezedetect).",
     )
     cut_min_diff: float = Field(
         2.0,
@@ -555,7 +565,14 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
         still &= stats.dark_fraction < cfg.ignore_dark_fraction
     start, length = _longest_run(still)
     if length and _after_cut(stats.luma_diff, start, cfg):
-        return None
+        # A still shot after a cut is content, and it must not hide a picture that stopped
+        # elsewhere in the segment. With shots in the segment, only a picture seen to stop
+        # counts: a still from the first frame, like the shot, is the next segment's to judge.
+        moved = np.flatnonzero(np.nan_to_num(stats.luma_diff, nan=0.0) >= threshold)
+        still[: moved[0] if len(moved) else len(still)] = False
+        while length and _after_cut(stats.luma_diff, start, cfg):
+            still[start : start + length] = False
+            start, length = _longest_run(still)
     mask = np.zeros_like(still)
     if length:
         mask[max(start - 1, 0) : start + length] = True

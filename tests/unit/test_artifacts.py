@@ -364,6 +364,41 @@ def test_freeze_after_sparse_motion_is_not_a_cut(scene_ts: bytes) -> None:
     assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is not None
     sparse[24] = 0.05  # a real cut: 13 codes
     assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is None
+    sparse[23], sparse[24] = 0.05, 0.04  # a cut that B-frames spread over two steps
+    assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is None
+
+
+def _diffs(base: float, *spans: tuple[int, int, float]) -> np.ndarray:
+    """50 frames' luma differences: `base` everywhere but the (start, end, value) spans."""
+    x = np.full(50, base)
+    x[0] = np.nan
+    for start, end, value in spans:
+        x[start:end] = value
+    return x
+
+
+@pytest.mark.parametrize(
+    ("diffs", "run_frames"),
+    [
+        # a 0.8-s freeze after ordinary motion, then a cut to a longer still shot
+        (_diffs(0.008, (5, 25, 0.0), (27, 28, 0.06), (28, 50, 0.0)), 21),
+        # a stuck source that jumps to catch up and sticks again is no cut
+        (_diffs(0.008, (10, 50, 0.0), (30, 31, 0.03)), 21),
+        # the same jump after motion is a cut: nothing left to flag
+        (_diffs(0.008, (30, 31, 0.03), (31, 50, 0.0)), None),
+        # a slideshow: still from the first frame (a drift under the threshold), cut, still
+        (_diffs(0.0005, (18, 19, 0.05), (19, 50, 0.0)), None),
+        # stuck from the first frame, then the picture comes back and moves
+        (_diffs(0.0005, (18, 19, 0.05), (19, 50, 0.008)), 18),
+    ],
+    ids=["freeze-then-still-shot", "stutter", "cut-to-still", "slideshow", "stuck-recovers"],
+)
+def test_a_still_shot_does_not_hide_a_picture_seen_to_stop(
+    scene_ts: bytes, diffs: np.ndarray, run_frames: int | None
+) -> None:
+    decoded = decode(Segment(scene_ts))
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), artifacts.FreezeConfig())
+    assert (flag and flag.evidence["run_frames"]) == run_frames
 
 
 def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
@@ -376,14 +411,17 @@ def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
     loss = artifacts.measure(sharp.extra, "edge_loss")
     assert effect is not None and loss is not None
     soft = scorer.score_one(_decoded(impair.blur(frames, 2.0))).extra
-    assert (artifacts.measure(soft, "blur_effect") or 1.0) - effect >= 0.3
+    soft_effect = artifacts.measure(soft, "blur_effect")
+    assert soft_effect is not None and soft_effect - effect >= 0.3
     # blurred past any edge left to judge: no blur effect, and most of the edges gone
     gone = scorer.score_one(_decoded(impair.blur(frames, 6.0))).extra
     gone_loss = artifacts.measure(gone, "edge_loss")
     assert gone_loss is not None and gone_loss - loss >= 2.3, (loss, gone_loss)
     off = ArtifactScorer(ArtifactsConfig.model_validate({"blur": {"enabled": False}}))
     assert off.score_one(_decoded(frames)).extra == {}
-    assert artifacts.measure({"artifacts": "junk"}, "blur_effect") is None
+    for junk in ("junk", {"blur_effect": True}, {"blur_effect": 10**400}, {"blur_effect": "1"}):
+        assert artifacts.measure({"artifacts": junk}, "blur_effect") is None
+    assert artifacts.measure({"artifacts": {"blur_effect": float("nan")}}, "blur_effect") is None
 
 
 def test_black_run_is_not_also_a_freeze() -> None:

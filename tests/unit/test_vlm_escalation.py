@@ -141,7 +141,7 @@ def test_a_picture_losing_its_own_edges_escalates() -> None:
         clock.t += 2
         assert not pol.decide(soft(i, loss)).escalate
     clock.t += 2
-    assert not pol.decide(v(5)).escalate  # a segment without the measure leaves no gap
+    assert not pol.decide(v(5)).escalate  # not measured: the median is of the five that were
     assert pol.recent("news", "720p").measures == (("edge_loss", 4.3),)
     clock.t += 2
     d = pol.decide(soft(6, 7.0))
