@@ -2,6 +2,7 @@
 and the tiny VLM's generation latency on CPU.
 
     python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS] [--vmaf] [--warmup S]
+                              [--restart]
 
 1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
    procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
@@ -22,7 +23,9 @@ and the tiny VLM's generation latency on CPU.
    Reported: trigger recall (a trigger fires), escalation recall (escalated after the
    limits), the escalated fraction of all segments, and why clean segments triggered.
    `--warmup S` first plays S seconds of clean segments on every stream, not counted, so
-   the policy meets the feed in its steady state rather than as a daemon just started.
+   the policy meets the feed in its steady state rather than as a daemon just started;
+   with `--restart` that warm-up is decided by the daemon before a restart and read back
+   by the measured one, as its warm start reads the published verdicts.
    With `--vmaf`, each impaired segment's VMAF drop against the clean CRF-23 encode of
    the same frames is measured (once, kept in the cache) and recall is also reported on
    the visible impairments (a drop of at least VISIBLE points). VMAF is made for natural
@@ -210,6 +213,7 @@ def run_feed(
     config: EscalationConfig,
     shot_segments: int = 1,
     warmup_s: float = 0.0,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Replay a feed through the policy on a simulated clock; impaired items once each.
 
@@ -218,7 +222,11 @@ def run_feed(
     every segment is a fresh draw. With `warmup_s`, every stream first plays that long of
     clean segments through the policy, not counted: the measured feed then meets a policy
     in its steady state (histories, habits and budget window filled), as a monitor that
-    has been running meets a fault, instead of one that started with the feed."""
+    has been running meets a fault, instead of one that started with the feed. With
+    `restart`, the warm-up is decided by another policy (the daemon before a restart) and
+    only remembered by the measured one (EscalationPolicy.remember, with whether it was
+    escalated, as the daemon's warm start reads its verdicts back), as for a daemon
+    restarted just before the feed."""
     rng = random.Random(seed)
     shot: dict[int, Item] = {}
     n_bad = min(len(bad), round(segments * impaired_share))
@@ -233,6 +241,7 @@ def run_feed(
             place[k] = item
     t = [1000.0]
     policy = EscalationPolicy(config, clock=lambda: t[0])
+    prior = EscalationPolicy(config, clock=lambda: t[0])
     per_stream_seq = [0] * streams
     esc_total = 0
     clean_triggered: collections.Counter[str] = collections.Counter()
@@ -253,7 +262,10 @@ def run_feed(
             item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
         if k < 0:
-            policy.decide(v)
+            if restart:  # the daemon before the restart decided; the new one reads it back
+                policy.remember(v, 0.0, prior.decide(v).escalate)
+            else:
+                policy.decide(v)
             continue
         fired = triggers(v, config, policy.recent(v.stream, v.rendition))
         strong = bool(fired) and not is_weak(fired)
@@ -284,6 +296,7 @@ def run_feed(
     return {
         "segments": segments,
         "warmup_s": warmup_s,
+        "restart": restart,
         "streams": streams,
         "impaired": n_bad,
         "impaired_share": round(n_bad / segments, 4),
@@ -428,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of clean feed on every stream before the measured one, not counted "
         "(0: the policy starts cold with the feed)",
     )
+    ap.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --warmup: the warm-up is decided by the daemon before a restart and only "
+        "remembered by the measured one (its warm start)",
+    )
     ap.add_argument("--no-vlm", action="store_true", help="skip the tiny VLM latency")
     ap.add_argument(
         "--variant", choices=("full", "slim"), default="full", help="packaged student screening"
@@ -487,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             config=cfg,
             shot_segments=args.shot_segments,
             warmup_s=args.warmup,
+            restart=args.restart,
         )
         for s in range(args.seeds)
     ]

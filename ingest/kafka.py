@@ -7,6 +7,7 @@ imports no Kafka client, so decode workers do not load kafka-python.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -257,3 +258,73 @@ def ensure_topics(
         return wanted
     finally:
         admin.close()
+
+
+def read_range(
+    consumer: KafkaConsumer,
+    starts: Mapping[Any, int],
+    ends: Mapping[Any, int],
+    timeout_s: float,
+    *,
+    past_end: bool = False,
+) -> tuple[list[Any], list[Any]]:
+    """Records of each partition from its start up to (not including) its end offset, read
+    by a group-less consumer (assign and seek: nothing is committed, nobody rebalances).
+    Returns (records, each partition oldest first; partitions not read to their end by the
+    timeout).
+
+    `past_end`: the ends are a broker's listed end offsets, read on until a poll comes back
+    empty. A broker may list less than its log holds: Tansu lists the base offset of the
+    partition's last batch, plus one, so the records of that batch after its first would be
+    missed (an exact end, such as a committed offset, is not read past).
+    """
+    todo = {tp: end for tp, end in ends.items() if past_end or end > starts.get(tp, 0)}
+    if not todo:
+        return [], []
+    consumer.assign(list(todo))
+    for tp in todo:
+        consumer.seek(tp, starts.get(tp, 0))
+    got: dict[Any, list[Any]] = {tp: [] for tp in todo}
+    left = dict(todo)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batches = consumer.poll(timeout_ms=200)
+        for tp, batch in batches.items():
+            if tp in got:
+                got[tp].extend(r for r in batch if past_end or r.offset < todo[tp])
+        for tp in [tp for tp, end in left.items() if consumer.position(tp) >= end]:
+            del left[tp]
+        if not left and (not past_end or not batches):
+            break
+    consumer.assign([])
+    return [r for tp in todo for r in got[tp]], list(left)
+
+
+def read_tail(
+    cfg: KafkaConfig, bootstrap: Sequence[str], topic: str, count: int, timeout_s: float
+) -> tuple[list[Any], list[Any]]:
+    """The latest `count` records of every partition of `topic`, each partition oldest
+    first (see read_range: the start may come early, never late; the surplus is cut)."""
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=cfg.max_message_bytes,
+        fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
+        **client_options(cfg, bootstrap),
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps or count <= 0:
+            return [], []
+        begins = consumer.beginning_offsets(tps)
+        ends = consumer.end_offsets(tps)
+        starts = {tp: max(begins.get(tp, 0), ends[tp] - count) for tp in tps}
+        records, left = read_range(consumer, starts, ends, timeout_s, past_end=True)
+    finally:
+        consumer.close(autocommit=False)
+    by_tp: dict[Any, list[Any]] = {}
+    for r in records:
+        by_tp.setdefault((r.topic, r.partition), []).append(r)
+    return [r for rs in by_tp.values() for r in rs[-count:]], left

@@ -13,18 +13,30 @@ why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the limits had 
 but the worker made no request: the limits were full when the job left, or the
 rolling median moved since; no budget is spent on it), `request_error` (the frames
 could not be encoded).
+
+A restarted daemon is not a new one: `warm_start` reads the latest verdicts the screen
+role published back into the policy's per-rendition state (rolling medians, measures,
+habits), so the first minutes after a restart judge against what each rendition was
+doing, and the verdicts of the last budget window (each says whether it was escalated)
+refill that window. The per-stream rate limits start full.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from monitor.escalation import EscalationPolicy, Recent, Room, reason_label
 from monitor.messages import escalation_message
 from monitor.publisher import OutMessage
+from monitor.types import verdict_from_json
 from monitor.workers import Screened
+from scorers.types import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +92,31 @@ class Escalator:
             request = dataclasses.replace(request, reason=decision.reason)
         self.on_escalated(reason_label(decision.reason))
         return [escalation_message(self.topic, request)]
+
+
+def warm_start(
+    policy: EscalationPolicy, records: Iterable[Any], now: float | None = None
+) -> tuple[int, int]:
+    """Remember published verdict records in the policy's rolling state, in the order they
+    were screened (`screened_at`; those of the last budget window also refill the window,
+    with their `escalated`); returns (remembered, skipped as unreadable)."""
+    now = time.time() if now is None else now
+    found: list[tuple[float, int, Verdict, bool]] = []
+    skipped = 0
+    for i, r in enumerate(records):
+        try:
+            doc = json.loads(r.value)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            v = verdict_from_json(doc)
+        except (ValueError, TypeError, KeyError):  # MessageError is a ValueError
+            skipped += 1
+            continue
+        at = doc.get("screened_at")
+        at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else -math.inf
+        found.append((at, i, v, doc.get("escalated") is True))
+    found.sort(key=lambda x: (x[0], x[1]))
+    for at, _, v, escalated in found:
+        age = now - at
+        policy.remember(v, age if math.isfinite(age) else None, escalated)
+    return len(found), skipped

@@ -229,6 +229,15 @@ class EscalationConfig(StrictModel):
     max_keys: int = Field(
         10000, ge=1, description="Streams and renditions tracked (least recent forgotten)."
     )
+    warm_start_segments: int = Field(
+        3000,
+        ge=0,
+        description="On start, the screen role reads this many of the latest verdicts of "
+        "each vqmon.verdicts partition back into the renditions' rolling state (medians, "
+        "measures, habits; not the budget), so a restarted daemon judges against what its "
+        "streams were doing, not from nothing. 0: start cold. A broker that cannot be read "
+        "is logged and the daemon starts cold.",
+    )
     frames: FramesConfig = Field(
         default_factory=FramesConfig,
         description="The JPEG frames an escalation carries (made in the screen workers, only "
@@ -381,6 +390,8 @@ class EscalationPolicy:
         self._ongoing: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._window: deque[list[float]] = deque()  # [second, seen, escalated]
+        self._past: OrderedDict[str, list[tuple[float, bool]]] = OrderedDict()
+        """Per rendition, remembered verdicts of the budget window not yet counted."""
         self._seen = 0
         self._escalated = 0
 
@@ -390,27 +401,18 @@ class EscalationPolicy:
         escalation is refused as "no_frames" and spends no budget or token."""
         cfg = self.config
         now = self._clock()
+        key = f"{v.stream}/{v.rendition}"
+        if self._past:
+            self._count_past(key, now)
         self._count(now, seen=1)
         if not cfg.enabled:
             return Decision(False, "disabled")
-        key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
         labels = frozenset(reason_label(r) for r in reasons)
         habitual = self.habitual(key)
         # an escalated event goes on while its trigger fires on every segment
         ongoing = self._ongoing.pop(key, frozenset()) & labels if cfg.once_per_event else set()
-        if v.mos_low is not None:
-            self._history(self._recent, key).append(v.mos_low)
-        if v.degradation and cfg.rise_above_recent:
-            rising = cfg.rise_above_recent
-            self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
-        if cfg.measure_rise:
-            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
-            if any(x is not None for x in taken):
-                self._history(self._measures, key).append(
-                    tuple(math.nan if x is None else x for x in taken)
-                )
-        self._history(self._triggers, key).append(labels)
+        self._record(key, v, labels)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
                 return self._admit(v.stream, now, "audit", "audit", has_request)
@@ -426,6 +428,60 @@ class EscalationPolicy:
             self._ongoing[key] = frozenset(ongoing) | (labels if d.escalate else frozenset())
             _cap(self._ongoing, cfg.max_keys)
         return d
+
+    def remember(self, v: Verdict, age_s: float | None = None, escalated: bool = False) -> None:
+        """Add an earlier verdict to its rendition's rolling state without deciding (the
+        warm start of a restarted daemon; oldest first). No token or ongoing event is
+        touched.
+
+        A verdict `age_s` old, inside the budget window, is also kept for the window
+        (seen, and escalated if it was) until this policy decides the rendition's next
+        segment: then it counts, so a restart neither forgets what it spent nor starts
+        with a budget of 5% of a few segments, and a member of a group counts the past of
+        the renditions it screens, not of those its partners screen."""
+        cfg = self.config
+        if not cfg.enabled:
+            return
+        key = f"{v.stream}/{v.rendition}"
+        reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
+        self._record(key, v, frozenset(reason_label(r) for r in reasons))
+        if age_s is not None and 0.0 <= age_s < cfg.budget_window_s:
+            past = self._past.get(key)
+            if past is None:
+                past = self._past[key] = []
+                _cap(self._past, cfg.max_keys)
+            past.append((self._clock() - age_s, escalated))
+
+    def _count_past(self, key: str, now: float) -> None:
+        """The remembered window of rendition `key` into the budget window (see remember)."""
+        past = self._past.pop(key, None)
+        horizon = now - self.config.budget_window_s
+        if not past or past[-1][0] < horizon:
+            return
+        seconds = {int(sec): [sec, seen, esc] for sec, seen, esc in self._window}
+        for at, escalated in past:
+            if at >= horizon:
+                row = seconds.setdefault(int(at), [float(int(at)), 0.0, 0.0])
+                row[1] += 1
+                row[2] += escalated
+                self._seen += 1
+                self._escalated += int(escalated)
+        self._window = deque(row for _, row in sorted(seconds.items()))
+
+    def _record(self, key: str, v: Verdict, labels: frozenset[str]) -> None:
+        cfg = self.config
+        if v.mos_low is not None:
+            self._history(self._recent, key).append(v.mos_low)
+        if v.degradation and cfg.rise_above_recent:
+            rising = cfg.rise_above_recent
+            self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
+        if cfg.measure_rise:
+            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
+            if any(x is not None for x in taken):
+                self._history(self._measures, key).append(
+                    tuple(math.nan if x is None else x for x in taken)
+                )
+        self._history(self._triggers, key).append(labels)
 
     def habitual(self, key: str) -> set[str]:
         """Trigger labels that fired on at least habitual_share of the rendition's recent

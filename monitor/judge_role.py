@@ -210,26 +210,14 @@ class KafkaStateReader:
     def partition_count(self, topic: str) -> int:
         return len(self._c.partitions_for_topic(topic) or ())
 
-    def _read(self, starts: Mapping[Any, int], ends: Mapping[Any, int]) -> list[Any]:
-        """Records of each partition from its start up to (not including) its end offset."""
-        todo = {tp: end for tp, end in ends.items() if end > starts.get(tp, 0)}
-        if not todo:
-            return []
-        self._c.assign(list(todo))
-        for tp in todo:
-            self._c.seek(tp, starts.get(tp, 0))
-        out: list[Any] = []
-        deadline = time.monotonic() + self.timeout_s
-        while todo and time.monotonic() < deadline:
-            for tp, batch in self._c.poll(timeout_ms=200).items():
-                for r in batch:
-                    if tp in todo and r.offset < todo[tp]:
-                        out.append(r)
-                if tp in todo and self._c.position(tp) >= todo[tp]:
-                    del todo[tp]
-        if todo:
-            log.warning("state read timed out", extra={"left": [str(tp) for tp in todo]})
-        self._c.assign([])
+    def _read(
+        self, starts: Mapping[Any, int], ends: Mapping[Any, int], *, past_end: bool = False
+    ) -> list[Any]:
+        """Records of each partition from its start up to its end offset (read past a
+        listed end: kafka_io.read_range)."""
+        out, left = kafka_io.read_range(self._c, starts, ends, self.timeout_s, past_end=past_end)
+        if left:
+            log.warning("state read timed out", extra={"left": [str(tp) for tp in left]})
         return out
 
     def _whole(self, topic: str) -> list[Any]:
@@ -238,7 +226,7 @@ class KafkaStateReader:
             return []
         begins = self._c.beginning_offsets(tps)
         ends = self._c.end_offsets(tps)
-        return self._read(begins, ends)
+        return self._read(begins, ends, past_end=True)
 
     def incidents(self) -> list[Incident]:
         return _parse_all(self._whole(self.topics.incidents), Incident.from_json)

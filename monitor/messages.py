@@ -78,7 +78,11 @@ class SegmentFacts:
     suspicion: tuple[str, ...] = ()
 
 
-def verdict_value(verdict: Verdict, facts: SegmentFacts, source: Source) -> dict[str, Any]:
+def verdict_value(
+    verdict: Verdict, facts: SegmentFacts, source: Source, escalated: bool | None = None
+) -> dict[str, Any]:
+    """The vqmon.verdict/1 value; `escalated` (the screen role's escalation policy sent
+    this segment to the diagnose role) is left out when no policy runs."""
     return {
         "schema": VERDICT_SCHEMA,
         **verdict.to_json(),
@@ -93,11 +97,16 @@ def verdict_value(verdict: Verdict, facts: SegmentFacts, source: Source) -> dict
         **({"suspicion": list(facts.suspicion)} if facts.suspicion else {}),
         "source": source.to_json(),
         "screened_at": round(time.time(), 3),
+        **({} if escalated is None else {"escalated": escalated}),
     }
 
 
 def verdict_message(
-    topic: str, verdict: Verdict, facts: SegmentFacts, source: Source
+    topic: str,
+    verdict: Verdict,
+    facts: SegmentFacts,
+    source: Source,
+    escalated: bool | None = None,
 ) -> OutMessage:
     headers = (
         *JSON_HEADERS,
@@ -107,7 +116,7 @@ def verdict_message(
     return OutMessage(
         topic,
         verdict.segment_id.encode(),
-        dumps(verdict_value(verdict, facts, source)),
+        dumps(verdict_value(verdict, facts, source, escalated)),
         headers,
         partition_key=verdict.stream.encode(),
     )

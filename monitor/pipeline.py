@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafka.errors import KafkaError
+
 from ingest import kafka as kafka_io
 from ingest.hls import HlsSourceConfig
 from ingest.initcache import InitCache
@@ -30,7 +32,7 @@ from monitor.clients import (
 )
 from monitor.config import Config
 from monitor.diagnose import DiagnoseFn, DiagnoseStep, RequestStep
-from monitor.escalate import Escalator
+from monitor.escalate import Escalator, warm_start
 from monitor.escalation import EscalationPolicy
 from monitor.health import HealthState
 from monitor.hls import HlsConsumer, SourceErrorStep
@@ -46,6 +48,9 @@ from scorers.vlm.diagnoser import Diagnoser
 from scorers.vlm.types import Diagnosis
 
 log = logging.getLogger(__name__)
+
+WARM_START_TIMEOUT_S = 15.0
+"""Longest read of the recent verdicts at start (escalation.warm_start_segments)."""
 
 
 @dataclass
@@ -272,6 +277,8 @@ class Daemon:
         ctx = runtime.context
         ctx.on_result = self._finished
         escalator = self._escalator()
+        if escalator is not None and self._producer_factory is None:
+            self._warm_start(escalator.policy)
         outputs = OutputStep(
             ctx, topics.verdicts, topics.alerts, cfg.outputs.alerts, self._verdict, escalator
         )
@@ -317,6 +324,40 @@ class Daemon:
             self.summary.finished = time.time()
             log.info("stopped", extra={"summary": self.summary.to_json()})
         return self.summary
+
+    def _warm_start(self, policy: EscalationPolicy) -> None:
+        """The renditions' recent verdicts back into the policy (EscalationConfig.
+        warm_start_segments); a topic that cannot be read leaves it cold, never stops us."""
+        cfg = self.config
+        count = cfg.escalation.warm_start_segments
+        if count <= 0:
+            return
+        topic = cfg.kafka.topics.verdicts
+        try:
+            records, left = kafka_io.read_tail(
+                cfg.kafka, self.bootstrap, topic, count, WARM_START_TIMEOUT_S
+            )
+        except (KafkaError, OSError, ValueError) as e:
+            log.warning(
+                "escalation starts cold: the recent verdicts could not be read",
+                extra={
+                    "topic": topic,
+                    "error": repr(e),
+                    "fix": "check the broker and the "
+                    "topic's ACLs; escalation.warm_start_segments: 0 turns this off",
+                },
+            )
+            return
+        remembered, skipped = warm_start(policy, records)
+        log.info(
+            "escalation warmed from recent verdicts",
+            extra={
+                "topic": topic,
+                "remembered": remembered,
+                "unreadable": skipped,
+                "partitions_unfinished": len(left),
+            },
+        )
 
     def _make_consumer(self) -> Consumer:
         cfg = self.config

@@ -260,12 +260,20 @@ class OutputStep:
         screened = message.payload
         verdict = screened.verdict
         seg = _segment_facts(message)
+        # decided first: the verdict says whether it was escalated (a restart's warm start
+        # reads that back into the budget window)
+        escalations = None if self.escalator is None else self.escalator.outputs(screened)
         messages = [
-            verdict_message(self.verdicts_topic, verdict, seg, source_of(message.record)),
+            verdict_message(
+                self.verdicts_topic,
+                verdict,
+                seg,
+                source_of(message.record),
+                None if escalations is None else bool(escalations),
+            ),
             *alert_messages(self.alerts_topic, verdict, self.alerts),
+            *(escalations or ()),
         ]
-        if self.escalator is not None:
-            messages.extend(self.escalator.outputs(screened))
         self.on_verdict(verdict, screened)
         self.ctx.publish(message.record, messages)
 

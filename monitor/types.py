@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
+from scorers.types import Flag, Verdict
+
 INCIDENT_SCHEMA = "vqmon.incident/1"
 DECISION_SCHEMA = "vqmon.encoder-decision/1"
 VERDICT_SCHEMA = "vqmon.verdict/1"
@@ -96,6 +98,76 @@ def _check_schema(doc: Mapping[str, Any], expected: str, what: str) -> None:
         raise MessageError(f"{what}: schema {schema!r} is not {expected!r}")
 
 
+def _verdict_head(doc: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The fields every reader of a verdict takes: ids and scores."""
+    return {
+        "segment_id": _get(doc, "segment_id", str, what),
+        "stream": _get(doc, "stream", str, what),
+        "rendition": _get(doc, "rendition", str, what),
+        "seq": _get(doc, "seq", int, what),
+        "mos": _opt_float(doc, "mos", what),
+        "mos_low": _opt_float(doc, "mos_low", what),
+    }
+
+
+def _flag_docs(doc: Mapping[str, Any], what: str) -> list[Mapping[str, Any]]:
+    raw = doc.get("flags") or ()
+    if not all(isinstance(f, Mapping) for f in raw):
+        raise MessageError(f"{what}: every flag must be an object")
+    return list(raw)
+
+
+def verdict_from_json(doc: Mapping[str, Any]) -> Verdict:
+    """The scorers' Verdict back from a vqmon.verdict/1 value (what the screen role
+    published); raises MessageError if malformed. Evidence that is not a number is left out."""
+    what = "verdict"
+    _check_schema(doc, VERDICT_SCHEMA, what)
+    flags = []
+    for raw in _flag_docs(doc, what):
+        evidence = raw.get("evidence") or {}
+        if not isinstance(evidence, Mapping):
+            raise MessageError(f"{what}: flag evidence must be an object")
+        flags.append(
+            Flag(
+                _get(raw, "kind", str, "verdict flag"),
+                _opt_float(raw, "severity", what) or 0.0,
+                _opt_float(raw, "start_s", what) or 0.0,
+                _opt_float(raw, "duration_s", what) or 0.0,
+                {k: float(x) for k, x in evidence.items() if _number(x)},
+            )
+        )
+    degradation = doc.get("degradation") or {}
+    extra = doc.get("extra") or {}
+    frame_mos = doc.get("frame_mos") or []
+    scorers = doc.get("scorers") or []
+    if not isinstance(degradation, Mapping) or not all(_number(x) for x in degradation.values()):
+        raise MessageError(f"{what}: degradation must map classes to numbers")
+    if not isinstance(extra, Mapping):
+        raise MessageError(f"{what}: extra must be an object")
+    if not isinstance(frame_mos, list) or not all(_number(x) for x in frame_mos):
+        raise MessageError(f"{what}: frame_mos must be a list of numbers")
+    if not isinstance(scorers, list):
+        raise MessageError(f"{what}: scorers must be a list")
+    return Verdict(
+        **_verdict_head(doc, what),
+        frame_mos=tuple(float(x) for x in frame_mos),
+        flags=tuple(flags),
+        scorers=tuple(str(x) for x in scorers),
+        extra=dict(extra),
+        degradation={str(k): float(x) for k, x in degradation.items()},
+        mode=str(doc.get("mode") or "full"),
+    )
+
+
+def _number(x: object) -> bool:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer beyond a float's range
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class FlagObs:
     """A flag as the judge sees it (scorers.types.Flag without its evidence)."""
@@ -144,9 +216,7 @@ class Observation:
         what = "verdict"
         _check_schema(doc, VERDICT_SCHEMA, what)
         flags = []
-        for raw in doc.get("flags") or ():
-            if not isinstance(raw, Mapping):
-                raise MessageError(f"{what}: every flag must be an object")
+        for raw in _flag_docs(doc, what):
             flags.append(
                 FlagObs(
                     str(_get(raw, "kind", str, "verdict flag")),
@@ -162,12 +232,7 @@ class Observation:
         measured = _opt_int(info, "bitrate", what)
         bitrate = declared if declared is not None else measured
         return cls(
-            stream=_get(doc, "stream", str, what),
-            rendition=_get(doc, "rendition", str, what),
-            seq=_get(doc, "seq", int, what),
-            segment_id=_get(doc, "segment_id", str, what),
-            mos=_opt_float(doc, "mos", what),
-            mos_low=_opt_float(doc, "mos_low", what),
+            **_verdict_head(doc, what),
             flags=tuple(flags),
             bitrate=bitrate or None,
             declared_bitrate=declared or None,

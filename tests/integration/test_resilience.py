@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ingest import kafka as kafka_io
 from ingest.broker import EmbeddedBroker
+from ingest.kafka import KafkaConfig
+from monitor.escalate import warm_start
+from monitor.escalation import EscalationConfig, EscalationPolicy
+from scorers.types import Flag, Verdict
 from tests.integration.conftest import (
+    DaemonProcess,
     TopicReader,
     Topics,
     daemon_config,
@@ -19,6 +27,18 @@ from tests.integration.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+WARMED = "escalation warmed from recent verdicts"
+
+
+def _log_lines(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    out = []
+    for line in daemon.log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict):
+                out.append(doc)
+    return out
 
 
 def _publish_run(bs: str, topic: str, segments: list[bytes], streams: int, per: int) -> set[str]:
@@ -68,6 +88,9 @@ def test_kill_9_mid_run_loses_nothing(
     assert duplicates >= 0  # allowed, and recognisable because the key is the segment id
     reader.close()
     assert second.metric("vqmon_partition_pauses_total") > 0
+    # the restart came back warm: the first run's verdicts are in the escalation policy
+    warmed = [w for w in _log_lines(second) if w.get("msg") == WARMED]
+    assert warmed and warmed[0]["remembered"] >= len(seen_before) and not warmed[0]["unreadable"]
     assert second.terminate() == 0
 
 
@@ -104,3 +127,62 @@ def test_two_daemons_split_partitions_one_verdict_per_segment(
     reader.close()
     assert a.terminate() == 0
     assert b.terminate() == 0
+
+
+def _topic_and_producer(broker: EmbeddedBroker, name: str) -> tuple[str, Topics, Any]:
+    bs = broker.bootstrap_servers
+    topics = Topics.unique(name)
+    topics.create(bs)
+    return bs, topics, producer(bs)
+
+
+def test_the_escalation_policy_warms_from_the_verdicts_a_restart_finds(
+    broker: EmbeddedBroker,
+) -> None:
+    bs, topics, p = _topic_and_producer(broker, "warm")
+    freeze = Flag("freeze", 1.0, 0.0, 2.0, {"run_frames": 50.0})
+    for seq in range(40):  # a slate: every segment of the rendition looks frozen
+        slate = Verdict(f"s/hi/{seq}", "s", "hi", seq, 3.0, 3.0, (), (freeze,), ("x@1",))
+        p.send(topics.verdicts, json.dumps(slate.to_json()).encode(), partition=0)
+    p.send(topics.verdicts, b"not json", partition=0)
+    p.send(topics.verdicts, b'{"segment_id": 1}', partition=0)
+    p.flush()
+    p.close()
+    records, left = kafka_io.read_tail(KafkaConfig(), [bs], topics.verdicts, 30, 15.0)
+    assert not left and len(records) == 30  # the latest 30 of the partition
+    cfg = EscalationConfig(audit_fraction=0.0)
+    warm, cold = EscalationPolicy(cfg), EscalationPolicy(cfg)
+    assert warm_start(warm, records) == (28, 2)
+    assert warm.recent_median("s", "hi") == 3.0
+    slate = Verdict("s/hi/40", "s", "hi", 40, 3.0, 3.0, (), (freeze,), ("x@1",))
+    assert warm.decide(slate).reason.startswith("habitual:")  # what the slate always does
+    assert cold.decide(slate).reason == "flag:freeze>=0.50"  # a cold start escalates it
+
+
+def test_a_topic_is_read_to_its_end_whatever_end_the_broker_lists(
+    broker: EmbeddedBroker,
+) -> None:
+    # The judge's restore reads whole topics (incidents, decisions) from the listed ends;
+    # Tansu lists the end of a partition as its last batch's base offset plus one.
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    bs, topics, p = _topic_and_producer(broker, "ends")
+    for i in range(42):
+        p.send(topics.verdicts, str(i).encode(), partition=0)
+        if i == 9:
+            p.flush()  # a batch of 10, then one of 32
+    p.flush()
+    p.close()
+    tp = TopicPartition(topics.verdicts, 0)
+    c = KafkaConsumer(bootstrap_servers=[bs], enable_auto_commit=False)
+    try:
+        listed = c.end_offsets([tp])[tp]
+        records, left = kafka_io.read_range(c, {tp: 0}, {tp: listed}, 15.0, past_end=True)
+        assert [int(r.value) for r in records] == list(range(42)) and not left
+        exact, _ = kafka_io.read_range(c, {tp: 5}, {tp: 8}, 15.0)  # a committed offset
+        assert [int(r.value) for r in exact] == [5, 6, 7]
+    finally:
+        c.close()
+    tail, _ = kafka_io.read_tail(KafkaConfig(), [bs], topics.verdicts, 4, 15.0)
+    assert [int(r.value) for r in tail] == [38, 39, 40, 41]

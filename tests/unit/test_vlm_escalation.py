@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -15,6 +16,7 @@ from monitor.escalation import (
     reason_label,
     triggers,
 )
+from monitor.types import MessageError, verdict_from_json
 from scorers.types import Flag, Verdict
 
 
@@ -439,3 +441,59 @@ def test_the_quantiser_trigger_reads_what_the_real_chain_measures() -> None:
         verdict = chain.score([decode(Segment(data, stream=f"crf{crf}"))])[0]
         fired[crf] = "qp>=40.0" in triggers(verdict, cfg, None)
     assert fired == {23: False, 50: True}
+
+
+FREEZE = (Flag("freeze", 1.0, 0, 2, {"run_frames": 50.0}),)
+
+
+def test_a_published_verdict_reads_back_as_the_verdict() -> None:
+    sent = dataclasses.replace(
+        v(7, 3.25, FREEZE, head={"clean": 0.25, "blur": 0.75}),
+        extra={"artifacts": {"edge_loss": 1.5}},
+        mode="promoted",
+    )
+    got = verdict_from_json(json.loads(json.dumps(sent.to_json())))
+    assert got == sent
+    for bad in (
+        {**sent.to_json(), "flags": ["freeze"]},
+        {**sent.to_json(), "mos_low": "low"},
+        {**sent.to_json(), "degradation": {"blur": True}},
+        {**sent.to_json(), "schema": "vqmon.verdict/9"},
+        {k: x for k, x in sent.to_json().items() if k != "stream"},
+    ):
+        with pytest.raises(MessageError):
+            verdict_from_json(bad)
+
+
+def test_a_remembered_history_makes_habits_without_spending_budget() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0)
+    warm, cold = EscalationPolicy(cfg, clock), EscalationPolicy(cfg, clock)
+    for i in range(30):  # a slate: every segment looks frozen
+        warm.remember(v(i, 3.0, FREEZE))
+    assert "flag_freeze" in warm.habitual("news/720p")
+    assert warm.recent_median("news", "720p") == 3.0
+    assert warm.budget == cold.budget  # remembering is not seeing
+    d = warm.decide(v(30, 3.0, FREEZE))
+    assert d.reason.startswith("habitual:")
+    assert cold.decide(v(30, 3.0, FREEZE)).reason == "flag:freeze>=0.50"
+
+
+def test_a_restart_counts_the_window_it_remembers_for_the_renditions_it_screens() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, habitual_share=None, once_per_event=False)
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(200):  # news: 200 segments in the last 200 s, 10 of them escalated
+        pol.remember(v(i, 4.0), age_s=200.0 - i, escalated=i % 20 == 0)
+    for i in range(50):  # older than the window: history, not budget
+        pol.remember(v(i, 4.0, stream="old"), age_s=400.0)
+    for i in range(100):  # a rendition another member screens
+        pol.remember(v(i, 4.0, stream="theirs"), age_s=50.0, escalated=True)
+    assert pol.budget == cfg.budget_floor  # nothing counts before its rendition is screened
+    pol.decide(v(200, 4.0))  # news is ours: its window counts, 201 seen
+    assert pol.budget == pytest.approx(0.05 * 201)
+    assert not pol.decide(v(201, 4.0, BLACK)).escalate  # 10 spent of 10.1: no room
+    pol.decide(v(50, 4.0, stream="old"))
+    assert pol.budget == pytest.approx(0.05 * 203)
+    clock.t += 300  # the remembered window slides out like any other
+    assert pol.decide(v(202, 4.0, BLACK)).escalate
