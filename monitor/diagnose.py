@@ -53,7 +53,7 @@ class RequestStep(Forward):
         r = message.record
         try:
             request = EscalationRequest.from_json(json.loads(r.value or b""))
-        except (RequestError, ValueError, TypeError, AttributeError) as exc:
+        except (RequestError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             self.ctx.dead_letter(r, BAD_ESCALATION, f"{r.where}: {type(exc).__name__}: {exc}")
             return
         self.next.submit(Message(r, request, message.polled_at))

@@ -109,8 +109,8 @@ def warm_start(
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
             v = verdict_from_json(doc)
-        except (ValueError, TypeError, KeyError):  # MessageError is a ValueError
-            skipped += 1
+        except (ValueError, TypeError, KeyError, RecursionError):  # MessageError: ValueError
+            skipped += 1  # RecursionError: JSON nested deeper than the parser goes
             continue
         at = doc.get("screened_at")
         at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else -math.inf

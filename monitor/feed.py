@@ -82,7 +82,7 @@ class KafkaDecisionSource:
             for r in batch:
                 try:
                     out.append(EncoderDecision.from_json(json.loads(r.value)))
-                except (ValueError, TypeError, MessageError) as exc:
+                except (ValueError, TypeError, MessageError, RecursionError) as exc:
                     log.warning("unreadable encoder decision skipped", extra={"error": str(exc)})
         return out
 

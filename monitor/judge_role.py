@@ -262,7 +262,7 @@ class KafkaStateReader:
             for r in batch:
                 try:
                     doc = json.loads(r.value)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):
                     continue
                 if isinstance(doc, dict) and isinstance(doc.get("segment_id"), str):
                     out.append(doc)
@@ -281,7 +281,7 @@ def _parse_all(records: Iterable[Any], parse: Callable[[Mapping[str, Any]], T]) 
         try:
             doc = json.loads(r.value)
             out.append(parse(doc))
-        except (ValueError, TypeError, MessageError, KeyError):
+        except (ValueError, TypeError, MessageError, KeyError, RecursionError):
             log.debug("state record skipped", extra={"offset": getattr(r, "offset", None)})
     return out
 
@@ -400,7 +400,7 @@ class JudgeStep:
         r = message.record
         try:
             obs = self._parse(r)
-        except (ValueError, TypeError, MessageError) as exc:
+        except (ValueError, TypeError, MessageError, RecursionError) as exc:
             self.ctx.dead_letter(r, UNREADABLE_VERDICT, f"{type(exc).__name__}: {exc}")
             return
         if obs is None:

@@ -348,7 +348,11 @@ class Daemon:
                 },
             )
             return
-        remembered, skipped = warm_start(policy, records)
+        try:
+            remembered, skipped = warm_start(policy, records)
+        except Exception:  # optional work: a bug here must not keep the daemon from starting
+            log.exception("escalation starts cold: reading the verdicts back failed")
+            return
         log.info(
             "escalation warmed from recent verdicts",
             extra={

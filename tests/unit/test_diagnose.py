@@ -222,14 +222,15 @@ def escalation(seq: int) -> bytes:
 
 
 def test_diagnoses_are_published_by_segment_id_and_committed() -> None:
-    r = rig([escalation(i) for i in range(5)] + [b"{not json", b'{"schema": "x"}'])
-    r.until(lambda: r.consumer.committed(TP) == 7)
+    hostile = [b"{not json", b'{"schema": "x"}', b"[" * 100_000]  # the last: too deep
+    r = rig([escalation(i) for i in range(5)] + hostile)
+    r.until(lambda: r.consumer.committed(TP) == 8)
     diags = r.topic("diag")
     assert [k for k, _ in diags] == [f"news/720p/{i}".encode() for i in range(5)]
     d = Diagnosis.from_json(diags[0][1])
     assert d.model == "rules" and d.degradation == ("blocking", "serious")
     dead = [DeadLetterRecord.parse(v) for t, _k, v in r.sent if t == "dlq"]
-    assert [(x.reason, x.source.offset) for x in dead] == [(BAD_ESCALATION, 5), (BAD_ESCALATION, 6)]
+    assert [(x.reason, x.source.offset) for x in dead] == [(BAD_ESCALATION, k) for k in (5, 6, 7)]
     r.rt._shutdown()
 
 

@@ -124,6 +124,9 @@ def test_unreadable_verdicts_are_dead_lettered_and_unusable_dead_letters_done() 
     infinite = Record("ver", 0, 3, b"k", raw.encode())
     step.submit(Message(infinite, infinite))
     assert ctx.dead[-1] == (infinite, "unreadable_verdict")
+    deep = Record("ver", 0, 4, b"k", b"[" * 100_000)  # deeper than the JSON parser goes
+    step.submit(Message(deep, deep))
+    assert ctx.dead[-1] == (deep, "unreadable_verdict")
     limit = Record(
         "dlq",
         0,

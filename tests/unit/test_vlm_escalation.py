@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 
 import pytest
 
+from monitor.escalate import warm_start
 from monitor.escalation import (
     Decision,
     EscalationConfig,
@@ -497,3 +499,23 @@ def test_a_restart_counts_the_window_it_remembers_for_the_renditions_it_screens(
     assert pol.budget == pytest.approx(0.05 * 203)
     clock.t += 300  # the remembered window slides out like any other
     assert pol.decide(v(202, 4.0, BLACK)).escalate
+
+
+def test_hostile_verdict_records_are_skipped_by_the_warm_start() -> None:
+    good = {**v(1, 3.0, FREEZE).to_json(), "screened_at": 1000.0, "escalated": True}
+    hostile = [
+        b"[" * 100_000,  # deeper than the JSON parser goes
+        b"not json",
+        b"\xff\xfe",
+        json.dumps([good]).encode(),
+        json.dumps({**good, "flags": 5}).encode(),
+        json.dumps({**good, "flags": [{"kind": "freeze", "evidence": [1]}]}).encode(),
+        json.dumps({**good, "extra": {"artifacts": {"edge_loss": 1e999}}}).encode(),
+        json.dumps({**good, "seq": True}).encode(),
+    ]
+    records = [types.SimpleNamespace(value=x) for x in [*hostile, json.dumps(good).encode()]]
+    pol = EscalationPolicy(EscalationConfig())
+    remembered, skipped = warm_start(pol, records, now=1010.0)
+    # the infinite edge_loss is a verdict without that measure, not a bad record
+    assert (remembered, skipped) == (2, len(hostile) - 1)
+    assert pol.recent("news", "720p").measures == ()
