@@ -234,9 +234,10 @@ class EscalationConfig(StrictModel):
         ge=0,
         description="On start, the screen role reads this many of the latest verdicts of "
         "each vqmon.verdicts partition back into the renditions' rolling state (medians, "
-        "measures, habits; not the budget), so a restarted daemon judges against what its "
-        "streams were doing, not from nothing. 0: start cold. A broker that cannot be read "
-        "is logged and the daemon starts cold.",
+        "measures, habits), and those of the last budget_window_s into the budget window "
+        "(counted per rendition once this member screens it), so a restarted daemon judges "
+        "and spends as it did before, not from nothing. 0: start cold. A topic that cannot "
+        "be read is logged and the daemon starts cold.",
     )
     frames: FramesConfig = Field(
         default_factory=FramesConfig,
