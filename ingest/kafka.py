@@ -200,6 +200,17 @@ def make_consumer(cfg: KafkaConfig, bootstrap: Sequence[str], **overrides: Any) 
     )
 
 
+def make_reader(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaConsumer:
+    """A consumer outside any group (assign and seek; it never commits), fetching records
+    as large as the daemon's own: how vqmon reads its topics back (read_range)."""
+    return KafkaConsumer(
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=cfg.max_message_bytes,
+        fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
+        **client_options(cfg, bootstrap),
+    )
+
+
 def make_producer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaProducer:
     """acks=all with retries, deliberately not idempotent.
 
@@ -307,12 +318,7 @@ def read_tail(
     first (see read_range: the start may come early, never late; the surplus is cut)."""
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=cfg.max_message_bytes,
-        fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
-        **client_options(cfg, bootstrap),
-    )
+    consumer = make_reader(cfg, bootstrap)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -187,12 +187,7 @@ class KafkaStateReader:
         # Only asks the group coordinator for committed offsets: never subscribes, so it
         # never joins the group it names.
         self._offsets = KafkaConsumer(group_id=cfg.group_id, enable_auto_commit=False, **opts)
-        self._c = KafkaConsumer(
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=cfg.max_message_bytes,
-            fetch_max_bytes=max(cfg.max_message_bytes, 52428800),
-            **opts,
-        )
+        self._c = kafka_io.make_reader(cfg, bootstrap)
         self._diag: Any = None
         if topics.diagnoses is not None:
             self._diag = KafkaConsumer(enable_auto_commit=False, **opts)
