@@ -126,6 +126,32 @@ def test_displayed_mosaic_equals_upscale_then_sample() -> None:
     assert np.array_equal(fragments.sample_displayed(same, (1280, 720)), fragments.sample(same))
 
 
+def test_displayed_mosaic_is_pillows_public_box_resize_of_each_patch() -> None:
+    """The mosaic goes through Pillow's core for speed: it must stay, pixel for pixel,
+    what the public `Image.resize(box=...)` gives for each patch (upscales, downscales,
+    a frame smaller than a patch, and the jittered patches training draws)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    cases = [((270, 480), (1280, 720)), ((234, 416), (1920, 1080)), ((480, 854), (640, 360))]
+    cases += [((40, 30), (1280, 720))]
+    for (h, w), (dw, dh) in cases:
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for seed in (None, 3):
+            got = fragments.sample_displayed(
+                frame, (dw, dh), None if seed is None else np.random.default_rng(seed)
+            )
+            jitter = None if seed is None else np.random.default_rng(seed)
+            xs = fragments._origins(dw, jitter)
+            ys = fragments._origins(dh, jitter)
+            picture, p = Image.fromarray(frame), fragments.PATCH
+            for i, y in enumerate(ys.tolist()):
+                for j, x in enumerate(xs.tolist()):
+                    box = (x * w / dw, y * h / dh, (x + p) * w / dw, (y + p) * h / dh)
+                    want = np.asarray(picture.resize((p, p), Image.Resampling.BILINEAR, box=box))
+                    assert np.array_equal(got[i * p : (i + 1) * p, j * p : (j + 1) * p], want)
+
+
 def test_a_270p_rung_scores_below_its_720p_sibling_judged_at_720p(
     scorer: DistilledScorer,
 ) -> None:
