@@ -330,7 +330,29 @@ def plan(split: Split, name: str) -> list[Version]:
         Version("packet_loss", "libx264", int(rng.integers(16, 34)), strength=round(float(s), 3))
         for s in rng.uniform(0.005, 0.08, 3)
     ]
-    return v
+    return v + _service_ladder(name)
+
+
+def _service_ladder(name: str) -> list[Version]:
+    """A whole ladder as a service encodes one: the 720p top rung and four of the six
+    lower ones, one codec, bits per pixel that follow the rung's size smoothly (a top
+    rung at 0.05-0.2 bits a pixel, each lower one scaled by (720 / height) ** tilt, tilt
+    in -0.6..0.6: published ladders give low rungs fewer bits a pixel or more). The
+    seven rungs above draw size and rate independently, so there the rate tells the
+    quality; in a service's ladder the size does, which the fusion head must also learn.
+    Appended after the other versions with draws of its own, so sets built before it
+    keep their segments (build_source makes only the new versions)."""
+    rng = np.random.default_rng(zlib.crc32(f"service-ladder:{name}".encode()))
+    lower = [(960, 540), (768, 432), (640, 360), (480, 270), (416, 234), (320, 180)]
+    picks = sorted(rng.choice(len(lower), 4, replace=False).tolist())
+    top = float(np.exp(rng.uniform(np.log(0.05), np.log(0.2))))
+    tilt = float(rng.uniform(-0.6, 0.6))
+    codec = "libx265" if rng.random() < 0.35 else "libx264"
+    rungs = [(1280, 720)] + [lower[k] for k in picks]
+    return [
+        Version("ladder", codec, None, int(top * (720 / h) ** tilt * w * h * FPS), w, h)
+        for w, h in rungs
+    ]
 
 
 def make_segment(reference: Sequence[RGB], v: Version, seed: int) -> bytes:
@@ -384,24 +406,31 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
     name = source_name(assets, picture_path)
     package = picture_path.relative_to(assets).parts[0]
     done = out / "done" / f"{name}.json"
-    if done.exists():  # sources built before labels named their package get it now
-        return [{**r, "package": r.get("package") or package} for r in json.loads(done.read_text())]
-    picture = usable(picture_path)
     rows: list[dict[str, str]] = []
+    if done.exists():  # sources built before labels named their package get it now
+        rows = [{**r, "package": r.get("package") or package} for r in json.loads(done.read_text())]
+        if not rows or len(rows) >= len(plan(split, name)):
+            return rows
+        log.info("%s: the plan grew, making versions %d and on", name, len(rows))
+    picture = usable(picture_path)
     if picture is not None:
         reference = film(picture, name)
         versions = plan(split, name)
+        first = len(rows)  # a source built under a shorter plan keeps its versions
         segs = []
-        for i, v in enumerate(versions):
+        for i, v in enumerate(versions[first:], start=first):
             seed = zlib.crc32(f"{name}:{i}".encode())
             segs.append(make_segment(reference, v, seed))
         shown = [as_displayed(s, len(reference)) for s in segs]
         vmaf = VmafTeacher(threads=1).raw(reference, shown)
         (out / "refs").mkdir(parents=True, exist_ok=True)
         (out / "seg").mkdir(parents=True, exist_ok=True)
-        (out / "refs" / f"{name}.ts").write_bytes(_reference_bytes(reference))
+        ref = out / "refs" / f"{name}.ts"
+        if not ref.exists():
+            ref.write_bytes(_reference_bytes(reference))
         inner = slice(2, len(reference) - 2)  # VMAF's motion feature sees a cut at clip ends
-        for i, (v, seg, score) in enumerate(zip(versions, segs, vmaf, strict=True)):
+        made = zip(versions[first:], segs, vmaf, strict=True)
+        for i, (v, seg, score) in enumerate(made, start=first):
             rel = f"seg/{name}__{v.kind}_{i:02d}.ts"
             (out / rel).write_bytes(seg)
             mean = float(np.mean(score[inner]))

@@ -102,10 +102,48 @@ def test_a_source_built_before_the_package_column_gets_it(tmp_path: Path) -> Non
     name = realset.source_name(assets, picture)
     (out / "done").mkdir(parents=True)
     old = {"path": f"seg/{name}__clean_00.ts", "mos": "4.5", "source": name}
-    (out / "done" / f"{name}.json").write_text(json.dumps([old]))
+    finished = [old] * len(realset.plan("train", name))
+    (out / "done" / f"{name}.json").write_text(json.dumps(finished))
     rows = realset.build_source(picture, assets, out, "train")  # finished: not rebuilt
-    assert rows == [{**old, "package": "gnome-backgrounds"}]
+    assert rows == [{**old, "package": "gnome-backgrounds"}] * len(finished)
     assert "package" in realset.LABEL_FIELDS
+
+
+def test_the_training_plan_ends_with_a_service_ladder() -> None:
+    a = realset.plan("train", "a")[-5:]
+    assert all(v.kind == "ladder" and v.bitrate for v in a) and len({v.codec for v in a}) == 1
+    assert (a[0].width, a[0].height) == (1280, 720) and all(v.height < 720 for v in a[1:])
+    bpp = [v.bitrate / (v.width * v.height * realset.FPS) for v in a if v.bitrate]
+    assert 0.04 < bpp[0] < 0.21 and all(0.02 < b < 0.4 for b in bpp)
+
+
+def test_a_grown_plan_makes_only_the_new_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set built under an older plan is resumed, not rebuilt: a source's finished
+    versions keep their bytes and labels, and only the versions the plan gained are
+    filmed, encoded and labelled by VMAF against the same reference."""
+    from PIL import Image
+
+    assets, out = tmp_path / "assets", tmp_path / "set"
+    picture = assets / "gnome-backgrounds" / "coffee.png"
+    picture.parent.mkdir(parents=True)
+    Image.fromarray(content._still("coffee")).resize((800, 600)).save(picture)
+    full = [
+        realset.Version("clean", crf=12),
+        realset.Version("compression", crf=40),
+        realset.Version("ladder", crf=None, bitrate=150_000, width=416, height=234),
+    ]
+    monkeypatch.setattr(realset, "plan", lambda split, name: full[:2])
+    first = realset.build_source(picture, assets, out, "train")
+    before = {r["path"]: (out / r["path"]).read_bytes() for r in first}
+    monkeypatch.setattr(realset, "plan", lambda split, name: full)
+    rows = realset.build_source(picture, assets, out, "train")
+    assert rows[:2] == first and len(rows) == 3
+    assert all((out / p).read_bytes() == b for p, b in before.items())
+    assert rows[2]["kind"] == "ladder" and rows[2]["path"].endswith("__ladder_02.ts")
+    assert float(rows[2]["vmaf"]) < float(rows[0]["vmaf"]) - 10  # labelled, and lower
+    assert realset.build_source(picture, assets, out, "train") == rows  # finished now
 
 
 def test_package_folds_hold_out_whole_packages() -> None:
