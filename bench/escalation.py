@@ -284,6 +284,9 @@ def run_feed(
             c["triggered"] += bool(fired)
             c["strong"] += strong
             c["escalated"] += d.escalate
+            if not d.escalate:  # why an impaired segment was not escalated
+                why = "untriggered" if not fired else f"{d.dropped}/{d.kind}/{d.reason[:40]}"
+                c[f"missed:{why}"] += 1
             if item.vmaf_drop is not None:
                 visible = item.vmaf_drop >= VISIBLE
                 c["visible"] += visible
