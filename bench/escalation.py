@@ -241,7 +241,7 @@ def run_feed(
             place[k] = item
     t = [1000.0]
     policy = EscalationPolicy(config, clock=lambda: t[0])
-    prior = EscalationPolicy(config, clock=lambda: t[0])
+    prior = EscalationPolicy(config, clock=lambda: t[0]) if restart else None
     per_stream_seq = [0] * streams
     esc_total = 0
     clean_triggered: collections.Counter[str] = collections.Counter()
@@ -262,7 +262,7 @@ def run_feed(
             item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
         if k < 0:
-            if restart:  # the daemon before the restart decided; the new one reads it back
+            if prior is not None:  # the daemon before the restart decided; the new one reads it
                 policy.remember(v, 0.0, prior.decide(v).escalate)
             else:
                 policy.decide(v)

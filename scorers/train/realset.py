@@ -406,16 +406,16 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
     name = source_name(assets, picture_path)
     package = picture_path.relative_to(assets).parts[0]
     done = out / "done" / f"{name}.json"
+    versions = plan(split, name)
     rows: list[dict[str, str]] = []
     if done.exists():  # sources built before labels named their package get it now
         rows = [{**r, "package": r.get("package") or package} for r in json.loads(done.read_text())]
-        if not rows or len(rows) >= len(plan(split, name)):
+        if not rows or len(rows) >= len(versions):
             return rows
         log.info("%s: the plan grew, making versions %d and on", name, len(rows))
     picture = usable(picture_path)
     if picture is not None:
         reference = film(picture, name)
-        versions = plan(split, name)
         first = len(rows)  # a source built under a shorter plan keeps its versions
         segs = []
         for i, v in enumerate(versions[first:], start=first):

@@ -137,6 +137,10 @@ def test_a_grown_plan_makes_only_the_new_versions(
     monkeypatch.setattr(realset, "plan", lambda split, name: full[:2])
     first = realset.build_source(picture, assets, out, "train")
     before = {r["path"]: (out / r["path"]).read_bytes() for r in first}
+    # a mark only the finished rows carry: a rebuild of every version (whose bytes and
+    # labels would come out the same) loses it
+    first[0]["mos"] = "marked"
+    (out / "done" / f"{realset.source_name(assets, picture)}.json").write_text(json.dumps(first))
     monkeypatch.setattr(realset, "plan", lambda split, name: full)
     rows = realset.build_source(picture, assets, out, "train")
     assert rows[:2] == first and len(rows) == 3
