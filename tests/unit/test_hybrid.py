@@ -242,3 +242,23 @@ def test_the_quantiser_reads_the_same_whatever_the_decoder_threads() -> None:
         for t in (0, 1, 3, 3, 4, 4, 4, 4)
     }
     assert len(seen) == 1
+
+
+def test_detail_is_the_mean_gradient_inside_each_patch() -> None:
+    """hybrid.detail against the plain definition: every patch cut out, its horizontal and
+    vertical neighbour differences in wide integers, averaged per direction."""
+    rng = np.random.default_rng(3)
+    for n in (1, 3, 8):
+        mosaics = rng.integers(0, 256, (n, fragments.SIZE, fragments.SIZE, 3), dtype=np.uint8)
+        mosaics[0, :40] = 7  # a flat stretch and a hard step across a patch border
+        mosaics[0, :, 100:] = 250
+        y = mosaics[..., 1].astype(np.int64)
+        dx, dy = [], []
+        for m, r, c in itertools.product(range(n), range(fragments.GRID), range(fragments.GRID)):
+            patch = y[m, r * fragments.PATCH : (r + 1) * fragments.PATCH]
+            patch = patch[:, c * fragments.PATCH : (c + 1) * fragments.PATCH]
+            dx.append(np.abs(np.diff(patch, axis=1)).ravel())
+            dy.append(np.abs(np.diff(patch, axis=0)).ravel())
+        want = (np.concatenate(dx).mean() + np.concatenate(dy).mean()) / 2
+        assert hybrid.detail(mosaics) == pytest.approx(want, rel=1e-12)
+    assert hybrid.detail(np.zeros((0, fragments.SIZE, fragments.SIZE, 3), np.uint8)) == 0.0
