@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     f.add_argument("--epochs", type=int, default=400)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--version", default="1.0")
+    f.add_argument(
+        "--monotone",
+        action="store_true",
+        help="constrain the head to be monotone in the student MOS (up), the quantiser and "
+        "the upscale (down)",
+    )
     f.add_argument("--jobs", type=int, default=1, help="processes extracting features")
     f.add_argument(
         "--cv",
@@ -333,7 +339,11 @@ def run_fusion(args: argparse.Namespace) -> int:
         )
         return 2
     cfg = fusion.FusionConfig(
-        hidden=args.hidden, members=args.members, epochs=args.epochs, seed=args.seed
+        hidden=args.hidden,
+        members=args.members,
+        epochs=args.epochs,
+        seed=args.seed,
+        monotone=args.monotone,
     )
     spec = fusion.train(data, cfg, args.version)
     args.out.parent.mkdir(parents=True, exist_ok=True)

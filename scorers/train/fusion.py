@@ -155,6 +155,35 @@ class FusionConfig:
     batch_sources: int = 6
     within_weight: float = 3.0
     seed: int = 0
+    monotone: bool = False
+    """Constrain the head to move with the features whose direction is known (MONOTONE):
+    a higher student MOS never lowers the score, a coarser quantiser or a larger upscale
+    never raises it, whatever the content. Half the hidden units add, half subtract, and
+    the first layer's weights of those features carry the matching sign (a difference of
+    two monotone sums of ReLUs), so the spec is an ordinary MLP the runtime runs as is."""
+
+
+MONOTONE = {"mos_mean": 1, "mos_low": 1, "qp_mean": -1, "qp_p90": -1, "log2_upscale": -1}
+"""Feature -> the sign of its effect on MOS, for FusionConfig.monotone (the standards'
+bitstream models are monotone in the same quantities)."""
+
+
+def _project_monotone(first: Any, last: Any) -> None:
+    """Clamp the weights back into the monotone set after an optimiser step: output
+    weights of the first half of the hidden units >= 0, of the second half <= 0; a
+    monotone feature's input weights signed so each unit moves the output its way."""
+    import torch
+
+    half = first.weight.shape[0] // 2
+    with torch.no_grad():
+        last.weight[:, :half].clamp_(min=0)
+        last.weight[:, half:].clamp_(max=0)
+        for name, sign in MONOTONE.items():
+            i = hybrid.FEATURES.index(name)
+            up, down = (slice(0, half), slice(half, None))
+            for rows, s in ((up, sign), (down, -sign)):
+                col = first.weight[rows, i]
+                col.copy_(col.clamp(min=0) if s > 0 else col.clamp(max=0))
 
 
 def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, scale: Any) -> Any:
@@ -168,6 +197,8 @@ def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, sc
     net = torch.nn.Sequential(first, torch.nn.ReLU(), last)
     k = torch.nn.Parameter(torch.tensor(0.5))
     opt = torch.optim.AdamW([*net.parameters(), k], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.monotone:
+        _project_monotone(first, last)
     gen = torch.Generator().manual_seed(seed)
     # Batches of whole sources, so every batch holds versions of one picture to order
     # against each other (the within-source rank term) besides pairs across pictures.
@@ -192,6 +223,8 @@ def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, sc
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if cfg.monotone:
+                _project_monotone(first, last)
     w1, b1 = first.weight.detach().numpy().T, first.bias.detach().numpy()
     w2, b2 = last.weight.detach().numpy().T, last.bias.detach().numpy()
     return w1, b1, w2, b2, float(torch.nn.functional.softplus(k).item())

@@ -77,3 +77,48 @@ def test_labels_with_packages_give_package_folds(labelled: Path, tmp_path: Path)
     assert list(data.package) == [f"pkg-{s}" for s in data.source]
     masks = fusion.cv_folds(data, by="package")
     assert [sorted(set(data.package[m])) for m in masks] == [["pkg-scene"], ["pkg-texture"]]
+
+
+def _features_against_the_grain(n: int = 240) -> fusion.SetFeatures:
+    """Random features whose labels rise with the quantiser: a head free to follow them
+    learns the wrong direction, a monotone one must not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, len(hybrid.FEATURES))).astype(np.float32)
+    qp = x[:, hybrid.FEATURES.index("qp_mean")]
+    mos = np.clip(3 + qp + 0.1 * rng.normal(size=n), 1, 5).astype(np.float32)
+    src = np.array([f"s{i % 12}" for i in range(n)])
+    return fusion.SetFeatures(
+        x=x,
+        damaged=np.zeros(n, np.float32),
+        mos=mos,
+        vmaf=(mos - 1) * 25,
+        source=src,
+        kind=np.array(["compression"] * n),
+        coded_mos=mos,
+        path=np.array([f"p{i}" for i in range(n)]),
+    )
+
+
+def _worst_move(spec: dict[str, object], feature: str, sign: int) -> float:
+    """The largest change of the head's score against `sign` when `feature` rises."""
+    head = hybrid.Fusion.from_spec(spec)  # type: ignore[arg-type]
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, len(hybrid.FEATURES))).astype(np.float32)
+    i = hybrid.FEATURES.index(feature)
+    worst = 0.0
+    for step in (0.25, 1.0, 3.0):
+        up = x.copy()
+        up[:, i] += step * float(head.scale[i])
+        d = head.predict(up, np.zeros(400, np.float32)) - head.predict(x, np.zeros(400))
+        worst = max(worst, float((-sign * d).max()))
+    return worst
+
+
+def test_monotone_head_moves_only_the_known_way() -> None:
+    data = _features_against_the_grain()
+    free = fusion.train(data, fusion.FusionConfig(members=2, epochs=40))
+    assert _worst_move(free, "qp_mean", -1) > 0.5  # the data pulls it the wrong way
+    spec = fusion.train(data, fusion.FusionConfig(members=2, epochs=40, monotone=True))
+    for feature, sign in fusion.MONOTONE.items():
+        assert _worst_move(spec, feature, sign) <= 1e-5, feature
+    assert spec["config"]["monotone"] is True
