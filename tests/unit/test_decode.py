@@ -296,3 +296,33 @@ def test_hwaccel_falls_back_to_software_without_a_device(ts_h264: bytes) -> None
     assert "software" in decode_module.hw_fallback_reason
     plain = decode(Segment(ts_h264), DecodeConfig(threads=1))
     assert plain.stats.luma_mean.tolist() == decoded.stats.luma_mean.tolist()
+
+
+def _pyav_rgb(data: bytes) -> list[np.ndarray]:
+    with av.open(io.BytesIO(data)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize(("width", "height"), [(416, 234), (320, 180), (1280, 720)])
+def test_sampled_rgb_is_pyavs_own_conversion(width: int, height: int) -> None:
+    """decode() converts through one reformatter a segment (its swscale context reused):
+    every frame must be what PyAV's own per-frame `to_ndarray(format="rgb24")` gives."""
+    data = encode(list(pattern_frames("scene", width, height, 12, seed=1)), EncodeSettings())
+    d = decode(Segment(data), DecodeConfig(sampling=SamplingConfig(mode="all")))
+    want = _pyav_rgb(data)
+    assert len(d.frames) == len(want) == 12
+    for f in d.frames:
+        np.testing.assert_array_equal(f.rgb, want[f.index])
+
+
+def test_sampled_rgb_follows_a_size_change_inside_the_segment() -> None:
+    """The reused converter must rebuild its context when the picture size changes."""
+    small = encode(list(pattern_frames("texture", 320, 180, 8, seed=2)), EncodeSettings(gop=8))
+    large = encode(list(pattern_frames("scene", 640, 360, 8, seed=3)), EncodeSettings(gop=8))
+    data = small + large
+    want = _pyav_rgb(data)
+    d = decode(Segment(data), DecodeConfig(sampling=SamplingConfig(mode="all")))
+    sizes = {f.rgb.shape for f in d.frames}
+    assert sizes == {(180, 320, 3), (360, 640, 3)}
+    for f in d.frames:
+        np.testing.assert_array_equal(f.rgb, want[f.index])
