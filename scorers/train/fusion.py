@@ -107,22 +107,27 @@ def extract(
 ) -> SetFeatures:
     """Features of every segment of a set, on `jobs` processes; cached beside labels.csv
     (features-N-vK.npz) for the shipped student, and only segments not yet in the cache
-    are computed."""
+    are computed. Segments that do not decode (a lost keyframe) are cached as such, so a
+    set's labels and cache alone, without its segments, give the whole SetFeatures."""
     cache = labels.with_name(f"features-{frames}-v{FEATURES_CACHE}.npz")
     known: dict[str, dict[str, Any]] = {}
+    failed: set[str] = set()
     if cache.exists() and model_path is None:
         z = np.load(cache)
-        cols = {k: z[k] for k in z.files}
+        cols = {k: z[k] for k in z.files if k != "failed"}
+        failed = {str(p) for p in z["failed"]} if "failed" in z.files else set()
         for i, p in enumerate(cols["path"]):
             known[str(p)] = {k: v[i] for k, v in cols.items()}
     rows = read_labels(labels)
-    todo = [(labels.parent, r) for r in rows if r["path"] not in known]
+    todo = [(labels.parent, r) for r in rows if r["path"] not in known and r["path"] not in failed]
     if todo:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(max(1, jobs), _init_worker, (model_path, frames)) as pool:
             for i, got in enumerate(pool.imap(_features, todo, chunksize=4)):
                 if got is not None:
                     known[got["path"]] = got
+                else:
+                    failed.add(todo[i][1]["path"])
                 if i % 100 == 0:
                     log.info("features %d/%d", i, len(todo))
     kept = [known[r["path"]] for r in rows if r["path"] in known]
@@ -140,7 +145,7 @@ def extract(
     )
     if model_path is None and todo:
         cols = {k: v for k, v in result.__dict__.items() if v is not None and k != "package"}
-        np.savez(cache, **cols)
+        np.savez_compressed(cache, failed=np.asarray(sorted(failed), dtype=str), **cols)
     return result
 
 

@@ -122,3 +122,25 @@ def test_monotone_head_moves_only_the_known_way() -> None:
     for feature, sign in fusion.MONOTONE.items():
         assert _worst_move(spec, feature, sign) <= 1e-5, feature
     assert spec["config"]["monotone"] is True
+
+
+def test_labels_and_cache_alone_give_the_set(labelled: Path, tmp_path: Path) -> None:
+    """A segment that does not decode is cached as such: once extracted, a set's labels
+    and features cache give the same features with the segments gone."""
+    import shutil
+
+    root = tmp_path / "set"
+    shutil.copytree(labelled.parent, root)
+    (root / f"features-8-v{fusion.FEATURES_CACHE}.npz").unlink(missing_ok=True)
+    (root / "seg" / "broken.ts").write_bytes(b"\x47" + bytes(187) * 3)
+    with (root / "labels.csv").open("a", newline="") as fh:
+        csv.writer(fh).writerow(
+            ["seg/broken.ts", 3.0, 50.0, "scene", "packet_loss", "x", "640x360"]
+        )
+    first = fusion.extract(root / "labels.csv")
+    assert len(first.path) == 6 and "seg/broken.ts" not in set(first.path)
+    shutil.rmtree(root / "seg")
+    again = fusion.extract(root / "labels.csv")
+    assert list(again.path) == list(first.path)
+    np.testing.assert_array_equal(again.x, first.x)
+    np.testing.assert_array_equal(again.vmaf, first.vmaf)
