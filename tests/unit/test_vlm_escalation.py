@@ -263,8 +263,11 @@ def test_disabled() -> None:
 def test_per_kind_flag_thresholds_and_a_head_sure_of_a_degradation() -> None:
     cfg = EscalationConfig()
     assert triggers(v(1, flags=(Flag("corruption", 0.08, 0, 2),)), cfg, None) == [
-        "flag:corruption>=0.05"
+        "flag:corruption>=0.00"
     ]
+    # one lost frame of a 2-s 25-fps segment: any corruption flag is a transport fault
+    one_frame = (Flag("corruption", 0.04, 0, 0.04),)
+    assert triggers(v(1, flags=one_frame), cfg, None) == ["flag:corruption>=0.00"]
     assert triggers(v(1, flags=(Flag("banding", 0.15, 0, 2),)), cfg, None) == ["flag:banding>=0.05"]
     assert triggers(v(1, flags=(Flag("blur", 0.08, 0, 2),)), cfg, None) == []
     noisy = {"clean": 0.2, "noise": 0.7, "blur": 0.1}
