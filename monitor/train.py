@@ -80,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="constrain the head to be monotone in the student MOS (up), the quantiser and "
         "the upscale (down)",
     )
+    f.add_argument(
+        "--ignore",
+        default="",
+        help="comma-separated features the head may not use (e.g. detail,motion,luma)",
+    )
     f.add_argument("--jobs", type=int, default=1, help="processes extracting features")
     f.add_argument(
         "--cv",
@@ -329,6 +334,17 @@ def run_fusion(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from scorers import hybrid
+
+    ignore = tuple(n for n in args.ignore.split(",") if n)
+    unknown = [n for n in ignore if n not in hybrid.FEATURES]
+    if unknown:
+        print(
+            f"vqmon train fusion: --ignore {','.join(unknown)}: not a feature of the head; "
+            f"choose from {','.join(hybrid.FEATURES)}",
+            file=sys.stderr,
+        )
+        return 2
     data = fusion.extract(labels, args.model, jobs=args.jobs)
     if args.cv and args.cv_by == "package" and data.package is None:
         print(
@@ -344,6 +360,7 @@ def run_fusion(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         monotone=args.monotone,
+        ignore=ignore,
     )
     spec = fusion.train(data, cfg, args.version)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,10 @@ class FusionConfig:
     batch_sources: int = 6
     within_weight: float = 3.0
     seed: int = 0
+    ignore: tuple[str, ...] = ()
+    """Features the head may not use: their standardised column is zero in training and
+    their first-layer weights zero in the spec, so the runtime's value of them changes
+    nothing (the runtime still computes every FEATURE: the spec's contract)."""
     monotone: bool = False
     """Constrain the head to move with the features whose direction is known (MONOTONE):
     a higher student MOS never lowers the score, a coarser quantiser or a larger upscale
@@ -195,7 +199,7 @@ def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, sc
     import torch
 
     torch.manual_seed(seed)
-    x = torch.tensor((data.x - mean) / scale)
+    x = torch.tensor(_standardise(data.x, mean, scale, cfg.ignore))
     dmg = torch.tensor(data.damaged)
     y = torch.tensor(data.mos)
     first, last = torch.nn.Linear(x.shape[1], cfg.hidden), torch.nn.Linear(cfg.hidden, 1)
@@ -235,6 +239,13 @@ def _train_member(data: SetFeatures, cfg: FusionConfig, seed: int, mean: Any, sc
     return w1, b1, w2, b2, float(torch.nn.functional.softplus(k).item())
 
 
+def _standardise(x: Any, mean: Any, scale: Any, ignore: tuple[str, ...]) -> Any:
+    out = (x - mean) / scale
+    for name in ignore:
+        out[:, hybrid.FEATURES.index(name)] = 0.0
+    return out
+
+
 def train(
     data: SetFeatures, cfg: FusionConfig | None = None, version: str = "1.0"
 ) -> dict[str, Any]:
@@ -246,6 +257,8 @@ def train(
     scale = data.x.std(axis=0) + 1e-3
     parts = [_train_member(data, cfg, cfg.seed + m, mean, scale) for m in range(cfg.members)]
     w1 = np.concatenate([p[0] for p in parts], axis=1)
+    for name in cfg.ignore:
+        w1[hybrid.FEATURES.index(name)] = 0.0
     b1 = np.concatenate([p[1] for p in parts])
     w2 = np.concatenate([p[2] for p in parts], axis=0) / cfg.members
     b2 = np.mean([p[3] for p in parts], axis=0)

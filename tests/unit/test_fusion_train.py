@@ -144,3 +144,22 @@ def test_labels_and_cache_alone_give_the_set(labelled: Path, tmp_path: Path) -> 
     assert list(again.path) == list(first.path)
     np.testing.assert_array_equal(again.x, first.x)
     np.testing.assert_array_equal(again.vmaf, first.vmaf)
+
+
+def test_ignored_features_change_nothing() -> None:
+    data = _features_against_the_grain()
+    ignore = ("detail", "motion", "luma")
+    spec = fusion.train(data, fusion.FusionConfig(members=2, epochs=40, ignore=ignore))
+    head = hybrid.Fusion.from_spec(spec)
+    moved = data.x.copy()
+    for name in ignore:
+        moved[:, hybrid.FEATURES.index(name)] += 5.0 * float(
+            head.scale[hybrid.FEATURES.index(name)]
+        )
+    zeros = np.zeros(len(data.x), np.float32)
+    np.testing.assert_array_equal(head.predict(moved, zeros), head.predict(data.x, zeros))
+    # and a feature it may use does move it
+    used = data.x.copy()
+    used[:, hybrid.FEATURES.index("qp_mean")] += 2.0
+    assert np.abs(head.predict(used, zeros) - head.predict(data.x, zeros)).max() > 0.01
+    assert spec["config"]["ignore"] == ignore
