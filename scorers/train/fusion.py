@@ -24,7 +24,7 @@ import numpy.typing as npt
 from ingest.config import DecodeConfig
 from ingest.contract import parse_display
 from ingest.decode import decode
-from ingest.types import IngestError, Segment
+from ingest.types import DecoderFault, DecodeTimeout, IngestError, Segment
 from scorers import fragments, hybrid
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,11 @@ def _init_worker(model_path: Path | None, frames: int) -> None:
     _worker["decode"] = cfg
 
 
-def _features(job: tuple[Path, dict[str, str]]) -> dict[str, Any] | None:
-    """One labelled segment through the runtime path (in a worker: _init_worker first)."""
+def _features(job: tuple[Path, dict[str, str]]) -> dict[str, Any]:
+    """One labelled segment through the runtime path (in a worker: _init_worker first).
+    A segment that does not decode gives {"failed": path, "lasting": bool}: lasting when
+    the bytes themselves are at fault (a lost keyframe), not a timeout on a busy machine
+    or a fault of the decoder, which are tried again next time."""
     root, row = job
     scorer, cfg = _worker["scorer"], _worker["decode"]
     data = (root / row["path"]).read_bytes()
@@ -84,7 +87,8 @@ def _features(job: tuple[Path, dict[str, str]]) -> dict[str, Any] | None:
         d = decode(Segment(data, source=row["path"]), cfg)
     except IngestError as exc:
         log.warning("skipping %s: %s", row["path"], exc)
-        return None
+        lasting = not isinstance(exc, (DecodeTimeout, DecoderFault))
+        return {"failed": row["path"], "lasting": lasting}
     rgb = [f.rgb for f in d.frames]
     mosaics = fragments.sample_batch(rgb, display=display)
     shown = scorer.predict_mosaics(mosaics)
@@ -124,13 +128,28 @@ def extract(
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(max(1, jobs), _init_worker, (model_path, frames)) as pool:
             for i, got in enumerate(pool.imap(_features, todo, chunksize=4)):
-                if got is not None:
+                if "failed" not in got:
                     known[got["path"]] = got
-                else:
-                    failed.add(todo[i][1]["path"])
+                elif got["lasting"]:
+                    failed.add(got["failed"])
                 if i % 100 == 0:
                     log.info("features %d/%d", i, len(todo))
-    kept = [known[r["path"]] for r in rows if r["path"] in known]
+    # What was measured comes from the cache; what a segment is labelled, from labels.csv
+    # as it is now (a relabelled set needs no new features).
+    kept = [
+        {
+            **known[r["path"]],
+            "mos": float(r["mos"]),
+            "vmaf": float(r["vmaf"]),
+            "source": r["source"],
+            "kind": r["kind"],
+        }
+        for r in rows
+        if r["path"] in known
+    ]
+    left_out = sum(r["path"] in failed for r in rows)
+    if left_out:
+        log.info("%d segments of %s do not decode and are left out", left_out, labels)
     named = all(r.get("package") for r in rows)
     result = SetFeatures(
         x=np.stack([k["x"] for k in kept]).astype(np.float32),

@@ -144,6 +144,12 @@ def test_labels_and_cache_alone_give_the_set(labelled: Path, tmp_path: Path) -> 
     assert list(again.path) == list(first.path)
     np.testing.assert_array_equal(again.x, first.x)
     np.testing.assert_array_equal(again.vmaf, first.vmaf)
+    # labels come from labels.csv as it is now, features from the cache
+    text = (root / "labels.csv").read_text().replace(",97.0,", ",91.0,")
+    (root / "labels.csv").write_text(text)
+    relabelled = fusion.extract(root / "labels.csv")
+    assert sorted(set(relabelled.vmaf.tolist())) == [45.0, 70.0, 91.0]
+    np.testing.assert_array_equal(relabelled.x, first.x)
 
 
 def test_ignored_features_change_nothing() -> None:
@@ -163,3 +169,11 @@ def test_ignored_features_change_nothing() -> None:
     used[:, hybrid.FEATURES.index("qp_mean")] += 2.0
     assert np.abs(head.predict(used, zeros) - head.predict(data.x, zeros)).max() > 0.01
     assert spec["config"]["ignore"] == ignore
+    # ignored in training too, not only cut from the spec: whatever those columns hold,
+    # the fitted weights are the same
+    scrambled = fusion.SetFeatures(**{**vars(data), "x": data.x.copy()})
+    rng = np.random.default_rng(7)
+    for name in ignore:
+        scrambled.x[:, hybrid.FEATURES.index(name)] = rng.normal(size=len(data.x))
+    again = fusion.train(scrambled, fusion.FusionConfig(members=2, epochs=40, ignore=ignore))
+    assert again["layers"] == spec["layers"]
