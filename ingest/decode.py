@@ -685,8 +685,11 @@ def _luma(frame: av.VideoFrame) -> tuple[np.ndarray, float]:
 
 def _rgb(reformatter: VideoReformatter, frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     """The frame as H x W x 3 RGB, through the segment's reformatter (its swscale context
-    is reused while the frame size and format stay)."""
-    return np.asarray(reformatter.reformat(frame, format="rgb24").to_ndarray(), dtype=np.uint8)
+    is reused while the frame size and format stay). One swscale thread, as the workers
+    decode with one (a process per core): swscale's automatic threads doubled a 270p
+    frame's conversion, 0.09 against 0.045 ms."""
+    rgb = reformatter.reformat(frame, format="rgb24", threads=1)
+    return np.asarray(rgb.to_ndarray(), dtype=np.uint8)
 
 
 QP_EVERY = 4
