@@ -203,12 +203,12 @@ def _project_monotone(first: Any, last: Any) -> None:
     import torch
 
     half = first.weight.shape[0] // 2
+    up, down = slice(0, half), slice(half, None)
     with torch.no_grad():
-        last.weight[:, :half].clamp_(min=0)
-        last.weight[:, half:].clamp_(max=0)
+        last.weight[:, up].clamp_(min=0)
+        last.weight[:, down].clamp_(max=0)
         for name, sign in MONOTONE.items():
             i = hybrid.FEATURES.index(name)
-            up, down = (slice(0, half), slice(half, None))
             for rows, s in ((up, sign), (down, -sign)):
                 col = first.weight[rows, i]
                 col.copy_(col.clamp(min=0) if s > 0 else col.clamp(max=0))
