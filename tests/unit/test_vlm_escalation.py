@@ -360,6 +360,27 @@ def test_a_habitual_trigger_yields_to_what_changed() -> None:
     assert other.escalate and other.kind == "impaired"
 
 
+def test_a_habitual_flag_far_stronger_than_its_habit_is_what_changed() -> None:
+    # a camera that holds still for half a segment now and then, then a whole-segment stop
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    holds = [0.5 if i in (1, 4, 7, 10) else 0.0 for i in range(12)]
+
+    def run(policy: EscalationPolicy, last: float) -> Decision:
+        for i, sev in enumerate(holds):
+            clock.t += 2
+            policy.decide(v(i, flags=(Flag("freeze", sev, 0, 2),) if sev else ()))
+        clock.t += 2
+        return policy.decide(v(12, flags=(Flag("freeze", last, 0, 2),)))
+
+    stop = run(EscalationPolicy(cfg, clock), 0.98)
+    assert stop.escalate and stop.kind == "impaired" and stop.reason == "flag:freeze>=0.50"
+    hold = run(EscalationPolicy(cfg, clock), 0.55)  # within the margin: still the habit
+    assert hold.kind == "unsure" and hold.reason.startswith("habitual:")
+    off = run(EscalationPolicy(cfg.model_copy(update={"habit_margin": None}), clock), 0.98)
+    assert off.kind == "unsure" and off.reason.startswith("habitual:")
+
+
 def test_degradation_head_thresholds_per_class() -> None:
     cfg = EscalationConfig()
     # the head calls clean real content "compression" with up to 0.99: never alone
