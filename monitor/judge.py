@@ -51,7 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from monitor.types import (
@@ -188,6 +188,53 @@ class LadderCheckConfig(StrictModel):
     open_after: int = Field(3, ge=1, le=1000, description="Consecutive bad rounds to open.")
 
 
+PICTURE_KINDS = ("blur", "noise", "banding", "blocking")
+"""Flag kinds that describe how a picture looks, which content can do on its own (a soft
+photograph, film grain, a gradient), unlike black, freeze or damage."""
+
+
+class LookConfig(StrictModel):
+    """A rendition's own look: picture flags judged against what the rendition usually shows."""
+
+    enabled: bool = Field(
+        True,
+        description="Judge picture flags against the rendition's usual level of them (off: "
+        "a flag at min_severity is bad whatever the rendition always looks like).",
+    )
+    kinds: tuple[str, ...] = Field(
+        PICTURE_KINDS, description="Kinds judged this way (of blur, noise, banding, blocking)."
+    )
+    margin: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="A picture flag is bad only at least this far above the rendition's usual "
+        "severity of it (as well as at min_severity). Clean segments of the real-content "
+        "training split's softest sources flag blur at 0.46-0.53 or 0.97-0.98 segment after "
+        "segment; the demo's blur of sigma 3 on a sharp picture flags 0.49-0.66.",
+    )
+    span: int = Field(
+        30, ge=2, le=100000, description="Span (segments) of the EWMA of the usual severity."
+    )
+    warmup_segments: int = Field(
+        5,
+        ge=1,
+        le=100000,
+        description="Segments a rendition's look is learned from before its picture flags "
+        "count. A fault there from the first segment is taken for the look, as a MOS baseline "
+        "takes a rendition's first segments for its level; a look never learns from a "
+        "segment it judged bad, so a fault that lasts does not become the look.",
+    )
+
+    @field_validator("kinds")
+    @classmethod
+    def _picture_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in kinds:
+            if kind not in PICTURE_KINDS:
+                raise ValueError(f"look.kinds: {kind!r} is not one of {', '.join(PICTURE_KINDS)}")
+        return kinds
+
+
 class JudgeConfig(StrictModel):
     """monitor.judge: per-rendition baselines, duration-gated incidents, localisation."""
 
@@ -204,6 +251,12 @@ class JudgeConfig(StrictModel):
         3, ge=1, le=1000, description="Segments back in range before an incident resolves."
     )
     kinds: KindsConfig = Field(default_factory=KindsConfig)
+    look: LookConfig = Field(
+        default_factory=LookConfig,
+        description="Picture flags (blur, noise, banding, blocking) judged against the "
+        "rendition's own usual level of them, so content that always looks soft, grainy or "
+        "banded opens no incident.",
+    )
     starvation: StarvationConfig = Field(default_factory=StarvationConfig)
     ladder: LadderCheckConfig = Field(default_factory=LadderCheckConfig)
     round_wait_s: float = Field(
@@ -348,9 +401,39 @@ def _ew_step(mean: float | None, var: float, x: float, n: int, span: int) -> tup
 
 
 @dataclass(slots=True)
+class Look:
+    """A rendition's usual severity of one picture flag (0 where it is absent): an EWMA over
+    the segments not judged bad for it."""
+
+    level: float = 0.0
+    count: int = 0
+
+    def judge(self, finding: Finding, severity: float, cfg: LookConfig) -> Finding:
+        """The finding against this look; learns from the segment unless it is bad."""
+        warm = self.count >= cfg.warmup_segments
+        bad = warm and finding.bad and severity >= self.level + cfg.margin
+        if not bad:
+            self.count += 1
+            self.level += max(2.0 / (cfg.span + 1), 1.0 / self.count) * (severity - self.level)
+        if bad == finding.bad:
+            return (
+                Finding(
+                    True,
+                    finding.severity,
+                    finding.seconds,
+                    {**finding.evidence, "usual": _r(self.level)},
+                )
+                if bad
+                else finding
+            )
+        return Finding(False, evidence={"severity": _r(severity), "usual": _r(self.level)})
+
+
+@dataclass(slots=True)
 class RenditionState:
     name: str
     baseline: Baseline = field(default_factory=Baseline)
+    looks: dict[str, Look] = field(default_factory=dict)
     gates: dict[str, Gate] = field(default_factory=dict)
     last_seq: int | None = None
     last_time: float = 0.0
@@ -542,6 +625,7 @@ class Judge:
             r.bitrate = obs.bitrate or r.bitrate
             if obs.mos is not None and not obs.flags and not obs.transport_errors:
                 r.baseline.update(obs.mos, obs.mos_low, self.cfg.baseline_segments)
+            self._against_looks(r, obs)
 
     def forget_incidents(self) -> None:
         """Drop every tracked incident and remembered id, keeping baselines and gates.
@@ -643,6 +727,7 @@ class Judge:
         cfg = self.cfg
         seg_s = obs.duration_s or cfg.default_segment_s
         findings: dict[str, Finding] = dict(flag_findings(obs, cfg.kinds, seg_s))
+        self._against_looks(r, obs, findings)
         explained = any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
         if cfg.starvation.enabled and not explained:
             sf = starvation_finding(obs, r.baseline, cfg.starvation, cfg.warmup_segments)
@@ -673,6 +758,34 @@ class Judge:
         if healthy and obs.mos is not None:
             r.baseline.update(obs.mos, obs.mos_low, cfg.baseline_segments)
         return bad_kinds
+
+    def _against_looks(
+        self, r: RenditionState, obs: Observation, findings: dict[str, Finding] | None = None
+    ) -> None:
+        """Judge the picture flags of `findings` against the rendition's looks (in place),
+        and learn the looks from this segment; without findings (the warm start) only
+        learn, judging the flags as flag_findings would."""
+        cfg = self.cfg.look
+        if not cfg.enabled:
+            return
+        if findings is None:
+            findings = dict(flag_findings(obs, self.cfg.kinds, obs.duration_s or 2.0))
+            learn_only = True
+        else:
+            learn_only = False
+        for kind in cfg.kinds:
+            finding = findings.get(kind)
+            if finding is None:  # the kind is not judged at all
+                continue
+            severity = max(
+                (f.severity for f in obs.flags if FLAG_TO_KIND.get(f.kind) == kind), default=0.0
+            )
+            look = r.looks.get(kind)
+            if look is None:
+                look = r.looks[kind] = Look()
+            judged = look.judge(finding, severity, cfg)
+            if not learn_only:
+                findings[kind] = judged
 
     def _judge_ladder(self, st: StreamState, rnd: Round, raw: dict[str, set[str]]) -> None:
         cfg = self.cfg.ladder

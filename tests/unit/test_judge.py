@@ -349,3 +349,65 @@ def test_config_rejects_unknown_keys_and_bad_targets() -> None:
         JudgeConfig.model_validate({"starvation": {"targets": {"720p": 7}}})
     for name, field in JudgeConfig.model_fields.items():
         assert field.description or name in ("kinds", "starvation", "ladder"), name
+
+
+def soft(sev: float) -> dict[str, Any]:
+    """A 720p segment whose picture flags blur at `sev`, its MOS as usual."""
+    return {"flags": [("blur", sev, 2.0)]}
+
+
+def test_content_that_always_looks_soft_opens_no_incident() -> None:
+    run = Run()
+    for _ in range(40):  # a soft photograph: every segment flags blur about 0.5
+        run.round(**{"360p": 3.6, "720p": soft(0.5)})
+    assert run.events == []
+    # the same feed with the look off: a blur incident on the rendition that never clears
+    off = Run(look={"enabled": False})
+    for _ in range(40):
+        off.round(**{"360p": 3.6, "720p": soft(0.5)})
+    assert states(off.events) == [("open", "720p", "blur", "rendition")]
+
+
+def test_a_blur_beyond_the_look_opens_and_a_lasting_one_stays_open() -> None:
+    run = Run()
+    for _ in range(10):
+        run.round(**{"360p": 3.6, "720p": soft(0.5)})
+    for _ in range(40):  # far softer than the rendition ever is, for 80 s
+        run.round(**{"360p": 3.6, "720p": soft(0.9)})
+    # a segment judged bad never teaches the look, so the fault does not become it
+    assert states(run.events) == [("open", "720p", "blur", "rendition")]
+    assert run.events[0].evidence["renditions"]["720p"]["usual"] == pytest.approx(0.5, abs=0.01)
+    run.clean(3)  # the picture is back to its usual look
+    assert states(run.events)[-1] == ("resolved", "720p", "blur", "rendition")
+    sharp = Run()
+    sharp.clean(8)
+    for _ in range(3):  # on a sharp rendition the flag's own threshold is what counts
+        sharp.round(**{"360p": 3.6, "720p": soft(0.4)})
+    assert states(sharp.events) == [("open", "720p", "blur", "rendition")]
+
+
+def test_a_restarted_judge_remembers_the_look() -> None:
+    before = [
+        Observation.from_verdict_json(verdict("720p", seq, 4.3, flags=[("blur", 0.5, 2.0)]))
+        for seq in range(10)
+    ]
+    judge = Judge(cfg())
+    judge.warm(before)
+    run = Run(judge)
+    run.seq = 10
+    for _ in range(5):
+        run.round(**{"720p": soft(0.5)})
+    assert run.events == []
+    cold = Run()
+    cold.seq = 10
+    for _ in range(5):  # without the warm start the look is still being learned: quiet too
+        cold.round(**{"720p": soft(0.5)})
+    assert cold.events == []
+    for _ in range(3):
+        run.round(**{"720p": soft(0.95)})
+    assert states(run.events) == [("open", "720p", "blur", "rendition")]
+
+
+def test_look_config_names_picture_kinds_only() -> None:
+    with pytest.raises(ValidationError, match="freeze"):
+        JudgeConfig.model_validate({"look": {"kinds": ["freeze"]}})
