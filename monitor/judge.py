@@ -202,7 +202,10 @@ class LookConfig(StrictModel):
         "a flag at min_severity is bad whatever the rendition always looks like).",
     )
     kinds: tuple[str, ...] = Field(
-        PICTURE_KINDS, description="Kinds judged this way (of blur, noise, banding, blocking)."
+        ("blur", "noise", "banding"),
+        description="Kinds judged this way (of blur, noise, banding, blocking). Not blocking "
+        "by default: content does not look blocky (no clean real control flags it), an "
+        "encoder set up wrong does, from its first segment on, and that must open.",
     )
     margin: float = Field(
         0.25,

@@ -411,3 +411,11 @@ def test_a_restarted_judge_remembers_the_look() -> None:
 def test_look_config_names_picture_kinds_only() -> None:
     with pytest.raises(ValidationError, match="freeze"):
         JudgeConfig.model_validate({"look": {"kinds": ["freeze"]}})
+
+
+def test_a_rung_blocky_from_its_first_segment_still_opens() -> None:
+    # blocking is not a look content has: a wrongly set encoder shows it from the start
+    run = Run()
+    for _ in range(4):
+        run.round(**{"360p": 3.6, "720p": {"flags": [("blockiness", 0.6, 2.0)]}})
+    assert states(run.events) == [("open", "720p", "blocking", "rendition")]
