@@ -37,7 +37,11 @@ Surviving a restart or a partition move (no local state)
    so they resolve exactly once; resolved ids are remembered, so re-judging verdicts
    that were already judged before the crash cannot publish a second life for them.
 2. `Judge.warm(observations)`: the last ~`baseline_segments` verdicts per rendition
-   before the committed offset rebuild the baselines (no gates, no events).
+   before the committed offset rebuild the baselines and looks (no gates, no events).
+   The judge role instead replays its recent verdicts through `observe`, then
+   `forget_incidents` and `restore`; a restored picture incident sets its rendition's
+   look back to the usual level its evidence recorded, so a fault older than the replay
+   window is not taken for the look.
 3. `Judge.observe(...)` from the committed offset on. Incident ids are deterministic
    (stream/scope/kind/opening seq), so a redelivered verdict yields the same ids.
 """
@@ -232,9 +236,11 @@ class LookConfig(StrictModel):
     @field_validator("kinds")
     @classmethod
     def _picture_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        for kind in kinds:
+        for i, kind in enumerate(kinds):
             if kind not in PICTURE_KINDS:
                 raise ValueError(f"look.kinds: {kind!r} is not one of {', '.join(PICTURE_KINDS)}")
+            if kind in kinds[:i]:
+                raise ValueError(f"look.kinds: {kind!r} is listed twice")
         return kinds
 
 
@@ -256,9 +262,9 @@ class JudgeConfig(StrictModel):
     kinds: KindsConfig = Field(default_factory=KindsConfig)
     look: LookConfig = Field(
         default_factory=LookConfig,
-        description="Picture flags (blur, noise, banding, blocking) judged against the "
-        "rendition's own usual level of them, so content that always looks soft, grainy or "
-        "banded opens no incident.",
+        description="Picture flags content can raise on its own (blur, noise, banding) judged "
+        "against the rendition's own usual level of them, so content that always looks soft, "
+        "grainy or banded opens no incident.",
     )
     starvation: StarvationConfig = Field(default_factory=StarvationConfig)
     ladder: LadderCheckConfig = Field(default_factory=LadderCheckConfig)
@@ -411,11 +417,12 @@ class Look:
     level: float = 0.0
     count: int = 0
 
-    def judge(self, finding: Finding, severity: float, cfg: LookConfig) -> Finding:
-        """The finding against this look; learns from the segment unless it is bad."""
+    def judge(self, finding: Finding, severity: float, cfg: LookConfig, learn: bool) -> Finding:
+        """The finding against this look; learns from the segment when `learn` and the
+        segment is not bad."""
         warm = self.count >= cfg.warmup_segments
         bad = warm and finding.bad and severity >= self.level + cfg.margin
-        if not bad:
+        if learn and not bad:
             self.count += 1
             self.level += max(2.0 / (cfg.span + 1), 1.0 / self.count) * (severity - self.level)
         if bad == finding.bad:
@@ -621,14 +628,19 @@ class Judge:
         return events
 
     def warm(self, observations: Iterable[Observation]) -> None:
-        """Rebuild baselines from recent verdicts after a restart: no gates, no events."""
+        """Rebuild baselines and looks from recent verdicts after a restart: no gates, no
+        events. A segment feeds the MOS baseline when none of its flags is bad (picture
+        flags judged against the look, as live)."""
         for obs in observations:
             st = self.streams.setdefault(obs.stream, StreamState(obs.stream))
             r = st.renditions.setdefault(obs.rendition, RenditionState(obs.rendition))
             r.bitrate = obs.bitrate or r.bitrate
-            if obs.mos is not None and not obs.flags and not obs.transport_errors:
+            seg_s = obs.duration_s or self.cfg.default_segment_s
+            findings = dict(flag_findings(obs, self.cfg.kinds, seg_s))
+            self._against_looks(r, obs, findings)
+            bad = any(f.bad for f in findings.values())
+            if obs.mos is not None and not bad and not obs.transport_errors:
                 r.baseline.update(obs.mos, obs.mos_low, self.cfg.baseline_segments)
-            self._against_looks(r, obs)
 
     def forget_incidents(self) -> None:
         """Drop every tracked incident and remembered id, keeping baselines and gates.
@@ -763,19 +775,18 @@ class Judge:
         return bad_kinds
 
     def _against_looks(
-        self, r: RenditionState, obs: Observation, findings: dict[str, Finding] | None = None
+        self, r: RenditionState, obs: Observation, findings: dict[str, Finding]
     ) -> None:
-        """Judge the picture flags of `findings` against the rendition's looks (in place),
-        and learn the looks from this segment; without findings (the warm start) only
-        learn, judging the flags as flag_findings would."""
+        """Judge the picture flags of `findings` against the rendition's looks (in place)
+        and learn the looks from this segment. A look learns nothing from a segment that
+        says nothing about the picture (damaged, undecodable or black: no flag of blur
+        there is not the look; a frozen picture still shows how it looks), nor while its
+        kind is going bad or an incident of it is open (a fault that varies would
+        otherwise teach itself to the look)."""
         cfg = self.cfg.look
         if not cfg.enabled:
             return
-        if findings is None:
-            findings = dict(flag_findings(obs, self.cfg.kinds, obs.duration_s or 2.0))
-            learn_only = True
-        else:
-            learn_only = False
+        blind = obs.transport_errors or ("black" in findings and findings["black"].bad)
         for kind in cfg.kinds:
             finding = findings.get(kind)
             if finding is None:  # the kind is not judged at all
@@ -786,9 +797,9 @@ class Judge:
             look = r.looks.get(kind)
             if look is None:
                 look = r.looks[kind] = Look()
-            judged = look.judge(finding, severity, cfg)
-            if not learn_only:
-                findings[kind] = judged
+            g = r.gates.get(kind)
+            going_bad = g is not None and (g.active or g.bad_run > 0)
+            findings[kind] = look.judge(finding, severity, cfg, not blind and not going_bad)
 
     def _judge_ladder(self, st: StreamState, rnd: Round, raw: dict[str, set[str]]) -> None:
         cfg = self.cfg.ladder
@@ -998,6 +1009,10 @@ class Judge:
                 r.baseline.low_count = 0 if low is None else self.cfg.warmup_segments
             if isinstance(b, dict) and b.get("bitrate"):
                 r.bitrate = int(b["bitrate"])
+            usual = b.get("usual") if isinstance(b, dict) else None
+            if inc.kind in self.cfg.look.kinds and isinstance(usual, (int, float)):
+                # the look when it opened: what a replay learned from the fault is not it
+                r.looks[inc.kind] = Look(float(usual), self.cfg.look.warmup_segments)
         st.incidents[(inc.scope, inc.kind)] = Tracked(inc, inc.severity)
 
     def _expire(self, st: StreamState, now: float) -> list[Incident]:

@@ -395,22 +395,71 @@ def test_a_restarted_judge_remembers_the_look() -> None:
     judge.warm(before)
     run = Run(judge)
     run.seq = 10
-    for _ in range(5):
-        run.round(**{"720p": soft(0.5)})
-    assert run.events == []
-    cold = Run()
-    cold.seq = 10
-    for _ in range(5):  # without the warm start the look is still being learned: quiet too
-        cold.round(**{"720p": soft(0.5)})
-    assert cold.events == []
-    for _ in range(3):
+    for _ in range(3):  # warm: the look is known, so a blur far beyond it opens at once
         run.round(**{"720p": soft(0.95)})
     assert states(run.events) == [("open", "720p", "blur", "rendition")]
+    cold = Run()
+    cold.seq = 10
+    for _ in range(3):  # cold: these are the segments the look is learned from
+        cold.round(**{"720p": soft(0.95)})
+    assert cold.events == []
+
+
+def test_a_fault_that_varies_does_not_teach_itself_to_the_look() -> None:
+    run = Run()
+    for _ in range(10):
+        run.round(**{"360p": 3.6, "720p": soft(0.5)})
+    for i in range(100):  # some segments of the fault fall under usual + margin
+        run.round(**{"360p": 3.6, "720p": soft((0.6, 0.7, 0.8, 0.9, 1.0)[i % 5])})
+    assert states(run.events) == [("open", "720p", "blur", "rendition")]
+    # only the fault's first segments, under the margin before anything was bad, were learned
+    assert run.judge.streams["news"].renditions["720p"].looks["blur"].level < 0.55
+
+
+def test_segments_that_show_nothing_do_not_teach_the_look() -> None:
+    run = Run()
+    for _ in range(10):
+        run.round(**{"360p": 3.6, "720p": soft(0.5)})
+    for _ in range(12):  # 24 s undecodable, then black: no blur flag, but not sharpness
+        run.round(**{"360p": 3.6, "720p": {"mos": None, "errors": 5}})
+    for _ in range(6):
+        run.round(**{"360p": 3.6, "720p": {"flags": [("black", 1.0, 2.0)]}})
+    for _ in range(10):
+        run.round(**{"360p": 3.6, "720p": soft(0.5)})
+    assert "blur" not in {e.kind for e in run.events}
+    assert run.judge.streams["news"].renditions["720p"].looks["blur"].level == pytest.approx(
+        0.5, abs=0.01
+    )
+
+
+def test_a_restored_picture_incident_keeps_the_look_it_opened_against() -> None:
+    # the judge role's restart: replay the last 200 verdicts, forget, restore the topic
+    first = Run()
+    first.clean(10)
+    for _ in range(250):  # a blur on a sharp rung, older than the replay window
+        first.round(**{"360p": 3.6, "720p": soft(0.9)})
+    assert states(first.events) == [("open", "720p", "blur", "rendition")]
+    judge = Judge(cfg())
+    for seq in range(first.seq - 200, first.seq):
+        for name, spec in (("360p", {"mos": 3.6}), ("720p", soft(0.9))):
+            doc = verdict(name, seq, spec.pop("mos", LADDER[name][1]), **spec)
+            judge.observe(Observation.from_verdict_json(doc), now=1000.0 + seq * 2)
+    judge.flush(now=1000.0 + first.seq * 2)
+    judge.forget_incidents()
+    judge.restore(first.events)
+    assert judge.streams["news"].renditions["720p"].looks["blur"].level == pytest.approx(0.0)
+    after = Run(judge)
+    after.seq = first.seq
+    for _ in range(20):  # the fault goes on: it must not resolve
+        after.round(**{"360p": 3.6, "720p": soft(0.9)})
+    assert after.events == []
 
 
 def test_look_config_names_picture_kinds_only() -> None:
     with pytest.raises(ValidationError, match="freeze"):
         JudgeConfig.model_validate({"look": {"kinds": ["freeze"]}})
+    with pytest.raises(ValidationError, match="twice"):
+        JudgeConfig.model_validate({"look": {"kinds": ["blur", "blur"]}})
 
 
 def test_a_rung_blocky_from_its_first_segment_still_opens() -> None:
@@ -419,3 +468,15 @@ def test_a_rung_blocky_from_its_first_segment_still_opens() -> None:
     for _ in range(4):
         run.round(**{"360p": 3.6, "720p": {"flags": [("blockiness", 0.6, 2.0)]}})
     assert states(run.events) == [("open", "720p", "blocking", "rendition")]
+
+
+def test_a_still_picture_still_shows_its_look() -> None:
+    # a slate: every segment frozen and soft; its blur is its look, a blur beyond it is not
+    run = Run()
+    still = [("freeze", 1.0, 2.0)]
+    for _ in range(10):
+        run.round(**{"360p": 3.6, "720p": {"flags": [*still, ("blur", 0.5, 2.0)]}})
+    assert "blur" not in {e.kind for e in run.events}
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"flags": [*still, ("blur", 0.95, 2.0)]}})
+    assert ("open", "720p", "blur", "rendition") in states(run.events)
