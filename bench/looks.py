@@ -16,7 +16,11 @@ out, so only the picture flags speak:
   4 times in a row (8 s of a fault), then 6 controls. Caught when an incident of the
   version's kind (blur, noise, banding; blocking for compression) opens during the fault.
   Versions whose segment raises no flag of their kind at min_severity cannot be caught by
-  any judge and are counted apart.
+  any judge and are counted apart;
+- lasting faults: a fresh judge sees 10 controls, then for 80 s the source's versions of
+  a kind that raise its flag, in turn (the severity varies from segment to segment, as a
+  real fault's does). Held open when exactly one incident of the kind opens and none
+  resolves while the fault lasts.
 
 Both with the look (the default) and without it (look.enabled false, the judge before it).
 """
@@ -100,6 +104,8 @@ def judge_sources(by_source: dict[str, dict[str, list[Flags]]], cfg: JudgeConfig
     total: collections.Counter[str] = collections.Counter()
     flagged: collections.Counter[str] = collections.Counter()
     flagged_caught: collections.Counter[str] = collections.Counter()
+    lasting: collections.Counter[str] = collections.Counter()
+    held: collections.Counter[str] = collections.Counter()
     min_sev = {k: cfg.kinds.rule(k).min_severity for k in PICTURE}
     for source, kinds in sorted(by_source.items()):
         controls = kinds.get("control", [])
@@ -124,6 +130,18 @@ def judge_sources(by_source: dict[str, dict[str, list[Flags]]], cfg: JudgeConfig
                 has_flag = any(FLAG_TO_KIND.get(f) == want and s >= min_sev[want] for f, s in flags)
                 flagged[kind] += has_flag
                 flagged_caught[kind] += hit and has_flag
+            # a fault that lasts: its flagged versions in turn for 80 s, severity varying
+            faults = [
+                f
+                for f in kinds.get(kind, [])
+                if any(FLAG_TO_KIND.get(x) == want and s >= min_sev[want] for x, s in f)
+            ]
+            if faults:
+                pre = [controls[i % len(controls)] for i in range(10)]
+                events = _play(cfg, pre + [faults[i % len(faults)] for i in range(40)])
+                ours = [(seq, state) for seq, state, k in events if k == want and seq >= 10]
+                lasting[kind] += 1
+                held[kind] += bool(ours) and ours[0][1] == "open" and len(ours) == 1
     return {
         "sources": len(by_source),
         "sources_with_standing_false_incidents": len(alarmed),
@@ -131,6 +149,7 @@ def judge_sources(by_source: dict[str, dict[str, list[Flags]]], cfg: JudgeConfig
         "alarmed": alarmed,
         "caught": {k: f"{caught[k]}/{total[k]}" for k in EXPECTED},
         "caught_of_flagged": {k: f"{flagged_caught[k]}/{flagged[k]}" for k in EXPECTED},
+        "lasting_faults_held_open": {k: f"{held[k]}/{lasting[k]}" for k in EXPECTED},
     }
 
 
@@ -174,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name}: {r['sources_with_standing_false_incidents']}/{r['sources']} sources with a "
             f"standing false incident {r['false_incidents_by_kind']}; caught {r['caught']}; "
-            f"of those flagged {r['caught_of_flagged']}"
+            f"of those flagged {r['caught_of_flagged']}; lasting faults held open for 80 s "
+            f"{r['lasting_faults_held_open']}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
