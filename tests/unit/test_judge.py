@@ -480,3 +480,52 @@ def test_a_still_picture_still_shows_its_look() -> None:
     for _ in range(3):
         run.round(**{"360p": 3.6, "720p": {"flags": [*still, ("blur", 0.95, 2.0)]}})
     assert ("open", "720p", "blur", "rendition") in states(run.events)
+
+
+def lagged(judge: Judge, fault: dict[str, range], lag: int, rounds: int = 30) -> list[Incident]:
+    """720p on time, 360p `lag` segments behind (its verdicts queue: rounds close without
+    it on max_pending_rounds); black on each rendition over its `fault` range."""
+    events: list[Incident] = []
+
+    def feed(name: str, seq: int, now: float) -> None:
+        flags = [("black", 1.0, 2.0)] if seq in fault.get(name, range(0)) else []
+        doc = verdict(name, seq, LADDER[name][1], flags=flags)
+        events.extend(judge.observe(Observation.from_verdict_json(doc), now=now))
+
+    for seq in range(rounds):
+        feed("720p", seq, 1000.0 + 2 * seq)
+        if seq >= lag:
+            feed("360p", seq - lag, 1000.0 + 2 * seq + 1)
+    return events
+
+
+def test_a_late_rung_does_not_split_a_source_fault_into_a_rendition_incident() -> None:
+    both = {"720p": range(10, 16), "360p": range(10, 16)}
+    assert states(lagged(Judge(cfg()), both, lag=4)) == [
+        ("open", "*", "black", "source"),
+        ("resolved", "*", "black", "source"),
+    ]
+    one = {"720p": range(10, 16)}  # the late rung was fine: the top rung's own fault
+    assert states(lagged(Judge(cfg()), one, lag=4)) == [
+        ("open", "720p", "black", "rendition"),
+        ("resolved", "720p", "black", "rendition"),
+    ]
+
+
+def test_a_rung_that_stopped_reporting_does_not_hold_an_incident_back() -> None:
+    judge = Judge(cfg())
+    events: list[Incident] = []
+    for seq in range(30):
+        now = 1000.0 + 2 * seq
+        flags = [("black", 1.0, 2.0)] if seq >= 10 else []
+        events += judge.observe(
+            Observation.from_verdict_json(verdict("720p", seq, 4.3, flags=flags)), now=now
+        )
+        if seq < 5:  # the low rung's encoder died after segment 4
+            events += judge.observe(
+                Observation.from_verdict_json(verdict("360p", seq, 3.6)), now=now + 1
+            )
+        events += judge.tick(now + 1.5)
+    opened = [e for e in events if e.state == "open"]
+    assert [(e.scope, e.kind) for e in opened] == [("720p", "black")]
+    assert opened[0].opened_seq == 10
