@@ -865,30 +865,12 @@ class Judge:
         for name in sorted(known | {s for s, k in st.incidents if k == kind} - {STREAM_SCOPE}):
             tr = st.incidents.get((name, kind))
             if name in active and tr is None:
-                if not self._behind(st, name, kind, known, now):
-                    events += self._open(st, name, kind, "rendition", [name], rnd, now)
+                events += self._open(st, name, kind, "rendition", [name], rnd, now)
             elif name in active and tr is not None:
                 events += self._maybe_update(st, tr, kind, [name], now)
             elif tr is not None:
                 events += self._resolve(st, name, kind, now)
         return events
-
-    def _behind(self, st: StreamState, name: str, kind: str, known: set[str], now: float) -> bool:
-        """Another rendition, still reporting, has not been judged at the segment where
-        `name` went bad for `kind` (its verdicts queue behind; rounds closed without it
-        on max_pending_rounds): whether the fault is this rung's or the whole stream's is
-        not known yet, so its rendition incident waits for that verdict, up to
-        round_wait_s after the late rung last reported."""
-        g = st.renditions[name].gates.get(kind)
-        if kind == "ladder_inversion" or g is None or g.first_seq is None:
-            return False
-        return any(
-            r.last_seq is not None
-            and r.last_seq < g.first_seq
-            and now - r.last_time < self.cfg.round_wait_s
-            for n, r in st.renditions.items()
-            if n != name and n in known
-        )
 
     def _known(self, st: StreamState, now: float) -> set[str]:
         return {
