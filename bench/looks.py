@@ -107,6 +107,11 @@ def judge_sources(by_source: dict[str, dict[str, list[Flags]]], cfg: JudgeConfig
     lasting: collections.Counter[str] = collections.Counter()
     held: collections.Counter[str] = collections.Counter()
     min_sev = {k: cfg.kinds.rule(k).min_severity for k in PICTURE}
+
+    def raises(flags: Flags, want: str) -> bool:
+        """The segment raises a flag of incident kind `want` at its min_severity."""
+        return any(FLAG_TO_KIND.get(f) == want and s >= min_sev[want] for f, s in flags)
+
     for source, kinds in sorted(by_source.items()):
         controls = kinds.get("control", [])
         if not controls:
@@ -117,27 +122,22 @@ def judge_sources(by_source: dict[str, dict[str, list[Flags]]], cfg: JudgeConfig
             false_alarms[k] += 1
         if opened:
             alarmed.append(f"{source}: {', '.join(sorted(opened))}")
+        pre = feed[:10]  # the controls in turn, as the feed above
+        post = feed[:6]
         for kind, want in EXPECTED.items():
             for flags in kinds.get(kind, []):
-                pre = [controls[i % len(controls)] for i in range(10)]
-                post = [controls[i % len(controls)] for i in range(6)]
                 events = _play(cfg, pre + [flags] * 4 + post)
                 hit = any(
                     state == "open" and k == want and 10 <= seq < 14 for seq, state, k in events
                 )
                 total[kind] += 1
                 caught[kind] += hit
-                has_flag = any(FLAG_TO_KIND.get(f) == want and s >= min_sev[want] for f, s in flags)
+                has_flag = raises(flags, want)
                 flagged[kind] += has_flag
                 flagged_caught[kind] += hit and has_flag
             # a fault that lasts: its flagged versions in turn for 80 s, severity varying
-            faults = [
-                f
-                for f in kinds.get(kind, [])
-                if any(FLAG_TO_KIND.get(x) == want and s >= min_sev[want] for x, s in f)
-            ]
+            faults = [f for f in kinds.get(kind, []) if raises(f, want)]
             if faults:
-                pre = [controls[i % len(controls)] for i in range(10)]
                 events = _play(cfg, pre + [faults[i % len(faults)] for i in range(40)])
                 ours = [(seq, state) for seq, state, k in events if k == want and seq >= 10]
                 lasting[kind] += 1

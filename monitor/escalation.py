@@ -428,10 +428,11 @@ class EscalationPolicy:
             return Decision(False, "disabled")
         reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
         labels = frozenset(reason_label(r) for r in reasons)
-        habitual = self.habitual(key, _flag_severities(v))
+        severities = _flag_severities(v)
+        habitual = self.habitual(key, severities)
         # an escalated event goes on while its trigger fires on every segment
         ongoing = self._ongoing.pop(key, frozenset()) & labels if cfg.once_per_event else set()
-        self._record(key, v, labels)
+        self._record(key, v, labels, severities)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
                 return self._admit(v.stream, now, "audit", "audit", has_request)
@@ -487,7 +488,13 @@ class EscalationPolicy:
                 self._escalated += int(escalated)
         self._window = deque(row for _, row in sorted(seconds.items()))
 
-    def _record(self, key: str, v: Verdict, labels: frozenset[str]) -> None:
+    def _record(
+        self,
+        key: str,
+        v: Verdict,
+        labels: frozenset[str],
+        severities: dict[str, float] | None = None,
+    ) -> None:
         cfg = self.config
         if v.mos_low is not None:
             self._history(self._recent, key).append(v.mos_low)
@@ -501,9 +508,9 @@ class EscalationPolicy:
                     tuple(math.nan if x is None else x for x in taken)
                 )
         self._history(self._triggers, key).append(labels)
-        self._history(self._flags, key).append(
-            {k: x for k, x in _flag_severities(v).items() if k in labels}
-        )
+        if severities is None:
+            severities = _flag_severities(v)
+        self._history(self._flags, key).append({k: x for k, x in severities.items() if k in labels})
 
     def habitual(self, key: str, severities: dict[str, float] | None = None) -> set[str]:
         """Trigger labels that fired on at least habitual_share of the rendition's recent
@@ -643,7 +650,8 @@ def _flag_severities(v: Verdict) -> dict[str, float]:
     """The verdict's flag severities by trigger label ("flag_freeze": 0.98)."""
     out: dict[str, float] = {}
     for f in v.flags:
-        out[f"flag_{f.kind}"] = max(out.get(f"flag_{f.kind}", 0.0), f.severity)
+        label = f"flag_{f.kind}"
+        out[label] = max(out.get(label, 0.0), f.severity)
     return out
 
 

@@ -425,18 +425,14 @@ class Look:
         if learn and not bad:
             self.count += 1
             self.level += max(2.0 / (cfg.span + 1), 1.0 / self.count) * (severity - self.level)
-        if bad == finding.bad:
-            return (
-                Finding(
-                    True,
-                    finding.severity,
-                    finding.seconds,
-                    {**finding.evidence, "usual": _r(self.level)},
-                )
-                if bad
-                else finding
+        usual = _r(self.level)
+        if bad:
+            return Finding(
+                True, finding.severity, finding.seconds, {**finding.evidence, "usual": usual}
             )
-        return Finding(False, evidence={"severity": _r(severity), "usual": _r(self.level)})
+        if finding.bad:  # flagged, but no more than the rendition usually is
+            return Finding(False, evidence={"severity": _r(severity), "usual": usual})
+        return finding
 
 
 @dataclass(slots=True)
