@@ -6,9 +6,11 @@ pipeline step) feeds it `Observation`s and publishes the `Incident` events it re
 How it judges
 -------------
 - Verdicts of one stream are judged in *rounds*: all renditions of one `seq`. A round
-  closes when every rendition seen recently has delivered it, when it has waited
-  `round_wait_s`, or when more than `max_pending_rounds` later rounds are waiting. Rounds
-  make localisation independent of the order the renditions' verdicts arrive in.
+  closes when every rendition seen recently has delivered it (or a later seq: it skipped
+  this one), when it has waited `round_wait_s`, or when more than `max_pending_rounds`
+  later rounds are waiting. Rounds make localisation independent of the order the
+  renditions' verdicts arrive in, and of one rendition's screening lagging the others'
+  by up to `round_wait_s`.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -275,7 +277,12 @@ class JudgeConfig(StrictModel):
         "before it is judged without them (seconds of the clock passed in).",
     )
     max_pending_rounds: int = Field(
-        2, ge=0, le=100, description="Rounds waiting behind the oldest before it is judged anyway."
+        30,
+        ge=0,
+        le=1000,
+        description="Rounds waiting behind the oldest before it is judged anyway (a bound on "
+        "memory and delay when a backlog is replayed faster than round_wait_s; a rendition "
+        "whose screening lags is otherwise waited for up to round_wait_s).",
     )
     stale_after_s: float = Field(
         120.0,
@@ -451,6 +458,11 @@ class RenditionState:
         if g is None:
             g = self.gates[kind] = Gate(segments=deque(maxlen=keep))
         return g
+
+
+NEW_STREAM_ROUNDS = 2
+"""Later rounds that must wait before a new stream's oldest round is judged without a
+known set of renditions (they are learnt from the rounds judged)."""
 
 
 @dataclass(slots=True)
@@ -698,6 +710,10 @@ class Judge:
 
     def _close_rounds(self, st: StreamState, now: float) -> list[Incident]:
         events: list[Incident] = []
+        newest = {n: r.last_seq for n, r in st.renditions.items() if r.last_seq is not None}
+        for waiting in st.pending.values():
+            for n in waiting.obs:
+                newest[n] = max(newest.get(n, waiting.seq), waiting.seq)
         while st.pending:
             seq = min(st.pending)
             rnd = st.pending[seq]
@@ -706,10 +722,18 @@ class Judge:
                 for n, r in st.renditions.items()
                 if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
             }
-            complete = bool(expected) and expected <= set(rnd.obs)
+            # Settled: every rendition has either delivered this seq or already delivered
+            # a later one (it skipped this seq, or this rendition's verdict was judged in
+            # an earlier round). A rendition whose screening lags waits for it.
+            settled = bool(expected) and all(
+                n in rnd.obs or newest.get(n, -1) > seq for n in expected
+            )
             waited = now - rnd.first_arrival >= self.cfg.round_wait_s
-            crowded = len(st.pending) > self.cfg.max_pending_rounds + 1
-            if not (complete or waited or crowded):
+            # A new stream's renditions are not known yet: its first rounds are judged
+            # once a few later ones wait, and teach the judge which renditions to expect.
+            behind = self.cfg.max_pending_rounds if expected else NEW_STREAM_ROUNDS
+            crowded = len(st.pending) > behind + 1
+            if not (settled or waited or crowded):
                 break
             del st.pending[seq]
             events += self._judge_round(st, rnd, now)

@@ -273,6 +273,47 @@ def test_arrival_order_of_renditions_does_not_change_localisation() -> None:
     assert states(events) == [("open", "*", "starvation", "source")]
 
 
+def lagged_feed(lag: int) -> list[Incident]:
+    """A source starvation (every rung 1 MOS down for 5 segments) while the 360p rung's
+    verdicts arrive `lag` segments (2 s each) after the 720p rung's, as when one screen
+    worker is behind; the judge ticks every segment."""
+    judge = Judge(cfg())
+    mos = [3.6] * 10 + [2.6] * 5 + [3.6] * 10
+    events: list[Incident] = []
+    for t in range(len(mos) + lag):
+        now = 1000.0 + t * 2
+        for name, seq, up in (("720p", t, 0.7), ("360p", t - lag, 0.0)):
+            if 0 <= seq < len(mos):
+                obs = Observation.from_verdict_json(verdict(name, seq, mos[seq] + up))
+                events += judge.observe(obs, now=now)
+        events += judge.tick(now)
+    return events + judge.flush(now=2000.0)
+
+
+@pytest.mark.parametrize("lag", [1, 3, 4])
+def test_a_lagging_rendition_is_waited_for_and_the_source_is_blamed(lag: int) -> None:
+    # Lags of 6-8 s (3-4 segments) used to close rounds without the late rung (two later
+    # rounds waiting were enough), so the 720p rung alone looked bad first: a rendition
+    # incident, then the source one superseding it.
+    assert states(lagged_feed(lag)) == [
+        ("open", "*", "starvation", "source"),
+        ("resolved", "*", "starvation", "source"),
+    ]
+
+
+def test_a_rendition_that_skipped_a_seq_does_not_hold_its_round() -> None:
+    judge = Judge(cfg())
+    for seq in range(3):
+        for name in ("360p", "720p"):
+            judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
+    judge.flush(now=1000.0)  # a new stream's first rounds wait to learn its renditions
+    judge.observe(Observation.from_verdict_json(verdict("720p", 3, 4.3)), now=1001.0)
+    assert 3 in judge.streams["news"].pending  # 360p's seq 3 may still come
+    judge.observe(Observation.from_verdict_json(verdict("360p", 4, 3.6)), now=1001.5)
+    # 360p delivered seq 4: it skipped 3 (a lost segment), so round 3 is judged now
+    assert sorted(judge.streams["news"].pending) == [4]
+
+
 def test_duplicate_verdicts_are_ignored() -> None:
     judge = Judge(cfg())
     doc = verdict("720p", 0, None, errors=2)
