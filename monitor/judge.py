@@ -6,11 +6,12 @@ pipeline step) feeds it `Observation`s and publishes the `Incident` events it re
 How it judges
 -------------
 - Verdicts of one stream are judged in *rounds*: all renditions of one `seq`. A round
-  closes when every rendition seen recently has delivered it (or a later seq: it skipped
-  this one), when it has waited `round_wait_s`, or when more than `max_pending_rounds`
-  later rounds are waiting. Rounds make localisation independent of the order the
-  renditions' verdicts arrive in, and of one rendition's screening lagging the others'
-  by up to `round_wait_s`.
+  closes when every rendition seen recently has delivered it (or is `REORDER_SLACK` seqs
+  past it: it skipped this one), when it has waited `round_wait_s`, or when more than
+  `max_pending_rounds` later rounds are waiting (2 for a new stream, whose renditions
+  the judge learns from its first rounds). Rounds make localisation independent of the
+  order the renditions' verdicts arrive in, and of one rendition's screening lagging
+  the others' by up to `round_wait_s`.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -460,9 +461,16 @@ class RenditionState:
         return g
 
 
+def _at_or_past(last_seq: int | None, seq: int) -> bool:
+    return last_seq is not None and last_seq >= seq
+
+
 NEW_STREAM_ROUNDS = 2
 """Later rounds that must wait before a new stream's oldest round is judged without a
 known set of renditions (they are learnt from the rounds judged)."""
+REORDER_SLACK = 2
+"""A rendition that delivered a seq this far past a round's is taken to have skipped
+the round's seq; nearer, its verdict of it may still come (verdicts out of order)."""
 
 
 @dataclass(slots=True)
@@ -722,11 +730,16 @@ class Judge:
                 for n, r in st.renditions.items()
                 if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
             }
-            # Settled: every rendition has either delivered this seq or already delivered
-            # a later one (it skipped this seq, or this rendition's verdict was judged in
-            # an earlier round). A rendition whose screening lags waits for it.
+            # Settled: every rendition has delivered this seq, or its verdict of it would
+            # be dropped anyway (a later one of it was judged), or it is more than
+            # REORDER_SLACK seqs past this one (it skipped the seq: a lost segment). A
+            # rendition whose screening lags is waited for, and so is one whose verdicts
+            # arrive a little out of order (a pool of workers finishes jobs out of order).
             settled = bool(expected) and all(
-                n in rnd.obs or newest.get(n, -1) > seq for n in expected
+                n in rnd.obs
+                or _at_or_past(st.renditions[n].last_seq, seq)
+                or newest.get(n, -1) > seq + REORDER_SLACK
+                for n in expected
             )
             waited = now - rnd.first_arrival >= self.cfg.round_wait_s
             # A new stream's renditions are not known yet: its first rounds are judged

@@ -22,8 +22,9 @@ State without local disk. On every partition assignment the step is rebuilt for 
 streams the instance now owns (`rebuild`):
 1. replay the last `replay_segments` verdicts before the judge group's committed offset
    of each assigned verdicts partition through `Judge.observe` (events dropped: they
-   were published before those offsets were committed): baselines and the gates' bad
-   and good runs come back as they were;
+   were published before those offsets were committed), then judge the rounds it left
+   waiting (every verdict before a committed offset was in a judged round): baselines
+   and the gates' bad and good runs come back as they were;
 2. drop the incidents that replay made up (`Judge.forget_incidents`): a window that
    starts mid-run would invent some, and the topic is the authority;
 3. `Judge.restore` from vqmon.incidents, read from the beginning up to its end offsets
@@ -516,6 +517,10 @@ def rebuild(
     now = step.clock()
     for obs in replayed:
         judge.observe(obs, now)  # events already published before these offsets committed
+    # Every verdict before a committed offset was in a round already judged (a waiting
+    # round holds its offsets back): judge what the replay left waiting now, so it is
+    # not judged again against the restored incidents below.
+    judge.flush(now)
     judge.forget_incidents()  # the topic, not the replay window, says which exist
     incidents = [i for i in reader.incidents() if owned(i.stream)]
     judge.restore(incidents)

@@ -308,10 +308,33 @@ def test_a_rendition_that_skipped_a_seq_does_not_hold_its_round() -> None:
             judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
     judge.flush(now=1000.0)  # a new stream's first rounds wait to learn its renditions
     judge.observe(Observation.from_verdict_json(verdict("720p", 3, 4.3)), now=1001.0)
-    assert 3 in judge.streams["news"].pending  # 360p's seq 3 may still come
-    judge.observe(Observation.from_verdict_json(verdict("360p", 4, 3.6)), now=1001.5)
-    # 360p delivered seq 4: it skipped 3 (a lost segment), so round 3 is judged now
-    assert sorted(judge.streams["news"].pending) == [4]
+    for seq in (4, 5):  # 360p's seq 3 may still come, out of order
+        judge.observe(Observation.from_verdict_json(verdict("360p", seq, 3.6)), now=1001.5)
+        assert 3 in judge.streams["news"].pending
+    judge.observe(Observation.from_verdict_json(verdict("360p", 6, 3.6)), now=1001.5)
+    # 360p is three seqs past 3: it skipped it (a lost segment), so round 3 is judged now
+    assert sorted(judge.streams["news"].pending) == [4, 5, 6]
+
+
+def test_a_verdict_overtaken_by_its_renditions_next_one_is_still_waited_for() -> None:
+    # A pool of screen workers publishes in the order jobs finish: 360p's seq 11 may
+    # come before its seq 10. Round 10 waits for it (seq 11 is not a skip).
+    judge = Judge(cfg())
+    for seq in range(10):
+        for name in ("360p", "720p"):
+            judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
+    judge.flush(now=1000.0)
+    judged: list[tuple[int, list[str]]] = []
+    original = judge._judge_round
+
+    def spy(st: Any, rnd: Any, now: float) -> list[Incident]:
+        judged.append((rnd.seq, sorted(rnd.obs)))
+        return original(st, rnd, now)
+
+    judge._judge_round = spy  # type: ignore[method-assign]
+    for name, seq in (("720p", 10), ("360p", 11), ("720p", 11), ("360p", 10)):
+        judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1001.0)
+    assert judged == [(10, ["360p", "720p"]), (11, ["360p", "720p"])]
 
 
 def test_duplicate_verdicts_are_ignored() -> None:

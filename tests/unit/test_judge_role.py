@@ -13,7 +13,7 @@ from monitor.judge_role import JudgeStep, JudgeTopics, rebuild, summarize_diagno
 from monitor.publisher import OutMessage
 from monitor.runtime import Context, Message
 from monitor.types import EncoderDecision, Incident, Observation
-from tests.unit.test_judge import verdict
+from tests.unit.test_judge import LADDER, cfg, verdict
 
 TOPICS = JudgeTopics("ver", "dlq", "inc", "dec")
 
@@ -218,6 +218,50 @@ def test_rebuild_restores_the_open_incident_and_it_resolves_once() -> None:
         feed(after, [verdict("360p", s, 3.6), verdict("720p", s, 4.3)])
     events = [json.loads(m.value) for _, ms in after_ctx.groups for m in ms]
     assert [(e["id"], e["state"]) for e in events] == [("news/*/black/4", "resolved")]
+
+
+def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
+    """Renditions that number their segments apart (per-playlist HLS sequences) never
+    complete a round, so a replay at one `now` leaves rounds waiting. Judged after the
+    restore, their good segments from before the fault would clear the restored
+    incident while the fault goes on (and mute its return under the same id)."""
+    base = {"720p": 1000, "360p": 5000}
+
+    def doc(name: str, i: int) -> dict[str, Any]:
+        starved = name == "360p" and i >= 45
+        return verdict(name, base[name] + i, LADDER[name][1] - (1.0 if starved else 0.0))
+
+    live, published, arrived = Judge(cfg()), [], []
+    for i in range(60):
+        for name in ("720p", "360p"):
+            arrived.append(doc(name, i))
+            now = 1000.0 + 2 * i
+            published += live.observe(Observation.from_verdict_json(arrived[-1]), now)
+            published += live.tick(now)
+    assert [e.id for e in published] == ["news/360p/starvation/5045"]
+    waiting = set(live.streams["news"].pending)  # their records hold the offset back
+    cut = next(k for k, d in enumerate(arrived) if d["seq"] in waiting)
+    committed = arrived[:cut]
+
+    after_ctx = FakeContext()
+    after = step_for(after_ctx)
+    clock = cast(Clock, after.clock)
+    clock.now = 1121.0  # the new instance starts right after the old one died
+    mine = partition_for(b"news", range(4))
+    rebuild(
+        after,
+        MemoryReader(published, committed),
+        [Partition("ver", mine), Partition("dlq", mine)],
+        lambda: (Judge(cfg()), after.policy),
+        200,
+    )
+    for i, d in enumerate(arrived[cut:] + [doc(n, i) for i in range(60, 75) for n in base]):
+        clock.now = 1122.0 + i
+        feed(after, [d])
+        after.poll()
+    events = [json.loads(m.value) for _, ms in after_ctx.groups for m in ms]
+    assert [(e["state"], e["severity"]) for e in events] == []  # the starvation goes on
+    assert [i.id for i in after.judge.open_incidents()] == ["news/360p/starvation/5045"]
 
 
 def test_rebuild_ignores_streams_of_other_partitions() -> None:
