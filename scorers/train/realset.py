@@ -335,9 +335,10 @@ def plan(split: Split, name: str) -> list[Version]:
 
 def _service_ladder(name: str) -> list[Version]:
     """A whole ladder as a service encodes one: the 720p top rung and four of the six
-    lower ones, one codec, bits per pixel that follow the rung's size smoothly (a top
-    rung at 0.05-0.2 bits a pixel, each lower one scaled by (720 / height) ** tilt, tilt
-    in -0.6..0.6: published ladders give low rungs fewer bits a pixel or more). The
+    lower ones (then a second 720p rung at a lower rate), one codec, bits per pixel that
+    follow the rung's size smoothly (a top rung at 0.05-0.2 bits a pixel, each lower one
+    scaled by (720 / height) ** tilt, tilt in -0.6..0.6: published ladders give low
+    rungs fewer bits a pixel or more). The
     seven rungs above draw size and rate independently, so there the rate tells the
     quality; in a service's ladder the size does, which the fusion head must also learn.
     Appended after the other versions with draws of its own, so sets built before it
@@ -349,10 +350,16 @@ def _service_ladder(name: str) -> list[Version]:
     tilt = float(rng.uniform(-0.6, 0.6))
     codec = "libx265" if rng.random() < 0.35 else "libx264"
     rungs = [(1280, 720)] + [lower[k] for k in picks]
-    return [
+    ladder = [
         Version("ladder", codec, None, int(top * (720 / h) ** tilt * w * h * FPS), w, h)
         for w, h in rungs
     ]
+    # Published ladders often carry the top size twice, at two rates (3 and 4.5 Mbit/s
+    # at 720p, say): a second 720p rung at 0.35-0.7 of the top's rate, which the size
+    # cannot rank, only the rate and the picture. Drawn after the rungs above, so a set
+    # built with five service rungs gains this one and keeps the rest.
+    second = ladder[0].bitrate * float(rng.uniform(0.35, 0.7)) if ladder[0].bitrate else 0
+    return [*ladder, Version("ladder", codec, None, int(second), 1280, 720)]
 
 
 def make_segment(reference: Sequence[RGB], v: Version, seed: int) -> bytes:

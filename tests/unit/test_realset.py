@@ -110,11 +110,13 @@ def test_a_source_built_before_the_package_column_gets_it(tmp_path: Path) -> Non
 
 
 def test_the_training_plan_ends_with_a_service_ladder() -> None:
-    a = realset.plan("train", "a")[-5:]
+    a = realset.plan("train", "a")[-6:]
     assert all(v.kind == "ladder" and v.bitrate for v in a) and len({v.codec for v in a}) == 1
-    assert (a[0].width, a[0].height) == (1280, 720) and all(v.height < 720 for v in a[1:])
+    assert (a[0].width, a[0].height) == (1280, 720) and all(v.height < 720 for v in a[1:5])
     bpp = [v.bitrate / (v.width * v.height * realset.FPS) for v in a if v.bitrate]
     assert 0.04 < bpp[0] < 0.21 and all(0.02 < b < 0.4 for b in bpp)
+    # a second 720p rung at a lower rate, drawn after the first five (which keep theirs)
+    assert (a[5].width, a[5].height) == (1280, 720) and 0.35 <= bpp[5] / bpp[0] <= 0.7
 
 
 def test_a_grown_plan_makes_only_the_new_versions(
