@@ -6,8 +6,9 @@ pipeline step) feeds it `Observation`s and publishes the `Incident` events it re
 How it judges
 -------------
 - Verdicts of one stream are judged in *rounds*: all renditions of one `seq`. A round
-  closes when every rendition seen recently has delivered it (or is `REORDER_SLACK` seqs
-  past it: it skipped this one), when it has waited `round_wait_s`, or when more than
+  closes when every rendition seen recently has delivered it and its earlier seqs (or is
+  more than `REORDER_SLACK` seqs past the one it misses: it skipped it; or a later verdict
+  of it was judged already), when it has waited `round_wait_s`, or when more than
   `max_pending_rounds` later rounds are waiting (2 for a new stream, whose renditions
   the judge learns from its first rounds). Rounds make localisation independent of the
   order the renditions' verdicts arrive in, and of one rendition's screening lagging
@@ -461,16 +462,26 @@ class RenditionState:
         return g
 
 
-def _at_or_past(last_seq: int | None, seq: int) -> bool:
-    return last_seq is not None and last_seq >= seq
+def _ready(r: RenditionState, rnd: Round, newest: int) -> bool:
+    """Whether rendition `r` lets round `rnd` be judged. It does when its verdict of the
+    seq is in the round and none of its earlier seqs is missing; when its verdict of the
+    seq would be dropped anyway (a later one of it was judged); or when it is more than
+    REORDER_SLACK seqs past the seq it misses (it skipped it: a lost segment). So a
+    rendition whose screening lags is waited for, and so are verdicts that arrive a
+    little out of order (a pool of workers finishes jobs out of order), even when the
+    earlier seq's round does not exist yet. `newest`: its highest seq seen (-1: none)."""
+    if r.last_seq is not None and r.last_seq >= rnd.seq:
+        return True
+    missing = rnd.seq if r.last_seq is None or r.name not in rnd.obs else r.last_seq + 1
+    return (r.name in rnd.obs and missing == rnd.seq) or newest > missing + REORDER_SLACK
 
 
 NEW_STREAM_ROUNDS = 2
 """Later rounds that must wait before a new stream's oldest round is judged without a
 known set of renditions (they are learnt from the rounds judged)."""
 REORDER_SLACK = 2
-"""A rendition that delivered a seq this far past a round's is taken to have skipped
-the round's seq; nearer, its verdict of it may still come (verdicts out of order)."""
+"""A rendition that delivered a seq more than this past one it misses is taken to have
+skipped it; nearer, its verdict of it may still come (verdicts out of order)."""
 
 
 @dataclass(slots=True)
@@ -730,16 +741,8 @@ class Judge:
                 for n, r in st.renditions.items()
                 if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
             }
-            # Settled: every rendition has delivered this seq, or its verdict of it would
-            # be dropped anyway (a later one of it was judged), or it is more than
-            # REORDER_SLACK seqs past this one (it skipped the seq: a lost segment). A
-            # rendition whose screening lags is waited for, and so is one whose verdicts
-            # arrive a little out of order (a pool of workers finishes jobs out of order).
             settled = bool(expected) and all(
-                n in rnd.obs
-                or _at_or_past(st.renditions[n].last_seq, seq)
-                or newest.get(n, -1) > seq + REORDER_SLACK
-                for n in expected
+                _ready(st.renditions[n], rnd, newest.get(n, -1)) for n in expected
             )
             waited = now - rnd.first_arrival >= self.cfg.round_wait_s
             # A new stream's renditions are not known yet: its first rounds are judged

@@ -316,12 +316,12 @@ def test_a_rendition_that_skipped_a_seq_does_not_hold_its_round() -> None:
     assert sorted(judge.streams["news"].pending) == [4, 5, 6]
 
 
-def test_a_verdict_overtaken_by_its_renditions_next_one_is_still_waited_for() -> None:
-    # A pool of screen workers publishes in the order jobs finish: 360p's seq 11 may
-    # come before its seq 10. Round 10 waits for it (seq 11 is not a skip).
+def judged_rounds(renditions: Sequence[str]) -> tuple[Judge, list[tuple[int, list[str]]]]:
+    """A judge past a new stream's first rounds (seqs 0-9 of `renditions` judged) that
+    records each round it judges: (seq, renditions in it)."""
     judge = Judge(cfg())
     for seq in range(10):
-        for name in ("360p", "720p"):
+        for name in renditions:
             judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
     judge.flush(now=1000.0)
     judged: list[tuple[int, list[str]]] = []
@@ -332,9 +332,37 @@ def test_a_verdict_overtaken_by_its_renditions_next_one_is_still_waited_for() ->
         return original(st, rnd, now)
 
     judge._judge_round = spy  # type: ignore[method-assign]
-    for name, seq in (("720p", 10), ("360p", 11), ("720p", 11), ("360p", 10)):
+    return judge, judged
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        [("720p", 10), ("360p", 11), ("720p", 11), ("360p", 10)],  # one rendition's swapped
+        [("720p", 11), ("360p", 11), ("720p", 10), ("360p", 10)],  # both: round 10 comes last
+        [("720p", 11), ("720p", 10)],  # a stream of one rendition
+    ],
+)
+def test_verdicts_overtaken_by_their_renditions_next_ones_are_still_waited_for(
+    order: list[tuple[str, int]],
+) -> None:
+    # A pool of screen workers publishes in the order jobs finish: seq 11 of a rendition
+    # may come before its seq 10. Neither round is judged without it, nor is it dropped.
+    names = sorted({name for name, _ in order})
+    judge, judged = judged_rounds(names)
+    for name, seq in order:
         judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1001.0)
-    assert judged == [(10, ["360p", "720p"]), (11, ["360p", "720p"])]
+    assert judged == [(10, names), (11, names)]
+
+
+def test_a_late_verdict_whose_siblings_were_judged_is_judged_at_once() -> None:
+    # 360p lags more than round_wait_s: round 10 is judged with 720p alone. When 360p's
+    # verdict of seq 10 comes, 720p's of it was judged already, so it is judged at once.
+    judge, judged = judged_rounds(["360p", "720p"])
+    judge.observe(Observation.from_verdict_json(verdict("720p", 10, 3.6)), now=1001.0)
+    judge.tick(now=1011.0)
+    judge.observe(Observation.from_verdict_json(verdict("360p", 10, 3.6)), now=1012.0)
+    assert judged == [(10, ["720p"]), (10, ["360p"])]
 
 
 def test_duplicate_verdicts_are_ignored() -> None:
