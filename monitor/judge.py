@@ -12,7 +12,9 @@ How it judges
   `max_pending_rounds` later rounds are waiting (2 for a new stream, whose renditions
   the judge learns from its first rounds). Rounds make localisation independent of the
   order the renditions' verdicts arrive in, and of one rendition's screening lagging
-  the others' by up to `round_wait_s`.
+  the others' by up to `round_wait_s`. A verdict `renumber_gap` seqs below its
+  rendition's last judged one starts a new numbering (a restarted packager), not a late
+  verdict.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -290,6 +292,15 @@ class JudgeConfig(StrictModel):
         120.0,
         gt=0,
         description="A rendition silent this long is forgotten; its incidents resolve as stale.",
+    )
+    renumber_gap: int = Field(
+        100,
+        ge=1,
+        description="A verdict this many seqs below its rendition's last judged one starts a "
+        "new numbering (a packager restarted its media sequence): it is judged, with the "
+        "rendition's gates, baselines and open incidents kept, instead of being dropped as "
+        "late until the rendition goes stale. Redelivered and straggling verdicts come a few "
+        "rounds late, far less than this.",
     )
     default_segment_s: float = Field(
         2.0, gt=0, description="Segment length assumed when a verdict carries no duration."
@@ -633,7 +644,9 @@ class Judge:
         st.last_time = now
         r = st.renditions.get(obs.rendition)
         if r is not None and r.last_seq is not None and obs.seq <= r.last_seq:
-            return []  # a redelivered or late verdict: its round was judged already
+            if r.last_seq - obs.seq < self.cfg.renumber_gap:
+                return []  # a redelivered or late verdict: its round was judged already
+            r.last_seq = None  # a new numbering (its packager restarted): judged from here
         rnd = st.pending.setdefault(obs.seq, Round(obs.seq, now))
         rnd.obs[obs.rendition] = obs
         return self._close_rounds(st, now)

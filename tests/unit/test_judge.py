@@ -365,6 +365,40 @@ def test_a_late_verdict_whose_siblings_were_judged_is_judged_at_once() -> None:
     assert judged == [(10, ["720p"]), (10, ["360p"])]
 
 
+def restarted_numbering(**kw: Any) -> list[Incident]:
+    """A stream black on both rungs from seq 520; at seq 526 its packager restarts and
+    numbers its segments from 0 again, still black for 80 segments, then clean."""
+    judge, events, now = Judge(cfg(**kw)), [], 1000.0
+    black = [("black", 1.0, 2.0)]
+    plan = [(s, False) for s in range(500, 520)] + [(s, True) for s in range(520, 526)]
+    plan += [(s, True) for s in range(80)] + [(s, False) for s in range(80, 90)]
+    for seq, dark in plan:
+        for name in ("360p", "720p"):
+            mos = 1.0 if dark else LADDER[name][1]
+            doc = verdict(name, seq, mos, flags=black if dark else ())
+            events += judge.observe(Observation.from_verdict_json(doc), now=now)
+        events += judge.tick(now)
+        now += 2.0
+    return events
+
+
+def test_a_packager_that_restarts_its_numbering_does_not_blind_the_judge() -> None:
+    assert states(restarted_numbering()) == [
+        ("open", "*", "black", "source"),
+        ("resolved", "*", "black", "source"),  # when the picture is back, not before
+    ]
+    assert restarted_numbering()[-1].resolved_at == 1000.0 + 2 * (26 + 80 + 2)  # 3rd clean
+    # Without the rule every renumbered verdict was dropped as late: the judge saw
+    # nothing until the renditions went stale, resolved the black as stale while it went
+    # on, and opened it again.
+    assert states(restarted_numbering(renumber_gap=10**6)) == [
+        ("open", "*", "black", "source"),
+        ("resolved", "*", "black", "source"),
+        ("open", "*", "black", "source"),
+        ("resolved", "*", "black", "source"),
+    ]
+
+
 def test_duplicate_verdicts_are_ignored() -> None:
     judge = Judge(cfg())
     doc = verdict("720p", 0, None, errors=2)
