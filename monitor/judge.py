@@ -473,16 +473,21 @@ class RenditionState:
         return g
 
 
-def _ready(r: RenditionState, rnd: Round, newest: int) -> bool:
+def _ready(
+    r: RenditionState, rnd: Round, newest: int, renumber_gap: int, renumbering: bool
+) -> bool:
     """Whether rendition `r` lets round `rnd` be judged. It does when its verdict of the
     seq is in the round and none of its earlier seqs is missing; when its verdict of the
     seq would be dropped anyway (a later one of it was judged); or when it is more than
     REORDER_SLACK seqs past the seq it misses (it skipped it: a lost segment). So a
     rendition whose screening lags is waited for, and so are verdicts that arrive a
     little out of order (a pool of workers finishes jobs out of order), even when the
-    earlier seq's round does not exist yet. `newest`: its highest seq seen (-1: none)."""
+    earlier seq's round does not exist yet. `newest`: its highest seq seen (-1: none).
+    A rendition whose last judged seq is `renumber_gap` or more above the round's numbers
+    its segments apart: it is not waited for, except while a sibling has just started a
+    new numbering (`renumbering`), since a packager restarts its renditions one by one."""
     if r.last_seq is not None and r.last_seq >= rnd.seq:
-        return True
+        return r.last_seq - rnd.seq < renumber_gap or not renumbering
     missing = rnd.seq if r.last_seq is None or r.name not in rnd.obs else r.last_seq + 1
     return (r.name in rnd.obs and missing == rnd.seq) or newest > missing + REORDER_SLACK
 
@@ -520,6 +525,8 @@ class StreamState:
     incidents: dict[tuple[str, str], Tracked] = field(default_factory=dict)
     """(scope, kind) -> the open incident."""
     last_time: float = 0.0
+    renumbered_at: float | None = None
+    """When a rendition of the stream last started a new numbering."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,13 +650,18 @@ class Judge:
         st = self.streams.setdefault(obs.stream, StreamState(obs.stream))
         st.last_time = now
         r = st.renditions.get(obs.rendition)
+        events: list[Incident] = []
         if r is not None and r.last_seq is not None and obs.seq <= r.last_seq:
-            if r.last_seq - obs.seq < self.cfg.renumber_gap:
+            if r.last_seq - obs.seq < self.cfg.renumber_gap or obs.dead_letter:
                 return []  # a redelivered or late verdict: its round was judged already
-            r.last_seq = None  # a new numbering (its packager restarted): judged from here
+            # A new numbering (its packager restarted): the old numbering's waiting rounds
+            # are judged first, in time order, then this rendition is judged from here.
+            for seq in sorted(q for q in st.pending if q - obs.seq >= self.cfg.renumber_gap):
+                events += self._judge_round(st, st.pending.pop(seq), now)
+            r.last_seq, st.renumbered_at = None, now
         rnd = st.pending.setdefault(obs.seq, Round(obs.seq, now))
         rnd.obs[obs.rendition] = obs
-        return self._close_rounds(st, now)
+        return events + self._close_rounds(st, now)
 
     def tick(self, now: float) -> list[Incident]:
         """Call about once a second: judges rounds that waited too long, expires silent streams."""
@@ -754,8 +766,12 @@ class Judge:
                 for n, r in st.renditions.items()
                 if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
             }
+            renumbering = (
+                st.renumbered_at is not None and now - st.renumbered_at < self.cfg.round_wait_s
+            )
+            gap = self.cfg.renumber_gap
             settled = bool(expected) and all(
-                _ready(st.renditions[n], rnd, newest.get(n, -1)) for n in expected
+                _ready(st.renditions[n], rnd, newest.get(n, -1), gap, renumbering) for n in expected
             )
             waited = now - rnd.first_arrival >= self.cfg.round_wait_s
             # A new stream's renditions are not known yet: its first rounds are judged

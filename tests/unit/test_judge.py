@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -397,6 +398,86 @@ def test_a_packager_that_restarts_its_numbering_does_not_blind_the_judge() -> No
         ("open", "*", "black", "source"),
         ("resolved", "*", "black", "source"),
     ]
+
+
+def spied(judge: Judge) -> list[tuple[int, list[str]]]:
+    """Record each round `judge` judges: (seq, renditions in it)."""
+    judged: list[tuple[int, list[str]]] = []
+    original = judge._judge_round
+
+    def spy(st: Any, rnd: Any, now: float) -> list[Incident]:
+        judged.append((rnd.seq, sorted(rnd.obs)))
+        return original(st, rnd, now)
+
+    judge._judge_round = spy  # type: ignore[method-assign]
+    return judged
+
+
+def renumbering(
+    judge: Judge, tail: Sequence[tuple[str, int, bool]]
+) -> tuple[list[Incident], list[tuple[int, list[str]]]]:
+    """Seqs 500-524 on both rungs, clean, then `tail` (rendition, seq, black), a segment
+    every second; events and the rounds judged after 524."""
+    events: list[Incident] = []
+    judged = spied(judge)
+    plan = [(n, s, False) for s in range(500, 525) for n in ("360p", "720p")] + list(tail)
+    for i, (name, seq, dark) in enumerate(plan):
+        mos = 1.0 if dark else LADDER[name][1]
+        doc = verdict(name, seq, mos, flags=[("black", 1.0, 2.0)] if dark else ())
+        events += judge.observe(Observation.from_verdict_json(doc), now=1000.0 + i)
+        events += judge.tick(now=1000.0 + i)
+    return events, [r for r in judged if r[0] not in range(500, 525)]
+
+
+def test_rounds_of_the_old_numbering_are_judged_before_the_new_ones() -> None:
+    # 360p's 525 waits for 720p's, which never comes: the packager restarted. Judged
+    # after the new numbering's rounds, 525 would look like a segment out of time order.
+    tail = [("360p", 525, False)] + [(n, s, False) for s in range(6) for n in ("360p", "720p")]
+    events, judged = renumbering(Judge(cfg()), tail)
+    assert judged == [(525, ["360p"])] + [(s, ["360p", "720p"]) for s in range(6)]
+    assert events == []
+
+
+def test_renditions_that_restart_their_numbering_one_after_another_are_judged_together() -> None:
+    # The packager restarts 360p first; 720p's screening follows 3 segments behind, still
+    # on the old numbering meanwhile. A black on both rungs from the new seq 0 is the
+    # source's, one incident, as it is without a restart.
+    tail = [("360p", s, True) for s in range(3)]
+    for s in range(3, 12):
+        tail += [("360p", s, True), ("720p", s - 3, True)]
+    events, judged = renumbering(Judge(cfg()), tail)
+    assert states(events) == [("open", "*", "black", "source")]
+    assert judged[:5] == [(s, ["360p", "720p"]) for s in range(5)]
+
+
+def test_a_rendition_renumbered_alone_holds_no_round_past_round_wait_s() -> None:
+    # Only 360p's packager restarted: from then on the two rungs number their segments
+    # apart. Once the restart is past, 360p's rounds do not wait for 720p (far ahead), so
+    # 720p's rounds, behind them in seq order, are not held past round_wait_s either.
+    judge = Judge(cfg())
+    tail = [(n, s if n == "360p" else 525 + s, False) for s in range(60) for n in LADDER]
+    renumbering(judge, tail)
+    now, wait = 1000.0 + 50 + 120 - 1, judge.cfg.round_wait_s
+    assert all(now - r.first_arrival <= wait for r in judge.streams["news"].pending.values())
+
+
+def test_a_late_dead_letter_is_not_a_new_numbering() -> None:
+    judge = Judge(cfg())
+    renumbering(judge, [])
+    judged = spied(judge)
+    letter = {
+        "schema": "vqmon.dead-letter/1",
+        "reason": "decode_error",
+        "headers": [
+            [k, base64.b64encode(v.encode()).decode()]
+            for k, v in (("stream", "news"), ("rendition", "360p"), ("seq", "400"))
+        ],
+    }
+    dead = Observation.from_dead_letter_json(letter)
+    assert dead is not None and dead.seq == 400
+    judge.observe(dead, now=1100.0)
+    judge.observe(Observation.from_verdict_json(verdict("360p", 524, 3.6)), now=1100.0)
+    assert judge.flush(now=1100.0) == [] and judged == []  # nothing judged twice
 
 
 def test_duplicate_verdicts_are_ignored() -> None:
