@@ -226,6 +226,8 @@ class Variant:
     url: str
     rendition: str
     bitrate: int | None
+    resolution: tuple[int, int] | None = None
+    """The master's RESOLUTION of this variant, when it says."""
 
 
 def stream_name(entry: HlsPlaylist, is_master: bool) -> str:
@@ -239,6 +241,13 @@ def stream_name(entry: HlsPlaylist, is_master: bool) -> str:
 def media_name(url: str) -> str:
     path = PurePosixPath(urllib.parse.urlsplit(url).path)
     return path.parent.name if path.stem in GENERIC_NAMES and path.parent.name else path.stem
+
+
+def top_resolution(found: list[Variant]) -> tuple[int, int] | None:
+    """The ladder's top rung's size (the largest RESOLUTION the master lists), which is
+    what a player shows every rendition at; None when the master lists none."""
+    sizes = [v.resolution for v in found if v.resolution]
+    return max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else None
 
 
 def variants(master: m3u8.M3U8, url: str) -> list[Variant]:
@@ -257,7 +266,8 @@ def variants(master: m3u8.M3U8, url: str) -> list[Variant]:
             name = f"{info.resolution[1]}p" if info.resolution else f"v{i}"
         if any(v.rendition == name for v in out):
             name = f"v{i}"
-        out.append(Variant(absolute, name.replace("/", "_")[:200], info.bandwidth))
+        size = (int(info.resolution[0]), int(info.resolution[1])) if info.resolution else None
+        out.append(Variant(absolute, name.replace("/", "_")[:200], info.bandwidth, size))
     return out
 
 
@@ -269,6 +279,8 @@ class MediaState:
     stream: str
     rendition: str
     bitrate: int | None
+    display: tuple[int, int] | None = None
+    """The size a player shows the stream at: the master's largest RESOLUTION."""
     next_seq: int | None = None
     """The first media sequence number not handed on yet (None: not read yet)."""
     init_uri: str | None = None

@@ -142,6 +142,10 @@ class Feed:
                 for r in cfg.renditions
             }
         )
+        # Every rung is shown at the ladder's top size, as a player does; said in each
+        # segment's header so no screen worker judges a low rung at its coded size before
+        # it has seen the top one.
+        self.display = max((_size(r) for r in cfg.renditions), key=lambda wh: wh[0] * wh[1])
         self.seq = 0
         self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
         self._cache_entries = cache_entries
@@ -219,7 +223,14 @@ class Feed:
             return  # dropped from the ladder by a decision
         settings = self.ladder.encode_settings(stream, rendition, self.base)
         data = self._encode(s, rendition, variant, settings, impairments, active, black)
-        m = segment_message(data, stream=stream, rendition=rendition, seq=seq, bitrate=rung.bitrate)
+        m = segment_message(
+            data,
+            stream=stream,
+            rendition=rendition,
+            seq=seq,
+            bitrate=rung.bitrate,
+            display=self.display,
+        )
         try:
             self.producer.send(self.topic, key=m.key, value=m.value, headers=m.headers)
         except Exception:

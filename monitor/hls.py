@@ -35,6 +35,7 @@ from ingest.hls import (
     media_name,
     new_segments,
     stream_name,
+    top_resolution,
     variants,
 )
 from ingest.reference import UnsupportedReference
@@ -221,10 +222,9 @@ class HlsConsumer:
             return []
         if playlist.is_variant:
             stream = stream_name(entry, True)
-            states = [
-                MediaState(v.url, stream, v.rendition, v.bitrate)
-                for v in variants(playlist, entry.url)
-            ]
+            found = variants(playlist, entry.url)
+            shown = top_resolution(found)  # every rung is judged as the player shows it
+            states = [MediaState(v.url, stream, v.rendition, v.bitrate, shown) for v in found]
         else:
             stream = stream_name(entry, False)
             rendition = entry.rendition or media_name(entry.url)
@@ -314,6 +314,7 @@ class HlsConsumer:
             seq=seg.seq,
             bitrate=state.bitrate,
             content_type=content_type(seg.url, None),
+            display=state.display,
         )
         self._push(p, m, seg.timestamp_ms)
 

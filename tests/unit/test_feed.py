@@ -128,3 +128,12 @@ def test_a_feed_of_so_many_rounds_stops_after_them() -> None:
     endless, _, _ = feed()
     endless.step()
     assert not endless.done
+
+
+def test_every_rung_says_it_is_shown_at_the_top_rungs_size() -> None:
+    # Without the header, a screen worker that had not seen the top rung yet judged a low
+    # rung at its coded size, then at the display once it had: a drop of 0.5-0.7 MOS that
+    # the judge read as starvation on that rung.
+    f, sink, _ = feed()
+    f.step()
+    assert {h["display"] for _, _, h in sink.sent} == {b"128x72"} and len(sink.sent) == 4

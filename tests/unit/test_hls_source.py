@@ -93,6 +93,7 @@ def test_master_playlist_yields_every_segment_with_contract_headers(
         seg = job.segment
         seen.add(seg.segment_id)
         assert seg.bitrate == {"90p": 240_000, "54p": 72_000}[seg.rendition]
+        assert seg.display == (160, 90)  # every rung as the player shows it: the top's size
         assert h["content-type"] == b"video/mp2t"
         assert r.value == next(
             x.data for x in cuts if (x.rendition, x.seq) == (seg.rendition, seg.seq)
