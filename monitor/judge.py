@@ -465,12 +465,29 @@ class RenditionState:
     last_time: float = 0.0
     bitrate: int | None = None
     last_mos: float | None = None
+    judged_at: str | None = None
+    """The display size its verdicts were last judged at (a MOS scale of its own)."""
 
     def gate(self, kind: str, keep: int) -> Gate:
         g = self.gates.get(kind)
         if g is None:
             g = self.gates[kind] = Gate(segments=deque(maxlen=keep))
         return g
+
+    def rescale(self, obs: Observation) -> None:
+        """A verdict judged at another display size than the last (a screen worker that
+        had not seen the ladder's top rung yet judged at the coded size, or the display
+        was reconfigured): the MOS scale moved, so the baseline starts over rather than
+        reading the step as a drop (or hiding one). A starvation run not yet open is
+        dropped with it; an open one goes on against the new baseline."""
+        if obs.judged_at is None:
+            return
+        if self.judged_at is not None and obs.judged_at != self.judged_at:
+            self.baseline = Baseline()
+            g = self.gates.get("starvation")
+            if g is not None and not g.active:
+                g.reset()
+        self.judged_at = obs.judged_at
 
 
 def _ready(
@@ -687,6 +704,7 @@ class Judge:
             st = self.streams.setdefault(obs.stream, StreamState(obs.stream))
             r = st.renditions.setdefault(obs.rendition, RenditionState(obs.rendition))
             r.bitrate = obs.bitrate or r.bitrate
+            r.rescale(obs)
             seg_s = obs.duration_s or self.cfg.default_segment_s
             findings = dict(flag_findings(obs, self.cfg.kinds, seg_s))
             self._against_looks(r, obs, findings)
@@ -794,6 +812,7 @@ class Judge:
             r.last_seq, r.last_time = obs.seq, now
             r.bitrate = obs.bitrate or r.bitrate
             r.last_mos = obs.mos
+            r.rescale(obs)
             for kind in self._judge_segment(r, obs):
                 raw.setdefault(kind, set()).add(name)
         self._judge_ladder(st, rnd, raw)

@@ -204,6 +204,8 @@ class Observation:
     """When the verdict was made (Unix seconds)."""
     dead_letter: str | None = None
     """The dead-letter reason when the segment could not be screened at all."""
+    judged_at: str | None = None
+    """The display size ("WxH") the screen score judged the picture at (extra.judged_at)."""
 
     @property
     def transport_errors(self) -> bool:
@@ -230,6 +232,8 @@ class Observation:
             raise MessageError(f"{what}: stream_info and decode must be objects")
         declared = _opt_int(doc, "declared_bitrate", what)
         measured = _opt_int(info, "bitrate", what)
+        extra = doc.get("extra")
+        judged_at = extra.get("judged_at") if isinstance(extra, Mapping) else None
         bitrate = declared if declared is not None else measured
         return cls(
             **_verdict_head(doc, what),
@@ -241,6 +245,7 @@ class Observation:
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
             duration_s=_opt_float(info, "duration_s", what),
             time=_opt_float(doc, "screened_at", what) or 0.0,
+            judged_at=judged_at[:32] if isinstance(judged_at, str) else None,
         )
 
     @classmethod

@@ -480,6 +480,27 @@ def test_a_late_dead_letter_is_not_a_new_numbering() -> None:
     assert judge.flush(now=1100.0) == [] and judged == []  # nothing judged twice
 
 
+def display_learned(say: bool) -> list[Incident]:
+    """The 360p rung judged at its coded size for 6 segments (a worker that had not seen
+    the top rung yet), then at the 720p display, which scores it 0.6 lower; its verdicts
+    say so (extra.judged_at) when `say`."""
+    judge, events = Judge(cfg()), []
+    for seq in range(20):
+        for name in ("360p", "720p"):
+            coded = name == "360p" and seq < 6
+            doc = verdict(name, seq, 4.2 if coded else LADDER[name][1] - 0.2 * (name == "360p"))
+            if say:
+                doc["extra"] = {"judged_at": "640x360" if coded else "1280x720"}
+            events += judge.observe(Observation.from_verdict_json(doc), now=1000.0 + seq * 2)
+    return events + judge.flush(now=1100.0)
+
+
+def test_a_rung_judged_at_a_new_display_size_starts_its_baseline_over() -> None:
+    assert display_learned(say=True) == []
+    # without knowing the size changed, the step down reads as starvation on the rung
+    assert states(display_learned(say=False)) == [("open", "360p", "starvation", "rendition")]
+
+
 def test_duplicate_verdicts_are_ignored() -> None:
     judge = Judge(cfg())
     doc = verdict("720p", 0, None, errors=2)
