@@ -467,6 +467,8 @@ class RenditionState:
     last_mos: float | None = None
     judged_at: str | None = None
     """The display size its verdicts were last judged at (a MOS scale of its own)."""
+    other_scales: OrderedDict[str, Baseline] = field(default_factory=OrderedDict)
+    """Baselines of the other display sizes it was judged at lately (a few)."""
 
     def gate(self, kind: str, keep: int) -> Gate:
         g = self.gates.get(kind)
@@ -477,16 +479,20 @@ class RenditionState:
     def rescale(self, obs: Observation) -> None:
         """A verdict judged at another display size than the last (a screen worker that
         had not seen the ladder's top rung yet judged at the coded size, or the display
-        was reconfigured): the MOS scale moved, so the baseline starts over rather than
-        reading the step as a drop (or hiding one). A starvation run not yet open is
-        dropped with it; an open one goes on against the new baseline."""
-        if obs.judged_at is None:
+        was reconfigured): the MOS scale moved, so the rendition is judged against that
+        size's own baseline (a new one the first time) rather than reading the step as a
+        drop or hiding one. The last few sizes keep theirs, so verdicts that alternate
+        between two workers, one that has seen the top rung and one that has not, each
+        meet their own. An open starvation is judged on against the size's baseline (a
+        new, cold one says nothing is wrong, so it clears after clear_after such
+        segments: the price of a display reconfigured during a starvation)."""
+        if obs.judged_at is None or obs.judged_at == self.judged_at:
             return
-        if self.judged_at is not None and obs.judged_at != self.judged_at:
-            self.baseline = Baseline()
-            g = self.gates.get("starvation")
-            if g is not None and not g.active:
-                g.reset()
+        if self.judged_at is not None:
+            self.other_scales[self.judged_at] = self.baseline
+            while len(self.other_scales) > 3:
+                self.other_scales.popitem(last=False)
+        self.baseline = self.other_scales.pop(obs.judged_at, None) or Baseline()
         self.judged_at = obs.judged_at
 
 

@@ -225,3 +225,18 @@ def test_config_is_strict_and_discriminated(tmp_path: Path) -> None:
     path.write_text("source:\n  type: hls\n  urls: [http://a/x.m3u8]\n  poll_every: 3\n")
     with pytest.raises(ConfigError, match="poll_every"):
         load_config(path)
+
+
+def test_the_display_is_the_largest_valid_resolution_of_the_master() -> None:
+    from ingest.hls import Variant as Listed
+    from ingest.hls import top_resolution
+
+    def v(size: tuple[int, int] | None) -> Listed:
+        return Listed("u", f"r{size}", 1000, size)
+
+    assert top_resolution([v((640, 360)), v((1280, 720)), v((960, 540))]) == (1280, 720)
+    assert top_resolution([v(None), v((640, 360))]) == (640, 360)
+    # A size no display header can carry (0x0, beyond 16384) would make every segment of
+    # the stream a dead letter (bad_header): it is ignored, and with none left no header.
+    assert top_resolution([v((0, 0)), v((100_000, 100_000)), v((640, 360))]) == (640, 360)
+    assert top_resolution([v((0, 0))]) is None and top_resolution([v(None)]) is None

@@ -501,6 +501,27 @@ def test_a_rung_judged_at_a_new_display_size_starts_its_baseline_over() -> None:
     assert states(display_learned(say=False)) == [("open", "360p", "starvation", "rendition")]
 
 
+def test_verdicts_judged_by_turns_at_two_sizes_each_meet_their_own_baseline() -> None:
+    # Two screen workers take the 360p rung's segments in turn; one has seen the top
+    # rung (judges at 1280x720), the other not (640x360, 0.6 higher). A starvation on
+    # the rung still opens, and stays open while it lasts.
+    judge, events = Judge(cfg()), []
+    for seq in range(40):
+        coded = seq % 2 == 1
+        starved = 20 <= seq < 32
+        mos = 3.4 + (0.6 if coded else 0.0) - (1.0 if starved else 0.0)
+        for name, m in (("360p", mos), ("720p", LADDER["720p"][1])):
+            doc = verdict(name, seq, m)
+            doc["extra"] = {"judged_at": "640x360" if coded and name == "360p" else "1280x720"}
+            events += judge.observe(Observation.from_verdict_json(doc), now=1000.0 + seq * 2)
+    events += judge.flush(now=1100.0)
+    assert states(events) == [
+        ("open", "360p", "starvation", "rendition"),
+        ("resolved", "360p", "starvation", "rendition"),
+    ]
+    assert events[0].opened_seq in (20, 21) and events[1].resolved_at >= 1000.0 + 32 * 2
+
+
 def test_duplicate_verdicts_are_ignored() -> None:
     judge = Judge(cfg())
     doc = verdict("720p", 0, None, errors=2)
