@@ -492,7 +492,8 @@ class RenditionState:
             self.other_scales[self.judged_at] = self.baseline
             while len(self.other_scales) > 3:
                 self.other_scales.popitem(last=False)
-        self.baseline = self.other_scales.pop(obs.judged_at, None) or Baseline()
+        known = obs.judged_at in self.other_scales
+        self.baseline = self.other_scales.pop(obs.judged_at) if known else Baseline()
         self.judged_at = obs.judged_at
 
 
