@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ingest.contract import InitSegment, SegmentJob, parse_message
+from ingest.contract import MAX_DISPLAY_SIDE, InitSegment, SegmentJob, parse_message
 from ingest.initcache import InitCache
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
@@ -171,6 +171,11 @@ class ScreenStep:
         """Which escalations the limits would admit of a stream now (the worker's hint)."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
         self.running: dict[int, Message[SegmentJob]] = {}
+        self.displays: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
+        """Per stream, the largest coded size any worker has screened (the ladder's top
+        rung): given to segments that carry no `display` header, so every worker judges a
+        stream's rungs at one size instead of each learning it from what it happened to
+        see (a worker that had not seen the top rung judged a low one at its coded size)."""
         self._ids = 0
         self._last_progress = time.monotonic()
 
@@ -193,7 +198,10 @@ class ScreenStep:
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
             recent = self.recent(seg.stream, seg.rendition)
             room = self.room(seg.stream)
-            self.pool.submit(self._ids, ScreenJob(message.payload, mode, ref, recent, room))
+            job = message.payload
+            if seg.display is None and (shown := self.displays.get(seg.stream)) is not None:
+                job = dataclasses.replace(job, segment=dataclasses.replace(seg, display=shown))
+            self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room))
 
     def poll(self, wait_s: float = 0.02) -> None:
         self._dispatch()
@@ -213,8 +221,20 @@ class ScreenStep:
             return
         self.observe("screen_seconds", result.seconds)
         self.observe("score_seconds", result.score_seconds)
+        self._learn_display(result)
         self.planner.learn(result.verdict, result.predicted_bytes)
         self.next.submit(Message(message.record, result, message.polled_at))
+
+    def _learn_display(self, result: Screened) -> None:
+        stream, size = result.verdict.stream, (result.info.width, result.info.height)
+        known = self.displays.get(stream)
+        if known is None or size[0] * size[1] > known[0] * known[1]:
+            if not all(16 <= side <= MAX_DISPLAY_SIDE for side in size):
+                return  # no display a header could carry either
+            self.displays[stream] = size
+        self.displays.move_to_end(stream)
+        while len(self.displays) > 10_000:
+            self.displays.popitem(last=False)
 
     def join(self, deadline: float) -> None:
         while (self.intake or self.running) and time.monotonic() < deadline:

@@ -1,0 +1,80 @@
+"""The screen step's own bookkeeping, with an in-memory pool in place of the workers."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ingest.contract import SegmentJob
+from ingest.types import Segment, StreamInfo
+from monitor.clients import Record
+from monitor.runtime import Context, Message
+from monitor.screen import AdaptivePlanner, ScreenStep
+from monitor.sections import ScreeningConfig
+from monitor.workers import DecodeSummary, Result, Screened, ScreenJob, WorkerPool
+from scorers.types import Verdict
+
+
+class Pool:
+    """Takes jobs; `finish` hands back a result for each as if a worker screened it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[int, ScreenJob]] = []
+        self.done: list[Result] = []
+
+    def free_slots(self) -> int:
+        return 8
+
+    def submit(self, job_id: int, job: ScreenJob) -> None:
+        self.jobs.append((job_id, job))
+
+    def poll(self, timeout_s: float) -> list[Result]:
+        out, self.done = self.done, []
+        return out
+
+    def finish(self, job_id: int, seg: Segment) -> None:
+        v = Verdict(seg.key, seg.stream, seg.rendition, seg.seq, 4.0, 4.0, (), (), ("x@1",))
+        w, h = (int(x) for x in seg.rendition.split("x"))
+        info = StreamInfo("h264", None, w, h, 25.0, "yuv420p", 8, None, 2.0, 1e5, 50, 1, "mpegts")
+        self.done.append(Screened(job_id, v, info, DecodeSummary(0, 0, 0.1), 0.0))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    def submit(self, message: Message[Any]) -> None:
+        self.got.append(message)
+
+    def poll(self) -> None:
+        pass
+
+
+def test_segments_without_a_display_header_get_the_streams_top_rung_once_screened() -> None:
+    pool, sink = Pool(), Sink()
+    step = ScreenStep(
+        cast(Context, None),
+        cast(WorkerPool, pool),
+        AdaptivePlanner(ScreeningConfig()),
+        cast(Any, sink),
+        intake=16,
+    )
+
+    def offer(rendition: str, seq: int, display: tuple[int, int] | None = None) -> Segment:
+        seg = Segment(b"", "news", rendition, seq, display=display)
+        step.submit(Message(Record("seg", 0, seq, None, b""), SegmentJob(seg)))
+        step.poll(0.0)
+        return seg
+
+    first = offer("320x180", 0)
+    assert pool.jobs[-1][1].job.segment.display is None  # nothing known: the worker decides
+    pool.finish(pool.jobs[-1][0], first)
+    top = offer("640x360", 0)
+    pool.finish(pool.jobs[-1][0], top)
+    step.poll(0.0)
+    offer("320x180", 1)
+    # every worker now judges the low rung at the top rung's size, whatever it has seen
+    assert pool.jobs[-1][1].job.segment.display == (640, 360)
+    offer("320x180", 2, display=(1280, 720))  # a header says otherwise: it wins
+    assert pool.jobs[-1][1].job.segment.display == (1280, 720)
+    assert step.displays == {"news": (640, 360)}
+    assert len(sink.got) == 2
