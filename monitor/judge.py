@@ -12,9 +12,10 @@ How it judges
   `max_pending_rounds` later rounds are waiting (2 for a new stream, whose renditions
   the judge learns from its first rounds). Rounds make localisation independent of the
   order the renditions' verdicts arrive in, and of one rendition's screening lagging
-  the others' by up to `round_wait_s`. A verdict `renumber_gap` seqs below its
-  rendition's last judged one starts a new numbering (a restarted packager), not a late
-  verdict.
+  the others' by up to `round_wait_s`. A rendition numbered apart (`renumber_gap` or more
+  seqs ahead of a round) is not waited for, except within `round_wait_s` of a sibling's
+  renumbering. A verdict `renumber_gap` seqs below its rendition's last judged one starts
+  a new numbering (a restarted packager), not a late verdict; a dead letter never does.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -317,6 +318,17 @@ class JudgeConfig(StrictModel):
     remember_resolved: int = Field(
         10000, ge=0, description="Resolved incident ids remembered (to ignore replays)."
     )
+
+    @model_validator(mode="after")
+    def _renumbering_beyond_reordering(self) -> JudgeConfig:
+        least = self.max_pending_rounds + REORDER_SLACK + 1
+        if self.renumber_gap <= least:
+            raise ValueError(
+                f"renumber_gap ({self.renumber_gap}) must be more than max_pending_rounds + "
+                f"{REORDER_SLACK + 1} ({least}): a verdict that late may still be a late one, "
+                "not a restarted numbering; raise renumber_gap"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- state

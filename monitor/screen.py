@@ -35,6 +35,9 @@ from scorers.types import Verdict
 
 log = logging.getLogger(__name__)
 
+DISPLAY_WINDOW_S = 120.0
+"""A rendition not screened this long no longer sets its stream's display size."""
+
 
 def source_of(record: Record) -> Source:
     return Source(record.topic, record.partition, record.offset, record.timestamp_ms)
@@ -171,11 +174,14 @@ class ScreenStep:
         """Which escalations the limits would admit of a stream now (the worker's hint)."""
         self.intake: collections.deque[Message[SegmentJob]] = collections.deque()
         self.running: dict[int, Message[SegmentJob]] = {}
-        self.displays: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
-        """Per stream, the largest coded size any worker has screened (the ladder's top
-        rung): given to segments that carry no `display` header, so every worker judges a
+        self.displays: collections.OrderedDict[str, dict[str, tuple[tuple[int, int], float]]]
+        self.displays = collections.OrderedDict()
+        """Per stream, each rendition's coded size as last screened without damage, and
+        when. The largest of those seen within DISPLAY_WINDOW_S (the ladder's top rung)
+        is given to segments that carry no `display` header, so every worker judges a
         stream's rungs at one size instead of each learning it from what it happened to
-        see (a worker that had not seen the top rung judged a low one at its coded size)."""
+        see (a worker that had not seen the top rung judged a low one at its coded size).
+        A damaged segment teaches nothing; a rung gone from the ladder is forgotten."""
         self._ids = 0
         self._last_progress = time.monotonic()
 
@@ -199,7 +205,7 @@ class ScreenStep:
             recent = self.recent(seg.stream, seg.rendition)
             room = self.room(seg.stream)
             job = message.payload
-            if seg.display is None and (shown := self.displays.get(seg.stream)) is not None:
+            if seg.display is None and (shown := self.display_of(seg.stream)) is not None:
                 job = dataclasses.replace(job, segment=dataclasses.replace(seg, display=shown))
             self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room))
 
@@ -225,14 +231,25 @@ class ScreenStep:
         self.planner.learn(result.verdict, result.predicted_bytes)
         self.next.submit(Message(message.record, result, message.polled_at))
 
+    def display_of(self, stream: str) -> tuple[int, int] | None:
+        """The size a stream's segments without a `display` header are judged at."""
+        now = time.monotonic()
+        seen = self.displays.get(stream, {}).values()
+        sizes = [size for size, at in seen if now - at < DISPLAY_WINDOW_S]
+        return max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else None
+
     def _learn_display(self, result: Screened) -> None:
-        stream, size = result.verdict.stream, (result.info.width, result.info.height)
-        known = self.displays.get(stream)
-        if known is None or size[0] * size[1] > known[0] * known[1]:
-            if not all(16 <= side <= MAX_DISPLAY_SIDE for side in size):
-                return  # no display a header could carry either
-            self.displays[stream] = size
-        self.displays.move_to_end(stream)
+        size = (result.info.width, result.info.height)
+        if result.decode.errors or result.decode.corrupt_frames:
+            return  # a damaged segment's size is not the ladder's
+        if not all(16 <= side <= MAX_DISPLAY_SIDE for side in size):
+            return  # no display a header could carry either
+        v = result.verdict
+        rungs = self.displays.setdefault(v.stream, {})
+        rungs[v.rendition] = (size, time.monotonic())
+        while len(rungs) > 64:  # renditions of one stream: a ladder, bounded
+            del rungs[next(iter(rungs))]
+        self.displays.move_to_end(v.stream)
         while len(self.displays) > 10_000:
             self.displays.popitem(last=False)
 

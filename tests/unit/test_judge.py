@@ -596,6 +596,10 @@ def test_config_rejects_unknown_keys_and_bad_targets() -> None:
         JudgeConfig.model_validate({"kinds": {"blak": {}}})
     with pytest.raises(ValidationError, match="between 1 and 5"):
         JudgeConfig.model_validate({"starvation": {"targets": {"720p": 7}}})
+    # a renumbering gap within reach of late verdicts would judge them out of order
+    with pytest.raises(ValidationError, match="raise renumber_gap"):
+        JudgeConfig.model_validate({"renumber_gap": 10})
+    assert JudgeConfig.model_validate({"renumber_gap": 34}).renumber_gap == 34
     for name, field in JudgeConfig.model_fields.items():
         assert field.description or name in ("kinds", "starvation", "ladder"), name
 

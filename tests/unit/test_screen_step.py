@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from ingest.contract import SegmentJob
 from ingest.types import Segment, StreamInfo
+from monitor import screen
 from monitor.clients import Record
 from monitor.runtime import Context, Message
 from monitor.screen import AdaptivePlanner, ScreenStep
@@ -31,11 +34,11 @@ class Pool:
         out, self.done = self.done, []
         return out
 
-    def finish(self, job_id: int, seg: Segment) -> None:
+    def finish(self, job_id: int, seg: Segment, size: str = "", errors: int = 0) -> None:
         v = Verdict(seg.key, seg.stream, seg.rendition, seg.seq, 4.0, 4.0, (), (), ("x@1",))
-        w, h = (int(x) for x in seg.rendition.split("x"))
+        w, h = (int(x) for x in (size or seg.rendition).split("x"))
         info = StreamInfo("h264", None, w, h, 25.0, "yuv420p", 8, None, 2.0, 1e5, 50, 1, "mpegts")
-        self.done.append(Screened(job_id, v, info, DecodeSummary(0, 0, 0.1), 0.0))
+        self.done.append(Screened(job_id, v, info, DecodeSummary(errors, 0, 0.1), 0.0))
 
 
 class Sink:
@@ -49,7 +52,11 @@ class Sink:
         pass
 
 
-def test_segments_without_a_display_header_get_the_streams_top_rung_once_screened() -> None:
+def test_segments_without_a_display_header_get_the_streams_top_rung_once_screened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(screen.time, "monotonic", lambda: clock[0])
     pool, sink = Pool(), Sink()
     step = ScreenStep(
         cast(Context, None),
@@ -76,5 +83,17 @@ def test_segments_without_a_display_header_get_the_streams_top_rung_once_screene
     assert pool.jobs[-1][1].job.segment.display == (640, 360)
     offer("320x180", 2, display=(1280, 720))  # a header says otherwise: it wins
     assert pool.jobs[-1][1].job.segment.display == (1280, 720)
-    assert step.displays == {"news": (640, 360)}
     assert len(sink.got) == 2
+    # a damaged segment (an ad at 4K that decoded with errors) teaches nothing
+    damaged = offer("640x360", 1)
+    pool.finish(pool.jobs[-1][0], damaged, size="3840x2160", errors=40)
+    step.poll(0.0)
+    assert step.display_of("news") == (640, 360)
+    # the top rung leaves the ladder: after DISPLAY_WINDOW_S the rest set the size
+    clock[0] += screen.DISPLAY_WINDOW_S - 1
+    low = offer("320x180", 3)
+    pool.finish(pool.jobs[-1][0], low)
+    step.poll(0.0)
+    assert step.display_of("news") == (640, 360)
+    clock[0] += 2
+    assert step.display_of("news") == (320, 180)
