@@ -10,7 +10,7 @@ The key is "<stream>/<rendition>" and stands in for missing stream/rendition hea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ingest.reference import parse_reference
@@ -101,6 +101,18 @@ def _int(value: bytes, name: str, source: str) -> int:
 MAX_DISPLAY_SIDE = 16384
 
 
+def is_display(size: tuple[int, int]) -> bool:
+    """Whether a `display` header can carry this (width, height)."""
+    return all(16 <= v <= MAX_DISPLAY_SIDE for v in size)
+
+
+def largest_display(sizes: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
+    """The largest by area of the sizes a `display` header can carry (a ladder's top
+    rung); None when there is none."""
+    valid = [s for s in sizes if is_display(s)]
+    return max(valid, key=lambda wh: wh[0] * wh[1]) if valid else None
+
+
 def parse_display(text: str, source: str = "") -> tuple[int, int]:
     """'1920x1080' -> (1920, 1080); BadHeader for anything else."""
     w, sep, h = text.lower().partition("x")
@@ -108,7 +120,7 @@ def parse_display(text: str, source: str = "") -> tuple[int, int]:
         size = (int(w), int(h))
     except ValueError:
         size = (0, 0)
-    if not sep or not all(16 <= v <= MAX_DISPLAY_SIDE for v in size):
+    if not sep or not is_display(size):
         raise BadHeader(
             f"display {text[:40]!r} must be WIDTHxHEIGHT with sides of 16-{MAX_DISPLAY_SIDE} "
             "pixels, e.g. 1920x1080",

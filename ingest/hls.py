@@ -23,7 +23,7 @@ import m3u8
 from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
-from ingest.contract import MAX_DISPLAY_SIDE
+from ingest.contract import largest_display
 from ingest.reference import BadReference, UnsupportedReference
 from ingest.types import LimitExceeded
 
@@ -247,12 +247,8 @@ def media_name(url: str) -> str:
 def top_resolution(found: list[Variant]) -> tuple[int, int] | None:
     """The ladder's top rung's size (the largest RESOLUTION the master lists), which is
     what a player shows every rendition at; None when the master lists none."""
-    sizes = [
-        v.resolution
-        for v in found
-        if v.resolution and all(16 <= side <= MAX_DISPLAY_SIDE for side in v.resolution)
-    ]  # a RESOLUTION out of range says nothing (and would make a header every segment fails)
-    return max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else None
+    # a RESOLUTION out of range says nothing (and would make a header every segment fails)
+    return largest_display(v.resolution for v in found if v.resolution)
 
 
 def variants(master: m3u8.M3U8, url: str) -> list[Variant]:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ingest.contract import segment_message
+from ingest.contract import largest_display, segment_message
 from ingest.impair import blur, corrupt_packets, noise
 from ingest.kafka import KafkaConfig, client_options
 from ingest.synth import RGB, EncodeSettings, encode, pattern_frames
@@ -145,7 +145,7 @@ class Feed:
         # Every rung is shown at the ladder's top size, as a player does; said in each
         # segment's header so no screen worker judges a low rung at its coded size before
         # it has seen the top one.
-        self.display = max((_size(r) for r in cfg.renditions), key=lambda wh: wh[0] * wh[1])
+        self.display = largest_display(_size(r) for r in cfg.renditions)
         self.seq = 0
         self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
         self._cache_entries = cache_entries

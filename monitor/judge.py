@@ -795,6 +795,10 @@ class Judge:
         for waiting in st.pending.values():
             for n in waiting.obs:
                 newest[n] = max(newest.get(n, waiting.seq), waiting.seq)
+        renumbering = (
+            st.renumbered_at is not None and now - st.renumbered_at < self.cfg.round_wait_s
+        )
+        gap = self.cfg.renumber_gap
         while st.pending:
             seq = min(st.pending)
             rnd = st.pending[seq]
@@ -803,10 +807,6 @@ class Judge:
                 for n, r in st.renditions.items()
                 if r.last_seq is not None and now - r.last_time < self.cfg.stale_after_s
             }
-            renumbering = (
-                st.renumbered_at is not None and now - st.renumbered_at < self.cfg.round_wait_s
-            )
-            gap = self.cfg.renumber_gap
             settled = bool(expected) and all(
                 _ready(st.renditions[n], rnd, newest.get(n, -1), gap, renumbering) for n in expected
             )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ingest.contract import MAX_DISPLAY_SIDE, InitSegment, SegmentJob, parse_message
+from ingest.contract import InitSegment, SegmentJob, is_display, largest_display, parse_message
 from ingest.initcache import InitCache
 from ingest.types import IngestError
 from monitor.clients import Partition, Record
@@ -235,14 +235,13 @@ class ScreenStep:
         """The size a stream's segments without a `display` header are judged at."""
         now = time.monotonic()
         seen = self.displays.get(stream, {}).values()
-        sizes = [size for size, at in seen if now - at < DISPLAY_WINDOW_S]
-        return max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else None
+        return largest_display(size for size, at in seen if now - at < DISPLAY_WINDOW_S)
 
     def _learn_display(self, result: Screened) -> None:
         size = (result.info.width, result.info.height)
         if result.decode.errors or result.decode.corrupt_frames:
             return  # a damaged segment's size is not the ladder's
-        if not all(16 <= side <= MAX_DISPLAY_SIDE for side in size):
+        if not is_display(size):
             return  # no display a header could carry either
         v = result.verdict
         rungs = self.displays.setdefault(v.stream, {})

@@ -317,14 +317,8 @@ def test_a_rendition_that_skipped_a_seq_does_not_hold_its_round() -> None:
     assert sorted(judge.streams["news"].pending) == [4, 5, 6]
 
 
-def judged_rounds(renditions: Sequence[str]) -> tuple[Judge, list[tuple[int, list[str]]]]:
-    """A judge past a new stream's first rounds (seqs 0-9 of `renditions` judged) that
-    records each round it judges: (seq, renditions in it)."""
-    judge = Judge(cfg())
-    for seq in range(10):
-        for name in renditions:
-            judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
-    judge.flush(now=1000.0)
+def spied(judge: Judge) -> list[tuple[int, list[str]]]:
+    """Record each round `judge` judges: (seq, renditions in it)."""
     judged: list[tuple[int, list[str]]] = []
     original = judge._judge_round
 
@@ -333,7 +327,18 @@ def judged_rounds(renditions: Sequence[str]) -> tuple[Judge, list[tuple[int, lis
         return original(st, rnd, now)
 
     judge._judge_round = spy  # type: ignore[method-assign]
-    return judge, judged
+    return judged
+
+
+def judged_rounds(renditions: Sequence[str]) -> tuple[Judge, list[tuple[int, list[str]]]]:
+    """A judge past a new stream's first rounds (seqs 0-9 of `renditions` judged) that
+    records each round it judges: (seq, renditions in it)."""
+    judge = Judge(cfg())
+    for seq in range(10):
+        for name in renditions:
+            judge.observe(Observation.from_verdict_json(verdict(name, seq, 3.6)), now=1000.0)
+    judge.flush(now=1000.0)
+    return judge, spied(judge)
 
 
 @pytest.mark.parametrize(
@@ -398,19 +403,6 @@ def test_a_packager_that_restarts_its_numbering_does_not_blind_the_judge() -> No
         ("open", "*", "black", "source"),
         ("resolved", "*", "black", "source"),
     ]
-
-
-def spied(judge: Judge) -> list[tuple[int, list[str]]]:
-    """Record each round `judge` judges: (seq, renditions in it)."""
-    judged: list[tuple[int, list[str]]] = []
-    original = judge._judge_round
-
-    def spy(st: Any, rnd: Any, now: float) -> list[Incident]:
-        judged.append((rnd.seq, sorted(rnd.obs)))
-        return original(st, rnd, now)
-
-    judge._judge_round = spy  # type: ignore[method-assign]
-    return judged
 
 
 def renumbering(
