@@ -14,8 +14,9 @@ How it judges
   order the renditions' verdicts arrive in, and of one rendition's screening lagging
   the others' by up to `round_wait_s`. A rendition numbered apart (`renumber_gap` or more
   seqs ahead of a round) is not waited for, except within `round_wait_s` of a sibling's
-  renumbering. A verdict `renumber_gap` seqs below its rendition's last judged one starts
-  a new numbering (a restarted packager), not a late verdict; a dead letter never does.
+  renumbering. Two verdicts near each other `renumber_gap` seqs below their rendition's
+  last judged one, within `round_wait_s`, start a new numbering (a restarted packager);
+  one alone is a late (or crafted) verdict, and a dead letter never counts.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -50,7 +51,8 @@ Surviving a restart or a partition move (no local state)
    look back to the usual level its evidence recorded, so a fault older than the replay
    window is not taken for the look.
 3. `Judge.observe(...)` from the committed offset on. Incident ids are deterministic
-   (stream/scope/kind/opening seq), so a redelivered verdict yields the same ids.
+   (stream/scope/kind/opening seq@opening verdict's screened_at), so a redelivered verdict
+   yields the same ids, and a new numbering's fault at an old seq a new one.
 """
 
 from __future__ import annotations
@@ -344,6 +346,8 @@ class Gate:
     good_run: int = 0
     severity: float = 0.0
     first_seq: int | None = None
+    first_time: float = 0.0
+    """When the first bad segment's verdict was made (its screened_at)."""
     segments: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -352,6 +356,7 @@ class Gate:
         bad: bool,
         *,
         seq: int,
+        time: float,
         segment_id: str,
         seconds: float,
         severity: float,
@@ -367,7 +372,7 @@ class Gate:
             self.severity = max(self.severity, severity)
             self.evidence = dict(evidence)
             if self.first_seq is None:
-                self.first_seq = seq
+                self.first_seq, self.first_time = seq, time
             self.segments.append(segment_id)
             ready = self.bad_run >= rule.open_after and self.bad_seconds >= rule.min_duration_s
             if not self.active and ready:
@@ -383,18 +388,18 @@ class Gate:
             return "cleared"
         return None
 
-    def force_active(self, seq: int, severity: float) -> None:
+    def force_active(self, seq: int, time: float, severity: float) -> None:
         self.active = True
         self.good_run = 0
         self.severity = max(self.severity, severity)
         if self.first_seq is None:
-            self.first_seq = seq
+            self.first_seq, self.first_time = seq, time
 
     def reset(self) -> None:
         self.active = False
         self.bad_run = self.good_run = 0
         self.bad_seconds = self.severity = 0.0
-        self.first_seq = None
+        self.first_seq, self.first_time = None, 0.0
         self.segments.clear()
         self.evidence = {}
 
@@ -481,6 +486,9 @@ class RenditionState:
     """The display size its verdicts were last judged at (a MOS scale of its own)."""
     other_scales: OrderedDict[str, Baseline] = field(default_factory=OrderedDict)
     """Baselines of the other display sizes it was judged at lately (a few)."""
+    renumbering: tuple[Observation, float] | None = None
+    """A verdict far below its last judged seq and when it came: a new numbering once a
+    second one near it follows."""
 
     def gate(self, kind: str, keep: int) -> Gate:
         g = self.gates.get(kind)
@@ -541,6 +549,11 @@ class Round:
     seq: int
     first_arrival: float
     obs: dict[str, Observation] = field(default_factory=dict)
+
+    @property
+    def time(self) -> float:
+        """When its earliest verdict was made (screened_at)."""
+        return min((o.time for o in self.obs.values()), default=0.0)
 
 
 @dataclass(slots=True)
@@ -687,16 +700,27 @@ class Judge:
         st.last_time = now
         r = st.renditions.get(obs.rendition)
         events: list[Incident] = []
+        new = [obs]
         if r is not None and r.last_seq is not None and obs.seq <= r.last_seq:
             if r.last_seq - obs.seq < self.cfg.renumber_gap or obs.dead_letter:
                 return []  # a redelivered or late verdict: its round was judged already
-            # A new numbering (its packager restarted): the old numbering's waiting rounds
-            # are judged first, in time order, then this rendition is judged from here.
-            for seq in sorted(q for q in st.pending if q - obs.seq >= self.cfg.renumber_gap):
+            # Far below: a new numbering (its packager restarted) once a second verdict
+            # near it follows within round_wait_s; one alone (a crafted or stray seq) is
+            # held, then dropped as late.
+            first = r.renumbering
+            near = first is not None and 0 < abs(first[0].seq - obs.seq) <= REORDER_SLACK + 1
+            if first is None or not near or now - first[1] >= self.cfg.round_wait_s:
+                r.renumbering = (obs, now)
+                return []
+            new, r.renumbering = [first[0], obs], None
+            # The old numbering's waiting rounds are judged first, in time order, then
+            # this rendition is judged from here.
+            lowest = min(o.seq for o in new)
+            for seq in sorted(q for q in st.pending if q - lowest >= self.cfg.renumber_gap):
                 events += self._judge_round(st, st.pending.pop(seq), now)
             r.last_seq, st.renumbered_at = None, now
-        rnd = st.pending.setdefault(obs.seq, Round(obs.seq, now))
-        rnd.obs[obs.rendition] = obs
+        for o in new:
+            st.pending.setdefault(o.seq, Round(o.seq, now)).obs[o.rendition] = o
         return events + self._close_rounds(st, now)
 
     def tick(self, now: float) -> list[Incident]:
@@ -863,6 +887,7 @@ class Judge:
             g.step(
                 f.bad,
                 seq=obs.seq,
+                time=obs.time,
                 segment_id=obs.segment_id,
                 seconds=seg_s if whole_segment else f.seconds,
                 severity=f.severity,
@@ -922,6 +947,7 @@ class Judge:
             g.step(
                 f.bad,
                 seq=obs.seq,
+                time=obs.time,
                 segment_id=obs.segment_id,
                 seconds=0.0,
                 severity=f.severity,
@@ -987,7 +1013,8 @@ class Judge:
     ) -> list[Incident]:
         for n in names:
             g = st.renditions[n].gate(kind, self.cfg.max_evidence_segments)
-            g.force_active(rnd.seq, 0.0)
+            o = rnd.obs.get(n)
+            g.force_active(rnd.seq, rnd.time if o is None else o.time, 0.0)
         loc: Localisation = "packaging" if kind == "corruption" else "source"
         events = self._open(st, STREAM_SCOPE, kind, loc, names, rnd, now)
         new_id = events[0].id if events else st.incidents[(STREAM_SCOPE, kind)].incident.id
@@ -1007,9 +1034,12 @@ class Judge:
         now: float,
     ) -> list[Incident]:
         gates = [st.renditions[n].gates[kind] for n in names]
-        first = min((g.first_seq for g in gates if g.first_seq is not None), default=rnd.seq)
+        first, at = min(
+            ((g.first_seq, g.first_time) for g in gates if g.first_seq is not None),
+            default=(rnd.seq, rnd.time),
+        )
         inc = Incident(
-            id=incident_id(st.name, scope, kind, first),
+            id=incident_id(st.name, scope, kind, first, at),
             stream=st.name,
             scope=scope,
             kind=kind,
@@ -1084,6 +1114,7 @@ class Judge:
                 "baseline_mos": _r(r.baseline.mos),
                 "baseline_mos_low": _r(r.baseline.mos_low),
                 "bitrate": r.bitrate,
+                **({"judged_at": r.judged_at} if r.judged_at else {}),
             }
         return {"renditions": per}
 
@@ -1102,7 +1133,7 @@ class Judge:
         for n in names:
             r = st.renditions.setdefault(n, RenditionState(n))
             g = r.gate(inc.kind, self.cfg.max_evidence_segments)
-            g.force_active(inc.opened_seq, inc.severity)
+            g.force_active(inc.opened_seq, 0.0, inc.severity)  # its id is kept as it was
             b = per.get(n, {}) if isinstance(per, dict) else {}
             if r.baseline.mos is None and isinstance(b, dict) and b.get("baseline_mos"):
                 r.baseline.mos = float(b["baseline_mos"])
@@ -1110,6 +1141,8 @@ class Judge:
                 r.baseline.mos_low = None if low is None else float(low)
                 r.baseline.count = self.cfg.warmup_segments
                 r.baseline.low_count = 0 if low is None else self.cfg.warmup_segments
+                at = b.get("judged_at")  # the display size that baseline is a MOS at
+                r.judged_at = at if isinstance(at, str) else r.judged_at
             if isinstance(b, dict) and b.get("bitrate"):
                 r.bitrate = int(b["bitrate"])
             usual = b.get("usual") if isinstance(b, dict) else None

@@ -286,9 +286,14 @@ class Observation:
         )
 
 
-def incident_id(stream: str, scope: str, kind: str, opening_seq: int) -> str:
-    """Deterministic: a replayed verdict sequence reopens the same incident under the same key."""
-    return f"{stream}/{scope}/{kind}/{opening_seq}"
+def incident_id(stream: str, scope: str, kind: str, opening_seq: int, opening_time: float) -> str:
+    """Deterministic: a replayed verdict sequence reopens the same incident under the same key.
+
+    `opening_time` is when the opening verdict was made (its screened_at): it tells apart
+    two incidents opening at the same seq of different numberings (a packager that
+    restarted its media sequence, a stream that went away and came back), which a replay
+    of the same verdicts never does."""
+    return f"{stream}/{scope}/{kind}/{opening_seq}@{round(opening_time * 1000)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,7 @@ def test_starvation_opens_within_n_segments_and_resolves_after_clear_after() -> 
     assert {(e.kind, e.state) for e in run.events} == {("starvation", "open")}
     starv = [e for e in run.events if e.kind == "starvation"]
     assert states(starv[:1]) == [("open", "720p", "starvation", "rendition")]
-    assert starv[0].id == "news/720p/starvation/8"
+    assert starv[0].id == "news/720p/starvation/8@1016000"
     assert starv[0].segments[0] == "news/720p/8"
     assert starv[0].evidence["renditions"]["720p"]["baseline_mos"] == pytest.approx(4.3, abs=0.05)
     # hysteresis: two good segments do not resolve it, a bad one in between restarts the count
@@ -470,6 +470,70 @@ def test_a_late_dead_letter_is_not_a_new_numbering() -> None:
     judge.observe(dead, now=1100.0)
     judge.observe(Observation.from_verdict_json(verdict("360p", 524, 3.6)), now=1100.0)
     assert judge.flush(now=1100.0) == [] and judged == []  # nothing judged twice
+
+
+@pytest.mark.parametrize("far", [[3], [3, 40], [3, 3]])
+def test_verdicts_far_below_that_are_not_two_in_a_row_hold_no_round(far: list[int]) -> None:
+    # One crafted or stray seq far below 360p's (or two far apart, or one redelivered) is
+    # not a packager restart: the stream's rounds go on being judged as they complete.
+    # Taken for a new numbering, it held every later round up to round_wait_s.
+    tail = [("360p", s, False) for s in far]
+    tail += [(n, s, False) for s in range(525, 530) for n in ("360p", "720p")]
+    events, judged = renumbering(Judge(cfg()), tail)
+    assert judged == [(s, ["360p", "720p"]) for s in range(525, 530)]
+    assert events == []
+
+
+def test_a_fault_at_a_resolved_incidents_seq_after_a_renumbering_is_a_new_incident() -> None:
+    # Black at seqs 10-15, clean to 199; the packager restarts its numbering and the
+    # black comes back at the same seqs. Ids of stream, scope, kind and seq alone were the
+    # same for both: the second was taken for a replay of the first and never published.
+    judge, events, now = Judge(cfg()), [], 1000.0
+    for seq in [*range(200), *range(30)]:
+        dark = 10 <= seq < 16
+        for name in ("360p", "720p"):
+            doc = verdict(name, seq, 1.0 if dark else LADDER[name][1])
+            doc["flags"] = verdict(name, 0, 1.0, flags=[("black", 1.0, 2.0)])["flags"] * dark
+            doc["screened_at"] = now
+            events += judge.observe(Observation.from_verdict_json(doc), now=now)
+        events += judge.tick(now)
+        now += 2.0
+    life = [("open", "*", "black", "source"), ("resolved", "*", "black", "source")]
+    assert states(events) == life * 2
+    first, second = (e.id for e in events if e.state == "open")
+    assert first.startswith("news/*/black/10@") and second.startswith("news/*/black/10@")
+    assert first != second
+
+
+def test_a_restored_starvation_stays_open_at_the_display_size_it_was_judged_at() -> None:
+    # A restarted judge whose replay holds none of the rung's verdicts restores the
+    # starvation with the baseline its evidence recorded. Without the display size that
+    # baseline is a MOS at, the next verdict's size looked new: the baseline started
+    # over cold and the starvation cleared while the rung stayed starved.
+    def doc(name: str, seq: int, starved: bool) -> dict[str, Any]:
+        d = verdict(name, seq, LADDER[name][1] - (0.65 if starved else 0.0))
+        d["extra"] = {"judged_at": "1280x720"}
+        return d
+
+    live, events = Judge(cfg()), []
+    for seq in range(20):
+        for name in ("360p", "720p"):
+            obs = Observation.from_verdict_json(doc(name, seq, name == "720p" and seq >= 12))
+            events += live.observe(obs, now=1000.0 + seq * 2)
+    events += live.flush(now=1040.0)
+    assert states(events) == [("open", "720p", "starvation", "rendition")]
+    assert events[0].evidence["renditions"]["720p"]["judged_at"] == "1280x720"
+
+    after = Judge(cfg())
+    after.restore(events)
+    later = []
+    for seq in range(20, 30):
+        for name in ("360p", "720p"):
+            obs = Observation.from_verdict_json(doc(name, seq, name == "720p" and seq < 26))
+            later += after.observe(obs, now=1000.0 + seq * 2)
+    later += after.flush(now=1060.0)
+    assert states(later) == [("resolved", "720p", "starvation", "rendition")]
+    assert later[0].resolved_at == 1000.0 + 28 * 2  # the third good segment, not before
 
 
 def display_learned(say: bool) -> list[Incident]:

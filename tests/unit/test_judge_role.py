@@ -96,8 +96,9 @@ def test_a_rounds_records_are_committed_together_with_its_outputs() -> None:
     messages = [m for _, ms in ctx.groups for m in ms]
     assert [m.topic for m in messages] == ["inc"]
     doc = json.loads(messages[0].value)
-    assert (doc["id"], doc["localisation"], doc["state"]) == ("news/*/black/2", "source", "open")
-    assert messages[0].key == b"news/*/black/2"
+    expected = ("news/*/black/2@1004000", "source", "open")
+    assert (doc["id"], doc["localisation"], doc["state"]) == expected
+    assert messages[0].key == b"news/*/black/2@1004000"
     # Published with the records of the round that opened it (2 s of black: seq 2).
     (carrier,) = [records for records, ms in ctx.groups if ms]
     assert {json.loads(r.value or b"")["seq"] for r in carrier} == {2}
@@ -153,7 +154,7 @@ def test_starved_rung_gets_one_raise_decision_with_the_incident() -> None:
         feed(step, [verdict("360p", seq, 3.6), verdict("720p", seq, 2.0)])
     decisions = [json.loads(m.value) for _, ms in ctx.groups for m in ms if m.topic == "dec"]
     assert [d["action"] for d in decisions] == ["raise_bitrate"]
-    assert decisions[0]["incident_id"] == "news/720p/starvation/6"
+    assert decisions[0]["incident_id"] == "news/720p/starvation/6@1012000"
     assert decisions[0]["parameters"] == {"from_bitrate": 2500000, "to_bitrate": 3000000}
 
 
@@ -197,7 +198,7 @@ def test_rebuild_restores_the_open_incident_and_it_resolves_once() -> None:
     history += [black(r, s) for s in (4, 5, 6) for r in ("360p", "720p")]
     feed(before, history)
     opened = [Incident.from_json(json.loads(m.value)) for _, ms in ctx.groups for m in ms]
-    assert [i.id for i in opened] == ["news/*/black/4"]
+    assert [i.id for i in opened] == ["news/*/black/4@1008000"]
 
     # A new instance owning the stream's partition rebuilds from the topics.
     after_ctx = FakeContext()
@@ -211,13 +212,13 @@ def test_rebuild_restores_the_open_incident_and_it_resolves_once() -> None:
         200,
     )
     assert counts == {"incidents": 1, "open": 1, "decisions": 0, "replayed": len(history)}
-    assert [i.id for i in after.judge.open_incidents()] == ["news/*/black/4"]
+    assert [i.id for i in after.judge.open_incidents()] == ["news/*/black/4@1008000"]
     # Redelivered black segments change nothing; two good rounds resolve it, once.
     feed(after, [black(r, 6) for r in ("360p", "720p")])
     for s in (7, 8, 9, 10):
         feed(after, [verdict("360p", s, 3.6), verdict("720p", s, 4.3)])
     events = [json.loads(m.value) for _, ms in after_ctx.groups for m in ms]
-    assert [(e["id"], e["state"]) for e in events] == [("news/*/black/4", "resolved")]
+    assert [(e["id"], e["state"]) for e in events] == [("news/*/black/4@1008000", "resolved")]
 
 
 def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
@@ -238,7 +239,7 @@ def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
             now = 1000.0 + 2 * i
             published += live.observe(Observation.from_verdict_json(arrived[-1]), now)
             published += live.tick(now)
-    assert [e.id for e in published] == ["news/360p/starvation/5045"]
+    assert [e.id for e in published] == ["news/360p/starvation/5045@11090000"]
     waiting = set(live.streams["news"].pending)  # their records hold the offset back
     cut = next(k for k, d in enumerate(arrived) if d["seq"] in waiting)
     committed = arrived[:cut]
@@ -261,7 +262,7 @@ def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
         after.poll()
     events = [json.loads(m.value) for _, ms in after_ctx.groups for m in ms]
     assert [(e["state"], e["severity"]) for e in events] == []  # the starvation goes on
-    assert [i.id for i in after.judge.open_incidents()] == ["news/360p/starvation/5045"]
+    assert [i.id for i in after.judge.open_incidents()] == ["news/360p/starvation/5045@11090000"]
 
 
 def test_rebuild_ignores_streams_of_other_partitions() -> None:
@@ -324,5 +325,5 @@ def test_incident_events_and_open_incidents_reach_alertmanager() -> None:
     step.poll()
     step.close()
     names = [a["labels"]["incident_id"] for body in bodies for a in body]
-    assert names == ["news/*/black/1", "news/*/black/1"]
+    assert names == ["news/*/black/1@1002000", "news/*/black/1@1002000"]
     assert bodies[0][0]["labels"]["localisation"] == "source"
