@@ -15,8 +15,9 @@ How it judges
   the others' by up to `round_wait_s`. A rendition numbered apart (`renumber_gap` or more
   seqs ahead of a round) is not waited for, except within `round_wait_s` of a sibling's
   renumbering. Two verdicts near each other `renumber_gap` seqs below their rendition's
-  last judged one, within `round_wait_s`, start a new numbering (a restarted packager);
-  one alone is a late (or crafted) verdict, and a dead letter never counts.
+  last judged one (not both dead letters), before the rendition goes on in its
+  numbering, start a new numbering (a restarted packager); one alone is a late (or
+  crafted) verdict and holds no round.
 - Per (stream, rendition) and kind a `Gate` counts consecutive bad segments: it opens
   when the run is at least `open_after` segments AND `min_duration_s` seconds long
   (the flags' durations summed across consecutive segments, as broadcast monitors
@@ -51,8 +52,9 @@ Surviving a restart or a partition move (no local state)
    look back to the usual level its evidence recorded, so a fault older than the replay
    window is not taken for the look.
 3. `Judge.observe(...)` from the committed offset on. Incident ids are deterministic
-   (stream/scope/kind/opening seq@opening verdict's screened_at), so a redelivered verdict
-   yields the same ids, and a new numbering's fault at an old seq a new one.
+   (stream/scope/kind/opening seq@opening segment's stamp), so a redelivered verdict, or a
+   segment screened twice, yields the same ids, and a new numbering's fault at an old
+   seq a new one.
 """
 
 from __future__ import annotations
@@ -347,7 +349,7 @@ class Gate:
     severity: float = 0.0
     first_seq: int | None = None
     first_time: float = 0.0
-    """When the first bad segment's verdict was made (its screened_at)."""
+    """The first bad segment's stamp (when its record was produced)."""
     segments: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -486,9 +488,11 @@ class RenditionState:
     """The display size its verdicts were last judged at (a MOS scale of its own)."""
     other_scales: OrderedDict[str, Baseline] = field(default_factory=OrderedDict)
     """Baselines of the other display sizes it was judged at lately (a few)."""
-    renumbering: tuple[Observation, float] | None = None
-    """A verdict far below its last judged seq and when it came: a new numbering once a
-    second one near it follows."""
+    held: list[tuple[Observation, float, int]] = field(default_factory=list)
+    """Verdicts far below its last judged seq, when they came and `taken` then: a new
+    numbering once two of them lie near each other."""
+    taken: int = 0
+    """Verdicts of it taken into rounds in its current numbering."""
 
     def gate(self, kind: str, keep: int) -> Gate:
         g = self.gates.get(kind)
@@ -539,6 +543,8 @@ def _ready(
 NEW_STREAM_ROUNDS = 2
 """Later rounds that must wait before a new stream's oldest round is judged without a
 known set of renditions (they are learnt from the rounds judged)."""
+HELD_VERDICTS = 8
+"""Verdicts far below their rendition's numbering held, waiting to tell a new numbering."""
 REORDER_SLACK = 2
 """A rendition that delivered a seq more than this past one it misses is taken to have
 skipped it; nearer, its verdict of it may still come (verdicts out of order)."""
@@ -551,9 +557,9 @@ class Round:
     obs: dict[str, Observation] = field(default_factory=dict)
 
     @property
-    def time(self) -> float:
-        """When its earliest verdict was made (screened_at)."""
-        return min((o.time for o in self.obs.values()), default=0.0)
+    def stamp(self) -> float:
+        """The earliest stamp of its segments."""
+        return min((o.stamp for o in self.obs.values()), default=0.0)
 
 
 @dataclass(slots=True)
@@ -702,26 +708,48 @@ class Judge:
         events: list[Incident] = []
         new = [obs]
         if r is not None and r.last_seq is not None and obs.seq <= r.last_seq:
-            if r.last_seq - obs.seq < self.cfg.renumber_gap or obs.dead_letter:
+            if r.last_seq - obs.seq < self.cfg.renumber_gap:
                 return []  # a redelivered or late verdict: its round was judged already
-            # Far below: a new numbering (its packager restarted) once a second verdict
-            # near it follows within round_wait_s; one alone (a crafted or stray seq) is
-            # held, then dropped as late.
-            first = r.renumbering
-            near = first is not None and 0 < abs(first[0].seq - obs.seq) <= REORDER_SLACK + 1
-            if first is None or not near or now - first[1] >= self.cfg.round_wait_s:
-                r.renumbering = (obs, now)
+            new = self._hold(r, obs, now)
+            if not new:
                 return []
-            new, r.renumbering = [first[0], obs], None
-            # The old numbering's waiting rounds are judged first, in time order, then
-            # this rendition is judged from here.
+            # A new numbering: the old numbering's waiting rounds are judged first, in
+            # time order, then this rendition is judged from here.
             lowest = min(o.seq for o in new)
             for seq in sorted(q for q in st.pending if q - lowest >= self.cfg.renumber_gap):
                 events += self._judge_round(st, st.pending.pop(seq), now)
             r.last_seq, st.renumbered_at = None, now
-        for o in new:
-            st.pending.setdefault(o.seq, Round(o.seq, now)).obs[o.rendition] = o
+        elif r is not None:
+            r.taken += 1
+        for o in new:  # the first verdict of a segment screened twice is the one judged
+            st.pending.setdefault(o.seq, Round(o.seq, now)).obs.setdefault(o.rendition, o)
         return events + self._close_rounds(st, now)
+
+    def _hold(self, r: RenditionState, obs: Observation, now: float) -> list[Observation]:
+        """A verdict `renumber_gap` or more seqs below the rendition's last judged one.
+        Its packager restarted its numbering when another such verdict (not both dead
+        letters) lies within REORDER_SLACK + 1 seqs of it: then every held one is returned
+        to be judged, in the new numbering. Otherwise it is held (a few): one alone,
+        crafted or stray, is late and holds no round. A held verdict is let go once its
+        rendition went on in its numbering (more than REORDER_SLACK + 1 verdicts since:
+        a restarted packager's old numbering stops) or after stale_after_s; however
+        long the segments, a restart's second verdict finds its first."""
+        r.held = [
+            (o, t, k)
+            for o, t, k in r.held
+            if now - t < self.cfg.stale_after_s and r.taken - k <= REORDER_SLACK + 1
+        ]
+        if any(o.seq == obs.seq for o, _, _ in r.held):
+            return []  # the same segment again
+        near = any(
+            abs(o.seq - obs.seq) <= REORDER_SLACK + 1 and not (o.dead_letter and obs.dead_letter)
+            for o, _, _ in r.held
+        )
+        r.held = [*r.held, (obs, now, r.taken)][-HELD_VERDICTS:]
+        if not near:
+            return []
+        held, r.held = [o for o, _, _ in r.held], []
+        return held
 
     def tick(self, now: float) -> list[Incident]:
         """Call about once a second: judges rounds that waited too long, expires silent streams."""
@@ -887,7 +915,7 @@ class Judge:
             g.step(
                 f.bad,
                 seq=obs.seq,
-                time=obs.time,
+                time=obs.stamp,
                 segment_id=obs.segment_id,
                 seconds=seg_s if whole_segment else f.seconds,
                 severity=f.severity,
@@ -947,7 +975,7 @@ class Judge:
             g.step(
                 f.bad,
                 seq=obs.seq,
-                time=obs.time,
+                time=obs.stamp,
                 segment_id=obs.segment_id,
                 seconds=0.0,
                 severity=f.severity,
@@ -1014,7 +1042,7 @@ class Judge:
         for n in names:
             g = st.renditions[n].gate(kind, self.cfg.max_evidence_segments)
             o = rnd.obs.get(n)
-            g.force_active(rnd.seq, rnd.time if o is None else o.time, 0.0)
+            g.force_active(rnd.seq, rnd.stamp if o is None else o.stamp, 0.0)
         loc: Localisation = "packaging" if kind == "corruption" else "source"
         events = self._open(st, STREAM_SCOPE, kind, loc, names, rnd, now)
         new_id = events[0].id if events else st.incidents[(STREAM_SCOPE, kind)].incident.id
@@ -1036,7 +1064,7 @@ class Judge:
         gates = [st.renditions[n].gates[kind] for n in names]
         first, at = min(
             ((g.first_seq, g.first_time) for g in gates if g.first_seq is not None),
-            default=(rnd.seq, rnd.time),
+            default=(rnd.seq, rnd.stamp),
         )
         inc = Incident(
             id=incident_id(st.name, scope, kind, first, at),
@@ -1052,8 +1080,10 @@ class Judge:
             renditions=tuple(names),
             segments=self._segments(gates),
             evidence=self._evidence(st, kind, names),
+            opened_stamp=at,
         )
-        muted = inc.id in self._resolved
+        # Ids made before they carried the stamp (an older release) still mute replays.
+        muted = inc.id in self._resolved or inc.id.partition("@")[0] in self._resolved
         st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
         return [] if muted else [inc]
 
@@ -1133,7 +1163,7 @@ class Judge:
         for n in names:
             r = st.renditions.setdefault(n, RenditionState(n))
             g = r.gate(inc.kind, self.cfg.max_evidence_segments)
-            g.force_active(inc.opened_seq, 0.0, inc.severity)  # its id is kept as it was
+            g.force_active(inc.opened_seq, inc.opened_stamp or 0.0, inc.severity)
             b = per.get(n, {}) if isinstance(per, dict) else {}
             if r.baseline.mos is None and isinstance(b, dict) and b.get("baseline_mos"):
                 r.baseline.mos = float(b["baseline_mos"])

@@ -206,6 +206,15 @@ class Observation:
     """The dead-letter reason when the segment could not be screened at all."""
     judged_at: str | None = None
     """The display size ("WxH") the screen score judged the picture at (extra.judged_at)."""
+    segment_time: float | None = None
+    """When the segment's record was produced (source.timestamp_ms, in seconds)."""
+
+    @property
+    def stamp(self) -> float:
+        """When the segment was produced, else when its verdict was made: a time that is
+        the same for every verdict of one segment (a segment screened twice has two
+        screened_at) and tells a seq of one numbering from the same seq of the next."""
+        return self.time if self.segment_time is None else self.segment_time
 
     @property
     def transport_errors(self) -> bool:
@@ -246,6 +255,7 @@ class Observation:
             duration_s=_opt_float(info, "duration_s", what),
             time=_opt_float(doc, "screened_at", what) or 0.0,
             judged_at=judged_at[:32] if isinstance(judged_at, str) else None,
+            segment_time=_record_time(doc, what),
         )
 
     @classmethod
@@ -283,17 +293,27 @@ class Observation:
             mos_low=None,
             time=_opt_float(doc, "failed_at", what) or 0.0,
             dead_letter=reason,
+            segment_time=_record_time(doc, what),
         )
 
 
-def incident_id(stream: str, scope: str, kind: str, opening_seq: int, opening_time: float) -> str:
+def _record_time(doc: Mapping[str, Any], what: str) -> float | None:
+    """The segment record's timestamp (source.timestamp_ms) in seconds, if it has one."""
+    source = doc.get("source")
+    if not isinstance(source, Mapping):
+        return None
+    ms = _opt_float(source, "timestamp_ms", what)
+    return None if ms is None else ms / 1000.0
+
+
+def incident_id(stream: str, scope: str, kind: str, opening_seq: int, stamp: float) -> str:
     """Deterministic: a replayed verdict sequence reopens the same incident under the same key.
 
-    `opening_time` is when the opening verdict was made (its screened_at): it tells apart
-    two incidents opening at the same seq of different numberings (a packager that
-    restarted its media sequence, a stream that went away and came back), which a replay
-    of the same verdicts never does."""
-    return f"{stream}/{scope}/{kind}/{opening_seq}@{round(opening_time * 1000)}"
+    `stamp` is the opening segment's `Observation.stamp` (when its record was produced): it
+    tells apart two incidents opening at the same seq of different numberings (a packager
+    that restarted its media sequence, a stream that went away and came back), which a
+    replay of the same verdicts, or a segment screened twice, never does."""
+    return f"{stream}/{scope}/{kind}/{opening_seq}@{round(stamp * 1000)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +343,8 @@ class Incident:
     """Attached when a diagnosis (VLM) arrives for one of its segments."""
     superseded_by: str | None = None
     """On a resolve: the stream-wide incident this rendition incident was merged into."""
+    opened_stamp: float | None = None
+    """The opening segment's stamp (when its record was produced), the id's suffix."""
 
     @property
     def is_open(self) -> bool:
@@ -357,6 +379,7 @@ class Incident:
             "evidence": self.evidence,
             "diagnosis": self.diagnosis,
             "superseded_by": self.superseded_by,
+            "opened_stamp": self.opened_stamp,
         }
 
     @classmethod
@@ -387,6 +410,7 @@ class Incident:
             evidence=dict(doc.get("evidence") or {}),
             diagnosis=dict(diagnosis) if isinstance(diagnosis, Mapping) else None,
             superseded_by=doc.get("superseded_by"),
+            opened_stamp=_opt_float(doc, "opened_stamp", what),
         )
 
 

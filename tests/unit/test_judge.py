@@ -371,20 +371,21 @@ def test_a_late_verdict_whose_siblings_were_judged_is_judged_at_once() -> None:
     assert judged == [(10, ["720p"]), (10, ["360p"])]
 
 
-def restarted_numbering(**kw: Any) -> list[Incident]:
+def restarted_numbering(seg_s: float = 2.0, **kw: Any) -> list[Incident]:
     """A stream black on both rungs from seq 520; at seq 526 its packager restarts and
     numbers its segments from 0 again, still black for 80 segments, then clean."""
     judge, events, now = Judge(cfg(**kw)), [], 1000.0
-    black = [("black", 1.0, 2.0)]
+    black = [("black", 1.0, seg_s)]
     plan = [(s, False) for s in range(500, 520)] + [(s, True) for s in range(520, 526)]
     plan += [(s, True) for s in range(80)] + [(s, False) for s in range(80, 90)]
     for seq, dark in plan:
         for name in ("360p", "720p"):
             mos = 1.0 if dark else LADDER[name][1]
             doc = verdict(name, seq, mos, flags=black if dark else ())
+            doc["stream_info"]["duration_s"] = seg_s
             events += judge.observe(Observation.from_verdict_json(doc), now=now)
         events += judge.tick(now)
-        now += 2.0
+        now += seg_s
     return events
 
 
@@ -394,6 +395,8 @@ def test_a_packager_that_restarts_its_numbering_does_not_blind_the_judge() -> No
         ("resolved", "*", "black", "source"),  # when the picture is back, not before
     ]
     assert restarted_numbering()[-1].resolved_at == 1000.0 + 2 * (26 + 80 + 2)  # 3rd clean
+    # Segments as long as round_wait_s: the restart's verdicts come 10 s apart.
+    assert states(restarted_numbering(seg_s=10.0)) == states(restarted_numbering())
     # Without the rule every renumbered verdict was dropped as late: the judge saw
     # nothing until the renditions went stale, resolved the black as stale while it went
     # on, and opened it again.
@@ -484,6 +487,18 @@ def test_verdicts_far_below_that_are_not_two_in_a_row_hold_no_round(far: list[in
     assert events == []
 
 
+def test_stray_verdicts_near_each_other_but_rounds_apart_hold_no_round() -> None:
+    # Seqs 3 and 4 of 360p far below, with 360p going on in its numbering between them:
+    # no restart stops there. Paired, they held every later round up to round_wait_s.
+    tail = [("360p", 3, False)]
+    tail += [(n, s, False) for s in range(525, 530) for n in ("360p", "720p")]
+    tail += [("360p", 4, False)]
+    tail += [(n, s, False) for s in range(530, 535) for n in ("360p", "720p")]
+    events, judged = renumbering(Judge(cfg()), tail)
+    assert events == []
+    assert judged == [(s, ["360p", "720p"]) for s in range(525, 535)]
+
+
 def test_a_fault_at_a_resolved_incidents_seq_after_a_renumbering_is_a_new_incident() -> None:
     # Black at seqs 10-15, clean to 199; the packager restarts its numbering and the
     # black comes back at the same seqs. Ids of stream, scope, kind and seq alone were the
@@ -534,6 +549,126 @@ def test_a_restored_starvation_stays_open_at_the_display_size_it_was_judged_at()
     later += after.flush(now=1060.0)
     assert states(later) == [("resolved", "720p", "starvation", "rendition")]
     assert later[0].resolved_at == 1000.0 + 28 * 2  # the third good segment, not before
+
+
+def letter(name: str, seq: int) -> Observation:
+    """A decode_error dead letter of one segment of the news stream."""
+    headers = (("stream", "news"), ("rendition", name), ("seq", str(seq)))
+    doc = {
+        "schema": "vqmon.dead-letter/1",
+        "reason": "decode_error",
+        "headers": [[k, base64.b64encode(v.encode()).decode()] for k, v in headers],
+    }
+    dead = Observation.from_dead_letter_json(doc)
+    assert dead is not None
+    return dead
+
+
+@pytest.mark.parametrize(
+    "restart",
+    [
+        # its first new segments undecodable on both rungs: the packager's fault
+        [(n, s, "dead" if s in (1, 2, 3) else "ok") for s in range(15) for n in LADDER],
+        # verdicts out of order (a pool of workers): 360p's seq 0 is black
+        [("360p", 0, "black"), ("720p", 0, "ok"), ("360p", 4, "ok"), ("720p", 4, "ok")]
+        + [(n, s, "ok") for s in (1, 2, 3, *range(5, 15)) for n in LADDER],
+    ],
+)
+def test_nothing_of_a_restarted_numbering_is_lost(restart: list[tuple[str, int, str]]) -> None:
+    # Held one at a time (the next far-below verdict replacing it), the new numbering's
+    # first verdict was lost when dead letters or a verdict more than REORDER_SLACK + 1
+    # seqs on came next: the damage or the black on it was never judged.
+    judge, events = Judge(cfg()), []
+    judged = spied(judge)
+    clean = [(n, s, "ok") for s in range(500, 525) for n in LADDER]
+    for i, (name, seq, what) in enumerate(clean + restart):
+        doc = verdict(name, seq, 1.0 if what == "black" else LADDER[name][1])
+        if what == "black":
+            doc["flags"] = verdict(name, seq, 1.0, flags=[("black", 1.0, 2.0)])["flags"]
+        obs = letter(name, seq) if what == "dead" else Observation.from_verdict_json(doc)
+        events += judge.observe(obs, now=1000.0 + i) + judge.tick(now=1000.0 + i)
+    events += judge.flush(now=1100.0)
+    assert [s for s, _ in judged if s < 500] == list(range(15))
+    dead = any(what == "dead" for *_, what in restart)
+    wide, rung = ("open", "*", "corruption", "packaging"), ("open", "360p", "black", "rendition")
+    assert states(events)[:1] == [wide if dead else rung]
+
+
+def opening_id(screenings: Sequence[float], produced_ms: int | None) -> str:
+    """The id of a black on 720p at seq 10 whose segment was screened at each of
+    `screenings` (a screen worker that died before committing screens it again)."""
+    judge, events = Judge(cfg()), []
+    docs = [verdict(n, s, LADDER[n][1]) for s in range(10) for n in LADDER]
+    for at in screenings:
+        doc = verdict("720p", 10, 1.0, flags=[("black", 1.0, 2.0)])
+        doc["screened_at"] = at
+        docs.append(doc)
+    docs += [verdict(n, s, LADDER[n][1]) for s in range(11, 14) for n in LADDER]
+    docs.insert(-6, verdict("360p", 10, LADDER["360p"][1]))
+    for doc in docs:
+        if produced_ms is not None:
+            doc["source"] = {"topic": "vqmon.segments", "partition": 0, "offset": doc["seq"]}
+            doc["source"]["timestamp_ms"] = produced_ms + 2000 * doc["seq"]
+        events += judge.observe(Observation.from_verdict_json(doc), now=1100.0)
+    events += judge.flush(now=1100.0)
+    (opened,) = (e.id for e in events if e.state == "open")
+    return opened
+
+
+def test_a_segment_screened_twice_gives_one_incident_id() -> None:
+    # The id's stamp is when the segment was produced (its record's timestamp), the
+    # same in every verdict of it; screened_at differs. Without a record timestamp the
+    # first verdict of the segment in its round is the one judged.
+    ids = {opening_id(s, 1_700_000_000_000) for s in ([1020.0], [1045.0], [1020.0, 1045.0])}
+    assert ids == {"news/720p/black/10@1700000020000"}
+    assert opening_id([1020.0, 1045.0], None) == "news/720p/black/10@1020000"
+
+
+def blacks(judge: Judge, plan: list[tuple[str, int, bool]]) -> list[Incident]:
+    """Feed (rendition, seq, black) verdicts, then judge every waiting round."""
+    out = []
+    for name, seq, dark in plan:
+        flags = [("black", 1.0, 2.0)] if dark else ()
+        doc = verdict(name, seq, 1.0 if dark else LADDER[name][1], flags=flags)
+        out += judge.observe(Observation.from_verdict_json(doc), now=1100.0)
+    return out + judge.flush(now=1100.0)
+
+
+def test_a_restored_incident_keeps_its_stamp_when_it_turns_stream_wide() -> None:
+    # Black on 720p from seq 10, on both rungs from 12. A judge restarted after seq 11,
+    # whose replay held none of the black (a window of other rounds), restores the 720p
+    # incident; the stream-wide one then opens at its seq with its stamp, as it did live.
+    plan = [(n, s, False) for s in range(10) for n in LADDER]
+    plan += [("360p", s, False) for s in (10, 11)] + [("720p", s, True) for s in (10, 11)]
+    plan += [(n, s, True) for s in range(12, 15) for n in LADDER]
+
+    live = blacks(Judge(cfg()), plan)
+    wide = [e.id for e in live if e.scope == "*" and e.state == "open"]
+    assert wide == ["news/*/black/10@1020000"]
+    rung = [Incident.from_json(e.to_json()) for e in live if e.scope == "720p"][:1]
+    after = Judge(cfg())
+    blacks(after, plan[:20])
+    after.forget_incidents()
+    after.restore(rung)
+    assert [e.id for e in blacks(after, plan[24:]) if e.state == "open"] == wide
+
+
+def test_ids_made_before_they_carried_a_stamp_still_mute_their_replays() -> None:
+    # After an upgrade the incidents topic holds ids without the stamp; re-judged
+    # verdicts of an incident resolved under such an id stay silent.
+    plan = [(n, s, False) for s in range(10) for n in LADDER]
+    plan += [("360p", 10, False), ("720p", 10, True)]
+    plan += [(n, s, False) for s in range(11, 16) for n in LADDER]
+
+    before = blacks(Judge(cfg()), plan)
+    life = [("open", "720p", "black", "rendition"), ("resolved", "720p", "black", "rendition")]
+    assert states(before) == life
+    old = [Incident.from_json({**e.to_json(), "id": e.id.partition("@")[0]}) for e in before]
+    judge = Judge(cfg())
+    blacks(judge, plan[:20])
+    judge.forget_incidents()
+    judge.restore(old)
+    assert blacks(judge, plan[20:]) == []
 
 
 def display_learned(say: bool) -> list[Incident]:
