@@ -696,7 +696,8 @@ class Judge:
     def __init__(self, cfg: JudgeConfig | None = None) -> None:
         self.cfg = cfg or JudgeConfig()
         self.streams: dict[str, StreamState] = {}
-        self._resolved: OrderedDict[str, None] = OrderedDict()
+        self._resolved: OrderedDict[str, float] = OrderedDict()
+        """Resolved incident ids -> when they were resolved."""
 
     # -- inputs
 
@@ -719,10 +720,11 @@ class Judge:
             for seq in sorted(q for q in st.pending if q - lowest >= self.cfg.renumber_gap):
                 events += self._judge_round(st, st.pending.pop(seq), now)
             r.last_seq, st.renumbered_at = None, now
-        elif r is not None:
-            r.taken += 1
         for o in new:  # the first verdict of a segment screened twice is the one judged
-            st.pending.setdefault(o.seq, Round(o.seq, now)).obs.setdefault(o.rendition, o)
+            rnd = st.pending.setdefault(o.seq, Round(o.seq, now))
+            if r is not None and o.rendition not in rnd.obs:
+                r.taken += 1  # one more segment of it in its current numbering
+            rnd.obs.setdefault(o.rendition, o)
         return events + self._close_rounds(st, now)
 
     def _hold(self, r: RenditionState, obs: Observation, now: float) -> list[Observation]:
@@ -734,11 +736,7 @@ class Judge:
         rendition went on in its numbering (more than REORDER_SLACK + 1 verdicts since:
         a restarted packager's old numbering stops) or after stale_after_s; however
         long the segments, a restart's second verdict finds its first."""
-        r.held = [
-            (o, t, k)
-            for o, t, k in r.held
-            if now - t < self.cfg.stale_after_s and r.taken - k <= REORDER_SLACK + 1
-        ]
+        self._let_go(r, now)
         if any(o.seq == obs.seq for o, _, _ in r.held):
             return []  # the same segment again
         near = any(
@@ -748,13 +746,34 @@ class Judge:
         r.held = [*r.held, (obs, now, r.taken)][-HELD_VERDICTS:]
         if not near:
             return []
-        held, r.held = [o for o, _, _ in r.held], []
-        return held
+        # The new numbering's verdicts: those chained to this one by steps of at most
+        # REORDER_SLACK + 1 seqs; others held (a stray seq far off) are let go.
+        chain, rest = [obs], [o for o, _, _ in r.held if o is not obs]
+        step = REORDER_SLACK + 1
+        while linked := [o for o in rest if any(abs(o.seq - c.seq) <= step for c in chain)]:
+            rest = [o for o in rest if all(o is not x for x in linked)]
+            chain += linked
+        r.held = []
+        return chain
+
+    def _let_go(self, r: RenditionState, now: float) -> None:
+        """Drop held verdicts that no new numbering followed: after stale_after_s, or once
+        the rendition went on in its numbering (more than REORDER_SLACK + 1 verdicts
+        taken since, over at least round_wait_s: its verdicts screened before a restart
+        may still come in the seconds after its new numbering's first)."""
+        r.held = [
+            (o, t, k)
+            for o, t, k in r.held
+            if now - t < self.cfg.stale_after_s
+            and not (r.taken - k > REORDER_SLACK + 1 and now - t >= self.cfg.round_wait_s)
+        ]
 
     def tick(self, now: float) -> list[Incident]:
         """Call about once a second: judges rounds that waited too long, expires silent streams."""
         events: list[Incident] = []
         for st in list(self.streams.values()):
+            for r in st.renditions.values():
+                self._let_go(r, now)
             events += self._close_rounds(st, now)
             events += self._expire(st, now)
         return events
@@ -802,7 +821,7 @@ class Judge:
             latest[inc.id] = inc
         for inc in latest.values():
             if not inc.is_open:
-                self._remember_resolved(inc.id)
+                self._remember_resolved(inc.id, inc.resolved_at or inc.updated_at)
                 continue
             self._restore_open(inc)
 
@@ -833,6 +852,15 @@ class Judge:
             for tr in st.incidents.values()
             if not tr.muted
         ]
+
+    def waiting(self, stream: str) -> set[int]:
+        """Seqs of the stream whose verdicts are not judged yet: its waiting rounds and the
+        verdicts held far below their rendition's numbering (their records must not be
+        committed: a rebuild would not see them)."""
+        st = self.streams.get(stream)
+        if st is None:
+            return set()
+        return set(st.pending) | {o.seq for r in st.renditions.values() for o, _, _ in r.held}
 
     def baseline(self, stream: str, rendition: str) -> Baseline | None:
         st = self.streams.get(stream)
@@ -1082,8 +1110,10 @@ class Judge:
             evidence=self._evidence(st, kind, names),
             opened_stamp=at,
         )
-        # Ids made before they carried the stamp (an older release) still mute replays.
-        muted = inc.id in self._resolved or inc.id.partition("@")[0] in self._resolved
+        # An id made before ids carried the stamp (an older release) mutes the replays of
+        # its incident: segments produced before it was resolved, not a later fault.
+        old = self._resolved.get(inc.id.partition("@")[0])
+        muted = inc.id in self._resolved or (old is not None and at <= old)
         st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
         return [] if muted else [inc]
 
@@ -1125,7 +1155,7 @@ class Judge:
             superseded_by=superseded_by,
             evidence=evidence,
         )
-        self._remember_resolved(inc.id)
+        self._remember_resolved(inc.id, now)
         return [] if tr.muted else [inc]
 
     def _segments(self, gates: list[Gate], before: Iterable[str] = ()) -> tuple[str, ...]:
@@ -1148,10 +1178,10 @@ class Judge:
             }
         return {"renditions": per}
 
-    def _remember_resolved(self, iid: str) -> None:
+    def _remember_resolved(self, iid: str, at: float) -> None:
         if self.cfg.remember_resolved == 0:
             return
-        self._resolved[iid] = None
+        self._resolved[iid] = at
         self._resolved.move_to_end(iid)
         while len(self._resolved) > self.cfg.remember_resolved:
             self._resolved.popitem(last=False)
@@ -1163,7 +1193,8 @@ class Judge:
         for n in names:
             r = st.renditions.setdefault(n, RenditionState(n))
             g = r.gate(inc.kind, self.cfg.max_evidence_segments)
-            g.force_active(inc.opened_seq, inc.opened_stamp or 0.0, inc.severity)
+            g.force_active(inc.opened_seq, 0.0, inc.severity)
+            g.first_seq, g.first_time = inc.opened_seq, inc.opened_stamp or 0.0
             b = per.get(n, {}) if isinstance(per, dict) else {}
             if r.baseline.mos is None and isinstance(b, dict) and b.get("baseline_mos"):
                 r.baseline.mos = float(b["baseline_mos"])

@@ -448,8 +448,7 @@ class JudgeStep:
             self.ctx.publish_group(records, messages)
 
     def _pending(self, stream: str) -> set[int]:
-        st = self.judge.streams.get(stream)
-        return set() if st is None else set(st.pending)
+        return self.judge.waiting(stream)
 
     def poll(self) -> None:
         now = self.clock()

@@ -81,10 +81,17 @@ def _opt_float(doc: Mapping[str, Any], key: str, what: str) -> float | None:
     value = doc.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    problem = MessageError(f"{what}: field {key!r} must be a finite number or null")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise problem
+    try:
+        number = float(value)  # an integer of hundreds of digits overflows
+    except OverflowError:
+        raise problem from None
+    if not math.isfinite(number):
         # JSON parsers accept NaN and Infinity; vqmon never writes them (allow_nan=False)
-        raise MessageError(f"{what}: field {key!r} must be a finite number or null")
-    return float(value)
+        raise problem
+    return number
 
 
 def _opt_int(doc: Mapping[str, Any], key: str, what: str) -> int | None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from monitor.judge import Judge, JudgeConfig, ladder_findings
-from monitor.types import Incident, Observation
+from monitor.types import Incident, MessageError, Observation
 
 LADDER = {"360p": (800_000, 3.6), "720p": (2_500_000, 4.3)}
 
@@ -634,10 +634,12 @@ def blacks(judge: Judge, plan: list[tuple[str, int, bool]]) -> list[Incident]:
     return out + judge.flush(now=1100.0)
 
 
-def test_a_restored_incident_keeps_its_stamp_when_it_turns_stream_wide() -> None:
+@pytest.mark.parametrize("window", [slice(0, 20), slice(23, 24)])
+def test_a_restored_incident_keeps_its_stamp_when_it_turns_stream_wide(window: slice) -> None:
     # Black on 720p from seq 10, on both rungs from 12. A judge restarted after seq 11,
-    # whose replay held none of the black (a window of other rounds), restores the 720p
-    # incident; the stream-wide one then opens at its seq with its stamp, as it did live.
+    # whose replay held none of the black (a window of other rounds) or only its last
+    # segment, restores the 720p incident; the stream-wide one then opens at its seq
+    # with its stamp, as it did live.
     plan = [(n, s, False) for s in range(10) for n in LADDER]
     plan += [("360p", s, False) for s in (10, 11)] + [("720p", s, True) for s in (10, 11)]
     plan += [(n, s, True) for s in range(12, 15) for n in LADDER]
@@ -647,7 +649,7 @@ def test_a_restored_incident_keeps_its_stamp_when_it_turns_stream_wide() -> None
     assert wide == ["news/*/black/10@1020000"]
     rung = [Incident.from_json(e.to_json()) for e in live if e.scope == "720p"][:1]
     after = Judge(cfg())
-    blacks(after, plan[:20])
+    blacks(after, plan[window])
     after.forget_incidents()
     after.restore(rung)
     assert [e.id for e in blacks(after, plan[24:]) if e.state == "open"] == wide
@@ -669,6 +671,82 @@ def test_ids_made_before_they_carried_a_stamp_still_mute_their_replays() -> None
     judge.forget_incidents()
     judge.restore(old)
     assert blacks(judge, plan[20:]) == []
+
+
+def test_an_id_without_a_stamp_does_not_mute_a_later_fault_at_its_seq() -> None:
+    # An incident resolved under an id of an older release (no stamp; the compacted
+    # topic keeps it for good) mutes only segments produced before it was resolved.
+    old = Incident(
+        "news/720p/black/10",
+        "news",
+        "720p",
+        "black",
+        "resolved",
+        1.0,
+        "rendition",
+        10,
+        opened_at=1.0,
+        updated_at=2.0,
+        resolved_at=2.0,
+    )
+    judge = Judge(cfg())
+    judge.restore([old])
+    plan = [(n, s, False) for s in range(10) for n in LADDER]
+    plan += [("360p", 10, False), ("720p", 10, True), ("360p", 11, False), ("720p", 11, True)]
+    plan += [(n, s, False) for s in range(12, 18) for n in LADDER]
+    assert states(blacks(judge, plan)) == [
+        ("open", "720p", "black", "rendition"),
+        ("resolved", "720p", "black", "rendition"),
+    ]
+
+
+def test_a_stray_held_verdict_is_not_judged_into_a_new_numbering() -> None:
+    # 360p's seq 40 far below, then its packager restarts at 0. Judged with the restart,
+    # round 40 made 360p's real segments 2-39 look skipped, then late: never judged.
+    tail = [("360p", 40, False)] + [(n, s, False) for s in range(13) for n in LADDER]
+    _, judged = renumbering(Judge(cfg()), tail)
+    assert judged == [(s, ["360p", "720p"]) for s in range(13)]
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        [("360p", 525)] * 4,  # a segment screened again (redelivered) while its round waits
+        [("360p", s) for s in range(525, 529)],  # verdicts screened before the restart
+    ],
+)
+def test_a_restarts_damaged_first_segments_are_held_past_its_late_verdicts(
+    between: list[tuple[str, int]],
+) -> None:
+    # 360p's packager restarts with two undecodable segments, whose dead letters come
+    # before 360p's last verdicts of the old numbering (quick to fail, slow to screen).
+    # Counted as the rendition going on, those let the dead letters go: the corruption
+    # of the restart was laid on 720p alone.
+    judge, events, now = Judge(cfg()), [], 1000.0
+    judged = spied(judge)
+    plan: list[tuple[str, int, bool]] = [(n, s, False) for s in range(500, 525) for n in LADDER]
+    plan += [("360p", 0, True), ("360p", 1, True)] + [(n, s, False) for n, s in between]
+    plan += [("720p", s, False) for s in range(525, 529)] + [("720p", 0, True), ("720p", 1, True)]
+    plan += [(n, s, False) for s in range(2, 9) for n in LADDER]
+    for name, seq, damaged in plan:
+        doc = verdict(name, seq, LADDER[name][1])
+        o = letter(name, seq) if damaged else Observation.from_verdict_json(doc)
+        events += judge.observe(o, now=now) + judge.tick(now)
+        now += 0.5
+    events += judge.flush(now)
+    assert [(s, names) for s, names in judged if s < 2] == [
+        (0, ["360p", "720p"]),
+        (1, ["360p", "720p"]),
+    ]
+    assert states(events)[:1] == [("open", "*", "corruption", "packaging")]
+
+
+def test_a_record_timestamp_beyond_any_float_is_a_message_error() -> None:
+    doc = verdict("720p", 1, 4.3)
+    doc["source"] = {"topic": "vqmon.segments", "partition": 0, "offset": 1}
+    doc["source"]["timestamp_ms"] = 10**400  # JSON allows it; float() overflows
+    with pytest.raises(MessageError, match="timestamp_ms"):
+        Observation.from_verdict_json(doc)
 
 
 def display_learned(say: bool) -> list[Incident]:

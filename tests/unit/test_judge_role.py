@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -263,6 +264,28 @@ def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
     events = [json.loads(m.value) for _, ms in after_ctx.groups for m in ms]
     assert [(e["state"], e["severity"]) for e in events] == []  # the starvation goes on
     assert [i.id for i in after.judge.open_incidents()] == ["news/360p/starvation/5045@11090000"]
+
+
+def test_a_verdict_held_far_below_its_numbering_is_not_committed_until_judged() -> None:
+    # A restarted packager's first segment failed to decode: its dead letter is held
+    # until the new numbering shows. Committed at once, a rebalance then lost it (a
+    # rebuild replays verdicts only).
+    ctx = FakeContext()
+    step = step_for(ctx, Judge(cfg()))
+    feed(step, [verdict(n, s, LADDER[n][1]) for s in range(500, 525) for n in LADDER])
+    headers = (("stream", "news"), ("rendition", "360p"), ("seq", "0"))
+    letter = {
+        "schema": "vqmon.dead-letter/1",
+        "reason": "decode_error",
+        "segment_id": "news/360p/0",
+        "headers": [[k, base64.b64encode(v.encode()).decode()] for k, v in headers],
+    }
+    held = record(letter, "dlq")
+    step.submit(Message(held, held))
+    assert held.offset not in ctx.committable()
+    feed(step, [verdict(n, s, LADDER[n][1]) for s in range(1, 4) for n in LADDER])
+    feed(step, [verdict("720p", 0, LADDER["720p"][1])])
+    assert held.offset in ctx.committable()  # judged in round 0 of the new numbering
 
 
 def test_rebuild_ignores_streams_of_other_partitions() -> None:
