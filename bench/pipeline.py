@@ -421,6 +421,8 @@ def run_daemon(
         "paced_rate_seg_per_s": round(1 / period, 2),
         "latency_p50_s": round(statistics.median(lat), 3),
         "latency_p99_s": round(p99, 3),
+        # escalation requests the screen role made (each costs its frames' JPEG encoding)
+        "escalations_made": sum(_samples(metrics, "vqmon_escalations_total").values()),
         **extra,
     }
 

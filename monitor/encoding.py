@@ -83,6 +83,7 @@ from monitor.types import (
     FilterName,
     Incident,
     Observation,
+    finite_number,
 )
 
 DIAGNOSIS_FILTERS: dict[str, FilterName] = {"noise": "denoise", "compression": "deblock"}
@@ -357,9 +358,9 @@ class EncodingPolicy:
             if not d.dry_run:
                 rung.settings = d.settings
             evidence = d.evidence or {}
-            baseline = evidence.get("baseline_mos")
-            if isinstance(baseline, (int, float)):  # kept, not learned again at other settings
-                rung.baseline = float(baseline)
+            baseline = finite_number(evidence.get("baseline_mos"))
+            if baseline is not None:  # kept, not learned again at other settings
+                rung.baseline = baseline
             if not d.dry_run:  # a preset on trial stays on trial; a failed one is not retried
                 pending = evidence.get("saving_preset_from")
                 # only a preset of the policy's own list: a stray record must not name one

@@ -34,7 +34,7 @@ from typing import Any
 from monitor.escalation import EscalationPolicy, Recent, Room, reason_label
 from monitor.messages import escalation_message
 from monitor.publisher import OutMessage
-from monitor.types import verdict_from_json
+from monitor.types import finite_number, verdict_from_json
 from monitor.workers import Screened
 from scorers.types import Verdict
 
@@ -112,8 +112,8 @@ def warm_start(
         except (ValueError, TypeError, KeyError, RecursionError):  # MessageError: ValueError
             skipped += 1  # RecursionError: JSON nested deeper than the parser goes
             continue
-        at = doc.get("screened_at")
-        at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else -math.inf
+        at = finite_number(doc.get("screened_at"))
+        at = -math.inf if at is None else at
         found.append((at, i, v, doc.get("escalated") is True))
     found.sort(key=lambda x: (x[0], x[1]))
     for at, _, v, escalated in found:

@@ -135,18 +135,19 @@ class Feed:
         self.patterns: list[str] = [*cfg.patterns] or list(PATTERNS)
         self.frames = max(1, round(cfg.segment_seconds * FPS))
         self.base = EncodeSettings(fps=FPS, gop=self.frames, container="mpegts")
-        self.ladder = LadderSettings(
-            {
-                (s, r): EncoderSettings(bitrate=cfg.bitrates.get(r))
-                for s in self.names
-                for r in cfg.renditions
-            }
-        )
+        initial = {
+            (s, r): EncoderSettings(bitrate=cfg.bitrates.get(r))
+            for s in self.names
+            for r in cfg.renditions
+        }
+        self.ladder = LadderSettings(initial)
         # Every rung is shown at the ladder's top size, as a player does; said in each
         # segment's header so no screen worker judges a low rung at its coded size before
         # it has seen the top one.
         self.display = largest_display(_size(r) for r in cfg.renditions)
         self.seq = 0
+        self._good: dict[tuple[str, str], EncoderSettings] = dict(initial)
+        """Each rung's last settings that encoded (put back when a decision's do not)."""
         self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
         self._cache_entries = cache_entries
         self._stop = threading.Event()
@@ -178,7 +179,24 @@ class Feed:
         self._schedule(self.seq)
         for s, stream in enumerate(self.names):
             for rendition in self.cfg.renditions:
-                self._publish(s, stream, rendition, self.seq)
+                rung = self.ladder.get(stream, rendition)
+                try:
+                    self._publish(s, stream, rendition, self.seq)
+                except Exception as exc:  # one rung's settings must not stop the others
+                    good = self._good.get((stream, rendition))
+                    log.warning(
+                        "synthetic feed could not encode a rung; its last settings that "
+                        "encoded are back",
+                        extra={
+                            "rung": f"{stream}/{rendition}",
+                            "settings": rung.to_json(),
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                        },
+                    )
+                    if good is not None:
+                        self.ladder.set(stream, rendition, good)
+                else:
+                    self._good[(stream, rendition)] = rung
         self.seq += 1
 
     def apply_decisions(self) -> None:
@@ -187,7 +205,12 @@ class Feed:
         for d in self.decisions.poll():
             if d.dry_run or d.stream not in self.names or d.rendition not in self.cfg.renditions:
                 continue
-            if self.ladder.apply(d):
+            try:
+                changed = self.ladder.apply(d)
+            except ValueError as exc:  # a decision this encoder cannot apply: the next one may
+                log.warning("encoder decision not applied", extra={"id": d.id, "error": str(exc)})
+                continue
+            if changed:
                 self.applied.append((time.time(), self.seq, d))
                 log.info(
                     "feed applied an encoder decision",

@@ -71,10 +71,12 @@ from pydantic import Field, field_validator, model_validator
 from ingest.config import StrictModel
 from monitor.types import (
     FLAG_TO_KIND,
+    MAX_BITRATE,
     STREAM_SCOPE,
     Incident,
     Localisation,
     Observation,
+    finite_number,
     incident_id,
 )
 
@@ -1196,18 +1198,21 @@ class Judge:
             g.force_active(inc.opened_seq, 0.0, inc.severity)
             g.first_seq, g.first_time = inc.opened_seq, inc.opened_stamp or 0.0
             b = per.get(n, {}) if isinstance(per, dict) else {}
-            if r.baseline.mos is None and isinstance(b, dict) and b.get("baseline_mos"):
-                r.baseline.mos = float(b["baseline_mos"])
-                low = b.get("baseline_mos_low")
-                r.baseline.mos_low = None if low is None else float(low)
+            b = b if isinstance(b, dict) else {}
+            mos = finite_number(b.get("baseline_mos"))
+            low = finite_number(b.get("baseline_mos_low"))
+            if r.baseline.mos is None and mos:
+                r.baseline.mos = mos
+                r.baseline.mos_low = low
                 r.baseline.count = self.cfg.warmup_segments
                 r.baseline.low_count = 0 if low is None else self.cfg.warmup_segments
                 at = b.get("judged_at")  # the display size that baseline is a MOS at
-                r.judged_at = at if isinstance(at, str) else r.judged_at
-            if isinstance(b, dict) and b.get("bitrate"):
-                r.bitrate = int(b["bitrate"])
-            usual = b.get("usual") if isinstance(b, dict) else None
-            if inc.kind in self.cfg.look.kinds and isinstance(usual, (int, float)):
+                r.judged_at = at[:32] if isinstance(at, str) and at.isascii() else r.judged_at
+            bitrate = finite_number(b.get("bitrate"))
+            if bitrate and 0 < bitrate <= MAX_BITRATE:
+                r.bitrate = int(bitrate)
+            usual = finite_number(b.get("usual"))
+            if inc.kind in self.cfg.look.kinds and usual is not None:
                 # the look when it opened: what a replay learned from the fault is not it
                 r.looks[inc.kind] = Look(float(usual), self.cfg.look.warmup_segments)
         st.incidents[(inc.scope, inc.kind)] = Tracked(inc, inc.severity)

@@ -73,7 +73,7 @@ from monitor.messages import (
 )
 from monitor.metrics import Metrics
 from monitor.runtime import Context, Message, Runtime, RuntimeSettings
-from monitor.types import EncoderDecision, Incident, MessageError, Observation
+from monitor.types import EncoderDecision, Incident, MessageError, Observation, finite_number
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -128,19 +128,31 @@ class JudgeTopics:
 
 
 def summarize_diagnosis(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """What an incident keeps of a vqmon.diagnosis/1: model, class, severity, score."""
+    """What an incident keeps of a vqmon.diagnosis/1: model, class, severity, score. Only
+    short text and finite numbers are kept (the incident is re-published with it)."""
     out: dict[str, Any] = {
-        "segment_id": doc.get("segment_id"),
-        "model": doc.get("model"),
-        "prompt_version": doc.get("prompt_version"),
+        key: _scalar(doc.get(key)) for key in ("segment_id", "model", "prompt_version")
     }
-    for task in doc.get("tasks") or ():
+    tasks = doc.get("tasks")
+    for task in tasks if isinstance(tasks, list) else ():
         if not isinstance(task, Mapping):
             continue
         for key in ("degradation", "severity", "score_mean", "global_score"):
-            if task.get(key) is not None and key not in out:
-                out[key] = task[key]
+            value = _scalar(task.get(key))
+            if value is not None and key not in out:
+                out[key] = value
     return out
+
+
+def _scalar(value: Any) -> str | float | None:
+    """Short valid text or a finite number, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return None
+        return value[:200]
+    return finite_number(value)
 
 
 # ---------------------------------------------------------------- reading state back
@@ -277,7 +289,7 @@ def _parse_all(records: Iterable[Any], parse: Callable[[Mapping[str, Any]], T]) 
         try:
             doc = json.loads(r.value)
             out.append(parse(doc))
-        except (ValueError, TypeError, MessageError, KeyError, RecursionError):
+        except (ValueError, TypeError, MessageError, KeyError, ArithmeticError, RecursionError):
             log.debug("state record skipped", extra={"offset": getattr(r, "offset", None)})
     return out
 
@@ -329,6 +341,9 @@ class AlertPusher:
             except AlertmanagerError as exc:
                 self.failed += 1
                 log.warning("alertmanager push failed", extra={"error": str(exc)[:300]})
+            except Exception:  # this thread must outlive any one batch
+                self.failed += 1
+                log.exception("alertmanager push failed unexpectedly")
 
     def close(self, timeout_s: float = 2.0) -> None:
         try:

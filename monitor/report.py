@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.types import EncoderDecision, Incident, MessageError
+from monitor.types import EncoderDecision, Incident, MessageError, Observation
 
 DEFAULT_TOPICS = {
     "verdicts": "vqmon.verdicts",
@@ -131,7 +131,7 @@ def _value(message: Any) -> dict[str, Any] | None:
     if isinstance(message, bytes | str):
         try:
             message = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than JSON goes
             return None
     if isinstance(message, Mapping) and "value" in message and "schema" not in message:
         return _value(message["value"])
@@ -157,6 +157,7 @@ class Collected:
             schema = str(v.get("schema", "")) if v else ""
             try:
                 if schema.startswith("vqmon.verdict/") and v is not None:
+                    Observation.from_verdict_json(v)  # what the report reads is there
                     verdicts[str(v["segment_id"])] = v  # a redelivery: the latest wins
                 elif schema.startswith("vqmon.incident/") and v is not None:
                     inc = Incident.from_json(v)
@@ -171,7 +172,7 @@ class Collected:
                     c.dead_letters[str(v.get("reason"))] += 1
                 else:
                     c.unreadable += 1
-            except (MessageError, KeyError, TypeError, ValueError):
+            except (MessageError, KeyError, TypeError, ValueError, ArithmeticError, RecursionError):
                 c.unreadable += 1
         c.verdicts = sorted(
             verdicts.values(), key=lambda v: (v["stream"], v["rendition"], v["seq"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
@@ -56,6 +57,13 @@ FLAG_TO_KIND: dict[str, str] = {
 
 Action = Literal["raise_bitrate", "lower_bitrate", "set_preset", "enable_filter", "drop_rung"]
 ACTIONS: tuple[str, ...] = get_args(Action)
+ACTION_NEEDS = {
+    "raise_bitrate": "to_bitrate",
+    "lower_bitrate": "to_bitrate",
+    "set_preset": "to_preset",
+    "enable_filter": "filter",
+}
+"""The parameter each action cannot do without."""
 FilterName = Literal["denoise", "deblock"]
 FILTERS: tuple[str, ...] = get_args(FilterName)
 
@@ -70,7 +78,88 @@ def _get(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: 
     value = doc[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
         raise MessageError(f"{what}: field {key!r} has the wrong type ({type(value).__name__})")
+    if isinstance(value, str):
+        _check_text(value, key, what)
     return value
+
+
+def _check_text(value: str, key: str, what: str) -> None:
+    """JSON may escape lone surrogates ("\\ud800"), which no UTF-8 output can carry."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MessageError(f"{what}: field {key!r} is not valid Unicode text") from None
+
+
+def _opt_text(doc: Mapping[str, Any], key: str, what: str) -> str | None:
+    return None if doc.get(key) is None else _get(doc, key, str, what)
+
+
+def _texts(doc: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+    """An optional list of text (renditions, segment ids)."""
+    value = doc.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise MessageError(f"{what}: field {key!r} must be a list of text")
+    for x in value:
+        _check_text(x, key, what)
+    return tuple(value)
+
+
+MAX_TIME_S = 1e11
+"""Unix seconds beyond this (the year 5138) are not a time a message can carry."""
+MAX_BITRATE = 10**12
+"""Bit/s beyond this (1 Tbit/s) are not a video bitrate."""
+MAX_NESTING = 32
+"""Evidence and diagnoses nested deeper than this are refused (they are re-published)."""
+
+
+def _opt_time(doc: Mapping[str, Any], key: str, what: str, scale: float = 1.0) -> float | None:
+    """A Unix time in seconds (`scale` 1000: milliseconds) within 0-MAX_TIME_S, in seconds."""
+    value = _opt_float(doc, key, what)
+    if value is None:
+        return None
+    if not 0 <= value / scale <= MAX_TIME_S:
+        raise MessageError(f"{what}: field {key!r} ({value:g}) is not a Unix time")
+    return value / scale
+
+
+def _time(doc: Mapping[str, Any], key: str, what: str) -> float:
+    _get(doc, key, (int, float), what)
+    value = _opt_time(doc, key, what)
+    assert value is not None
+    return value
+
+
+def _required_float(doc: Mapping[str, Any], key: str, what: str) -> float:
+    _get(doc, key, (int, float), what)
+    value = _opt_float(doc, key, what)
+    assert value is not None
+    return value
+
+
+def _opt_bitrate(doc: Mapping[str, Any], key: str, what: str, least: int = 0) -> int | None:
+    """Bit/s up to MAX_BITRATE; `least` below 0 lets readers take a negative one for
+    "not measured" (a verdict's stream_info)."""
+    value = _opt_int(doc, key, what)
+    if value is not None and not least <= value <= MAX_BITRATE:
+        raise MessageError(f"{what}: field {key!r} ({value}) is not a bitrate in bit/s")
+    return value
+
+
+def _json_object(doc: Mapping[str, Any], key: str, what: str) -> dict[str, Any]:
+    """An optional object field (evidence, a diagnosis) of bounded nesting: re-published."""
+    value = doc.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise MessageError(f"{what}: field {key!r} must be an object")
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_NESTING:
+            raise MessageError(f"{what}: field {key!r} is nested over {MAX_NESTING} deep")
+        inner = [v for x in level for v in (x.values() if isinstance(x, Mapping) else x)]
+        level = [v for v in inner if isinstance(v, Mapping | list | tuple)]
+    return dict(value)
 
 
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -100,6 +189,8 @@ def _opt_int(doc: Mapping[str, Any], key: str, what: str) -> int | None:
 
 
 def _check_schema(doc: Mapping[str, Any], expected: str, what: str) -> None:
+    if not isinstance(doc, Mapping):
+        raise MessageError(f"{what}: the value is not a JSON object")
     schema = doc.get("schema", expected)
     if schema != expected:
         raise MessageError(f"{what}: schema {schema!r} is not {expected!r}")
@@ -167,12 +258,20 @@ def verdict_from_json(doc: Mapping[str, Any]) -> Verdict:
 
 
 def _number(x: object) -> bool:
+    return finite_number(x) is not None
+
+
+def finite_number(x: object) -> float | None:
+    """A JSON number as a finite float, else None (text, bool, NaN, infinities and integers
+    beyond a float's range): for fields read back from records another release or a
+    hostile producer wrote."""
     if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
+        return None
     try:
-        return math.isfinite(x)
-    except OverflowError:  # an integer beyond a float's range
-        return False
+        value = float(x)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +345,12 @@ class Observation:
         decode = doc.get("decode") or {}
         if not isinstance(info, Mapping) or not isinstance(decode, Mapping):
             raise MessageError(f"{what}: stream_info and decode must be objects")
-        declared = _opt_int(doc, "declared_bitrate", what)
-        measured = _opt_int(info, "bitrate", what)
+        declared = _opt_bitrate(doc, "declared_bitrate", what, least=-MAX_BITRATE)
+        measured = _opt_bitrate(info, "bitrate", what, least=-MAX_BITRATE)
         extra = doc.get("extra")
         judged_at = extra.get("judged_at") if isinstance(extra, Mapping) else None
+        if isinstance(judged_at, str):
+            _check_text(judged_at, "extra.judged_at", what)
         bitrate = declared if declared is not None else measured
         return cls(
             **_verdict_head(doc, what),
@@ -260,7 +361,7 @@ class Observation:
             decode_errors=_opt_int(decode, "errors", what) or 0,
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
             duration_s=_opt_float(info, "duration_s", what),
-            time=_opt_float(doc, "screened_at", what) or 0.0,
+            time=_opt_time(doc, "screened_at", what) or 0.0,
             judged_at=judged_at[:32] if isinstance(judged_at, str) else None,
             segment_time=_record_time(doc, what),
         )
@@ -298,7 +399,7 @@ class Observation:
             segment_id=f"{stream}/{rendition}/{seq}",
             mos=None,
             mos_low=None,
-            time=_opt_float(doc, "failed_at", what) or 0.0,
+            time=_opt_time(doc, "failed_at", what) or 0.0,
             dead_letter=reason,
             segment_time=_record_time(doc, what),
         )
@@ -309,8 +410,7 @@ def _record_time(doc: Mapping[str, Any], what: str) -> float | None:
     source = doc.get("source")
     if not isinstance(source, Mapping):
         return None
-    ms = _opt_float(source, "timestamp_ms", what)
-    return None if ms is None else ms / 1000.0
+    return _opt_time(source, "timestamp_ms", what, scale=1000.0)
 
 
 def incident_id(stream: str, scope: str, kind: str, opening_seq: int, stamp: float) -> str:
@@ -399,25 +499,25 @@ class Incident:
         loc = _get(doc, "localisation", str, what)
         if loc not in LOCALISATIONS:
             raise MessageError(f"{what}: localisation {loc!r} is not one of {LOCALISATIONS}")
-        diagnosis = doc.get("diagnosis")
+        diagnosis = _json_object(doc, "diagnosis", what) if doc.get("diagnosis") else None
         return cls(
             id=_get(doc, "id", str, what),
             stream=_get(doc, "stream", str, what),
             scope=_get(doc, "scope", str, what),
             kind=_get(doc, "kind", str, what),
             state=cast(IncidentState, state),
-            severity=float(_get(doc, "severity", (int, float), what)),
+            severity=_required_float(doc, "severity", what),
             localisation=cast(Localisation, loc),
             opened_seq=_get(doc, "opened_seq", int, what),
-            opened_at=float(_get(doc, "opened_at", (int, float), what)),
-            updated_at=float(_get(doc, "updated_at", (int, float), what)),
-            resolved_at=_opt_float(doc, "resolved_at", what),
-            renditions=tuple(str(r) for r in doc.get("renditions") or ()),
-            segments=tuple(str(s) for s in doc.get("segments") or ()),
-            evidence=dict(doc.get("evidence") or {}),
+            opened_at=_time(doc, "opened_at", what),
+            updated_at=_time(doc, "updated_at", what),
+            resolved_at=_opt_time(doc, "resolved_at", what),
+            renditions=_texts(doc, "renditions", what),
+            segments=_texts(doc, "segments", what),
+            evidence=_json_object(doc, "evidence", what),
             diagnosis=dict(diagnosis) if isinstance(diagnosis, Mapping) else None,
-            superseded_by=doc.get("superseded_by"),
-            opened_stamp=_opt_float(doc, "opened_stamp", what),
+            superseded_by=_opt_text(doc, "superseded_by", what),
+            opened_stamp=_opt_time(doc, "opened_stamp", what),
         )
 
 
@@ -449,10 +549,9 @@ class EncoderSettings:
         for f in filters:
             if f not in FILTERS:
                 raise MessageError(f"{what}: unknown filter {f!r}; known: {', '.join(FILTERS)}")
-        preset = doc.get("preset")
         return cls(
-            bitrate=_opt_int(doc, "bitrate", what),
-            preset=None if preset is None else str(preset),
+            bitrate=_opt_bitrate(doc, "bitrate", what),
+            preset=_opt_preset(doc, "preset", what),
             filters=filters,
             enabled=bool(doc.get("enabled", True)),
         )
@@ -478,12 +577,23 @@ class DecisionParams:
         if flt is not None and flt not in FILTERS:
             raise MessageError(f"{what}: unknown filter {flt!r}; known: {', '.join(FILTERS)}")
         return cls(
-            from_bitrate=_opt_int(doc, "from_bitrate", what),
-            to_bitrate=_opt_int(doc, "to_bitrate", what),
-            from_preset=doc.get("from_preset"),
-            to_preset=doc.get("to_preset"),
+            from_bitrate=_opt_bitrate(doc, "from_bitrate", what),
+            to_bitrate=_opt_bitrate(doc, "to_bitrate", what),
+            from_preset=_opt_preset(doc, "from_preset", what),
+            to_preset=_opt_preset(doc, "to_preset", what),
             filter=cast(FilterName | None, flt),
         )
+
+
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+"""An encoder preset's name (x264/x265's veryfast, NVENC's p4, SVT-AV1's 8)."""
+
+
+def _opt_preset(doc: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = _opt_text(doc, key, what)
+    if value is not None and not PRESET_NAME.fullmatch(value):
+        raise MessageError(f"{what}: field {key!r} ({value[:40]!r}) is not a preset name")
+    return value
 
 
 def _params_items(p: DecisionParams) -> list[tuple[str, Any]]:
@@ -545,18 +655,22 @@ class EncoderDecision:
         action = _get(doc, "action", str, what)
         if action not in ACTIONS:
             raise MessageError(f"{what}: unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        params = DecisionParams.from_json(_get(doc, "parameters", Mapping, what))
+        needed = ACTION_NEEDS.get(action)
+        if needed is not None and getattr(params, needed) is None:
+            raise MessageError(f"{what}: {action} without parameters.{needed}")
         return cls(
             id=_get(doc, "id", str, what),
             stream=_get(doc, "stream", str, what),
             rendition=_get(doc, "rendition", str, what),
             action=cast(Action, action),
-            params=DecisionParams.from_json(_get(doc, "parameters", Mapping, what)),
+            params=params,
             settings=EncoderSettings.from_json(_get(doc, "settings", Mapping, what)),
             dry_run=_get(doc, "dry_run", bool, what),
-            made_at=float(_get(doc, "made_at", (int, float), what)),
+            made_at=_time(doc, "made_at", what),
             seq=_get(doc, "seq", int, what),
-            reason=str(doc.get("reason", "")),
-            incident_id=doc.get("incident_id"),
-            evidence=dict(doc.get("evidence") or {}),
-            schema_version=str(doc["schema"]),
+            reason=_opt_text(doc, "reason", what) or "",
+            incident_id=_opt_text(doc, "incident_id", what),
+            evidence=_json_object(doc, "evidence", what),
+            schema_version=str(doc.get("schema", DECISION_SCHEMA)),
         )

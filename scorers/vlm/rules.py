@@ -77,7 +77,8 @@ class RulesConfig(StrictModel):
 
 def severity_label(x: float) -> str:
     """0-1 severity -> Q-Insight's five levels, in equal fifths."""
-    return SEVERITIES[min(len(SEVERITIES) - 1, max(0, int(x * len(SEVERITIES))))]
+    x = min(1.0, max(0.0, x))  # a severity is 0-1; a hostile verdict's 1e308 is not
+    return SEVERITIES[min(len(SEVERITIES) - 1, int(x * len(SEVERITIES)))]
 
 
 def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, str, str]:
@@ -92,9 +93,9 @@ def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, s
         if coarse or any(f["kind"] in EXPLAIN_A_FREEZE for f in others):
             flags = [f for f in others if f["kind"] in EXPLAIN_A_FREEZE]
     if flags:
-        worst = max(flags, key=lambda f: f["severity"])
+        worst = max(flags, key=lambda f: f.get("severity", 0.0))
         cls = FLAG_TO_CLASS.get(worst["kind"], worst["kind"])
-        sev = float(worst["severity"])
+        sev = float(worst.get("severity", 0.0))
         return cls, severity_label(sev), f"flag {worst['kind']} severity {sev:.2f}"
     if coarse and qp is not None:
         sev = min(1.0, max(0.0, (qp - 26.0) / 25.0))

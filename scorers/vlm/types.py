@@ -127,24 +127,66 @@ class EscalationRequest:
             if size > MAX_REQUEST_BYTES * 1.01:
                 raise RequestError(f"{size} bytes of images, over {MAX_REQUEST_BYTES}")
             ref = data.get("reference")
+            ref_label = data.get("reference_label")
             return cls(
-                segment_id=str(data["segment_id"]),
-                stream=str(data["stream"]),
-                rendition=str(data["rendition"]),
+                segment_id=_text(data["segment_id"]),
+                stream=_text(data["stream"]),
+                rendition=_text(data["rendition"]),
                 seq=int(data["seq"]),
-                verdict=dict(data["verdict"]),
+                verdict=_checked_verdict(data["verdict"]),
                 frames=tuple(base64.b64decode(f, validate=True) for f in frames),
                 key_frame=int(data.get("key_frame", 0)),
                 frame_pts_s=tuple(float(p) for p in data.get("frame_pts_s", ())),
                 reference=None if ref is None else base64.b64decode(ref, validate=True),
-                reference_label=data.get("reference_label"),
-                reason=str(data.get("reason", "")),
+                reference_label=None if ref_label is None else _text(ref_label),
+                reason=_text(data.get("reason", "")),
                 created_at=float(data.get("created_at", 0.0)),
             )
         except RequestError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as e:
             raise RequestError(f"malformed escalation request: {type(e).__name__}: {e}") from e
+
+
+def _checked_verdict(value: Any) -> dict[str, Any]:
+    """The escalated verdict, with what the rules diagnosis and the prompts read from it in
+    shape: flags with a text kind and a number severity, a head of numbers, mos_low."""
+    verdict = dict(value)
+    flags = verdict.get("flags", [])
+    if not isinstance(flags, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("kind"), str) and _real(f.get("severity", 0.0))
+        for f in flags
+    ):
+        raise ValueError("verdict flags must be objects with a kind and a number severity")
+    for f in flags:
+        _text(f["kind"])
+    head = verdict.get("degradation") or {}
+    if not isinstance(head, dict) or not all(_real(p) for p in head.values()):
+        raise ValueError("verdict degradation must map classes to numbers")
+    for key in ("mos", "mos_low"):
+        if verdict.get(key) is not None and not _real(verdict[key], 100.0):
+            raise ValueError(f"verdict {key} must be a number")
+    frame_mos = verdict.get("frame_mos", [])
+    if not isinstance(frame_mos, list) or not all(_real(m, 100.0) for m in frame_mos):
+        raise ValueError("verdict frame_mos must be a list of numbers")
+    extra = verdict.get("extra") or {}
+    hybrid = extra.get("hybrid", {}) if isinstance(extra, dict) else None
+    if not isinstance(hybrid, dict) or not all(_real(x) for x in hybrid.values()):
+        raise ValueError("verdict extra.hybrid must map features to numbers")
+    return verdict
+
+
+def _real(value: Any, bound: float = 1e12) -> bool:
+    """A number (bools count: hybrid's has_qp) within +-bound."""
+    return isinstance(value, int | float) and abs(value) <= bound
+
+
+def _text(value: Any) -> str:
+    """Text a diagnosis carries back out: valid Unicode (JSON may escape lone surrogates)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r:.40} is not text")
+    value.encode()  # UnicodeEncodeError is a ValueError
+    return value
 
 
 def _b64(b: bytes) -> str:
