@@ -406,11 +406,12 @@ class Observation:
 
 
 def _record_time(doc: Mapping[str, Any], what: str) -> float | None:
-    """The segment record's timestamp (source.timestamp_ms) in seconds, if it has one."""
+    """The segment record's timestamp (source.timestamp_ms) in seconds, if it has a
+    plausible one: the producer's, not ours to refuse a verdict over (Kafka gives -1 for
+    none; a producer's clock may be off or count microseconds)."""
     source = doc.get("source")
-    if not isinstance(source, Mapping):
-        return None
-    return _opt_time(source, "timestamp_ms", what, scale=1000.0)
+    ms = finite_number(source.get("timestamp_ms")) if isinstance(source, Mapping) else None
+    return ms / 1000.0 if ms is not None and 0 < ms / 1000.0 <= MAX_TIME_S else None
 
 
 def incident_id(stream: str, scope: str, kind: str, opening_seq: int, stamp: float) -> str:

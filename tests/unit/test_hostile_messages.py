@@ -71,8 +71,6 @@ def decision(**parameters: Any) -> dict[str, Any]:
     [
         {"screened_at": 1e308},  # an incident id's stamp of it overflowed in the judge
         {"screened_at": HUGE},
-        {"source": {"topic": "s", "partition": 0, "offset": 1, "timestamp_ms": HUGE}},
-        {"source": {"topic": "s", "partition": 0, "offset": 1, "timestamp_ms": -5}},
         {"stream": SURROGATE},  # publishing the incident raised UnicodeEncodeError
         {"declared_bitrate": 1.7e308},  # the encoding policy's raise overflowed
         {"extra": {"judged_at": SURROGATE}},
@@ -81,6 +79,15 @@ def decision(**parameters: Any) -> dict[str, Any]:
 def test_a_verdict_with_a_value_no_segment_has_is_refused(change: dict[str, Any]) -> None:
     with pytest.raises(MessageError):
         Observation.from_verdict_json({**verdict("720p", 1, 4.3), **change})
+
+
+@pytest.mark.parametrize("stamp", [HUGE, -1, 1e17, "x"])
+def test_a_segment_records_odd_timestamp_is_no_stamp_not_a_lost_verdict(stamp: Any) -> None:
+    # Kafka gives -1 for a record without one; a producer's clock may count microseconds.
+    doc = verdict("720p", 1, 4.3)
+    doc["source"] = {"topic": "vqmon.segments", "partition": 0, "offset": 1, "timestamp_ms": stamp}
+    obs = Observation.from_verdict_json(doc)
+    assert (obs.segment_time, obs.stamp) == (None, doc["screened_at"])
 
 
 @pytest.mark.parametrize(
