@@ -70,11 +70,12 @@ from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Literal, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from monitor.encoder_settings import apply_decision
 from monitor.types import (
+    PRESET_NAME,
     STREAM_SCOPE,
     Action,
     DecisionParams,
@@ -167,6 +168,19 @@ class RenditionPolicy(StrictModel):
         description="Presets from fastest to slowest; at the bitrate cap the next slower one "
         "is used, and save_presets moves along it. Empty: never change the preset.",
     )
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, names: list[str]) -> list[str]:
+        bad = [n for n in names if not PRESET_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(
+                f"{bad} are not preset names (one word of letters, digits, '.', '_', '-', at "
+                "most 32, as the encoder names them: veryfast, p4, 8); decisions naming them "
+                "would be refused by every reader"
+            )
+        return names
+
     save_presets: int = Field(
         0,
         ge=0,
@@ -378,7 +392,7 @@ class EncodingPolicy:
         rung = self.rungs.get(key)
         if rung is None:
             policy = self.cfg.policy(*key)
-            nominal = policy.bitrate or obs.bitrate
+            nominal = policy.bitrate or obs.bitrate  # a verdict's bitrate is > 0 or None
             preset = policy.presets[0] if policy.presets else None
             settings = EncoderSettings(bitrate=nominal, preset=preset)
             rung = Rung(policy, settings, nominal)

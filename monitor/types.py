@@ -355,8 +355,8 @@ class Observation:
         return cls(
             **_verdict_head(doc, what),
             flags=tuple(flags),
-            bitrate=bitrate or None,
-            declared_bitrate=declared or None,
+            bitrate=bitrate if bitrate and bitrate > 0 else None,
+            declared_bitrate=declared if declared and declared > 0 else None,
             measured_bitrate=measured if measured and measured > 0 else None,
             decode_errors=_opt_int(decode, "errors", what) or 0,
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
@@ -586,8 +586,8 @@ class DecisionParams:
         )
 
 
-PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
-"""An encoder preset's name (x264/x265's veryfast, NVENC's p4, SVT-AV1's 8)."""
+PRESET_NAME = re.compile(r"-?[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+"""An encoder preset's name (x264/x265's veryfast, NVENC's p4, SVT-AV1's 8 or -1)."""
 
 
 def _opt_preset(doc: Mapping[str, Any], key: str, what: str) -> str | None:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from monitor.alertmanager import AlertmanagerClient
 from monitor.config import AlertmanagerConfig
@@ -266,3 +267,19 @@ def test_a_verdict_record_the_report_or_a_warm_start_cannot_read_is_skipped() ->
     policy = EscalationPolicy(EscalationConfig())
     # remembered, the second without an age (it raised OverflowError and lost the warm start)
     assert warm_start(policy, [Record(json.dumps(good)), Record(huge)], now=2000.0) == (2, 0)
+
+
+def test_a_non_positive_bitrate_header_is_no_bitrate() -> None:
+    # A producer's "unknown" (-1) became the rung's nominal bitrate, and every decision of
+    # the rung carried settings.bitrate -1, which the decisions' readers refuse.
+    obs = Observation.from_verdict_json({**verdict("720p", 1, 4.3), "declared_bitrate": -1})
+    assert (obs.bitrate, obs.declared_bitrate) == (None, None)
+
+
+def test_presets_a_decision_could_not_carry_are_a_config_error() -> None:
+    with pytest.raises(ValidationError, match="not preset names"):
+        EncodingConfig.model_validate({"defaults": {"presets": ["slow preset", "x264/fast"]}})
+    cfg = EncodingConfig.model_validate({"defaults": {"presets": ["-1", "0", "p4"]}})
+    assert cfg.defaults.presets == ["-1", "0", "p4"]  # SVT-AV1's and NVENC's names
+    doc = {**decision(), "action": "set_preset", "parameters": {"to_preset": "-1"}}
+    assert EncoderDecision.from_json(doc).params.to_preset == "-1"
