@@ -1114,7 +1114,7 @@ class Judge:
         )
         # An id made before ids carried the stamp (an older release) mutes the replays of
         # its incident: segments produced before it was resolved, not a later fault.
-        old = self._resolved.get(inc.id.partition("@")[0])
+        old = self._resolved.get(inc.id.rpartition("@")[0])  # names may hold "@"
         muted = inc.id in self._resolved or (old is not None and at <= old)
         st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
         return [] if muted else [inc]

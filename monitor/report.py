@@ -138,6 +138,25 @@ def _value(message: Any) -> dict[str, Any] | None:
     return dict(message) if isinstance(message, Mapping) else None
 
 
+def _check_verdict(v: dict[str, Any]) -> None:
+    """What the report reads from a verdict is there, of its type (else ValueError)."""
+    Observation.from_verdict_json(v)
+    info = v.get("stream_info") or {}
+    for key in ("width", "height"):
+        if key in info and (not isinstance(info[key], int) or isinstance(info[key], bool)):
+            raise ValueError(f"verdict stream_info.{key} is not an integer")
+
+
+def _check_diagnosis(d: dict[str, Any]) -> None:
+    tasks = d.get("tasks") or []
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise ValueError("diagnosis tasks must be a list of objects")
+    if not isinstance(d.get("seq", 0), int) or any(
+        not isinstance(t.get("raw_texts") or [], list) for t in tasks
+    ):
+        raise ValueError("diagnosis seq or raw_texts of the wrong type")
+
+
 @dataclass
 class Collected:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -157,7 +176,7 @@ class Collected:
             schema = str(v.get("schema", "")) if v else ""
             try:
                 if schema.startswith("vqmon.verdict/") and v is not None:
-                    Observation.from_verdict_json(v)  # what the report reads is there
+                    _check_verdict(v)
                     verdicts[str(v["segment_id"])] = v  # a redelivery: the latest wins
                 elif schema.startswith("vqmon.incident/") and v is not None:
                     inc = Incident.from_json(v)
@@ -165,6 +184,7 @@ class Collected:
                 elif schema.startswith("vqmon.encoder-decision/") and v is not None:
                     c.decisions.append(EncoderDecision.from_json(v))
                 elif schema.startswith("vqmon.diagnosis/") and v is not None:
+                    _check_diagnosis(v)
                     c.diagnoses.append(v)
                 elif schema.startswith("vqmon.alert/"):
                     c.alerts += 1

@@ -351,13 +351,15 @@ class Observation:
         judged_at = extra.get("judged_at") if isinstance(extra, Mapping) else None
         if isinstance(judged_at, str):
             _check_text(judged_at, "extra.judged_at", what)
-        bitrate = declared if declared is not None else measured
+        # 0 or below: not known (a producer's -1), so the measured one stands in
+        declared = declared if declared and declared > 0 else None
+        measured = measured if measured and measured > 0 else None
         return cls(
             **_verdict_head(doc, what),
             flags=tuple(flags),
-            bitrate=bitrate if bitrate and bitrate > 0 else None,
-            declared_bitrate=declared if declared and declared > 0 else None,
-            measured_bitrate=measured if measured and measured > 0 else None,
+            bitrate=declared if declared is not None else measured,
+            declared_bitrate=declared,
+            measured_bitrate=measured,
             decode_errors=_opt_int(decode, "errors", what) or 0,
             corrupt_frames=_opt_int(decode, "corrupt_frames", what) or 0,
             duration_s=_opt_float(info, "duration_s", what),

@@ -263,6 +263,14 @@ def test_a_verdict_record_the_report_or_a_warm_start_cannot_read_is_skipped() ->
         def __init__(self, value: str) -> None:
             self.value = value.encode()
 
+    odd = [
+        {**good, "stream_info": {"width": None}},
+        {**good, "stream_info": {"width": "wide"}},
+        {"schema": "vqmon.diagnosis/1", "segment_id": "news/720p/1", "tasks": "x"},
+    ]
+    report = Collected.of([json.dumps(r).encode() for r in odd])  # a report, not a traceback
+    assert (len(report.verdicts), len(report.diagnoses), report.unreadable) == (0, 0, 3)
+
     huge = json.dumps(good).replace('"screened_at": 1002.0', f'"screened_at": {HUGE}')
     policy = EscalationPolicy(EscalationConfig())
     # remembered, the second without an age (it raised OverflowError and lost the warm start)
@@ -272,8 +280,10 @@ def test_a_verdict_record_the_report_or_a_warm_start_cannot_read_is_skipped() ->
 def test_a_non_positive_bitrate_header_is_no_bitrate() -> None:
     # A producer's "unknown" (-1) became the rung's nominal bitrate, and every decision of
     # the rung carried settings.bitrate -1, which the decisions' readers refuse.
-    obs = Observation.from_verdict_json({**verdict("720p", 1, 4.3), "declared_bitrate": -1})
-    assert (obs.bitrate, obs.declared_bitrate) == (None, None)
+    doc = {**verdict("720p", 1, 4.3), "declared_bitrate": -1}
+    doc["stream_info"] = {**doc["stream_info"], "bitrate": 2_400_000}
+    obs = Observation.from_verdict_json(doc)
+    assert (obs.bitrate, obs.declared_bitrate) == (2_400_000, None)  # the measured one stands in
 
 
 def test_presets_a_decision_could_not_carry_are_a_config_error() -> None:
