@@ -99,6 +99,8 @@ def _int(value: bytes, name: str, source: str) -> int:
 
 
 MAX_DISPLAY_SIDE = 16384
+MAX_BITRATE = 10**12
+"""Bit/s beyond this (1 Tbit/s) are not a video bitrate."""
 
 
 def is_display(size: tuple[int, int]) -> bool:

@@ -11,10 +11,13 @@ redirects are held to the same rule.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -23,7 +26,7 @@ import m3u8
 from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
-from ingest.contract import largest_display
+from ingest.contract import MAX_BITRATE, largest_display
 from ingest.reference import BadReference, UnsupportedReference
 from ingest.types import LimitExceeded
 
@@ -182,11 +185,17 @@ class Fetcher:
                 if length is not None and length.isdigit() and int(length) > max_bytes:
                     raise _too_large(url, max_bytes)
                 data = _read(response, max_bytes, deadline, url)
+                if length is not None and length.isdigit() and len(data) != int(length):
+                    raise BadReference(
+                        f"GET {url} ended after {len(data)} of the {length} bytes it announced"
+                    )
                 return Fetched(data, response.headers.get_content_type())
         except urllib.error.HTTPError as exc:
             raise BadReference(f"GET {url} answered {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise BadReference(f"GET {url} failed: {exc}") from exc
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: a garbage status line, too many or too long headers, a bad
+            # chunk, a URL http.client refuses (a space, a port that is not a number)
+            raise BadReference(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _read(response: Any, max_bytes: int, deadline: float, url: str) -> bytes:
@@ -219,7 +228,27 @@ def _too_large(url: str, max_bytes: int) -> LimitExceeded:
 def load_playlist(text: str, url: str) -> m3u8.M3U8:
     if not text.lstrip("\ufeff").startswith("#EXTM3U"):
         raise BadReference(f"{url} is not an HLS playlist (no #EXTM3U header)")
-    return m3u8.loads(text, uri=url)
+    with malformed(url):
+        return m3u8.loads(text, uri=url)
+
+
+MALFORMED = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+"""What the m3u8 parser and reading its fields raise on a malformed tag or URI."""
+
+
+@contextlib.contextmanager
+def malformed(url: str) -> Iterator[None]:
+    """A malformed playlist (a tag's value that is not a number, a date out of range, a URI
+    that does not parse) is a BadReference naming it, not an error of the caller."""
+    try:
+        yield
+    except MALFORMED as exc:
+        raise BadReference(f"{url}: malformed playlist: {type(exc).__name__}: {exc}") from None
+
+
+MAX_SEQ = 2**63 - 1
+RESTART_GAP = 100
+"""A media sequence this far below the next one expected is a restarted packager."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +282,11 @@ def top_resolution(found: list[Variant]) -> tuple[int, int] | None:
 
 def variants(master: m3u8.M3U8, url: str) -> list[Variant]:
     """The master's video variants, named after their directory or file (unique names)."""
+    with malformed(url):
+        return _variants(master, url)
+
+
+def _variants(master: m3u8.M3U8, url: str) -> list[Variant]:
     out: list[Variant] = []
     master_dir = PurePosixPath(urllib.parse.urlsplit(url).path).parent
     for i, p in enumerate(master.playlists):
@@ -268,7 +302,9 @@ def variants(master: m3u8.M3U8, url: str) -> list[Variant]:
         if any(v.rendition == name for v in out):
             name = f"v{i}"
         size = (int(info.resolution[0]), int(info.resolution[1])) if info.resolution else None
-        out.append(Variant(absolute, name.replace("/", "_")[:200], info.bandwidth, size))
+        bw = info.bandwidth
+        bitrate = bw if isinstance(bw, int) and 1 <= bw <= MAX_BITRATE else None
+        out.append(Variant(absolute, name.replace("/", "_")[:200], bitrate, size))
     return out
 
 
@@ -288,6 +324,8 @@ class MediaState:
     ended: bool = False
     missed: int = 0
     next_poll: float = 0.0
+    restarts: int = 0
+    """Times its media sequence went back to a new numbering (a restarted packager)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +340,20 @@ class NewSegment:
 
 
 def new_segments(state: MediaState, playlist: m3u8.M3U8, start: str) -> list[NewSegment]:
-    """Segments of `playlist` after `state.next_seq`; counts those that left the window unread."""
+    """Segments of `playlist` after `state.next_seq`; counts those that left the window
+    unread. A window RESTART_GAP or more below the next seq expected is a restarted
+    packager numbering from the start again: read from its first segment."""
+    with malformed(state.url):
+        return _new_segments(state, playlist, start)
+
+
+def _new_segments(state: MediaState, playlist: m3u8.M3U8, start: str) -> list[NewSegment]:
     first = int(playlist.media_sequence or 0)
     segs = list(playlist.segments)
+    if not 0 <= first <= MAX_SEQ - len(segs):
+        raise ValueError(f"EXT-X-MEDIA-SEQUENCE {str(first)[:30]} is out of 0-{MAX_SEQ}")
+    if state.next_seq is not None and state.next_seq - (first + len(segs)) >= RESTART_GAP:
+        state.next_seq, state.restarts = first, state.restarts + 1
     if state.next_seq is None:
         state.next_seq = first + max(0, len(segs) - 1) if start == "live" else first
     if first > state.next_seq:

@@ -195,6 +195,17 @@ class HlsConsumer:
     # ---- fetch threads ---------------------------------------------------------------
 
     def _follow(self, entry: HlsPlaylist) -> None:
+        """One configured URL's thread: it ends only when its playlists end (or at stop);
+        whatever one server sends, the thread logs it and goes on polling."""
+        while not self._stop.is_set():
+            try:
+                self._follow_once(entry)
+                return
+            except Exception:  # a bug meeting a server's answer: never a stream gone quiet
+                log.exception("hls stream failed; polling it again", extra={"url": entry.url})
+                self._stop.wait(self.config.poll_interval_s)
+
+    def _follow_once(self, entry: HlsPlaylist) -> None:
         parts: list[_Partition] = []
         while not self._stop.is_set():
             if not parts:
@@ -217,12 +228,12 @@ class HlsConsumer:
         try:
             text = self._get_text(entry.url, "master")
             playlist = load_playlist(text, entry.url)
+            found = variants(playlist, entry.url) if playlist.is_variant else []
         except IngestError as exc:
             log.warning("hls playlist unavailable; retrying", extra={"error": str(exc)[:300]})
             return []
         if playlist.is_variant:
             stream = stream_name(entry, True)
-            found = variants(playlist, entry.url)
             shown = top_resolution(found)  # every rung is judged as the player shows it
             states = [MediaState(v.url, stream, v.rendition, v.bitrate, shown) for v in found]
         else:
@@ -249,8 +260,17 @@ class HlsConsumer:
         except IngestError as exc:
             log.warning("hls media playlist unavailable", extra={"error": str(exc)[:300]})
             return
-        missed = state.missed
-        pending = new_segments(state, playlist, self.config.start)
+        missed, restarts = state.missed, state.restarts
+        try:
+            pending = new_segments(state, playlist, self.config.start)
+        except IngestError as exc:
+            log.warning("hls media playlist unreadable", extra={"error": str(exc)[:300]})
+            return
+        if state.restarts > restarts:
+            log.warning(
+                "hls media sequence went back: a restarted packager; reading its new numbering",
+                extra={"stream": state.stream, "rendition": state.rendition},
+            )
         if state.missed > missed:
             log.warning(
                 "hls segments left the playlist before they were fetched",

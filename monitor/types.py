@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
+from ingest.contract import MAX_BITRATE
 from scorers.types import Flag, Verdict
 
 INCIDENT_SCHEMA = "vqmon.incident/1"
@@ -107,8 +108,6 @@ def _texts(doc: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
 
 MAX_TIME_S = 1e11
 """Unix seconds beyond this (the year 5138) are not a time a message can carry."""
-MAX_BITRATE = 10**12
-"""Bit/s beyond this (1 Tbit/s) are not a video bitrate."""
 MAX_NESTING = 32
 """Evidence and diagnoses nested deeper than this are refused (they are re-published)."""
 
@@ -137,13 +136,20 @@ def _required_float(doc: Mapping[str, Any], key: str, what: str) -> float:
     return value
 
 
-def _opt_bitrate(doc: Mapping[str, Any], key: str, what: str, least: int = 0) -> int | None:
-    """Bit/s up to MAX_BITRATE; `least` below 0 lets readers take a negative one for
-    "not measured" (a verdict's stream_info)."""
+def _opt_bitrate(doc: Mapping[str, Any], key: str, what: str) -> int | None:
+    """Bit/s, 0 to MAX_BITRATE (a decision's)."""
     value = _opt_int(doc, key, what)
-    if value is not None and not least <= value <= MAX_BITRATE:
+    if value is not None and not 0 <= value <= MAX_BITRATE:
         raise MessageError(f"{what}: field {key!r} ({value}) is not a bitrate in bit/s")
     return value
+
+
+def _header_bitrate(doc: Mapping[str, Any], key: str, what: str) -> int | None:
+    """A verdict's bitrate: what a producer's header said or the segment measured. Out of
+    1 to MAX_BITRATE (a producer's -1 for "unknown", a header in the wrong unit) it is
+    not known, and the verdict is judged without it rather than refused."""
+    value = _opt_float(doc, key, what)  # not a finite number at all: refused
+    return int(value) if value is not None and 1 <= value <= MAX_BITRATE else None
 
 
 def _json_object(doc: Mapping[str, Any], key: str, what: str) -> dict[str, Any]:
@@ -345,15 +351,12 @@ class Observation:
         decode = doc.get("decode") or {}
         if not isinstance(info, Mapping) or not isinstance(decode, Mapping):
             raise MessageError(f"{what}: stream_info and decode must be objects")
-        declared = _opt_bitrate(doc, "declared_bitrate", what, least=-MAX_BITRATE)
-        measured = _opt_bitrate(info, "bitrate", what, least=-MAX_BITRATE)
+        declared = _header_bitrate(doc, "declared_bitrate", what)
+        measured = _header_bitrate(info, "bitrate", what)
         extra = doc.get("extra")
         judged_at = extra.get("judged_at") if isinstance(extra, Mapping) else None
         if isinstance(judged_at, str):
             _check_text(judged_at, "extra.judged_at", what)
-        # 0 or below: not known (a producer's -1), so the measured one stands in
-        declared = declared if declared and declared > 0 else None
-        measured = measured if measured and measured > 0 else None
         return cls(
             **_verdict_head(doc, what),
             flags=tuple(flags),

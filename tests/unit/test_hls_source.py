@@ -13,8 +13,16 @@ import pytest
 from ingest.contract import InitSegment, SegmentJob, header_map, parse_message
 from ingest.cut import Cut, cut_file, parse_ladder
 from ingest.decode import decode
-from ingest.hls import HlsSourceConfig
+from ingest.hls import (
+    Fetcher,
+    HlsSourceConfig,
+    MediaState,
+    load_playlist,
+    new_segments,
+    variants,
+)
 from ingest.hls_writer import HlsWriter, Variant
+from ingest.reference import BadReference
 from ingest.synth import EncodeSettings, clip
 from monitor.clients import Partition, Record
 from monitor.config import ConfigError, load_config
@@ -240,3 +248,104 @@ def test_the_display_is_the_largest_valid_resolution_of_the_master() -> None:
     # the stream a dead letter (bad_header): it is ignored, and with none left no header.
     assert top_resolution([v((0, 0)), v((100_000, 100_000)), v((640, 360))]) == (640, 360)
     assert top_resolution([v((0, 0))]) is None and top_resolution([v(None)]) is None
+
+
+MEDIA = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{seq}\n{body}"
+
+
+@pytest.mark.parametrize(
+    "playlist",
+    [
+        MEDIA.format(seq="x", body=""),  # a tag's value that is not a number
+        MEDIA.format(seq="0", body="#EXTINF:abc,\na.ts\n"),
+        MEDIA.format(
+            seq="0", body="#EXT-X-PROGRAM-DATE-TIME:9999-12-31T23:59:59Z\n#EXTINF:1,\na.ts\n"
+        ),
+        MEDIA.format(seq="0", body="#EXTINF:1,\nhttp://[::1/a.ts\n"),  # a URI that does not parse
+        MEDIA.format(seq=str(10**400), body="#EXTINF:1,\na.ts\n"),  # no int64 seq
+        "#EXTM3U\n#EXT-X-STREAM-INF:RESOLUTION=1280x720\nv/index.m3u8\n",  # no BANDWIDTH
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=axb\nv/index.m3u8\n",
+    ],
+)
+def test_a_malformed_playlist_is_a_bad_reference_naming_it(playlist: str) -> None:
+    # Each of these raised out of the stream's fetch thread, which died: the stream went
+    # quiet for good while the others ran on, and with stop_at_end it counted as ended.
+    url = "http://127.0.0.1:1/s/index.m3u8"
+    state = MediaState(url, "s", "v", None)
+    with pytest.raises(BadReference, match="malformed playlist"):
+        parsed = load_playlist(playlist, url)
+        variants(parsed, url) if parsed.is_variant else new_segments(state, parsed, "first")
+
+
+def test_a_master_bandwidth_out_of_range_is_no_bitrate() -> None:
+    # 1e13 went into every segment's bitrate header, and the judge refused their verdicts.
+    url = "http://127.0.0.1:1/s/master.m3u8"
+    text = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=10000000000000\nv/index.m3u8\n"
+    assert [v.bitrate for v in variants(load_playlist(text, url), url)] == [None]
+
+
+def test_a_media_sequence_that_goes_back_is_a_new_numbering() -> None:
+    # A restarted packager numbers from 0 again: the stream was stalled until its
+    # sequence passed the old one.
+    url = "http://127.0.0.1:1/s/index.m3u8"
+    state = MediaState(url, "s", "v", None)
+    seg = "#EXTINF:1,\n{}.ts\n"
+    before = MEDIA.format(seq="1000", body=seg.format("a") + seg.format("b"))
+    assert [s.seq for s in new_segments(state, load_playlist(before, url), "first")] == [1000, 1001]
+    state.next_seq = 1002  # the poller hands them on
+    stale = MEDIA.format(seq="999", body=seg.format("z") + seg.format("a"))  # a CDN's old copy
+    assert new_segments(state, load_playlist(stale, url), "first") == []
+    after = MEDIA.format(seq="0", body=seg.format("c") + seg.format("d"))
+    assert [s.seq for s in new_segments(state, load_playlist(after, url), "first")] == [0, 1]
+    assert state.restarts == 1
+
+
+def test_a_server_that_breaks_http_or_sends_short_is_a_bad_reference(tmp_path: Path) -> None:
+    import socket
+
+    answers = [
+        b"GARBAGE\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",  # too many headers
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"G" * 188,  # ends short
+    ]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(answer)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    fetcher = Fetcher(frozenset({"127.0.0.1"}), timeout_s=5)
+    errors = []
+    for _ in answers:
+        with pytest.raises(BadReference) as caught:
+            fetcher.get(f"http://127.0.0.1:{port}/a.ts", 1 << 20)
+        errors.append(str(caught.value))
+    server.close()
+    assert "ended after 188 of the 1000 bytes" in errors[2]
+
+
+def test_a_fetch_thread_outlives_an_unexpected_error(
+    tmp_path: Path, cuts: list[Cut], consumer: list[HlsConsumer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_ladder(tmp_path / "live", cuts)
+    calls = []
+    real = HlsConsumer._poll_media
+
+    def once_broken(self: HlsConsumer, p: object) -> None:
+        calls.append(p)
+        if len(calls) == 1:
+            raise RuntimeError("a bug meeting a server's answer")
+        real(self, p)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HlsConsumer, "_poll_media", once_broken)
+    with serve_dir(tmp_path) as base:
+        c, _ = start(consumer, source([f"{base}/live/master.m3u8"]))
+        records = drain(c, len(cuts))
+    assert len(records) >= len(cuts)  # its segments came after the error
