@@ -197,19 +197,19 @@ class HlsConsumer:
     def _follow(self, entry: HlsPlaylist) -> None:
         """One configured URL's thread: it ends only when its playlists end (or at stop);
         whatever one server sends, the thread logs it and goes on polling."""
+        parts: list[_Partition] = []  # kept across a failure: its renditions read on
         while not self._stop.is_set():
             try:
-                self._follow_once(entry)
+                self._follow_once(entry, parts)
                 return
             except Exception:  # a bug meeting a server's answer: never a stream gone quiet
                 log.exception("hls stream failed; polling it again", extra={"url": entry.url})
                 self._stop.wait(self.config.poll_interval_s)
 
-    def _follow_once(self, entry: HlsPlaylist) -> None:
-        parts: list[_Partition] = []
+    def _follow_once(self, entry: HlsPlaylist, parts: list[_Partition]) -> None:
         while not self._stop.is_set():
             if not parts:
-                parts = self._discover(entry)
+                parts += self._discover(entry)
                 if not parts:
                     self._stop.wait(self.config.poll_interval_s)
                     continue
