@@ -326,6 +326,9 @@ class MediaState:
     next_poll: float = 0.0
     restarts: int = 0
     """Times its media sequence went back to a new numbering (a restarted packager)."""
+    final: m3u8.M3U8 | None = None
+    """The playlist once it carries EXT-X-ENDLIST: it no longer changes, so it is read once
+    (a long VOD playlist parsed again at every free buffer slot cost a core)."""
 
 
 @dataclass(frozen=True, slots=True)

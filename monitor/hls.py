@@ -256,10 +256,14 @@ class HlsConsumer:
         state = p.state
         state.next_poll = self.clock() + self.config.poll_interval_s
         try:
-            playlist = load_playlist(self._get_text(state.url, "playlist"), state.url)
+            playlist = state.final or load_playlist(
+                self._get_text(state.url, "playlist"), state.url
+            )
         except IngestError as exc:
             log.warning("hls media playlist unavailable", extra={"error": str(exc)[:300]})
             return
+        if playlist.is_endlist:
+            state.final = playlist
         missed, restarts = state.missed, state.restarts
         try:
             pending = new_segments(state, playlist, self.config.start)
@@ -295,7 +299,7 @@ class HlsConsumer:
             self._emit(p, seg)
             state.next_seq = seg.seq + 1
         if playlist.is_endlist:
-            state.ended = True
+            state.ended, state.final = True, None
 
     def _room(self, p: _Partition) -> bool:
         with self._cond:

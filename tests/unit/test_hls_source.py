@@ -351,3 +351,33 @@ def test_a_fetch_thread_outlives_an_unexpected_error(
     # its segments came after the error, each once (the thread kept its renditions' places)
     keys = [(header_map(r.headers)["rendition"], header_map(r.headers)["seq"]) for r in records]
     assert len(keys) == len(set(keys)) == len(cuts)
+
+
+def test_a_finished_playlist_is_read_once(tmp_path: Path, cuts: list[Cut]) -> None:
+    # A long VOD playlist behind a slow pipeline was fetched and parsed again each time
+    # a buffer slot freed: a core's worth of parsing for a 50,000-segment playlist.
+    d = tmp_path / "vod"
+    d.mkdir()
+    (d / "a.ts").write_bytes(cuts[0].data)
+    body = "".join("#EXTINF:1.0,\na.ts\n" for _ in range(40))
+    (d / "index.m3u8").write_text(MEDIA.format(seq="0", body=body) + "#EXT-X-ENDLIST\n")
+    fetched: list[str] = []
+
+    def observe(event: str, labels: dict[str, str]) -> None:
+        if event == "fetch":
+            fetched.append(labels["kind"])
+
+    with serve_dir(tmp_path) as base:
+        cfg = source([f"{base}/vod/index.m3u8"], buffer_segments=2)
+        c = HlsConsumer(cfg, observe=observe)
+        try:
+            c.subscribe(["ignored"], lambda _p: None, lambda _p: None)
+            records: list[Record] = []
+            deadline = time.monotonic() + 30
+            while len(records) < 40 and time.monotonic() < deadline:
+                records += c.poll(0.1, 1)  # a slow pipeline: one at a time
+                time.sleep(0.03)
+        finally:
+            c.close()
+    assert len(records) == 40
+    assert fetched.count("master") + fetched.count("playlist") == 2, fetched  # discovery, one read
