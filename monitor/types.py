@@ -15,7 +15,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
@@ -112,26 +112,23 @@ MAX_NESTING = 32
 """Evidence and diagnoses nested deeper than this are refused (they are re-published)."""
 
 
-def _opt_time(doc: Mapping[str, Any], key: str, what: str, scale: float = 1.0) -> float | None:
-    """A Unix time in seconds (`scale` 1000: milliseconds) within 0-MAX_TIME_S, in seconds."""
+def _opt_time(doc: Mapping[str, Any], key: str, what: str) -> float | None:
+    """A Unix time in seconds within 0-MAX_TIME_S."""
     value = _opt_float(doc, key, what)
-    if value is None:
-        return None
-    if not 0 <= value / scale <= MAX_TIME_S:
+    if value is not None and not 0 <= value <= MAX_TIME_S:
         raise MessageError(f"{what}: field {key!r} ({value:g}) is not a Unix time")
-    return value / scale
-
-
-def _time(doc: Mapping[str, Any], key: str, what: str) -> float:
-    _get(doc, key, (int, float), what)
-    value = _opt_time(doc, key, what)
-    assert value is not None
     return value
 
 
-def _required_float(doc: Mapping[str, Any], key: str, what: str) -> float:
+def _required(
+    read: Callable[[Mapping[str, Any], str, str], float | None],
+    doc: Mapping[str, Any],
+    key: str,
+    what: str,
+) -> float:
+    """A field that must be there, read by an optional reader (_opt_float, _opt_time)."""
     _get(doc, key, (int, float), what)
-    value = _opt_float(doc, key, what)
+    value = read(doc, key, what)
     assert value is not None
     return value
 
@@ -512,11 +509,11 @@ class Incident:
             scope=_get(doc, "scope", str, what),
             kind=_get(doc, "kind", str, what),
             state=cast(IncidentState, state),
-            severity=_required_float(doc, "severity", what),
+            severity=_required(_opt_float, doc, "severity", what),
             localisation=cast(Localisation, loc),
             opened_seq=_get(doc, "opened_seq", int, what),
-            opened_at=_time(doc, "opened_at", what),
-            updated_at=_time(doc, "updated_at", what),
+            opened_at=_required(_opt_time, doc, "opened_at", what),
+            updated_at=_required(_opt_time, doc, "updated_at", what),
             resolved_at=_opt_time(doc, "resolved_at", what),
             renditions=_texts(doc, "renditions", what),
             segments=_texts(doc, "segments", what),
@@ -673,7 +670,7 @@ class EncoderDecision:
             params=params,
             settings=EncoderSettings.from_json(_get(doc, "settings", Mapping, what)),
             dry_run=_get(doc, "dry_run", bool, what),
-            made_at=_time(doc, "made_at", what),
+            made_at=_required(_opt_time, doc, "made_at", what),
             seq=_get(doc, "seq", int, what),
             reason=_opt_text(doc, "reason", what) or "",
             incident_id=_opt_text(doc, "incident_id", what),

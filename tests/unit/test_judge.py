@@ -456,20 +456,30 @@ def test_a_rendition_renumbered_alone_holds_no_round_past_round_wait_s() -> None
     assert all(now - r.first_arrival <= wait for r in judge.streams["news"].pending.values())
 
 
+def dead_letter(name: str, seq: int) -> dict[str, Any]:
+    """A vqmon.dead-letter/1 value: one news segment that did not decode."""
+    headers = (("stream", "news"), ("rendition", name), ("seq", str(seq)))
+    return {
+        "schema": "vqmon.dead-letter/1",
+        "reason": "decode_error",
+        "segment_id": f"news/{name}/{seq}",
+        "headers": [[k, base64.b64encode(v.encode()).decode()] for k, v in headers],
+    }
+
+
+def letter(name: str, seq: int) -> Observation:
+    """The judge's reading of dead_letter(name, seq)."""
+    dead = Observation.from_dead_letter_json(dead_letter(name, seq))
+    assert dead is not None
+    return dead
+
+
 def test_a_late_dead_letter_is_not_a_new_numbering() -> None:
     judge = Judge(cfg())
     renumbering(judge, [])
     judged = spied(judge)
-    letter = {
-        "schema": "vqmon.dead-letter/1",
-        "reason": "decode_error",
-        "headers": [
-            [k, base64.b64encode(v.encode()).decode()]
-            for k, v in (("stream", "news"), ("rendition", "360p"), ("seq", "400"))
-        ],
-    }
-    dead = Observation.from_dead_letter_json(letter)
-    assert dead is not None and dead.seq == 400
+    dead = letter("360p", 400)
+    assert dead.seq == 400
     judge.observe(dead, now=1100.0)
     judge.observe(Observation.from_verdict_json(verdict("360p", 524, 3.6)), now=1100.0)
     assert judge.flush(now=1100.0) == [] and judged == []  # nothing judged twice
@@ -549,19 +559,6 @@ def test_a_restored_starvation_stays_open_at_the_display_size_it_was_judged_at()
     later += after.flush(now=1060.0)
     assert states(later) == [("resolved", "720p", "starvation", "rendition")]
     assert later[0].resolved_at == 1000.0 + 28 * 2  # the third good segment, not before
-
-
-def letter(name: str, seq: int) -> Observation:
-    """A decode_error dead letter of one segment of the news stream."""
-    headers = (("stream", "news"), ("rendition", name), ("seq", str(seq)))
-    doc = {
-        "schema": "vqmon.dead-letter/1",
-        "reason": "decode_error",
-        "headers": [[k, base64.b64encode(v.encode()).decode()] for k, v in headers],
-    }
-    dead = Observation.from_dead_letter_json(doc)
-    assert dead is not None
-    return dead
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -14,7 +13,7 @@ from monitor.judge_role import JudgeStep, JudgeTopics, rebuild, summarize_diagno
 from monitor.publisher import OutMessage
 from monitor.runtime import Context, Message
 from monitor.types import EncoderDecision, Incident, Observation
-from tests.unit.test_judge import LADDER, cfg, verdict
+from tests.unit.test_judge import LADDER, cfg, dead_letter, verdict
 
 TOPICS = JudgeTopics("ver", "dlq", "inc", "dec")
 
@@ -273,14 +272,7 @@ def test_a_verdict_held_far_below_its_numbering_is_not_committed_until_judged() 
     ctx = FakeContext()
     step = step_for(ctx, Judge(cfg()))
     feed(step, [verdict(n, s, LADDER[n][1]) for s in range(500, 525) for n in LADDER])
-    headers = (("stream", "news"), ("rendition", "360p"), ("seq", "0"))
-    letter = {
-        "schema": "vqmon.dead-letter/1",
-        "reason": "decode_error",
-        "segment_id": "news/360p/0",
-        "headers": [[k, base64.b64encode(v.encode()).decode()] for k, v in headers],
-    }
-    held = record(letter, "dlq")
+    held = record(dead_letter("360p", 0), "dlq")
     step.submit(Message(held, held))
     assert held.offset not in ctx.committable()
     feed(step, [verdict(n, s, LADDER[n][1]) for s in range(1, 4) for n in LADDER])
