@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -326,9 +326,14 @@ class MediaState:
     next_poll: float = 0.0
     restarts: int = 0
     """Times its media sequence went back to a new numbering (a restarted packager)."""
-    final: m3u8.M3U8 | None = None
-    """The playlist once it carries EXT-X-ENDLIST: it no longer changes, so it is read once
-    (a long VOD playlist parsed again at every free buffer slot cost a core)."""
+    backlog: list[NewSegment] = field(default_factory=list)
+    """Segments of the last reading not handed on yet (the buffer was full). They are
+    fetched as room frees; the playlist itself is read again only at `next_poll` (a live
+    playlist behind a slow pipeline was fetched at every free slot, up to 50 times a
+    second) and never again once it carries EXT-X-ENDLIST (a long VOD playlist parsed
+    again at every free slot cost a core)."""
+    endlist: bool = False
+    """The last reading carried EXT-X-ENDLIST: the playlist ends once its backlog does."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,13 +214,18 @@ class HlsConsumer:
                     self._stop.wait(self.config.poll_interval_s)
                     continue
             for p in parts:
-                ready = self.clock() >= p.state.next_poll
-                if not p.state.ended and ready and self._room(p):
-                    self._poll_media(p)
+                state = p.state
+                reload = not state.endlist and self.clock() >= state.next_poll
+                if not state.ended and self._room(p):
+                    if reload:
+                        self._poll_media(p)
+                    self._drain(p)
             if all(p.state.ended for p in parts):
                 log.info("hls playlists ended", extra={"url": entry.url})
                 return
             due = min(p.state.next_poll for p in parts if not p.state.ended)
+            if any(p.state.backlog for p in parts):
+                due = self.clock()  # look for room again soon: a check, not a fetch
             self._stop.wait(min(self.config.poll_interval_s, max(0.02, due - self.clock())))
 
     def _discover(self, entry: HlsPlaylist) -> list[_Partition]:
@@ -253,23 +258,22 @@ class HlsConsumer:
         return made
 
     def _poll_media(self, p: _Partition) -> None:
+        """Read the media playlist: what it lists after the last segment handed on becomes
+        the backlog (replacing the last reading's)."""
         state = p.state
         state.next_poll = self.clock() + self.config.poll_interval_s
         try:
-            playlist = state.final or load_playlist(
-                self._get_text(state.url, "playlist"), state.url
-            )
+            playlist = load_playlist(self._get_text(state.url, "playlist"), state.url)
         except IngestError as exc:
             log.warning("hls media playlist unavailable", extra={"error": str(exc)[:300]})
             return
-        if playlist.is_endlist:
-            state.final = playlist
         missed, restarts = state.missed, state.restarts
         try:
-            pending = new_segments(state, playlist, self.config.start)
+            state.backlog = new_segments(state, playlist, self.config.start)
         except IngestError as exc:
             log.warning("hls media playlist unreadable", extra={"error": str(exc)[:300]})
             return
+        state.endlist = bool(playlist.is_endlist)
         if state.restarts > restarts:
             log.warning(
                 "hls media sequence went back: a restarted packager; reading its new numbering",
@@ -292,14 +296,17 @@ class HlsConsumer:
                     "count": str(state.missed - missed),
                 },
             )
-        for seg in pending:
-            if self._stop.is_set() or not self._room(p):
-                state.next_poll = self.clock()  # the rest as soon as there is room again
-                return
+
+    def _drain(self, p: _Partition) -> None:
+        """Fetch and queue the backlog while the partition has room."""
+        state = p.state
+        while state.backlog and not self._stop.is_set() and self._room(p):
+            seg = state.backlog[0]
             self._emit(p, seg)
             state.next_seq = seg.seq + 1
-        if playlist.is_endlist:
-            state.ended, state.final = True, None
+            del state.backlog[0]
+        if state.endlist and not state.backlog:
+            state.ended = True
 
     def _room(self, p: _Partition) -> bool:
         with self._cond:

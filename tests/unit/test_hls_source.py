@@ -353,31 +353,49 @@ def test_a_fetch_thread_outlives_an_unexpected_error(
     assert len(keys) == len(set(keys)) == len(cuts)
 
 
-def test_a_finished_playlist_is_read_once(tmp_path: Path, cuts: list[Cut]) -> None:
-    # A long VOD playlist behind a slow pipeline was fetched and parsed again each time
-    # a buffer slot freed: a core's worth of parsing for a 50,000-segment playlist.
-    d = tmp_path / "vod"
-    d.mkdir()
-    (d / "a.ts").write_bytes(cuts[0].data)
-    body = "".join("#EXTINF:1.0,\na.ts\n" for _ in range(40))
-    (d / "index.m3u8").write_text(MEDIA.format(seq="0", body=body) + "#EXT-X-ENDLIST\n")
+def read_slowly(
+    root: Path, url: str, want: int, **extra: object
+) -> tuple[list[Record], list[str], float]:
+    """Read `want` records one at a time, as a slow pipeline takes them; the kinds fetched
+    and the seconds it took."""
     fetched: list[str] = []
 
     def observe(event: str, labels: dict[str, str]) -> None:
         if event == "fetch":
             fetched.append(labels["kind"])
 
-    with serve_dir(tmp_path) as base:
-        cfg = source([f"{base}/vod/index.m3u8"], buffer_segments=2)
-        c = HlsConsumer(cfg, observe=observe)
+    with serve_dir(root) as base:
+        c = HlsConsumer(source([f"{base}/{url}"], buffer_segments=2, **extra), observe=observe)
+        began = time.monotonic()
         try:
             c.subscribe(["ignored"], lambda _p: None, lambda _p: None)
             records: list[Record] = []
-            deadline = time.monotonic() + 30
-            while len(records) < 40 and time.monotonic() < deadline:
-                records += c.poll(0.1, 1)  # a slow pipeline: one at a time
+            while len(records) < want and time.monotonic() < began + 30:
+                records += c.poll(0.1, 1)
                 time.sleep(0.03)
         finally:
             c.close()
+    return records, fetched, time.monotonic() - began
+
+
+@pytest.mark.parametrize("endlist", [True, False], ids=["vod", "live"])
+def test_a_slow_pipeline_does_not_reload_the_playlist(
+    tmp_path: Path, cuts: list[Cut], endlist: bool
+) -> None:
+    # Behind a slow pipeline the playlist was fetched and parsed again each time a buffer
+    # slot freed: a core's worth of parsing for a 50,000-segment VOD playlist, and a live
+    # origin asked for its playlist up to 50 times a second instead of once a poll interval.
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.ts").write_bytes(cuts[0].data)
+    body = "".join("#EXTINF:1.0,\na.ts\n" for _ in range(40))
+    end = "#EXT-X-ENDLIST\n" if endlist else ""
+    (d / "index.m3u8").write_text(MEDIA.format(seq="0", body=body) + end)
+    records, fetched, took = read_slowly(tmp_path, "p/index.m3u8", 40, poll_interval_s=1.0)
     assert len(records) == 40
-    assert fetched.count("master") + fetched.count("playlist") == 2, fetched  # discovery, one read
+    assert [header_map(r.headers)["seq"] for r in records] == [b"%d" % i for i in range(40)]
+    reads = fetched.count("master") + fetched.count("playlist")
+    if endlist:
+        assert reads == 2, fetched  # discovery, one read
+    else:
+        assert reads <= 2 + took / 1.0, (reads, took)  # once a poll interval
