@@ -66,7 +66,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "and fit the fusion head (scorers.hybrid) to VMAF as displayed. Writes the JSON the "
         "distilled scorer loads as fusion_path.",
     )
-    f.add_argument("--train", type=Path, required=True, help="training set directory")
+    f.add_argument(
+        "--train",
+        type=Path,
+        required=True,
+        help="training set directory, or a labels CSV beside its segments (train vlmlabel's)",
+    )
     f.add_argument("--out", type=Path, required=True, help="fusion JSON to write")
     f.add_argument("--model", type=Path, help="student ONNX (default: the shipped one)")
     f.add_argument("--members", type=int, default=5)
@@ -167,7 +172,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "per segment than the teacher; report.json gives its agreement with the teacher on "
         "held-out sources.",
     )
-    s.add_argument("--train", type=Path, required=True, help="realset --split train directory")
+    s.add_argument(
+        "--train",
+        type=Path,
+        required=True,
+        help="realset --split train directory, or a labels CSV (train vlmlabel's)",
+    )
     s.add_argument("--teacher", type=Path, help="ONNX model to slim (default: the shipped one)")
     s.add_argument("--out", type=Path, default=Path("out/slim"))
     s.add_argument("--synthetic", type=int, default=600, help="procedural segments to add")
@@ -192,6 +202,34 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--lr", type=float, default=1e-3)
     s.set_defaults(func=run_slim)
 
+    v = tsub.add_parser(
+        "vlmlabel",
+        help="label a segment set with the VLM (no reference needed: any real footage)",
+        description="Score every segment of a set with the VLM of the config's `diagnose` "
+        "section (transformers weights or an OpenAI-compatible server): a few frames of "
+        "each, shown as displayed, K samples each. Writes a labels.csv that `train fusion "
+        "--train` and `train slim --targets labels` read; a segment whose texts do not parse "
+        "is written without a score and with the reason. Resumes an interrupted run.",
+    )
+    v.add_argument(
+        "set", type=Path, help="a realset directory (its labels.csv) or any folder of .ts/.mp4"
+    )
+    v.add_argument("--config", type=Path, required=True, help="vqmon config naming the VLM")
+    v.add_argument(
+        "--out",
+        type=Path,
+        help="labels CSV to write, resumed if it exists (default: SET/labels-vlm.csv); its "
+        "paths are relative to its own folder, as the trainers read them",
+    )
+    v.add_argument("--pictures", type=int, default=3, help="frames scored per segment")
+    v.add_argument("--batch", type=int, default=4, help="segments per diagnose call")
+    v.add_argument("--max-side", type=int, default=768, help="longer side of each picture")
+    v.add_argument(
+        "--display", help="judge every segment at WxH (default: each row's display, else coded)"
+    )
+    v.add_argument("--limit", type=int, help="only the first N segments (a quick look)")
+    v.set_defaults(func=run_vlmlabel)
+
     x = tsub.add_parser(
         "reexport",
         help="write a trained ONNX student again through the current graph",
@@ -205,6 +243,69 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     x.set_defaults(func=run_reexport)
 
 
+def labels_of(given: Path) -> Path:
+    """A set directory means its labels.csv; a file is a labels CSV itself (`vlmlabel`'s)."""
+    return given if given.is_file() else given / "labels.csv"
+
+
+def run_vlmlabel(args: argparse.Namespace) -> int:
+    from ingest.contract import parse_display
+    from ingest.types import IngestError
+    from monitor.config import ConfigError, load_config
+    from scorers.train import vlmlabel
+    from scorers.vlm.diagnoser import Diagnoser
+    from scorers.vlm.rules import RulesConfig
+    from scorers.vlm.types import VLMError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        display = parse_display(args.display, "--display") if args.display else None
+    except (ConfigError, IngestError) as exc:
+        print(f"vqmon train vlmlabel: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(config.diagnose.backend, RulesConfig):
+        print(
+            f"vqmon train vlmlabel: {args.config} names no VLM (diagnose.backend is 'rules', "
+            "which reads the screen's own outputs and cannot teach it); set diagnose.backend "
+            "to 'transformers' with a local model_path, or 'openai' with a server's base_url",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.set.is_dir():
+        print(f"vqmon train vlmlabel: {args.set} is not a directory", file=sys.stderr)
+        return 2
+    rows = vlmlabel.read_rows(args.set)[: args.limit]
+    if not rows:
+        print(
+            f"vqmon train vlmlabel: no labels.csv and no .ts/.mp4 below {args.set}", file=sys.stderr
+        )
+        return 2
+    scoring = config.diagnose.model_copy(update={"tasks": ["score"]})
+    cfg = vlmlabel.LabelConfig(
+        pictures=args.pictures, max_side=args.max_side, batch=args.batch, display=display
+    )
+    try:
+        diagnoser = Diagnoser(scoring)
+    except (VLMError, OSError) as exc:
+        print(f"vqmon train vlmlabel: cannot load the VLM: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = args.out or args.set / "labels-vlm.csv"
+        summary = vlmlabel.label(args.set, rows, out, diagnoser, cfg, config.decode)
+    except VLMError as exc:
+        print(
+            f"vqmon train vlmlabel: the VLM failed: {exc}; the rows made so far are in "
+            f"{args.out or args.set / 'labels-vlm.csv'}, run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        diagnoser.close()
+    print(json.dumps(vars(summary), indent=2))
+    return 0
+
+
 def run_slim(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -213,7 +314,7 @@ def run_slim(args: argparse.Namespace) -> int:
     from scorers.train.export import compare, export
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    labels = args.train / "labels.csv"
+    labels = labels_of(args.train)
     teacher = args.teacher or default_model_path()
     for path, how in (
         (labels, "build it with `vqmon train realset --split train`"),
@@ -326,7 +427,7 @@ def run_fusion(args: argparse.Namespace) -> int:
     from scorers.train import fusion
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    labels = args.train / "labels.csv"
+    labels = labels_of(args.train)
     if not labels.is_file():
         print(
             f"vqmon train fusion: {labels} not found; build it with `vqmon train realset "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class SetFeatures:
 def read_labels(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def _number(text: str | None) -> float:
+    """A label column that may be empty (a VLM-labelled set has no VMAF): NaN then."""
+    return float(text) if text else math.nan
 
 
 FEATURES_CACHE = 2
@@ -98,9 +104,9 @@ def _features(job: tuple[Path, dict[str, str]]) -> dict[str, Any]:
         "x": f.values,
         "damaged": f.damaged,
         "mos": float(row["mos"]),
-        "vmaf": float(row["vmaf"]),
+        "vmaf": _number(row.get("vmaf")),
         "source": row["source"],
-        "kind": row["kind"],
+        "kind": row.get("kind", ""),
         "coded_mos": float(coded.mos.mean()),
         "path": row["path"],
     }
@@ -122,7 +128,9 @@ def extract(
         failed = {str(p) for p in z["failed"]} if "failed" in z.files else set()
         for i, p in enumerate(cols["path"]):
             known[str(p)] = {k: v[i] for k, v in cols.items()}
-    rows = read_labels(labels)
+    # a row without a MOS is a segment its teacher could not label (vlmlabel's parse
+    # failures): nothing to learn from
+    rows = [r for r in read_labels(labels) if r.get("mos")]
     todo = [(labels.parent, r) for r in rows if r["path"] not in known and r["path"] not in failed]
     if todo:
         ctx = multiprocessing.get_context("spawn")
@@ -140,9 +148,9 @@ def extract(
         {
             **known[r["path"]],
             "mos": float(r["mos"]),
-            "vmaf": float(r["vmaf"]),
+            "vmaf": _number(r.get("vmaf")),
             "source": r["source"],
-            "kind": r["kind"],
+            "kind": r.get("kind", ""),
         }
         for r in rows
         if r["path"] in known
@@ -299,13 +307,19 @@ def predict(spec: dict[str, Any], data: SetFeatures) -> npt.NDArray[np.float32]:
     return hybrid.Fusion.from_spec(spec).predict(data.x, data.damaged)
 
 
+def truth(data: SetFeatures) -> npt.NDArray[np.float64]:
+    """What predictions are ranked against: VMAF where the set has it, else the labels the
+    head was fitted to (a VLM-labelled set)."""
+    return (data.mos if np.isnan(data.vmaf).any() else data.vmaf).astype(np.float64)
+
+
 def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
     """SRCC overall, mean within source, per impairment kind (each kind with the source's
     clean version, as the issue ranks them), PLCC."""
     from scorers import metrics
 
     p = np.asarray(pred, np.float64)
-    y = data.vmaf.astype(np.float64)
+    y = truth(data)
     within = []
     for s in sorted(set(data.source)):
         m = data.source == s
@@ -373,6 +387,6 @@ def cross_validate(
     out["folds"] = by
     if by == "package" and data.package is not None:
         out["by_package"] = {
-            str(data.package[m][0]): metrics.srcc(pred[m], data.vmaf[m]) for m in masks
+            str(data.package[m][0]): metrics.srcc(pred[m], truth(data)[m]) for m in masks
         }
     return out
