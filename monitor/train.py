@@ -51,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--out", type=Path, required=True, help="set directory")
     r.add_argument("--split", choices=("train", "eval"), required=True)
     r.add_argument("--fetch", action="store_true", help="download the packages first (apt)")
+    r.add_argument(
+        "--footage",
+        type=Path,
+        help="a folder of pristine video masters (.mp4, .mov, .mkv, .ts, ...) to use as the "
+        "sources instead of the packages' pictures: a clip is cut from each, then versioned "
+        "and labelled by VMAF as the pictures are (package = each master's first folder)",
+    )
     r.add_argument("--jobs", type=int, default=1, help="processes (one source each)")
     r.add_argument("--limit", type=int, help="only the first N sources (a quick look)")
     r.add_argument(
@@ -411,11 +418,13 @@ def run_realset(args: argparse.Namespace) -> int:
     from scorers.train import realset
 
     try:
-        if args.fetch:
+        if args.fetch and not args.footage:
             realset.fetch_assets(args.assets, args.split)
         k, _, n = args.shard.partition("/")
         shard = (int(k), int(n or 1))
-        path = realset.build(args.assets, args.out, args.split, args.jobs, args.limit, shard)
+        assets = args.footage or args.assets
+        footage = args.footage is not None
+        path = realset.build(assets, args.out, args.split, args.jobs, args.limit, shard, footage)
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"vqmon train realset: {exc}", file=sys.stderr)
         return 2

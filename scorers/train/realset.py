@@ -67,6 +67,8 @@ TRAIN_PACKAGES = (
 DISPLAY = (1280, 720)
 FPS = 25
 CLIP_FRAMES = 20
+FOOTAGE = (".mp4", ".mov", ".mkv", ".ts", ".m2ts", ".mxf", ".webm", ".y4m", ".avi")
+"""Video masters `vqmon train realset --footage` takes as sources."""
 MAX_SIDE = 2560
 """Pictures are shrunk to at most this wide once, before the camera moves over them."""
 LABEL_FIELDS = ("path", "mos", "vmaf", "source", "kind", "variant", "display", "package")
@@ -168,9 +170,17 @@ def spread_pictures(assets: Path, split: Split, count: int) -> list[tuple[str, R
     ]
 
 
+def list_footage(root: Path) -> list[Path]:
+    """Every video master below `root` (an operator's own pristine footage), by name."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of video masters")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in FOOTAGE and p.is_file())
+
+
 def source_name(assets: Path, path: Path) -> str:
     rel = path.relative_to(assets)
-    stem = "-".join(p for p in rel.with_suffix("").parts[1:] if p not in ("usr", "share"))
+    parts = rel.with_suffix("").parts
+    stem = "-".join(p for p in parts[1:] or parts if p not in ("usr", "share"))
     pkg = rel.parts[0].split("-")[0]
     name = "".join(c if c.isalnum() else "-" for c in f"{pkg}-{stem}")[-60:].strip("-")
     return f"{name}-{zlib.crc32(str(rel).encode()) & 0xFFFF:04x}"
@@ -243,6 +253,46 @@ def film(
     if grain:
         out = impair.noise(out, grain, seed=int(rng.integers(1 << 30)))
     return out
+
+
+def footage_clip(
+    path: Path, name: str, frames: int = CLIP_FRAMES, size: tuple[int, int] = DISPLAY
+) -> list[RGB] | None:
+    """A reference clip from a video master: `frames` consecutive frames from a point drawn
+    from `name` inside it, the centre 16:9 cut resampled to `size` as the camera's frames
+    are. None (the source is skipped, with a log line) when the master is shorter or does
+    not decode."""
+    import av.error
+    from PIL import Image
+
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    out: list[RGB] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate or FPS)
+            length = float(container.duration or 0) / av.time_base
+            start = float(rng.uniform(0, 0.8)) * max(0.0, length - (frames + 2) / rate)
+            if start > 0 and stream.time_base:
+                container.seek(int(start / stream.time_base), stream=stream)
+            for frame in container.decode(stream):
+                if frame.time is not None and frame.time < start:
+                    continue
+                im = frame.to_image()
+                w, h = im.size
+                cw, ch = min(w, h * size[0] / size[1]), min(h, w * size[1] / size[0])
+                box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+                out.append(np.asarray(im.resize(size, Image.Resampling.LANCZOS, box=box)))
+                if len(out) == frames:
+                    return out
+    except (av.error.FFmpegError, IndexError, OSError) as exc:
+        log.warning("%s: not a usable video master: %s", path, exc)
+        return None
+    log.warning(
+        "%s: %d frames from %.1f s, fewer than the %d a clip needs", path, len(out), start, frames
+    )
+    return None
 
 
 # --- what happens to a stream ---------------------------------------------------------
@@ -411,7 +461,8 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
     from scorers.train.teacher import VmafTeacher, vmaf_to_mos
 
     name = source_name(assets, picture_path)
-    package = picture_path.relative_to(assets).parts[0]
+    where = picture_path.relative_to(assets).parts
+    package = where[0] if len(where) > 1 else assets.name
     done = out / "done" / f"{name}.json"
     versions = plan(split, name)
     rows: list[dict[str, str]] = []
@@ -420,9 +471,12 @@ def build_source(picture_path: Path, assets: Path, out: Path, split: Split) -> l
         if not rows or len(rows) >= len(versions):
             return rows
         log.info("%s: the plan grew, making versions %d and on", name, len(rows))
-    picture = usable(picture_path)
-    if picture is not None:
-        reference = film(picture, name)
+    if picture_path.suffix.lower() in FOOTAGE:
+        reference = footage_clip(picture_path, name)
+    else:
+        picture = usable(picture_path)
+        reference = None if picture is None else film(picture, name)
+    if reference is not None:
         first = len(rows)  # a source built under a shorter plan keeps its versions
         segs = []
         for i, v in enumerate(versions[first:], start=first):
@@ -469,13 +523,16 @@ def build(
     jobs: int = 1,
     limit: int | None = None,
     shard: tuple[int, int] = (0, 1),
+    footage: bool = False,
 ) -> Path:
     """Build (or resume) a whole set; writes out/labels.csv and out/sources.json.
 
     `shard` (k, n) builds every n-th picture from the k-th, so separate processes (or
     machines) can share a build; a last run without it gathers every finished source.
+    With `footage`, `assets` is a folder of video masters (list_footage), each a source
+    whose clip is cut from it instead of filmed; package = its first folder.
     """
-    pictures = list_sources(assets, split)
+    pictures = list_footage(assets) if footage else list_sources(assets, split)
     if limit is not None:
         pictures = pictures[:limit]
     pictures = pictures[shard[0] :: shard[1]]
@@ -496,7 +553,7 @@ def build(
         writer.writerows(rows)
     manifest = {
         "split": split,
-        "packages": list(packages(split)),
+        "packages": sorted({r["package"] for r in rows}) if footage else list(packages(split)),
         "sources": sorted({r["source"] for r in rows}),
         "versions": len(rows),
         "display": list(DISPLAY),

@@ -192,3 +192,37 @@ def test_eval_cli_reports_within_source_and_kind(
     assert out["items"] == 6 and out["srcc_within_source"] > 0.9
     assert out["srcc_by_kind"]["compression"] > 0.8
     assert main(["eval", str(tmp_path / "labels.csv"), "--display", "12x"]) == 2
+
+
+def test_video_masters_are_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--footage`: an operator's own masters are cut into clips, versioned and labelled by
+    VMAF as the pictures are; a master too short for a clip is skipped, not fatal."""
+    from ingest.synth import EncodeSettings, encode, pattern_frames
+
+    footage, out = tmp_path / "masters", tmp_path / "set"
+    (footage / "news").mkdir(parents=True)
+    frames = list(pattern_frames("scene", 640, 360, 60, seed=3))
+    master = EncodeSettings(codec="libx264", container="mp4", fps=25, crf=4, gop=25)
+    (footage / "news" / "desk.mp4").write_bytes(encode(frames, master))
+    (footage / "short.mov").write_bytes(encode(frames[:5], master))  # 5 frames: no clip
+    (footage / "notes.txt").write_text("not a video")
+    monkeypatch.setattr(
+        realset,
+        "plan",
+        lambda split, name: [
+            realset.Version("clean", crf=12),
+            realset.Version("compression", crf=44),
+        ],
+    )
+    labels = realset.build(footage, out, "train", footage=True)
+    rows = list(csv.DictReader(labels.open()))
+    assert [r["kind"] for r in rows] == ["clean", "compression"]
+    assert {r["package"] for r in rows} == {"news"}
+    assert float(rows[0]["vmaf"]) > 85 and float(rows[1]["vmaf"]) < float(rows[0]["vmaf"]) - 10
+    clip = realset.footage_clip(footage / "news" / "desk.mp4", rows[0]["source"])
+    assert clip is not None and len(clip) == realset.CLIP_FRAMES
+    assert clip[0].shape == (realset.DISPLAY[1], realset.DISPLAY[0], 3)
+    assert realset.footage_clip(footage / "short.mov", "x") is None
+    assert realset.footage_clip(footage / "notes.txt", "x") is None
+    manifest = json.loads((out / "sources.json").read_text())
+    assert manifest["packages"] == ["news"] and manifest["versions"] == 2
