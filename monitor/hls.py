@@ -267,10 +267,12 @@ class HlsConsumer:
         except IngestError as exc:
             log.warning("hls media playlist unavailable", extra={"error": str(exc)[:300]})
             return
-        missed, restarts = state.missed, state.restarts
+        next_seq, missed, restarts = state.next_seq, state.missed, state.restarts
         try:
             state.backlog = new_segments(state, playlist, self.config.start)
         except IngestError as exc:
+            # the reading changed nothing: the last reading's backlog drains on as it was
+            state.next_seq, state.missed, state.restarts = next_seq, missed, restarts
             log.warning("hls media playlist unreadable", extra={"error": str(exc)[:300]})
             return
         state.endlist = bool(playlist.is_endlist)

@@ -228,13 +228,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="labels CSV to write, resumed if it exists (default: SET/labels-vlm.csv); its "
         "paths are relative to its own folder, as the trainers read them",
     )
-    v.add_argument("--pictures", type=int, default=3, help="frames scored per segment")
-    v.add_argument("--batch", type=int, default=4, help="segments per diagnose call")
-    v.add_argument("--max-side", type=int, default=768, help="longer side of each picture")
+    v.add_argument("--pictures", type=positive, default=3, help="frames scored per segment")
+    v.add_argument("--batch", type=positive, default=4, help="segments per diagnose call")
+    v.add_argument("--max-side", type=positive, default=768, help="longer side of each picture")
     v.add_argument(
         "--display", help="judge every segment at WxH (default: each row's display, else coded)"
     )
-    v.add_argument("--limit", type=int, help="only the first N segments (a quick look)")
+    v.add_argument("--limit", type=positive, help="only the first N segments (a quick look)")
     v.set_defaults(func=run_vlmlabel)
 
     x = tsub.add_parser(
@@ -248,6 +248,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     x.add_argument("--model", type=Path, help="ONNX student (default: the shipped one)")
     x.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     x.set_defaults(func=run_reexport)
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def labels_of(given: Path) -> Path:
@@ -282,11 +293,17 @@ def run_vlmlabel(args: argparse.Namespace) -> int:
     if not args.set.is_dir():
         print(f"vqmon train vlmlabel: {args.set} is not a directory", file=sys.stderr)
         return 2
-    rows = vlmlabel.read_rows(args.set)[: args.limit]
+    out = args.out or args.set / "labels-vlm.csv"
+    try:
+        rows = vlmlabel.read_rows(args.set)[: args.limit]
+        vlmlabel.check_output(args.set, out)
+    except vlmlabel.LabelError as exc:
+        print(f"vqmon train vlmlabel: {exc}", file=sys.stderr)
+        return 2
     if not rows:
-        print(
-            f"vqmon train vlmlabel: no labels.csv and no .ts/.mp4 below {args.set}", file=sys.stderr
-        )
+        listed = (args.set / "labels.csv").is_file()
+        what = "its labels.csv lists none" if listed else "no labels.csv and no .ts/.mp4 below it"
+        print(f"vqmon train vlmlabel: no segment to label in {args.set}: {what}", file=sys.stderr)
         return 2
     scoring = config.diagnose.model_copy(update={"tasks": ["score"]})
     cfg = vlmlabel.LabelConfig(
@@ -298,18 +315,20 @@ def run_vlmlabel(args: argparse.Namespace) -> int:
         print(f"vqmon train vlmlabel: cannot load the VLM: {exc}", file=sys.stderr)
         return 2
     try:
-        out = args.out or args.set / "labels-vlm.csv"
         summary = vlmlabel.label(args.set, rows, out, diagnoser, cfg, config.decode)
     except VLMError as exc:
         print(
             f"vqmon train vlmlabel: the VLM failed: {exc}; the rows made so far are in "
-            f"{args.out or args.set / 'labels-vlm.csv'}, run the same command again to resume",
+            f"{out}, run the same command again to resume",
             file=sys.stderr,
         )
         return 1
     finally:
         diagnoser.close()
     print(json.dumps(vars(summary), indent=2))
+    if not (summary.labelled or summary.failed or summary.kept):
+        print(f"vqmon train vlmlabel: no segment of {args.set} decoded", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -58,7 +58,22 @@ def read_labels(path: Path) -> list[dict[str, str]]:
 
 def _number(text: str | None) -> float:
     """A label column that may be empty (a VLM-labelled set has no VMAF): NaN then."""
-    return float(text) if text else math.nan
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def labelled_rows(labels: Path) -> list[dict[str, str]]:
+    """The rows of a labels CSV with a finite MOS. A row without one is a segment its
+    teacher could not label (vlmlabel's parse failures) or an odd value: nothing to learn
+    from, so it is left out, counted in the log."""
+    rows = read_labels(labels)
+    kept = [r for r in rows if math.isfinite(_number(r.get("mos")))]
+    if len(kept) < len(rows):
+        log.info("%d rows of %s have no usable mos and are left out", len(rows) - len(kept), labels)
+    return kept
 
 
 FEATURES_CACHE = 2
@@ -119,7 +134,10 @@ def extract(
     (features-N-vK.npz) for the shipped student, and only segments not yet in the cache
     are computed. Segments that do not decode (a lost keyframe) are cached as such, so a
     set's labels and cache alone, without its segments, give the whole SetFeatures."""
-    cache = labels.with_name(f"features-{frames}-v{FEATURES_CACHE}.npz")
+    # one cache per labels file: another file (vlmlabel's) may judge a segment at another
+    # display, and the cache is keyed by path
+    stem = "" if labels.name == "labels.csv" else f"{labels.stem}."
+    cache = labels.with_name(f"{stem}features-{frames}-v{FEATURES_CACHE}.npz")
     known: dict[str, dict[str, Any]] = {}
     failed: set[str] = set()
     if cache.exists() and model_path is None:
@@ -128,9 +146,7 @@ def extract(
         failed = {str(p) for p in z["failed"]} if "failed" in z.files else set()
         for i, p in enumerate(cols["path"]):
             known[str(p)] = {k: v[i] for k, v in cols.items()}
-    # a row without a MOS is a segment its teacher could not label (vlmlabel's parse
-    # failures): nothing to learn from
-    rows = [r for r in read_labels(labels) if r.get("mos")]
+    rows = labelled_rows(labels)
     todo = [(labels.parent, r) for r in rows if r["path"] not in known and r["path"] not in failed]
     if todo:
         ctx = multiprocessing.get_context("spawn")
@@ -307,10 +323,12 @@ def predict(spec: dict[str, Any], data: SetFeatures) -> npt.NDArray[np.float32]:
     return hybrid.Fusion.from_spec(spec).predict(data.x, data.damaged)
 
 
-def truth(data: SetFeatures) -> npt.NDArray[np.float64]:
-    """What predictions are ranked against: VMAF where the set has it, else the labels the
-    head was fitted to (a VLM-labelled set)."""
-    return (data.mos if np.isnan(data.vmaf).any() else data.vmaf).astype(np.float64)
+def truth(data: SetFeatures) -> tuple[npt.NDArray[np.float64], str]:
+    """What predictions are ranked against, and its name: VMAF when every segment has it,
+    else the labels the head was fitted to (a VLM-labelled or a mixed set)."""
+    if np.isnan(data.vmaf).any():
+        return data.mos.astype(np.float64), "labels"
+    return data.vmaf.astype(np.float64), "vmaf"
 
 
 def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
@@ -319,7 +337,7 @@ def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
     from scorers import metrics
 
     p = np.asarray(pred, np.float64)
-    y = truth(data)
+    y, against = truth(data)
     within = []
     for s in sorted(set(data.source)):
         m = data.source == s
@@ -341,6 +359,7 @@ def report(pred: Sequence[float], data: SetFeatures) -> dict[str, Any]:
     return {
         "segments": len(p),
         "sources": len(set(data.source)),
+        "against": against,
         "srcc": metrics.srcc(p, y),
         "srcc_within_source": float(np.nanmean(within)),
         "plcc": metrics.summary(list(p), list(y))["plcc"],
@@ -387,6 +406,6 @@ def cross_validate(
     out["folds"] = by
     if by == "package" and data.package is not None:
         out["by_package"] = {
-            str(data.package[m][0]): metrics.srcc(pred[m], truth(data)[m]) for m in masks
+            str(data.package[m][0]): metrics.srcc(pred[m], truth(data)[0][m]) for m in masks
         }
     return out

@@ -99,7 +99,10 @@ def read_rows(root: Path) -> list[dict[str, str]]:
     labels = root / "labels.csv"
     if labels.is_file():
         with labels.open(newline="") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            if "path" not in (reader.fieldnames or ()):
+                raise LabelError(f"{labels} has no `path` column: not a segment set's labels")
+            return list(reader)
     rows = []
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() in SEGMENT_SUFFIXES and p.is_file():
@@ -121,6 +124,7 @@ def label(
     server down, a timeout) propagates after the rows made so far are written."""
     cfg = config or LabelConfig()
     dcfg = decode_config or DecodeConfig()
+    check_output(root, out)
     summary = Summary(teacher=diagnoser.model_id)
     done = _done(out)
     here = out.parent.resolve()
@@ -173,6 +177,27 @@ def label(
     return summary
 
 
+class LabelError(ValueError):
+    """A set or an output the labeller cannot use; says which and why."""
+
+
+def check_output(root: Path, out: Path) -> None:
+    """Refuse an output that would overwrite or be read as the set's own list, and one
+    that exists but is not a labeller's CSV (resuming it would skip its paths)."""
+    if out.is_dir():
+        raise LabelError(f"--out {out} is a directory; name a CSV file")
+    if out.resolve() == (root / "labels.csv").resolve():
+        raise LabelError(
+            f"--out {out} is the set's own labels.csv; write beside it (the default "
+            f"{root / 'labels-vlm.csv'})"
+        )
+    if out.exists() and out.stat().st_size:
+        with out.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if not {"path", "teacher", "parsed"} <= set(header):
+            raise LabelError(f"--out {out} exists and is not a vlmlabel CSV; name a new file")
+
+
 def _done(out: Path) -> set[str]:
     if not out.exists() or out.stat().st_size == 0:
         return set()
@@ -201,7 +226,11 @@ def _requests(
         log.warning("not labelled: %s: no frames decoded", path)
         return None
     h, w = frames[0].rgb.shape[:2]
-    given = parse_display(row["display"], path) if row.get("display") else None
+    try:
+        given = parse_display(row["display"], path) if row.get("display") else None
+    except IngestError as exc:  # one odd row is not labelled; the run goes on
+        log.warning("not labelled: %s", exc)
+        return None
     display = cfg.display or given or (w, h)
     chosen = spread(len(frames), min(cfg.pictures, len(frames)))
     requests = [

@@ -14,6 +14,7 @@ from ingest.contract import InitSegment, SegmentJob, header_map, parse_message
 from ingest.cut import Cut, cut_file, parse_ladder
 from ingest.decode import decode
 from ingest.hls import (
+    Fetched,
     Fetcher,
     HlsSourceConfig,
     MediaState,
@@ -26,7 +27,7 @@ from ingest.reference import BadReference
 from ingest.synth import EncodeSettings, clip
 from monitor.clients import Partition, Record
 from monitor.config import ConfigError, load_config
-from monitor.hls import ERROR_REASON, HlsConsumer
+from monitor.hls import ERROR_REASON, HlsConsumer, _Partition
 from tests.hls_helpers import pyav_hls_ladder, serve_dir
 
 
@@ -399,3 +400,42 @@ def test_a_slow_pipeline_does_not_reload_the_playlist(
         assert reads == 2, fetched  # discovery, one read
     else:
         assert reads <= 2 + took / 1.0, (reads, took)  # once a poll interval
+
+
+class _Playlists:
+    """A fetcher double: the playlist URL answers `text`, every segment a few bytes."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def get(self, url: str, max_bytes: int) -> Fetched:
+        return Fetched((self.text if url.endswith(".m3u8") else "x").encode(), None)
+
+
+def test_an_unreadable_reading_leaves_the_backlog_as_it_was() -> None:
+    # A reading rejected after it had moved the window (a bad URI past segments that left
+    # it) wound next_seq back when the last reading's backlog drained: the segments
+    # counted missed were then fetched as well, and the next reading counted them again.
+    def playlist(first: int, n: int, bad_at: int | None = None) -> str:
+        body = "".join(
+            "#EXTINF:1.0,\n" + ("http://[::1/bad.ts" if i == bad_at else f"s{i}.ts") + "\n"
+            for i in range(first, first + n)
+        )
+        return MEDIA.format(seq=str(first), body=body)
+
+    url = "http://h/x/index.m3u8"
+    fetcher = _Playlists()
+    cfg = source([url], buffer_segments=2, retries=0)
+    c = HlsConsumer(cfg, fetcher=fetcher, clock=lambda: 1e9)  # type: ignore[arg-type]
+    p = _Partition(Partition(url, 0), MediaState(url, "s", "r", None))
+    fetcher.text = playlist(10, 6)
+    c._poll_media(p)
+    c._drain(p)  # 10 and 11 queued, 12-15 wait for room
+    p.queue.clear()
+    fetcher.text = playlist(14, 6, bad_at=19)
+    c._poll_media(p)  # unreadable: nothing changes
+    assert (p.state.next_seq, p.state.missed) == (12, 0)
+    assert [s.seq for s in p.state.backlog] == [12, 13, 14, 15]
+    c._drain(p)
+    assert [header_map(r.headers)["seq"] for r in p.queue] == [b"12", b"13"]
+    assert p.state.next_seq == 14

@@ -204,3 +204,48 @@ def test_the_command_refuses_the_rules_backend(
     assert main(["train", "vlmlabel", str(segments), "--config", str(config)]) == 2
     assert "names no VLM" in capsys.readouterr().err
     assert not (segments / "labels-vlm.csv").exists()
+
+
+def test_one_odd_row_is_skipped_and_the_run_goes_on(segments: Path, tmp_path: Path) -> None:
+    rows = vlmlabel.read_rows(segments)
+    rows[1] = {**rows[1], "display": "1920x"}  # malformed
+    out = tmp_path / "vlm.csv"
+    summary = vlmlabel.label(segments, rows, out, diagnoser(SharpnessTeacher()))
+    assert summary.undecodable == 1 and summary.labelled == 5 and len(read(out)) == 5
+
+
+def test_an_output_that_is_the_sets_own_list_is_refused(
+    segments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = vlmlabel.read_rows(segments)
+    with pytest.raises(vlmlabel.LabelError, match=r"the set's own labels\.csv"):
+        vlmlabel.label(segments, rows, segments / "labels.csv", diagnoser(SharpnessTeacher()))
+    other = tmp_path / "other.csv"
+    other.write_text("path,mos\nseg/x.ts,3\n")
+    with pytest.raises(vlmlabel.LabelError, match="not a vlmlabel CSV"):
+        vlmlabel.label(segments, rows, other, diagnoser(SharpnessTeacher()))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "diagnose:\n  backend:\n    type: openai\n"
+        "    base_url: http://127.0.0.1:9/v1\n    model: m\n"
+    )
+    args = ["train", "vlmlabel", str(segments), "--config", str(config)]
+    assert main([*args, "--out", str(segments / "labels.csv")]) == 2
+    assert "own labels.csv" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--pictures", "0"])
+
+
+def test_rows_without_a_usable_mos_are_left_out_of_the_fit(segments: Path, tmp_path: Path) -> None:
+    rows = fusion.read_labels(segments / "labels.csv")
+    odd = tmp_path / "odd.csv"
+    with odd.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows([{**rows[0], "mos": "nan"}, {**rows[1], "mos": "n/a"}, *rows[2:]])
+    (tmp_path / "seg").symlink_to(segments / "seg")
+    data = fusion.extract(odd)
+    assert len(data.mos) == 4 and np.isfinite(data.mos).all()
+    assert odd.with_name(f"odd.features-8-v{fusion.FEATURES_CACHE}.npz").is_file()  # its own
+    pred = fusion.predict(fusion.train(data, fusion.FusionConfig(members=1, epochs=5)), data)
+    assert fusion.report(list(pred), data)["against"] == "vmaf"
