@@ -33,9 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
 from ingest.config import DecodeConfig
 from ingest.contract import parse_display
 from ingest.decode import decode
@@ -47,7 +44,6 @@ from scorers.vlm.types import Diagnosis, EscalationRequest
 
 log = logging.getLogger(__name__)
 
-RGB = npt.NDArray[np.uint8]
 T = TypeVar("T")
 SEGMENT_SUFFIXES = (".ts", ".mp4", ".m2ts", ".mts")
 FIELDS = (
@@ -216,7 +212,8 @@ def _requests(
     """One single-picture request per chosen frame of root/path, shown at the display size
     (the row's, else the coded size), and that size: the output's `display`, what the
     trainers judge the segment at."""
-    try:
+    try:  # one odd row or segment is not labelled; the run goes on
+        given = parse_display(row["display"], path) if row.get("display") else None
         decoded = decode(Segment((root / path).read_bytes(), source=path), dcfg)
     except (IngestError, OSError) as exc:
         log.warning("not labelled: %s: %s", path, exc)
@@ -226,13 +223,10 @@ def _requests(
         log.warning("not labelled: %s: no frames decoded", path)
         return None
     h, w = frames[0].rgb.shape[:2]
-    try:
-        given = parse_display(row["display"], path) if row.get("display") else None
-    except IngestError as exc:  # one odd row is not labelled; the run goes on
-        log.warning("not labelled: %s", exc)
-        return None
     display = cfg.display or given or (w, h)
     chosen = spread(len(frames), min(cfg.pictures, len(frames)))
+    # upscaled bicubically, as the realset's VMAF labels see a rung
+    shown = rescale([frames[i].rgb for i in chosen], display[0], display[1], "BICUBIC")
     requests = [
         EscalationRequest(
             segment_id=f"{path}#{i}",
@@ -240,18 +234,12 @@ def _requests(
             rendition=row.get("variant", ""),
             seq=i,
             verdict={},
-            frames=(encode_jpeg(as_displayed(frames[i].rgb, display), cfg.max_side, cfg.qscale),),
+            frames=(encode_jpeg(picture, cfg.max_side, cfg.qscale),),
             reason="label",
         )
-        for i in chosen
+        for i, picture in zip(chosen, shown, strict=True)
     ]
     return requests, display
-
-
-def as_displayed(rgb: RGB, display: tuple[int, int]) -> RGB:
-    """The picture at the display size, upscaled bicubically as the realset's VMAF labels
-    see it (unchanged at its own size)."""
-    return rescale([rgb], *display, "BICUBIC")[0]
 
 
 def _row(row: dict[str, str], diagnoses: Sequence[Diagnosis], teacher: str) -> dict[str, str]:
