@@ -10,10 +10,11 @@ and the tiny VLM's generation latency on CPU.
    freeze, blur, noise, banding, packet loss (corrupt_packets) and heavy compression
    (CRF 44-51). Each is decoded and screened by the default chain (artifacts + the
    shipped distilled model), exactly as the screen workers do. With `--pictures ASSETS`
-   the five sources are real photographs instead: every len/5-th usable picture of
-   realset's held-out evaluation split (mate-backgrounds, which the hybrid score never
-   trained on), filmed by realset's virtual camera at 640x360 (seeds vary the motion);
-   `--split train` takes realset's training pictures instead, to calibrate on.
+   the sources are real photographs instead: every len/N-th usable picture of realset's
+   held-out evaluation split (mate-backgrounds, which the hybrid score never trained on;
+   N = `--sources`, 5 by default, 0 for all 18), filmed by realset's virtual camera at
+   640x360 (seeds vary the motion); `--split train` takes realset's training pictures
+   instead, to calibrate on.
 2. A feed: `--streams` streams of 2-s segments at live pace (a simulated clock); stream
    s carries one source (a channel keeps its content), each segment a clean verdict of
    that source drawn from the library (with replacement, with a fresh segment id: the
@@ -233,7 +234,8 @@ def run_feed(
     clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
     bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
     slots = {
-        src: [k for k in range(segments) if SOURCES[(k % streams) % 5] == src] for src in SOURCES
+        src: [k for k in range(segments) if SOURCES[(k % streams) % len(SOURCES)] == src]
+        for src in SOURCES
     }
     place: dict[int, Item] = {}
     for src, items in bad_of.items():
@@ -255,10 +257,10 @@ def run_feed(
         t[0] = 1000.0 + (j // streams) * SECONDS + stream * SECONDS / streams
         per_stream_seq[stream] += 1
         if shot_segments <= 1:
-            item = place.get(k) or rng.choice(clean_of[SOURCES[stream % 5]])
+            item = place.get(k) or rng.choice(clean_of[SOURCES[stream % len(SOURCES)]])
         else:
             if (per_stream_seq[stream] - 1) % shot_segments == 0:
-                shot[stream] = rng.choice(clean_of[SOURCES[stream % 5]])
+                shot[stream] = rng.choice(clean_of[SOURCES[stream % len(SOURCES)]])
             item = place.get(k) or shot[stream]
         v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
         if k < 0:
@@ -414,11 +416,12 @@ def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
     return out
 
 
-def use_pictures(assets: Path, split: realset.Split = "eval") -> None:
-    """Five real pictures of `split` as the sources, chosen by the len/5-th rule alone."""
+def use_pictures(assets: Path, split: realset.Split = "eval", count: int = 5) -> None:
+    """`count` real pictures of `split` as the sources (0: every usable one), chosen by the
+    len/count-th rule alone."""
     global SOURCES
     PICTURES.clear()
-    PICTURES.update(realset.spread_pictures(assets, split, 5))
+    PICTURES.update(realset.spread_pictures(assets, split, count or None))
     SOURCES = tuple(PICTURES)
 
 
@@ -461,7 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--pictures",
         type=Path,
-        help="realset assets folder: real photographs as the five sources (see above)",
+        help="realset assets folder: real photographs as the sources (see above)",
+    )
+    ap.add_argument(
+        "--sources",
+        type=int,
+        default=5,
+        help="with --pictures: how many pictures of the split, every len/N-th by name (0: "
+        "every usable one); stream s carries source s mod N",
     )
     ap.add_argument(
         "--vmaf",
@@ -479,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.pictures:
-        use_pictures(args.pictures, args.split)
+        use_pictures(args.pictures, args.split, args.sources)
 
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():
