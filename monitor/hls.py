@@ -303,10 +303,9 @@ class HlsConsumer:
         """Fetch and queue the backlog while the partition has room."""
         state = p.state
         while state.backlog and not self._stop.is_set() and self._room(p):
-            seg = state.backlog[0]
-            self._emit(p, seg)
-            state.next_seq = seg.seq + 1
-            del state.backlog[0]
+            seg = state.backlog.pop(0)
+            if self._emit(p, seg):
+                state.next_seq = seg.seq + 1
         if state.endlist and not state.backlog:
             state.ended = True
 
@@ -314,7 +313,10 @@ class HlsConsumer:
         with self._cond:
             return len(p.queue) < self.config.buffer_segments
 
-    def _emit(self, p: _Partition, seg: NewSegment) -> None:
+    def _emit(self, p: _Partition, seg: NewSegment) -> bool:
+        """Fetch `seg` and queue its record, or a dead letter saying why it could not be
+        fetched. False when it could not be fetched because it had left the live window
+        (see _left_window): then it was counted missed, and the backlog read again."""
         state = p.state
         if seg.init_url is not None and seg.init_url != state.init_uri:
             try:
@@ -334,12 +336,14 @@ class HlsConsumer:
                 state.init_uri = seg.init_url
         if seg.unsupported is not None:
             self._push_error(p, seg.seq, seg.url, UnsupportedReference(seg.unsupported))
-            return
+            return True
         try:
             data = self._get(seg.url, "segment")
         except IngestError as exc:
+            if self._left_window(p, seg):
+                return False
             self._push_error(p, seg.seq, seg.url, exc)
-            return
+            return True
         m = segment_message(
             data,
             stream=state.stream,
@@ -350,6 +354,25 @@ class HlsConsumer:
             display=state.display,
         )
         self._push(p, m, seg.timestamp_ms)
+        return True
+
+    def _left_window(self, p: _Partition, seg: NewSegment) -> bool:
+        """Whether `seg`, which a live playlist listed but could not be fetched, has left
+        the playlist since: it is read again now. A backlog can be a poll interval old, and
+        an origin that deletes segments as they leave the window (RFC 8216 asks it to keep
+        them a while) answers 404 for them: they are missed (counted, as when the window
+        passes segments unread), not dead letters. Still listed, it is a failed fetch."""
+        state = p.state
+        if state.endlist:
+            return False
+        restarts = state.restarts
+        self._poll_media(p)  # counts what left the window; the backlog is read again
+        if state.restarts > restarts:  # a restarted packager: the old numbering is gone
+            return True
+        if state.next_seq is not None and state.next_seq > seg.seq:
+            return True
+        state.backlog = [s for s in state.backlog if s.seq > seg.seq]
+        return False
 
     def _get(self, url: str, kind: str) -> bytes:
         last: IngestError | None = None

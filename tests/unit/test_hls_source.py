@@ -403,26 +403,32 @@ def test_a_slow_pipeline_does_not_reload_the_playlist(
 
 
 class _Playlists:
-    """A fetcher double: the playlist URL answers `text`, every segment a few bytes."""
+    """A fetcher double: the playlist URL answers `text`, every segment a few bytes but
+    those `gone` (a 404)."""
 
     def __init__(self) -> None:
         self.text = ""
+        self.gone: set[str] = set()
 
     def get(self, url: str, max_bytes: int) -> Fetched:
+        if url.rsplit("/", 1)[-1] in self.gone:
+            raise BadReference(f"GET {url} answered 404 Not Found")
         return Fetched((self.text if url.endswith(".m3u8") else "x").encode(), None)
+
+
+def _window(first: int, n: int, bad_at: int | None = None) -> str:
+    body = "".join(
+        "#EXTINF:1.0,\n" + ("http://[::1/bad.ts" if i == bad_at else f"s{i}.ts") + "\n"
+        for i in range(first, first + n)
+    )
+    return MEDIA.format(seq=str(first), body=body)
 
 
 def test_an_unreadable_reading_leaves_the_backlog_as_it_was() -> None:
     # A reading rejected after it had moved the window (a bad URI past segments that left
     # it) wound next_seq back when the last reading's backlog drained: the segments
     # counted missed were then fetched as well, and the next reading counted them again.
-    def playlist(first: int, n: int, bad_at: int | None = None) -> str:
-        body = "".join(
-            "#EXTINF:1.0,\n" + ("http://[::1/bad.ts" if i == bad_at else f"s{i}.ts") + "\n"
-            for i in range(first, first + n)
-        )
-        return MEDIA.format(seq=str(first), body=body)
-
+    playlist = _window
     url = "http://h/x/index.m3u8"
     fetcher = _Playlists()
     cfg = source([url], buffer_segments=2, retries=0)
@@ -439,3 +445,44 @@ def test_an_unreadable_reading_leaves_the_backlog_as_it_was() -> None:
     c._drain(p)
     assert [header_map(r.headers)["seq"] for r in p.queue] == [b"12", b"13"]
     assert p.state.next_seq == 14
+
+
+def test_a_backlog_segment_the_origin_deleted_is_missed_not_a_dead_letter() -> None:
+    # A backlog is up to a poll interval old. An origin that deletes segments as they
+    # leave the window answered 404 for its oldest, which were dead-lettered as failed
+    # fetches; they left the window unread, as missed segments do.
+    url = "http://h/x/index.m3u8"
+    fetcher = _Playlists()
+    seen: list[tuple[str, dict[str, str]]] = []
+    cfg = source([url], buffer_segments=2, retries=0)
+    c = HlsConsumer(
+        cfg,
+        fetcher=fetcher,  # type: ignore[arg-type]
+        clock=lambda: 1e9,
+        observe=lambda e, labels: seen.append((e, labels)),
+    )
+    p = _Partition(Partition(url, 0), MediaState(url, "s", "r", None))
+    fetcher.text = _window(10, 6)
+    c._poll_media(p)
+    c._drain(p)  # 10 and 11 queued, 12-15 wait for room
+    p.queue.clear()
+    fetcher.text = _window(14, 6)  # the window moved on and 12, 13 were deleted
+    fetcher.gone = {"s12.ts", "s13.ts"}
+    c._drain(p)
+    queued = [
+        (header_map(r.headers)["seq"], header_map(r.headers).get(ERROR_REASON)) for r in p.queue
+    ]
+    assert queued == [(b"14", None), (b"15", None)]
+    assert (p.state.missed, p.state.next_seq) == (2, 16)
+    assert [s.seq for s in p.state.backlog] == [16, 17, 18, 19]
+    assert ("missed", {"stream": "s", "rendition": "r", "count": "2"}) in seen
+    # a segment the playlist still lists that cannot be fetched stays a dead letter
+    p.queue.clear()
+    fetcher.gone = {"s16.ts"}
+    c._drain(p)
+    queued = [
+        (header_map(r.headers)["seq"], header_map(r.headers).get(ERROR_REASON)) for r in p.queue
+    ]
+    assert queued == [(b"16", b"bad_reference"), (b"17", None)]
+    assert (p.state.missed, p.state.next_seq) == (2, 18)
+    assert [s.seq for s in p.state.backlog] == [18, 19]
