@@ -167,6 +167,10 @@ class Fetched:
     content_type: str | None
 
 
+class Gone(BadReference):
+    """The server answered 404 or 410: not there (any more). Dead-lettered as bad_reference."""
+
+
 class Fetcher:
     """GETs bounded in bytes and in total time; failures are IngestErrors with a reason."""
 
@@ -191,7 +195,9 @@ class Fetcher:
                     )
                 return Fetched(data, response.headers.get_content_type())
         except urllib.error.HTTPError as exc:
-            raise BadReference(f"GET {url} answered {exc.code} {exc.reason}") from exc
+            gone = exc.code in (404, 410)
+            kind = Gone if gone else BadReference
+            raise kind(f"GET {url} answered {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             # HTTPException: a garbage status line, too many or too long headers, a bad
             # chunk, a URL http.client refuses (a space, a port that is not a number)
@@ -334,6 +340,9 @@ class MediaState:
     again at every free slot cost a core)."""
     endlist: bool = False
     """The last reading carried EXT-X-ENDLIST: the playlist ends once its backlog does."""
+    reread_at: float = float("-inf")
+    """When a segment gone from the origin last had the playlist read again out of turn
+    (at most once a poll interval)."""
 
 
 @dataclass(frozen=True, slots=True)

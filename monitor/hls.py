@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ingest.contract import SegmentMessage, segment_message
 from ingest.hls import (
     Fetcher,
+    Gone,
     HlsPlaylist,
     HlsSourceConfig,
     MediaState,
@@ -268,6 +269,7 @@ class HlsConsumer:
             log.warning("hls media playlist unavailable", extra={"error": str(exc)[:300]})
             return
         next_seq, missed, restarts = state.next_seq, state.missed, state.restarts
+        backlog = state.backlog
         try:
             state.backlog = new_segments(state, playlist, self.config.start)
         except IngestError as exc:
@@ -277,6 +279,7 @@ class HlsConsumer:
             return
         state.endlist = bool(playlist.is_endlist)
         if state.restarts > restarts:
+            state.missed += len(backlog)  # the old numbering's unfetched segments are gone
             log.warning(
                 "hls media sequence went back: a restarted packager; reading its new numbering",
                 extra={"stream": state.stream, "rendition": state.rendition},
@@ -318,31 +321,38 @@ class HlsConsumer:
         fetched. False when it could not be fetched because it had left the live window
         (see _left_window): then it was counted missed, and the backlog read again."""
         state = p.state
+        init: bytes | IngestError | None = None
         if seg.init_url is not None and seg.init_url != state.init_uri:
             try:
                 init = self._get(seg.init_url, "init")
             except IngestError as exc:
-                self._push_error(p, seg.seq, seg.init_url, exc, init=True)
-            else:
-                m = segment_message(
-                    init,
-                    stream=state.stream,
-                    rendition=state.rendition,
-                    seq=seg.seq,
-                    content_type="video/mp4",
-                    init=True,
-                )
-                self._push(p, m)
-                state.init_uri = seg.init_url
+                init = exc
+        failed: IngestError | None = None
         if seg.unsupported is not None:
-            self._push_error(p, seg.seq, seg.url, UnsupportedReference(seg.unsupported))
-            return True
-        try:
-            data = self._get(seg.url, "segment")
-        except IngestError as exc:
-            if self._left_window(p, seg):
-                return False
-            self._push_error(p, seg.seq, seg.url, exc)
+            failed = UnsupportedReference(seg.unsupported)
+        else:
+            try:
+                data = self._get(seg.url, "segment")
+            except IngestError as exc:
+                if self._left_window(p, seg, exc):
+                    return False  # its init's failure too is no dead letter: both are gone
+                failed = exc
+        if isinstance(init, IngestError):
+            assert seg.init_url is not None
+            self._push_error(p, seg.seq, seg.init_url, init, init=True)
+        elif init is not None:
+            m = segment_message(
+                init,
+                stream=state.stream,
+                rendition=state.rendition,
+                seq=seg.seq,
+                content_type="video/mp4",
+                init=True,
+            )
+            self._push(p, m)
+            state.init_uri = seg.init_url
+        if failed is not None:
+            self._push_error(p, seg.seq, seg.url, failed)
             return True
         m = segment_message(
             data,
@@ -356,22 +366,28 @@ class HlsConsumer:
         self._push(p, m, seg.timestamp_ms)
         return True
 
-    def _left_window(self, p: _Partition, seg: NewSegment) -> bool:
-        """Whether `seg`, which a live playlist listed but could not be fetched, has left
-        the playlist since: it is read again now. A backlog can be a poll interval old, and
-        an origin that deletes segments as they leave the window (RFC 8216 asks it to keep
-        them a while) answers 404 for them: they are missed (counted, as when the window
-        passes segments unread), not dead letters. Still listed, it is a failed fetch."""
+    def _left_window(self, p: _Partition, seg: NewSegment, exc: IngestError) -> bool:
+        """Whether `seg`, which a live playlist listed but the origin says is gone (404,
+        410), has left the playlist since: it is read again now, at most once a poll
+        interval (a hostile origin cannot make it a loop). A backlog can be a poll interval
+        old, and an origin that deletes segments as they leave the window (RFC 8216 asks
+        it to keep them a while) answers 404 for them: they are missed (counted, as when
+        the window passes segments unread, or a restarted packager's old numbering), not
+        dead letters. Still listed, or not read again, it is a failed fetch."""
         state = p.state
-        if state.endlist:
+        now = self.clock()
+        if state.endlist or not isinstance(exc, Gone):
             return False
+        if now < state.reread_at + self.config.poll_interval_s:
+            return False
+        state.reread_at = now
         restarts = state.restarts
+        state.backlog.insert(0, seg)  # as it was when the reading listed it
         self._poll_media(p)  # counts what left the window; the backlog is read again
-        if state.restarts > restarts:  # a restarted packager: the old numbering is gone
+        if state.restarts > restarts or (state.next_seq or 0) > seg.seq:
             return True
-        if state.next_seq is not None and state.next_seq > seg.seq:
-            return True
-        state.backlog = [s for s in state.backlog if s.seq > seg.seq]
+        if state.backlog and state.backlog[0].seq == seg.seq:
+            del state.backlog[0]  # still listed (or the reading failed): a failed fetch
         return False
 
     def _get(self, url: str, kind: str) -> bytes:

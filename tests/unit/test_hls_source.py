@@ -16,6 +16,7 @@ from ingest.decode import decode
 from ingest.hls import (
     Fetched,
     Fetcher,
+    Gone,
     HlsSourceConfig,
     MediaState,
     load_playlist,
@@ -409,19 +410,45 @@ class _Playlists:
     def __init__(self) -> None:
         self.text = ""
         self.gone: set[str] = set()
+        self.reads = 0
 
     def get(self, url: str, max_bytes: int) -> Fetched:
         if url.rsplit("/", 1)[-1] in self.gone:
-            raise BadReference(f"GET {url} answered 404 Not Found")
+            raise Gone(f"GET {url} answered 404 Not Found")
+        self.reads += url.endswith(".m3u8")
         return Fetched((self.text if url.endswith(".m3u8") else "x").encode(), None)
 
 
-def _window(first: int, n: int, bad_at: int | None = None) -> str:
+def _window(first: int, n: int, bad_at: int | None = None, init: str = "") -> str:
     body = "".join(
         "#EXTINF:1.0,\n" + ("http://[::1/bad.ts" if i == bad_at else f"s{i}.ts") + "\n"
         for i in range(first, first + n)
     )
-    return MEDIA.format(seq=str(first), body=body)
+    return MEDIA.format(seq=str(first), body=(f'#EXT-X-MAP:URI="{init}"\n' if init else "") + body)
+
+
+def _fed(
+    fetcher: _Playlists, clock: list[float] | None = None
+) -> tuple[HlsConsumer, _Partition, list[tuple[str, dict[str, str]]]]:
+    """A consumer on the fetcher double, one rendition, a buffer of 2; its events."""
+    url = "http://h/x/index.m3u8"
+    seen: list[tuple[str, dict[str, str]]] = []
+    now = clock or [1e9]
+    c = HlsConsumer(
+        source([url], buffer_segments=2, retries=0),
+        fetcher=fetcher,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+        observe=lambda e, labels: seen.append((e, labels)),
+    )
+    return c, _Partition(Partition(url, 0), MediaState(url, "s", "r", None)), seen
+
+
+def _queued(p: _Partition) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
+    """(seq, init, error reason) of each queued record."""
+    return [
+        (h.get("seq"), h.get("init"), h.get(ERROR_REASON))
+        for h in (header_map(r.headers) for r in p.queue)
+    ]
 
 
 def test_an_unreadable_reading_leaves_the_backlog_as_it_was() -> None:
@@ -451,17 +478,8 @@ def test_a_backlog_segment_the_origin_deleted_is_missed_not_a_dead_letter() -> N
     # A backlog is up to a poll interval old. An origin that deletes segments as they
     # leave the window answered 404 for its oldest, which were dead-lettered as failed
     # fetches; they left the window unread, as missed segments do.
-    url = "http://h/x/index.m3u8"
     fetcher = _Playlists()
-    seen: list[tuple[str, dict[str, str]]] = []
-    cfg = source([url], buffer_segments=2, retries=0)
-    c = HlsConsumer(
-        cfg,
-        fetcher=fetcher,  # type: ignore[arg-type]
-        clock=lambda: 1e9,
-        observe=lambda e, labels: seen.append((e, labels)),
-    )
-    p = _Partition(Partition(url, 0), MediaState(url, "s", "r", None))
+    c, p, seen = _fed(fetcher)
     fetcher.text = _window(10, 6)
     c._poll_media(p)
     c._drain(p)  # 10 and 11 queued, 12-15 wait for room
@@ -469,10 +487,7 @@ def test_a_backlog_segment_the_origin_deleted_is_missed_not_a_dead_letter() -> N
     fetcher.text = _window(14, 6)  # the window moved on and 12, 13 were deleted
     fetcher.gone = {"s12.ts", "s13.ts"}
     c._drain(p)
-    queued = [
-        (header_map(r.headers)["seq"], header_map(r.headers).get(ERROR_REASON)) for r in p.queue
-    ]
-    assert queued == [(b"14", None), (b"15", None)]
+    assert _queued(p) == [(b"14", None, None), (b"15", None, None)]
     assert (p.state.missed, p.state.next_seq) == (2, 16)
     assert [s.seq for s in p.state.backlog] == [16, 17, 18, 19]
     assert ("missed", {"stream": "s", "rendition": "r", "count": "2"}) in seen
@@ -480,9 +495,61 @@ def test_a_backlog_segment_the_origin_deleted_is_missed_not_a_dead_letter() -> N
     p.queue.clear()
     fetcher.gone = {"s16.ts"}
     c._drain(p)
-    queued = [
-        (header_map(r.headers)["seq"], header_map(r.headers).get(ERROR_REASON)) for r in p.queue
-    ]
-    assert queued == [(b"16", b"bad_reference"), (b"17", None)]
+    assert _queued(p) == [(b"16", None, b"bad_reference"), (b"17", None, None)]
     assert (p.state.missed, p.state.next_seq) == (2, 18)
     assert [s.seq for s in p.state.backlog] == [18, 19]
+
+
+def test_an_origin_that_deletes_everything_gets_one_extra_read_a_poll_interval() -> None:
+    # Review: a 404 on every segment, the window moving on at each reading, kept one drain
+    # reading the playlist without end (10,000 reads, nothing queued).
+    fetcher = _Playlists()
+    c, p, _ = _fed(fetcher)
+    fetcher.text = _window(10, 6)
+    c._poll_media(p)
+    p.state.backlog = p.state.backlog[2:]  # 12-15 wait, as behind a full buffer
+    p.state.next_seq = 12
+    fetcher.gone = {f"s{i}.ts" for i in range(1000)}
+    moved = iter(range(14, 1000))
+
+    def moving_get(url: str, max_bytes: int) -> Fetched:
+        if url.endswith(".m3u8"):
+            fetcher.text = _window(next(moved), 6)
+        return _Playlists.get(fetcher, url, max_bytes)
+
+    fetcher.get = moving_get  # type: ignore[method-assign]
+    reads = fetcher.reads
+    c._drain(p)
+    assert fetcher.reads - reads == 1
+    assert len(p.queue) == 2  # dead letters now: the reading was just made
+    assert all(reason == b"bad_reference" for _, _, reason in _queued(p))
+
+
+def test_a_deleted_segment_and_its_init_are_missed_together() -> None:
+    fetcher = _Playlists()
+    c, p, _ = _fed(fetcher)
+    fetcher.text = _window(10, 6, init="init_a.mp4")
+    c._poll_media(p)
+    p.state.backlog = p.state.backlog[4:]  # 14 and 15 wait; their init was never fetched
+    p.state.next_seq = 14
+    fetcher.text = _window(16, 6, init="init_b.mp4")
+    fetcher.gone = {"s14.ts", "s15.ts", "init_a.mp4"}
+    c._drain(p)
+    assert _queued(p) == [(None, b"1", None), (b"16", None, None)]
+    assert p.state.missed == 2
+
+
+def test_a_deleted_segment_of_a_restarted_packager_is_missed() -> None:
+    # Review: the failed segment and the old numbering's backlog vanished uncounted.
+    fetcher = _Playlists()
+    c, p, seen = _fed(fetcher)
+    fetcher.text = _window(200, 6)
+    c._poll_media(p)
+    p.state.backlog = p.state.backlog[2:]  # 202-205 wait
+    p.state.next_seq = 202
+    fetcher.text = _window(0, 6)  # the packager restarted numbering from 0
+    fetcher.gone = {f"s{i}.ts" for i in range(200, 206)}
+    c._drain(p)
+    assert _queued(p) == [(b"0", None, None), (b"1", None, None)]
+    assert (p.state.missed, p.state.restarts) == (4, 1)
+    assert ("missed", {"stream": "s", "rendition": "r", "count": "4"}) in seen
