@@ -235,6 +235,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--display", help="judge every segment at WxH (default: each row's display, else coded)"
     )
     v.add_argument("--limit", type=positive, help="only the first N segments (a quick look)")
+    v.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="on resume, label again the rows written without a parsed score (worth it with "
+        "a sampling teacher; a greedy one answers the same)",
+    )
     v.set_defaults(func=run_vlmlabel)
 
     x = tsub.add_parser(
@@ -307,7 +313,11 @@ def run_vlmlabel(args: argparse.Namespace) -> int:
         return 2
     scoring = config.diagnose.model_copy(update={"tasks": ["score"]})
     cfg = vlmlabel.LabelConfig(
-        pictures=args.pictures, max_side=args.max_side, batch=args.batch, display=display
+        pictures=args.pictures,
+        max_side=args.max_side,
+        batch=args.batch,
+        display=display,
+        retry_failed=args.retry_failed,
     )
     try:
         diagnoser = Diagnoser(scoring)

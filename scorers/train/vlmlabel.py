@@ -74,6 +74,10 @@ class LabelConfig:
     display: tuple[int, int] | None = None
     """Judge every segment at this size; None: each row's own `display`, else its coded
     size (a folder of footage)."""
+    retry_failed: bool = False
+    """On resume, label again the rows an earlier run wrote without a parsed score (a
+    sampling teacher, K > 1 at a temperature, may parse the second time); they are
+    taken out of the output first. Otherwise they are final, like labelled rows."""
 
 
 @dataclass
@@ -122,7 +126,7 @@ def label(
     dcfg = decode_config or DecodeConfig()
     check_output(root, out)
     summary = Summary(teacher=diagnoser.model_id)
-    done = _done(out)
+    done = _done(out, cfg.retry_failed)
     here = out.parent.resolve()
     todo = []
     for r in rows:
@@ -194,11 +198,26 @@ def check_output(root: Path, out: Path) -> None:
             raise LabelError(f"--out {out} exists and is not a vlmlabel CSV; name a new file")
 
 
-def _done(out: Path) -> set[str]:
+def _done(out: Path, retry_failed: bool = False) -> set[str]:
+    """Paths the output already has; with `retry_failed`, its rows without a parsed score
+    are first taken out of it (written again through a temporary file, so a crash leaves
+    the output whole)."""
     if not out.exists() or out.stat().st_size == 0:
         return set()
     with out.open(newline="") as fh:
-        return {r["path"] for r in csv.DictReader(fh)}
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        header = list(reader.fieldnames or FIELDS)
+    kept = [r for r in rows if r.get("mos") or not retry_failed]
+    if len(kept) < len(rows):
+        tmp = out.with_name(out.name + ".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, header, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(out)
+        log.info("%d rows without a parsed score taken out to label again", len(rows) - len(kept))
+    return {r["path"] for r in kept}
 
 
 def _batches(rows: Sequence[T], size: int) -> Iterator[list[T]]:

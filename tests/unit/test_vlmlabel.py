@@ -152,6 +152,23 @@ def test_a_run_that_loses_its_vlm_resumes(segments: Path, tmp_path: Path) -> Non
     assert len({r["path"] for r in read(out)}) == len(read(out)) == 6
 
 
+def test_rows_that_did_not_parse_are_labelled_again_when_asked(
+    segments: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "vlm.csv"
+    rows = vlmlabel.read_rows(segments)
+    vlmlabel.label(segments, rows[:2], out, diagnoser(SharpnessTeacher(garbage=1)))
+    # a plain resume keeps them as they are
+    summary = vlmlabel.label(segments, rows, out, diagnoser(SharpnessTeacher()))
+    assert (summary.kept, summary.labelled) == (2, 4)
+    assert sum(not r["mos"] for r in read(out)) == 2
+    retry = vlmlabel.LabelConfig(retry_failed=True)
+    summary = vlmlabel.label(segments, rows, out, diagnoser(SharpnessTeacher()), retry)
+    assert (summary.kept, summary.labelled) == (4, 2)
+    got = read(out)
+    assert len(got) == len({r["path"] for r in got}) == 6 and all(r["mos"] for r in got)
+
+
 def test_the_fusion_trainer_learns_from_vlm_labels_of_footage(
     segments: Path, tmp_path: Path
 ) -> None:
