@@ -487,6 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --pictures: realset's held-out eval pictures (the measurement) or its "
         "training pictures (to calibrate the policy on, never the eval ones)",
     )
+    ap.add_argument(
+        "--policy",
+        type=json.loads,
+        default={},
+        help="escalation settings over the defaults, as JSON (a variant to compare: "
+        '\'{"flag_kinds": {"freeze": 0.4}}\')',
+    )
     args = ap.parse_args(argv)
     if args.pictures:
         use_pictures(args.pictures, args.split, args.sources)
@@ -507,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     print(f"library: {len(clean)} clean, {len(bad)} impaired in {time.perf_counter() - t0:.0f} s")
-    cfg = EscalationConfig()
+    cfg = EscalationConfig.model_validate(args.policy)
     feeds = [
         run_feed(
             clean,
@@ -547,8 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         "library": {
             "clean": len(clean),
             "impaired": len(bad),
-            "per_source_clean": args.clean_per_source,
-            "per_kind_impaired": args.impaired_per_kind,
+            # the library's own (a cache may have been built with other sizes than asked)
+            "per_source_clean": round(len(clean) / len(SOURCES)),
+            "per_kind_impaired": dict(collections.Counter(it.kind for it in bad)),
             **{k: round(v, 2) if isinstance(v, float) else v for k, v in cost.items()},
             "request_ms_median": round(statistics.median(i.request_ms or 0 for i in bad), 2),
             "request_kb_median": round(
