@@ -33,17 +33,19 @@ from ingest.config import StrictModel
 from ingest.types import DecodedSegment
 from scorers.types import Flag, Verdict
 
-VERSION = "1.3"
+VERSION = "1.4"
 MEASURES_KEY = "artifacts"
 """Where a verdict's `extra` holds the detectors' raw measures (see `measure`)."""
-MEASURES = ("blur_effect", "edge_loss")
+MEASURES = ("blur_effect", "edge_loss", "comb_mass")
 """Raw measures the artifacts scorer reports on every segment it judges, flagged or not:
 blur_effect, the median over the sampled frames of the Crété-Roffet blur effect on edges
 (0 sharp to 1; absent when too few edges were found); edge_loss, -log2 of the median share
 of positions along the luma strips with a step of at least blur.edge_step (0 when every
 position is an edge, 13.3 when none is: EDGE_FLOOR), which a blur that wipes out the
 edges the blur effect is judged on still raises. One more point of edge_loss is half the
-edges."""
+edges. comb_mass, the median share of the pixels on the luma histogram's teeth (levels
+the picture piles up on, evenly spaced or not: comb_score's evidence), which posterised
+luma raises however few or irregular its surviving levels are."""
 EDGE_FLOOR = 1e-4
 
 
@@ -1176,16 +1178,21 @@ def detect_noise(
 
 
 def detect_banding(
-    decoded: DecodedSegment, cfg: BandingConfig, strips: Sequence[LumaStrips] | None = None
+    decoded: DecodedSegment,
+    cfg: BandingConfig,
+    strips: Sequence[LumaStrips] | None = None,
+    combs: list[tuple[LumaStrips, Scored]] | None = None,
 ) -> Flag | None:
-    """Band edges along lines first; where they find nothing, a posterised histogram."""
+    """Band edges along lines first; where they find nothing, a posterised histogram
+    (`combs`: comb_score of each frame's strips, when already taken)."""
     scored = _scored(decoded, strips, lambda s: banding_score(s, cfg))
     flag = _picture_flag(
         "banding", decoded, scored, cfg.threshold, cfg.full, cfg.min_frame_fraction
     )
     if flag is not None or cfg.comb_mass <= 0:
         return flag
-    combs = _scored(decoded, strips, lambda s: comb_score(s, cfg))
+    if combs is None:
+        combs = _scored(decoded, strips, lambda s: comb_score(s, cfg))
     # all of a frame on the teeth is a picture of few levels: severity 1 from 3x the threshold
     return _picture_flag(
         "banding",
@@ -1349,7 +1356,11 @@ class ArtifactScorer:
             if cfg.noise.enabled:
                 found.append(detect_noise(decoded, cfg.noise, strips))
             if cfg.banding.enabled:
-                found.append(detect_banding(decoded, cfg.banding, strips))
+                combs = _scored(decoded, strips, lambda s: comb_score(s, cfg.banding))
+                found.append(detect_banding(decoded, cfg.banding, strips, combs))
+                masses = [r[1]["comb_mass"] for _, r in combs if r is not None]
+                if masses:
+                    measures["comb_mass"] = float(np.median(masses))
         return [f for f in found if f is not None], measures
 
     def score_one(self, decoded: DecodedSegment) -> Verdict:

@@ -240,6 +240,19 @@ def test_banded_texture_is_flagged_by_its_posterised_histogram(levels: int) -> N
     assert "banding" not in kinds
 
 
+def test_every_verdict_carries_its_comb_mass_flagged_or_not() -> None:
+    # Posterised luma piles the pixels on a few levels, however irregular the levels the
+    # encode leaves (too few, or unevenly spaced, for the comb's flag): the rendition's own
+    # level of that share is what the escalation policy can compare with.
+    scorer = ArtifactScorer(ArtifactsConfig())
+    base = _frames("scene", (480, 270), 25)
+    clean = artifacts.measure(scorer.score_one(_decoded(base)).extra, "comb_mass")
+    banded = scorer.score_one(_decoded(impair.banding(base, 6)))
+    mass = artifacts.measure(banded.extra, "comb_mass")
+    assert clean is not None and mass is not None
+    assert mass - clean >= 0.3, (clean, mass)
+
+
 def _strip_of(values: np.ndarray) -> artifacts.LumaStrips:
     rows = np.resize(values.astype(np.float32), (4, 16, 640))
     return artifacts.LumaStrips(0, 0.0, rows, np.zeros((0, 8, 16), dtype=np.float32))
@@ -417,7 +430,9 @@ def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
     gone = scorer.score_one(_decoded(impair.blur(frames, 6.0))).extra
     gone_loss = artifacts.measure(gone, "edge_loss")
     assert gone_loss is not None and gone_loss - loss >= 2.3, (loss, gone_loss)
-    off = ArtifactScorer(ArtifactsConfig.model_validate({"blur": {"enabled": False}}))
+    off = ArtifactScorer(
+        ArtifactsConfig.model_validate({"blur": {"enabled": False}, "banding": {"enabled": False}})
+    )
     assert off.score_one(_decoded(frames)).extra == {}
     for junk in ("junk", {"blur_effect": True}, {"blur_effect": 10**400}, {"blur_effect": "1"}):
         assert artifacts.measure({"artifacts": junk}, "blur_effect") is None

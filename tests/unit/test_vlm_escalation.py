@@ -132,6 +132,13 @@ def test_a_picture_losing_its_own_edges_escalates() -> None:
     assert triggers(v(1), cfg, recent) == []  # not measured
     assert triggers(soft(1, 8.0), EscalationConfig(measure_rise={}), recent) == []
     assert reason_label("rise:edge_loss>=2.30") == "rise_edge_loss"
+    # posterised luma piles a third more of the pixels on a few levels than usual
+    combed = dataclasses.replace(v(1), extra={"artifacts": {"comb_mass": 0.75}})
+    on_its_level = Recent(4.0, (), (("comb_mass", 0.5),))
+    assert triggers(combed, cfg, Recent(4.0, (), (("comb_mass", 0.03),))) == [
+        "rise:comb_mass>=0.30"
+    ]
+    assert triggers(combed, cfg, on_its_level) == []  # a graphic that always looks so
     # blur_effect is reported too, and escalates only when configured
     sharpness = EscalationConfig(measure_rise={"blur_effect": 0.3})
     blurred = dataclasses.replace(v(1), extra={"artifacts": {"blur_effect": 0.7}})
