@@ -52,8 +52,11 @@ class SetFeatures:
 
 
 def read_labels(path: Path) -> list[dict[str, str]]:
+    """The rows of a labels CSV, one a segment: a later row for a path supersedes an
+    earlier one (`train vlmlabel --retry-failed` appends a segment's new label after its
+    failure), in the order the paths first appear."""
     with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+        return list({r.get("path"): r for r in csv.DictReader(fh)}.values())
 
 
 def _number(text: str | None) -> float:

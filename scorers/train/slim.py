@@ -106,11 +106,11 @@ def _synthetic_segment(spec: str, seed: int) -> bytes:
 
 
 def real_jobs(labels: Path, jitter: int = 4, seed: int = 0) -> list[Job]:
-    """Every segment of a real-content set (scorers.train.realset's labels.csv)."""
-    import csv
+    """Every segment of a real-content set (scorers.train.realset's labels.csv, or one
+    `train vlmlabel` wrote)."""
+    from scorers.train.fusion import read_labels
 
-    with labels.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_labels(labels)
     return [
         Job(
             f"{r['source']}#{r['path']}",

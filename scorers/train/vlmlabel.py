@@ -75,9 +75,9 @@ class LabelConfig:
     """Judge every segment at this size; None: each row's own `display`, else its coded
     size (a folder of footage)."""
     retry_failed: bool = False
-    """On resume, label again the rows an earlier run wrote without a parsed score (a
-    sampling teacher, K > 1 at a temperature, may parse the second time); they are
-    taken out of the output first. Otherwise they are final, like labelled rows."""
+    """On resume, label again the segments an earlier run wrote without a parsed score (a
+    sampling teacher, K > 1 at a temperature, may parse the second time); the new row is
+    appended after the old one, which stays as a record. Otherwise they are final."""
 
 
 @dataclass
@@ -194,30 +194,22 @@ def check_output(root: Path, out: Path) -> None:
     if out.exists() and out.stat().st_size:
         with out.open(newline="") as fh:
             header = next(csv.reader(fh), [])
-        if not {"path", "teacher", "parsed"} <= set(header):
-            raise LabelError(f"--out {out} exists and is not a vlmlabel CSV; name a new file")
+        if header != list(FIELDS):
+            raise LabelError(
+                f"--out {out} exists and is not a vlmlabel CSV (its header is not this "
+                "version's: resumed rows would land under the wrong columns); name a new file"
+            )
 
 
 def _done(out: Path, retry_failed: bool = False) -> set[str]:
-    """Paths the output already has; with `retry_failed`, its rows without a parsed score
-    are first taken out of it (written again through a temporary file, so a crash leaves
-    the output whole)."""
+    """Paths the output already has; with `retry_failed`, only those whose last row has a
+    parsed score: a failed row is then labelled again and its new row appended after it
+    (the trainers skip rows without a score, so the older failure is only a record)."""
     if not out.exists() or out.stat().st_size == 0:
         return set()
     with out.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        header = list(reader.fieldnames or FIELDS)
-    kept = [r for r in rows if r.get("mos") or not retry_failed]
-    if len(kept) < len(rows):
-        tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, header, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        tmp.replace(out)
-        log.info("%d rows without a parsed score taken out to label again", len(rows) - len(kept))
-    return {r["path"] for r in kept}
+        last = {r["path"]: r for r in csv.DictReader(fh)}
+    return {p for p, r in last.items() if r.get("mos") or not retry_failed}
 
 
 def _batches(rows: Sequence[T], size: int) -> Iterator[list[T]]:

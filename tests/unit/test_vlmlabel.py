@@ -163,10 +163,18 @@ def test_rows_that_did_not_parse_are_labelled_again_when_asked(
     assert (summary.kept, summary.labelled) == (2, 4)
     assert sum(not r["mos"] for r in read(out)) == 2
     retry = vlmlabel.LabelConfig(retry_failed=True)
+    # a retry that loses its VLM, or asks for part of the set, loses no row
+    with pytest.raises(VLMError):
+        vlmlabel.label(segments, rows, out, diagnoser(SharpnessTeacher(fail_after=0)), retry)
+    vlmlabel.label(segments, rows[:1], out, diagnoser(SharpnessTeacher()), retry)
+    assert [bool(r["mos"]) for r in read(out)] == [False, False, True, True, True, True, True]
     summary = vlmlabel.label(segments, rows, out, diagnoser(SharpnessTeacher()), retry)
-    assert (summary.kept, summary.labelled) == (4, 2)
+    assert (summary.kept, summary.labelled) == (5, 1)
     got = read(out)
-    assert len(got) == len({r["path"] for r in got}) == 6 and all(r["mos"] for r in got)
+    last = {r["path"]: r for r in got}
+    assert len(got) == 8 and len(last) == 6 and all(r["mos"] for r in last.values())
+    # the trainers read each segment once, with its score
+    assert len(fusion.labelled_rows(out)) == 6
 
 
 def test_the_fusion_trainer_learns_from_vlm_labels_of_footage(
