@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -195,8 +196,7 @@ class Fetcher:
                     )
                 return Fetched(data, response.headers.get_content_type())
         except urllib.error.HTTPError as exc:
-            gone = exc.code in (404, 410)
-            kind = Gone if gone else BadReference
+            kind = Gone if exc.code in (404, 410) else BadReference
             raise kind(f"GET {url} answered {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             # HTTPException: a garbage status line, too many or too long headers, a bad
@@ -332,7 +332,7 @@ class MediaState:
     next_poll: float = 0.0
     restarts: int = 0
     """Times its media sequence went back to a new numbering (a restarted packager)."""
-    backlog: list[NewSegment] = field(default_factory=list)
+    backlog: deque[NewSegment] = field(default_factory=deque)
     """Segments of the last reading not handed on yet (the buffer was full). They are
     fetched as room frees; the playlist itself is read again only at `next_poll` (a live
     playlist behind a slow pipeline was fetched at every free slot, up to 50 times a

@@ -271,7 +271,7 @@ class HlsConsumer:
         next_seq, missed, restarts = state.next_seq, state.missed, state.restarts
         backlog = state.backlog
         try:
-            state.backlog = new_segments(state, playlist, self.config.start)
+            state.backlog = collections.deque(new_segments(state, playlist, self.config.start))
         except IngestError as exc:
             # the reading changed nothing: the last reading's backlog drains on as it was
             state.next_seq, state.missed, state.restarts = next_seq, missed, restarts
@@ -306,7 +306,7 @@ class HlsConsumer:
         """Fetch and queue the backlog while the partition has room."""
         state = p.state
         while state.backlog and not self._stop.is_set() and self._room(p):
-            seg = state.backlog.pop(0)
+            seg = state.backlog.popleft()
             if self._emit(p, seg):
                 state.next_seq = seg.seq + 1
         if state.endlist and not state.backlog:
@@ -382,12 +382,12 @@ class HlsConsumer:
             return False
         state.reread_at = now
         restarts = state.restarts
-        state.backlog.insert(0, seg)  # as it was when the reading listed it
+        state.backlog.appendleft(seg)  # as it was when the reading listed it
         self._poll_media(p)  # counts what left the window; the backlog is read again
         if state.restarts > restarts or (state.next_seq or 0) > seg.seq:
             return True
         if state.backlog and state.backlog[0].seq == seg.seq:
-            del state.backlog[0]  # still listed (or the reading failed): a failed fetch
+            state.backlog.popleft()  # still listed (or the reading failed): a failed fetch
         return False
 
     def _get(self, url: str, kind: str) -> bytes:

@@ -38,6 +38,7 @@ from ingest.contract import parse_display
 from ingest.decode import decode
 from ingest.types import IngestError, Segment
 from scorers.train.corpus import rescale
+from scorers.train.fusion import read_labels
 from scorers.vlm.diagnoser import Diagnoser
 from scorers.vlm.images import encode_jpeg, spread
 from scorers.vlm.types import Diagnosis, EscalationRequest
@@ -207,9 +208,7 @@ def _done(out: Path, retry_failed: bool = False) -> set[str]:
     (the trainers skip rows without a score, so the older failure is only a record)."""
     if not out.exists() or out.stat().st_size == 0:
         return set()
-    with out.open(newline="") as fh:
-        last = {r["path"]: r for r in csv.DictReader(fh)}
-    return {p for p, r in last.items() if r.get("mos") or not retry_failed}
+    return {r["path"] for r in read_labels(out) if r.get("mos") or not retry_failed}
 
 
 def _batches(rows: Sequence[T], size: int) -> Iterator[list[T]]:

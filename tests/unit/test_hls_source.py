@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -443,6 +444,14 @@ def _fed(
     return c, _Partition(Partition(url, 0), MediaState(url, "s", "r", None)), seen
 
 
+def _read_behind(c: HlsConsumer, p: _Partition, waiting: int) -> None:
+    """Read the playlist, its segments from seq `waiting` on left waiting for room (those
+    before it handed on), as behind a full buffer."""
+    c._poll_media(p)
+    p.state.backlog = deque(s for s in p.state.backlog if s.seq >= waiting)
+    p.state.next_seq = waiting
+
+
 def _queued(p: _Partition) -> list[tuple[bytes | None, bytes | None, bytes | None]]:
     """(seq, init, error reason) of each queued record."""
     return [
@@ -455,17 +464,13 @@ def test_an_unreadable_reading_leaves_the_backlog_as_it_was() -> None:
     # A reading rejected after it had moved the window (a bad URI past segments that left
     # it) wound next_seq back when the last reading's backlog drained: the segments
     # counted missed were then fetched as well, and the next reading counted them again.
-    playlist = _window
-    url = "http://h/x/index.m3u8"
     fetcher = _Playlists()
-    cfg = source([url], buffer_segments=2, retries=0)
-    c = HlsConsumer(cfg, fetcher=fetcher, clock=lambda: 1e9)  # type: ignore[arg-type]
-    p = _Partition(Partition(url, 0), MediaState(url, "s", "r", None))
-    fetcher.text = playlist(10, 6)
+    c, p, _ = _fed(fetcher)
+    fetcher.text = _window(10, 6)
     c._poll_media(p)
     c._drain(p)  # 10 and 11 queued, 12-15 wait for room
     p.queue.clear()
-    fetcher.text = playlist(14, 6, bad_at=19)
+    fetcher.text = _window(14, 6, bad_at=19)
     c._poll_media(p)  # unreadable: nothing changes
     assert (p.state.next_seq, p.state.missed) == (12, 0)
     assert [s.seq for s in p.state.backlog] == [12, 13, 14, 15]
@@ -506,9 +511,7 @@ def test_an_origin_that_deletes_everything_gets_one_extra_read_a_poll_interval()
     fetcher = _Playlists()
     c, p, _ = _fed(fetcher)
     fetcher.text = _window(10, 6)
-    c._poll_media(p)
-    p.state.backlog = p.state.backlog[2:]  # 12-15 wait, as behind a full buffer
-    p.state.next_seq = 12
+    _read_behind(c, p, 12)  # 12-15 wait
     fetcher.gone = {f"s{i}.ts" for i in range(1000)}
     moved = iter(range(14, 1000))
 
@@ -529,9 +532,7 @@ def test_a_deleted_segment_and_its_init_are_missed_together() -> None:
     fetcher = _Playlists()
     c, p, _ = _fed(fetcher)
     fetcher.text = _window(10, 6, init="init_a.mp4")
-    c._poll_media(p)
-    p.state.backlog = p.state.backlog[4:]  # 14 and 15 wait; their init was never fetched
-    p.state.next_seq = 14
+    _read_behind(c, p, 14)  # 14 and 15 wait; their init was never fetched
     fetcher.text = _window(16, 6, init="init_b.mp4")
     fetcher.gone = {"s14.ts", "s15.ts", "init_a.mp4"}
     c._drain(p)
@@ -544,9 +545,7 @@ def test_a_deleted_segment_of_a_restarted_packager_is_missed() -> None:
     fetcher = _Playlists()
     c, p, seen = _fed(fetcher)
     fetcher.text = _window(200, 6)
-    c._poll_media(p)
-    p.state.backlog = p.state.backlog[2:]  # 202-205 wait
-    p.state.next_seq = 202
+    _read_behind(c, p, 202)  # 202-205 wait
     fetcher.text = _window(0, 6)  # the packager restarted numbering from 0
     fetcher.gone = {f"s{i}.ts" for i in range(200, 206)}
     c._drain(p)
