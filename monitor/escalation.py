@@ -55,6 +55,11 @@ class Recent:
     """(class, rolling median of the head's probability) for the rise_above_recent classes."""
     measures: tuple[tuple[str, float], ...] = ()
     """(measure, rolling median) for the measure_rise measures the rendition reported."""
+    settled: tuple[tuple[str, float], ...] = ()
+    """(trigger label, ceiling): the rendition's habits and ongoing events, which alone get
+    an audit's priority while the verdict's flag of that label is no stronger than the
+    ceiling (a habit's strongest recent hit plus habit_margin; inf otherwise). Sent to the
+    worker with the job, so it makes no JPEG frames for what the limits treat as weak."""
 
 
 class EscalationConfig(StrictModel):
@@ -344,6 +349,19 @@ def is_weak(reasons: list[str]) -> bool:
     return all(r.split("<", 1)[0].split(">", 1)[0] in WEAK for r in reasons)
 
 
+def settled_only(v: Verdict, reasons: list[str], recent: Recent | None) -> bool:
+    """Every one of `reasons` is a habit or an ongoing event of the rendition (see
+    Recent.settled): the policy gives them an audit's priority."""
+    if recent is None or not recent.settled:
+        return False
+    ceilings = dict(recent.settled)
+    severities = _flag_severities(v)
+    return all(
+        (label := reason_label(r)) in ceilings and severities.get(label, 0.0) <= ceilings[label]
+        for r in reasons
+    )
+
+
 def candidate(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> str | None:
     """Why this verdict may be escalated (its triggers, or "audit"), None when it will not.
 
@@ -435,7 +453,7 @@ class EscalationPolicy:
         severities = _flag_severities(v)
         habitual = self.habitual(key, severities)
         # an escalated event goes on while its trigger fires on every segment
-        ongoing = self._ongoing.pop(key, frozenset()) & labels if cfg.once_per_event else set()
+        ongoing = self._ongoing.pop(key, frozenset()) & labels
         self._record(key, v, labels, severities)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
@@ -520,23 +538,31 @@ class EscalationPolicy:
         """Trigger labels that fired on at least habitual_share of the rendition's recent
         segments (see EscalationConfig.habitual_share). A flag in `severities` (this
         segment's, by label) stronger than the habit's peak by habit_margin is not one."""
+        ceilings = self._habits(key)
+        given = severities or {}
+        return {k for k, top in ceilings.items() if given.get(k, 0.0) <= top}
+
+    def _habits(self, key: str) -> dict[str, float]:
+        """The rendition's habits, each with the strongest flag that still is one: its
+        strongest hit in the window plus habit_margin (inf without a margin)."""
         share = self.config.habitual_share
         history = self._triggers.get(key)
         if share is None or not history or len(history) < self.config.recent_min:
-            return set()
+            return {}
         counts = Counter(label for labels in history for label in labels)
         # share of the window, not of what is known yet: on a short history one earlier
         # hit would already be a "habit"
         need = max(1.0, share * self.config.recent_window)
-        habits = {k for k, n in counts.items() if n >= need}
         margin = self.config.habit_margin
-        if margin is None or not severities or not habits & severities.keys():
-            return habits
         peaks: dict[str, float] = {}
         for seen in self._flags.get(key, ()):
             for k, x in seen.items():
                 peaks[k] = max(peaks.get(k, 0.0), x)
-        return {k for k in habits if severities.get(k, 0.0) <= peaks.get(k, 0.0) + margin}
+        return {
+            k: math.inf if margin is None else peaks.get(k, 0.0) + margin
+            for k, n in counts.items()
+            if n >= need
+        }
 
     def recent_median(self, stream: str, rendition: str) -> float | None:
         """The rendition's rolling median of mos_low, once `recent_min` are known."""
@@ -557,7 +583,14 @@ class EscalationPolicy:
                 (kind, float(statistics.median(h[i] for h in heads)))
                 for i, kind in enumerate(rising)
             )
-        return Recent(self.recent_median(stream, rendition), medians, self._measure_medians(key))
+        settled = self._habits(key)
+        settled.update(dict.fromkeys(self._ongoing.get(key, ()), math.inf))
+        return Recent(
+            self.recent_median(stream, rendition),
+            medians,
+            self._measure_medians(key),
+            tuple(sorted(settled.items())),
+        )
 
     def _measure_medians(self, key: str) -> tuple[tuple[str, float], ...]:
         """(measure, rolling median) of each measure_rise measure taken on at least

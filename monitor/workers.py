@@ -44,7 +44,14 @@ from ingest.contract import SegmentJob
 from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
-from monitor.escalation import EscalationConfig, Recent, Room, candidate, is_weak
+from monitor.escalation import (
+    EscalationConfig,
+    Recent,
+    Room,
+    candidate,
+    is_weak,
+    settled_only,
+)
 from scorers.artifacts import MEASURES_KEY
 from scorers.chain import Chain
 from scorers.types import Verdict
@@ -267,7 +274,9 @@ def _escalation(
     reason = candidate(verdict, cfg, job.recent)
     if reason is None:
         return None, None
-    weak = reason == "audit" or is_weak(reason.split(","))
+    reasons = reason.split(",")
+    # audits, weak triggers, and the rendition's habits and ongoing events alone
+    weak = reason == "audit" or is_weak(reasons) or settled_only(verdict, reasons, job.recent)
     if job.room == "none" or (job.room == "impaired" and weak):
         return None, None  # the limits would refuse it: no JPEG frames for nothing
     try:

@@ -99,6 +99,42 @@ def test_no_frames_are_encoded_for_a_request_the_limits_would_refuse() -> None:
     assert isinstance(spent, Screened) and spent.escalation is None
 
 
+def test_no_frames_are_encoded_for_the_renditions_habit_when_only_impairments_get_room() -> None:
+    """A trigger that is the rendition's habit (or an event going on) alone gets an audit's
+    priority from the policy: the worker, told by the job's Recent, makes no frames for it
+    unless the room is "all". A channel cutting between natural pictures and flat graphics
+    made JPEG frames for every graphic that the limits then refused."""
+    now = [1000.0]
+    pol = EscalationPolicy(EscalationConfig(audit_fraction=0.0), lambda: now[0])
+
+    def seen(seq: int, severity: float) -> Verdict:
+        flags = (Flag("black", severity, 0.0, 2.0),) if severity else ()
+        return Verdict(f"news/r/{seq}", "news", "r", seq, 4.0, 4.0, (), flags, ("x@1",))
+
+    for i in range(10):  # a slate of black every fifth segment: the rendition's habit
+        now[0] += 2
+        pol.decide(seen(i, 0.6 if i % 5 == 0 else 0.0))
+    recent = pol.recent("news", "r")
+    assert dict(recent.settled) == {"flag_black": pytest.approx(0.7)}
+    clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
+    setup = WorkerSetup(
+        DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
+        ReferenceConfig(),
+        [ArtifactsConfig()],
+        escalation=EscalationConfig(audit_fraction=0.0),
+    )
+    slate = ScreenJob(_segment(black(clean, 0, 15), 11), recent=recent, room="impaired")
+    habit = screen_job(1, slate, setup)
+    assert isinstance(habit, Screened) and habit.escalation is None
+    assert 0 < habit.verdict.flags[0].severity <= 0.7
+    stronger = screen_job(
+        2, dataclasses.replace(slate, job=_segment(black(clean, 0, 25), 12)), setup
+    )
+    assert isinstance(stronger, Screened) and stronger.escalation is not None  # what changed
+    room = screen_job(3, dataclasses.replace(slate, room="all"), setup)
+    assert isinstance(room, Screened) and room.escalation is not None
+
+
 def test_room_follows_the_budget_and_the_streams_bucket() -> None:
     now = [1000.0]
     cfg = EscalationConfig(
