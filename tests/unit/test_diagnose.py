@@ -51,14 +51,19 @@ def _segment(frames: list[np.ndarray], seq: int) -> SegmentJob:
     return SegmentJob(Segment(data, "news", "360p", seq))
 
 
-def test_the_worker_attaches_frames_only_when_a_trigger_fires() -> None:
-    clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
-    setup = WorkerSetup(
+def _setup(audit_fraction: float) -> WorkerSetup:
+    """A worker screening 4 frames with the artifact detectors, escalating by default."""
+    return WorkerSetup(
         DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
         ReferenceConfig(),
         [ArtifactsConfig()],
-        escalation=EscalationConfig(audit_fraction=0.0),
+        escalation=EscalationConfig(audit_fraction=audit_fraction),
     )
+
+
+def test_the_worker_attaches_frames_only_when_a_trigger_fires() -> None:
+    clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
+    setup = _setup(audit_fraction=0.0)
     ok = screen_job(1, ScreenJob(_segment(clean, 1)), setup)
     assert isinstance(ok, Screened) and ok.escalation is None and ok.escalation_error is None
 
@@ -78,12 +83,7 @@ def test_no_frames_are_encoded_for_a_request_the_limits_would_refuse() -> None:
     """The parent says which escalations the limits would admit now (room); the worker
     makes no request for an audit unless "all", and none at all on "none"."""
     clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
-    setup = WorkerSetup(
-        DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
-        ReferenceConfig(),
-        [ArtifactsConfig()],
-        escalation=EscalationConfig(audit_fraction=1.0),  # every normal segment: an audit
-    )
+    setup = _setup(audit_fraction=1.0)  # every normal segment: an audit
     job = ScreenJob(_segment(clean, 1))
     room = screen_job(1, job, setup)
     assert isinstance(room, Screened) and room.escalation is not None
@@ -117,12 +117,7 @@ def test_no_frames_are_encoded_for_the_renditions_habit_when_only_impairments_ge
     recent = pol.recent("news", "r")
     assert dict(recent.settled) == {"flag_black": pytest.approx(0.7)}
     clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
-    setup = WorkerSetup(
-        DecodeConfig(sampling=SamplingConfig(mode="uniform", count=4)),
-        ReferenceConfig(),
-        [ArtifactsConfig()],
-        escalation=EscalationConfig(audit_fraction=0.0),
-    )
+    setup = _setup(audit_fraction=0.0)
     slate = ScreenJob(_segment(black(clean, 0, 15), 11), recent=recent, room="impaired")
     habit = screen_job(1, slate, setup)
     assert isinstance(habit, Screened) and habit.escalation is None
