@@ -218,7 +218,12 @@ class EscalationConfig(StrictModel):
         "fired on every segment since is the same event going on (a freeze that lasts, a "
         "static slate): alone, it gets an audit's priority, so a long event is explained "
         "once and the budget stays for the next one. A trigger whose first segment was "
-        "refused is not an escalated event and keeps its priority.",
+        "refused is not an escalated event and keeps its priority; a flag stronger than the "
+        "event's escalated severity by more than habit_margin is news (a camera's half-"
+        "segment hold escalated, then the picture stops for whole segments; on "
+        "bench/escalation.py's real training libraries, warm 10-segment shots: +0.2 and "
+        "+0.3 points of impairments escalated, other feeds -0.1 to +0.3, the escalated "
+        "fraction unchanged).",
     )
     audit_fraction: float = Field(
         0.005,
@@ -428,7 +433,9 @@ class EscalationPolicy:
         self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
         self._flags: OrderedDict[str, deque[dict[str, float]]] = OrderedDict()
         """Per rendition, each recent segment's flag severities by trigger label."""
-        self._ongoing: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._ongoing: OrderedDict[str, dict[str, float]] = OrderedDict()
+        """Per rendition, its escalated events going on: trigger label -> the strongest flag
+        that still is the same event (its escalated severity plus habit_margin)."""
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._window: deque[list[float]] = deque()  # [second, seen, escalated]
         self._past: OrderedDict[str, list[tuple[float, bool]]] = OrderedDict()
@@ -452,14 +459,18 @@ class EscalationPolicy:
         labels = frozenset(reason_label(r) for r in reasons)
         severities = _flag_severities(v)
         habitual = self.habitual(key, severities)
-        # an escalated event goes on while its trigger fires on every segment
-        ongoing = self._ongoing.pop(key, frozenset()) & labels
+        # an escalated event goes on while its trigger fires on every segment, no stronger
+        # than it was escalated at (plus the habit margin)
+        events = self._ongoing.pop(key, {})
+        ongoing = {
+            k: top for k, top in events.items() if k in labels and severities.get(k, 0.0) <= top
+        }
         self._record(key, v, labels, severities)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
                 return self._admit(v.stream, now, "audit", "audit", has_request)
             return Decision(False, "normal")
-        novel = [r for r in reasons if reason_label(r) not in habitual | ongoing]
+        novel = [r for r in reasons if reason_label(r) not in habitual | ongoing.keys()]
         kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
         if novel:
             why = ",".join(novel)
@@ -467,7 +478,10 @@ class EscalationPolicy:
             why = ("habitual:" if labels & habitual else "ongoing:") + ",".join(reasons)
         d = self._admit(v.stream, now, kind, why, has_request)
         if cfg.once_per_event and (d.escalate or ongoing):
-            self._ongoing[key] = frozenset(ongoing) | (labels if d.escalate else frozenset())
+            if d.escalate:
+                for k in labels:
+                    ongoing[k] = max(ongoing.get(k, 0.0), self._ceiling(severities.get(k)))
+            self._ongoing[key] = ongoing
             _cap(self._ongoing, cfg.max_keys)
         return d
 
@@ -534,6 +548,12 @@ class EscalationPolicy:
             severities = _flag_severities(v)
         self._history(self._flags, key).append({k: x for k, x in severities.items() if k in labels})
 
+    def _ceiling(self, severity: float | None) -> float:
+        """The strongest flag that is still the habit or event a flag of `severity` was:
+        habit_margin above it (inf for triggers that are no flag, or without a margin)."""
+        margin = self.config.habit_margin
+        return math.inf if severity is None or margin is None else severity + margin
+
     def habitual(self, key: str, severities: dict[str, float] | None = None) -> set[str]:
         """Trigger labels that fired on at least habitual_share of the rendition's recent
         segments (see EscalationConfig.habitual_share). A flag in `severities` (this
@@ -553,16 +573,11 @@ class EscalationPolicy:
         # share of the window, not of what is known yet: on a short history one earlier
         # hit would already be a "habit"
         need = max(1.0, share * self.config.recent_window)
-        margin = self.config.habit_margin
         peaks: dict[str, float] = {}
         for seen in self._flags.get(key, ()):
             for k, x in seen.items():
                 peaks[k] = max(peaks.get(k, 0.0), x)
-        return {
-            k: math.inf if margin is None else peaks.get(k, 0.0) + margin
-            for k, n in counts.items()
-            if n >= need
-        }
+        return {k: self._ceiling(peaks.get(k, 0.0)) for k, n in counts.items() if n >= need}
 
     def recent_median(self, stream: str, rendition: str) -> float | None:
         """The rendition's rolling median of mos_low, once `recent_min` are known."""
@@ -584,7 +599,8 @@ class EscalationPolicy:
                 for i, kind in enumerate(rising)
             )
         settled = self._habits(key)
-        settled.update(dict.fromkeys(self._ongoing.get(key, ()), math.inf))
+        for k, top in self._ongoing.get(key, {}).items():
+            settled[k] = max(settled.get(k, 0.0), top)
         return Recent(
             self.recent_median(stream, rendition),
             medians,

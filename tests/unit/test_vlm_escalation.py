@@ -329,6 +329,33 @@ def test_an_escalated_event_is_explained_once_while_it_lasts() -> None:
     assert again.kind == "impaired" and again.reason == "flag:freeze>=0.50"
 
 
+def test_an_event_growing_far_stronger_than_it_was_escalated_is_news() -> None:
+    # a camera holds still for half a segment (escalated), then the picture stops
+    clock = Clock()
+    cfg = EscalationConfig(
+        audit_fraction=0.0, habitual_share=None, budget_floor=1000, stream_burst=1000
+    )
+
+    def run(policy: EscalationPolicy, severities: list[float]) -> list[Decision]:
+        out = []
+        for i, sev in enumerate(severities):
+            clock.t += 2
+            out.append(policy.decide(v(i, flags=(Flag("freeze", sev, 0, 2),))))
+        return out
+
+    hold, stop, still = run(EscalationPolicy(cfg, clock), [0.5, 0.98, 0.98])
+    assert hold.kind == "impaired" and stop.escalate and stop.kind == "impaired"
+    assert still.kind == "unsure" and still.reason.startswith("ongoing:")  # 0.98 goes on
+    near = run(EscalationPolicy(cfg, clock), [0.5, 0.55])[1]  # within the margin
+    assert near.kind == "unsure" and near.reason.startswith("ongoing:")
+    off = run(EscalationPolicy(cfg.model_copy(update={"habit_margin": None}), clock), [0.5, 0.98])
+    assert off[1].kind == "unsure" and off[1].reason.startswith("ongoing:")
+    # the worker's hint agrees: a stronger flag of the event is not settled
+    pol = EscalationPolicy(cfg, clock)
+    run(pol, [0.5])
+    assert dict(pol.recent("news", "720p").settled)["flag_freeze"] == pytest.approx(0.6)
+
+
 def test_an_event_refused_at_its_start_keeps_its_priority() -> None:
     clock = Clock()
     cfg = EscalationConfig(
