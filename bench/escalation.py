@@ -416,12 +416,14 @@ def tiny_vlm(requests: list[EscalationRequest]) -> dict[str, Any]:
     return out
 
 
-def use_pictures(assets: Path, split: realset.Split = "eval", count: int = 5) -> None:
+def use_pictures(
+    assets: Path, split: realset.Split = "eval", count: int = 5, offset: int = 0
+) -> None:
     """`count` real pictures of `split` as the sources (0: every usable one), chosen by the
-    len/count-th rule alone."""
+    len/count-th rule alone (shifted `offset` pictures on)."""
     global SOURCES
     PICTURES.clear()
-    PICTURES.update(realset.spread_pictures(assets, split, count or None))
+    PICTURES.update(realset.spread_pictures(assets, split, count or None, offset))
     SOURCES = tuple(PICTURES)
 
 
@@ -474,6 +476,13 @@ def main(argv: list[str] | None = None) -> int:
         "every usable one); stream s carries source s mod N",
     )
     ap.add_argument(
+        "--sources-offset",
+        type=int,
+        default=0,
+        help="with --pictures: shift every pick this many pictures on, for a second set of "
+        "the same size that shares no picture with the first (while under len/N)",
+    )
+    ap.add_argument(
         "--vmaf",
         action="store_true",
         help=f"measure each impaired segment's VMAF drop against the clean encode of its "
@@ -496,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.pictures:
-        use_pictures(args.pictures, args.split, args.sources)
+        use_pictures(args.pictures, args.split, args.sources, args.sources_offset)
 
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():

@@ -157,17 +157,22 @@ def list_sources(assets: Path, split: Split, only: Sequence[str] | None = None) 
     return sorted(chosen.values())
 
 
-def spread_pictures(assets: Path, split: Split, count: int | None) -> list[tuple[str, RGB]]:
+def spread_pictures(
+    assets: Path, split: Split, count: int | None, offset: int = 0
+) -> list[tuple[str, RGB]]:
     """`count` usable pictures of `split` (None: every one), every len/count-th by name
     order (a rule fixed before looking: the benches that film a few real pictures take
-    theirs this way), as (source name, RGB)."""
+    theirs this way), as (source name, RGB). `offset` shifts every pick that many pictures
+    on (wrapping), so a second set of the same size shares none of the first's while
+    offset < len/count."""
     found = [(p, usable(p)) for p in list_sources(assets, split)]
     ok = [(p, rgb) for p, rgb in found if rgb is not None]
     count = len(ok) if count is None else count
     if len(ok) < count:
         raise ValueError(f"{assets}: {len(ok)} usable {split} pictures, want {count}")
     return [
-        (source_name(assets, p), rgb) for p, rgb in (ok[i * len(ok) // count] for i in range(count))
+        (source_name(assets, p), rgb)
+        for p, rgb in (ok[(i * len(ok) // count + offset) % len(ok)] for i in range(count))
     ]
 
 

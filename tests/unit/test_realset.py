@@ -59,6 +59,21 @@ def test_list_sources_keeps_one_file_per_wallpaper(tmp_path: Path) -> None:
         realset.list_sources(tmp_path, "train")
 
 
+def test_an_offset_spread_shares_no_picture_with_the_first(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(9):
+        d = tmp_path / "mate-backgrounds" / "w"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (400, 480, 3)).astype(np.uint8)).save(d / f"p{i}.png")
+    first = [n for n, _ in realset.spread_pictures(tmp_path, "eval", 3)]
+    second = [n for n, _ in realset.spread_pictures(tmp_path, "eval", 3, offset=1)]
+    assert len(first) == len(second) == 3 and not set(first) & set(second)
+    # the offset wraps: the last pick moves on to the first picture
+    assert realset.spread_pictures(tmp_path, "eval", 1, offset=9)[0][0] == first[0]
+
+
 def _fake_set(n_sources: int = 6, per: int = 10) -> fusion.SetFeatures:
     """Features where quality falls with the quantiser and with damage, plus noise."""
     rng = np.random.default_rng(0)
