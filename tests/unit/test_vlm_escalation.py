@@ -415,6 +415,32 @@ def test_a_habitual_flag_far_stronger_than_its_habit_is_what_changed() -> None:
     assert off.kind == "unsure" and off.reason.startswith("habitual:")
 
 
+def test_a_still_shot_that_is_over_is_no_habit_but_one_that_comes_back_is() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    frozen = (Flag("freeze", 1.0, 0, 2),)
+
+    def run(policy: EscalationPolicy, shots: list[tuple[Flag, ...]]) -> Decision:
+        for i, flags in enumerate(shots):
+            clock.t += 2
+            policy.decide(v(i, flags=flags))
+        clock.t += 2
+        return policy.decide(v(len(shots), flags=frozen))
+
+    # a 6-segment still shot, then the camera moves for 8: the picture stops
+    over = [frozen] * 6 + [()] * 8
+    stop = run(EscalationPolicy(cfg, clock), over)
+    assert stop.escalate and stop.kind == "impaired" and stop.reason == "flag:freeze>=0.50"
+    # stills that come back (two shots) are the channel's habit
+    back = run(EscalationPolicy(cfg, clock), [frozen] * 6 + [()] * 3 + [frozen] * 6 + [()] * 2)
+    assert back.kind == "unsure" and back.reason.startswith("habitual:")
+    # a still shot still going is the habit too, however it began
+    going = run(EscalationPolicy(cfg, clock), [()] * 3 + [frozen] * 6)
+    assert going.kind == "unsure" and going.reason.startswith(("habitual:", "ongoing:"))
+    off = cfg.model_copy(update={"habit_runs": False})
+    assert run(EscalationPolicy(off, clock), over).kind == "unsure"
+
+
 def test_degradation_head_thresholds_per_class() -> None:
     cfg = EscalationConfig()
     # the head calls clean real content "compression" with up to 0.99: never alone
