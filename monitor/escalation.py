@@ -220,8 +220,8 @@ class EscalationConfig(StrictModel):
         "not the rendition's habit: a habit is a trigger that comes back or is still "
         "firing. Without it, a channel that held one still shot for 20 s made every freeze "
         "of the next minute habitual. On bench/escalation.py's real training libraries, "
-        "warm 10-segment shots: +0.4 to +1.6 points of impairments escalated (four "
-        "libraries, the synthetic one unchanged), at +0.3 points escalated; a daemon "
+        "warm 10-segment shots: +0.4 to +1.6 points of impairments escalated (three real "
+        "libraries; the synthetic one unchanged), at +0.3 points escalated; a daemon "
         "started cold on fresh draws: unchanged on three, -1.3 on one (False: every "
         "trigger seen on habitual_share of the window is a habit).",
     )
