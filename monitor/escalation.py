@@ -603,11 +603,15 @@ class EscalationPolicy:
             for label in labels - before
         )
         last = history[-1]
+        # a run that reaches back to the window's first slot began before it: its length is
+        # unknown, so its tail is not taken for a short run (a habit) as it slides out
+        cut = history[0] if len(history) == history.maxlen else frozenset()
+        short = self.config.recent_min
         return Counter(
             {
                 k: n
                 for k, n in counts.items()
-                if runs[k] >= 2 or k in last or n < self.config.recent_min
+                if runs[k] >= 2 or k in last or (n < short and k not in cut)
             }
         )
 

@@ -439,6 +439,14 @@ def test_a_still_shot_that_is_over_is_no_habit_but_one_that_comes_back_is() -> N
     assert going.kind == "unsure" and going.reason.startswith(("habitual:", "ongoing:"))
     off = cfg.model_copy(update={"habit_runs": False})
     assert run(EscalationPolicy(off, clock), over).kind == "unsure"
+    # a run shorter than recent_min (5) is no still shot: two adjacent stills are a habit
+    short = run(EscalationPolicy(cfg, clock), [frozen] * 4 + [()] * 8)
+    assert short.kind == "unsure" and short.reason.startswith("habitual:")
+    assert run(EscalationPolicy(cfg, clock), [frozen] * 5 + [()] * 8).kind == "impaired"
+    # nor does a long shot's tail turn into a habit as it slides out of the 30-segment window
+    for quiet in range(21, 30):
+        tail = run(EscalationPolicy(cfg, clock), [frozen] * 10 + [()] * quiet)
+        assert tail.kind == "impaired", quiet
 
 
 def test_degradation_head_thresholds_per_class() -> None:
