@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ingest.contract import InitSegment, SegmentJob, is_display, largest_display, parse_message
 from ingest.initcache import InitCache
-from ingest.types import IngestError
+from ingest.types import IngestError, Segment
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
 from monitor.escalation import Recent, Room
@@ -199,15 +199,27 @@ class ScreenStep:
             message = self.intake.popleft()
             seg = message.payload.segment
             mode, ref = self.planner.plan(seg.stream, seg.rendition)
+            recent = self.recent(seg.stream, seg.rendition)
+            if recent is not None and recent.settled and self._in_flight(seg):
+                # the rendition's habits and events may change with the earlier segment
+                # still being screened (a still shot that ends is no habit any more): a
+                # stale hint could skip the frames of what the policy then escalates
+                recent = dataclasses.replace(recent, settled=())
             self._ids += 1
             self.running[self._ids] = message
             self.observe("queue_seconds", time.monotonic() - message.polled_at)
-            recent = self.recent(seg.stream, seg.rendition)
             room = self.room(seg.stream)
             job = message.payload
             if seg.display is None and (shown := self.display_of(seg.stream)) is not None:
                 job = dataclasses.replace(job, segment=dataclasses.replace(seg, display=shown))
             self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room))
+
+    def _in_flight(self, seg: Segment) -> bool:
+        """An earlier segment of seg's rendition is being screened (not yet decided)."""
+        return any(
+            m.payload.segment.stream == seg.stream and m.payload.segment.rendition == seg.rendition
+            for m in self.running.values()
+        )
 
     def poll(self, wait_s: float = 0.02) -> None:
         self._dispatch()

@@ -10,6 +10,7 @@ from ingest.contract import SegmentJob
 from ingest.types import Segment, StreamInfo
 from monitor import screen
 from monitor.clients import Record
+from monitor.escalation import Recent
 from monitor.runtime import Context, Message
 from monitor.screen import AdaptivePlanner, ScreenStep
 from monitor.sections import ScreeningConfig
@@ -97,3 +98,37 @@ def test_segments_without_a_display_header_get_the_streams_top_rung_once_screene
     assert step.display_of("news") == (640, 360)
     clock[0] += 2
     assert step.display_of("news") == (320, 180)
+
+
+def test_a_renditions_settled_hint_is_withheld_while_its_earlier_segment_is_screened() -> None:
+    pool, sink = Pool(), Sink()
+    settled = Recent(4.0, settled=(("flag_freeze", 1.1),))
+    step = ScreenStep(
+        cast(Context, None),
+        cast(WorkerPool, pool),
+        AdaptivePlanner(ScreeningConfig()),
+        cast(Any, sink),
+        intake=16,
+        recent=lambda _s, _r: settled,
+    )
+
+    def offer(rendition: str, seq: int) -> ScreenJob:
+        seg = Segment(b"", "news", rendition, seq)
+        step.submit(Message(Record("seg", 0, seq, None, b""), SegmentJob(seg)))
+        step.poll(0.0)
+        return pool.jobs[-1][1]
+
+    assert offer("640x360", 0).recent == settled  # nothing in flight: the hint holds
+    # seq 0 still screened: whether its freeze ends the still shot is not known yet, so
+    # seq 1's worker gets no settled triggers (it makes frames if the limits have room)
+    held = offer("640x360", 1).recent
+    assert held is not None and held.settled == () and held.mos_low == 4.0
+    assert offer("320x180", 0).recent == settled  # another rendition's is its own
+    first_id, first = pool.jobs[0]
+    pool.finish(first_id, first.job.segment)
+    second_id, second = pool.jobs[1]
+    pool.finish(second_id, second.job.segment)
+    third_id, third = pool.jobs[2]
+    pool.finish(third_id, third.job.segment)
+    step.poll(0.0)
+    assert offer("640x360", 2).recent == settled  # decided: the hint holds again
