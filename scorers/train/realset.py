@@ -164,7 +164,7 @@ def spread_pictures(
     order (a rule fixed before looking: the benches that film a few real pictures take
     theirs this way), as (source name, RGB). `offset` shifts every pick that many pictures
     on (wrapping), so a second set of the same size shares none of the first's while
-    offset < len/count."""
+    offset < len // count (the picks are that many or one more apart)."""
     found = [(p, usable(p)) for p in list_sources(assets, split)]
     ok = [(p, rgb) for p, rgb in found if rgb is not None]
     count = len(ok) if count is None else count
