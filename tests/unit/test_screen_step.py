@@ -53,19 +53,24 @@ class Sink:
         pass
 
 
+def _step(pool: Pool, sink: Sink, **kw: Any) -> ScreenStep:
+    return ScreenStep(
+        cast(Context, None),
+        cast(WorkerPool, pool),
+        AdaptivePlanner(ScreeningConfig()),
+        cast(Any, sink),
+        intake=16,
+        **kw,
+    )
+
+
 def test_segments_without_a_display_header_get_the_streams_top_rung_once_screened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr(screen.time, "monotonic", lambda: clock[0])
     pool, sink = Pool(), Sink()
-    step = ScreenStep(
-        cast(Context, None),
-        cast(WorkerPool, pool),
-        AdaptivePlanner(ScreeningConfig()),
-        cast(Any, sink),
-        intake=16,
-    )
+    step = _step(pool, sink)
 
     def offer(rendition: str, seq: int, display: tuple[int, int] | None = None) -> Segment:
         seg = Segment(b"", "news", rendition, seq, display=display)
@@ -103,14 +108,7 @@ def test_segments_without_a_display_header_get_the_streams_top_rung_once_screene
 def test_a_renditions_settled_hint_is_withheld_while_its_earlier_segment_is_screened() -> None:
     pool, sink = Pool(), Sink()
     settled = Recent(4.0, settled=(("flag_freeze", 1.1),))
-    step = ScreenStep(
-        cast(Context, None),
-        cast(WorkerPool, pool),
-        AdaptivePlanner(ScreeningConfig()),
-        cast(Any, sink),
-        intake=16,
-        recent=lambda _s, _r: settled,
-    )
+    step = _step(pool, sink, recent=lambda _s, _r: settled)
 
     def offer(rendition: str, seq: int) -> ScreenJob:
         seg = Segment(b"", "news", rendition, seq)
