@@ -34,7 +34,9 @@ and the tiny VLM's generation latency on CPU.
    quantisation higher than the clean encode, so on the procedural library that column
    is a curiosity, not a measure.
 3. The rules diagnosis (scorers.vlm.rules) of each impaired verdict against its known
-   impairment class.
+   impairment class: over the library from the verdict alone (`rules`), and over the
+   feeds' escalated impairments given the escalation's reason, as the diagnose role
+   receives it (`rules_accuracy_escalated`, per kind `diagnosed_right` of `escalated`).
 4. The tiny offline Qwen2.5-VL (tests/unit/tiny_vlm.py: random weights) through the
    transformers backend on CPU: latency of a diagnose call (score + degradation) at
    batch 1 and 4 with real escalation requests; it measures the pipeline's overhead
@@ -243,6 +245,7 @@ def run_feed(
             place[k] = item
     t = [1000.0]
     policy = EscalationPolicy(config, clock=lambda: t[0])
+    rules_cfg = RulesConfig()
     prior = EscalationPolicy(config, clock=lambda: t[0]) if restart else None
     per_stream_seq = [0] * streams
     esc_total = 0
@@ -286,6 +289,9 @@ def run_feed(
             c["triggered"] += bool(fired)
             c["strong"] += strong
             c["escalated"] += d.escalate
+            if d.escalate:  # what the rules backend would answer, given why it was escalated
+                cls, _sev, _why = rules_degradation(v.to_json(), rules_cfg, d.reason)
+                c["diagnosed_right"] += cls in EXPECTED[item.kind]
             if not d.escalate:  # why an impaired segment was not escalated
                 why = "untriggered" if not fired else f"{d.dropped}/{d.kind}/{d.reason[:40]}"
                 c[f"missed:{why}"] += 1
@@ -311,6 +317,7 @@ def run_feed(
         "strong_trigger_recall": round(strong_n / n_bad, 4) if n_bad else None,
         "escalation_recall": round(esc_bad / n_bad, 4) if n_bad else None,
         "visible_escalation_recall": _share(kinds, "visible_escalated", "visible"),
+        "rules_accuracy_escalated": _share(kinds, "diagnosed_right", "escalated"),
         "clean_trigger_rate": round(sum(clean_triggered.values()) / n_clean, 4),
         "clean_escalated_rate": round(sum(clean_escalated.values()) / n_clean, 4),
         "clean_triggers": dict(clean_triggered),
@@ -480,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="with --pictures: shift every pick this many pictures on, for a second set of "
-        "the same size that shares no picture with the first (while under len/N)",
+        "the same size that shares no picture with the first (while under len // N)",
     )
     ap.add_argument(
         "--vmaf",
@@ -584,13 +591,14 @@ def main(argv: list[str] | None = None) -> int:
         "library_clean_triggers": dict(clean_trig),
         "feeds": feeds,
         "feed_mean": {
-            k: round(statistics.fmean(f[k] for f in feeds), 4)
+            k: round(statistics.fmean(x for f in feeds if (x := f[k]) is not None), 4)
             for k in (
                 "escalated_fraction",
                 "trigger_recall",
                 "strong_trigger_recall",
                 "escalation_recall",
                 "clean_trigger_rate",
+                "rules_accuracy_escalated",
             )
         },
         "rules": rules_accuracy(bad),

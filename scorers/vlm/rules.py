@@ -16,7 +16,8 @@ from scorers.vlm.prompts import NO_DISTORTION, SEVERITIES
 from scorers.vlm.types import Diagnosis, EscalationRequest, Task, TaskResult
 
 RULES_MODEL = "rules"
-RULES_VERSION = "rules/1"
+RULES_VERSION = "rules/2"
+"""rules/2: the escalation's own triggers, when they name what changed, pick the evidence."""
 
 FLAG_TO_CLASS = {
     "black": "black",
@@ -39,6 +40,35 @@ HEAD_TO_CLASS = {
     "banding": "banding",
 }
 """Distilled head name (scorers/train/model.py DEGRADATIONS) -> class; 'clean' -> none."""
+
+RISE_TO_CLASS = {"comb_mass": "banding", "edge_loss": "blur", "banding": "banding", "blur": "blur"}
+"""A rise trigger (monitor.escalation: rise:<measure or head class>) -> the class it shows."""
+
+
+def changed(reason: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """What an escalation's reason (monitor.escalation Decision.reason) names as having
+    changed on the segment: (flag kinds, classes from its other triggers, in order). Empty
+    for a reason that names no news: an audit, a habitual or ongoing trigger ("habitual:",
+    "ongoing:"), or no reason. Any string is accepted (it comes off a topic)."""
+    if not reason or reason.startswith(("habitual:", "ongoing:", "audit")):
+        return frozenset(), ()
+    kinds: set[str] = set()
+    classes: list[str] = []
+    for trigger in reason.split(","):
+        head, _, rest = trigger.partition(":")
+        name = rest.split(">=", 1)[0]
+        cls = None
+        if head == "flag" and name:
+            kinds.add(name)
+        elif head == "rise":
+            cls = RISE_TO_CLASS.get(name)
+        elif head == "degraded":
+            cls = HEAD_TO_CLASS.get(name)
+        elif trigger.startswith("qp>="):
+            cls = "compression"
+        if cls is not None and cls not in classes:
+            classes.append(cls)
+    return frozenset(kinds), tuple(classes)
 
 
 class RulesConfig(StrictModel):
@@ -73,6 +103,15 @@ class RulesConfig(StrictModel):
         description="The distilled head's top class is used only at or above this probability; "
         "below it the class is 'none' (unsure).",
     )
+    follow_reason: bool = Field(
+        True,
+        description="When the escalation's reason names what changed (its novel triggers: "
+        "a flag, a rise of a measure or head class, a sure head, a coarse quantiser), only "
+        "that evidence is read: a blur on a channel whose still shots always raise the "
+        "freeze flag is escalated on its lost edges, not on the freeze that is the "
+        "rendition's habit, and diagnosed as blur. Reasons that name no news (habitual, "
+        "ongoing, audit) leave the verdict's own evidence. False: the verdict alone.",
+    )
 
 
 def severity_label(x: float) -> str:
@@ -81,11 +120,21 @@ def severity_label(x: float) -> str:
     return SEVERITIES[min(len(SEVERITIES) - 1, int(x * len(SEVERITIES)))]
 
 
-def rules_degradation(verdict: dict[str, Any], cfg: RulesConfig) -> tuple[str, str, str]:
+def rules_degradation(
+    verdict: dict[str, Any], cfg: RulesConfig, reason: str = ""
+) -> tuple[str, str, str]:
     """(class, severity, why) from the worst flag (a freeze yields to transport and encoder
     evidence: RulesConfig.freeze_yields), else a coarse quantiser, else the distilled head,
-    else none."""
+    else none; first narrowed to what the escalation's `reason` names as changed
+    (RulesConfig.follow_reason)."""
     flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
+    kinds, classes = changed(reason) if cfg.follow_reason else (frozenset(), ())
+    if named := [f for f in flags if f.get("kind") in kinds]:
+        flags = named
+    elif classes:
+        mos_low = verdict.get("mos_low")
+        sev = (5.0 - float(mos_low)) / 4.0 if isinstance(mos_low, int | float) else 0.5
+        return classes[0], severity_label(sev), f"escalated on {reason.split(',', 1)[0]}"
     qp = mean_qp(verdict.get("extra") or {})
     coarse = cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp
     if cfg.freeze_yields and any(f["kind"] == "freeze" for f in flags):
@@ -130,7 +179,7 @@ def rules_diagnosis(
             spread = _std(frame) if frame else 0.0
             results.append(TaskResult(task, (raw,), (None,), 0.0, float(mos), spread))
         elif task == "degradation":
-            cls, sev, why = rules_degradation(v, cfg)
+            cls, sev, why = rules_degradation(v, cfg, request.reason)
             raw = json.dumps({"distortion_class": cls, "severity": sev, "from": why})
             results.append(TaskResult(task, (raw,), (None,), 0.0, degradation=cls, severity=sev))
         else:

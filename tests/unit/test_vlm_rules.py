@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from scorers.types import Flag
 from scorers.vlm.config import DiagnoseConfig
 from scorers.vlm.diagnoser import Diagnoser
@@ -77,6 +79,37 @@ def test_a_freeze_yields_to_transport_and_encoder_evidence() -> None:
     assert rules_degradation(coarse, off)[0] == "freeze"
     v = verdict(3, (frozen, Flag("corruption", 0.3, 0, 1))).to_json()
     assert rules_degradation(v, off)[0] == "freeze"
+
+
+def test_the_escalations_reason_picks_the_evidence_of_what_changed() -> None:
+    cfg = RulesConfig()
+    frozen = Flag("freeze", 1.0, 0, 2)
+    still = verdict(3, (frozen,)).to_json()  # a still shot: its freeze flag is the habit
+    assert rules_degradation(still, cfg)[0] == "freeze"
+    # escalated on its lost edges (the freeze being the rendition's habit): a blur
+    cls, sev, why = rules_degradation(still, cfg, "rise:edge_loss>=2.30")
+    assert (cls, sev) == ("blur", "catastrophic") and why == "escalated on rise:edge_loss>=2.30"
+    assert rules_degradation(still, cfg, "rise:comb_mass>=0.30,mos_low_drop>0.80")[0] == "banding"
+    assert rules_degradation(still, cfg, "degraded:noise>=0.50")[0] == "noise"
+    assert rules_degradation(still, cfg, "qp>=40.0")[0] == "compression"
+    # a flag the reason names is read alone: noise, not the habitual freeze beside it
+    both = verdict(3, (frozen, Flag("noise", 0.6, 0, 2))).to_json()
+    assert rules_degradation(both, cfg)[0] == "freeze"
+    assert rules_degradation(both, cfg, "flag:noise>=0.50")[:2] == ("noise", "serious")
+    # reasons that name no news leave the verdict's own evidence
+    for reason in ("habitual:rise:edge_loss>=2.30", "ongoing:flag:noise>=0.50", "audit", ""):
+        assert rules_degradation(both, cfg, reason)[0] == "freeze", reason
+    # and so do reasons that name nothing the rules know (a topic carries any string)
+    for reason in ("mos_low_drop>0.80", "rise:blur_effect>=0.1", ":::", "flag:", "x" * 10_000):
+        assert rules_degradation(both, cfg, reason)[0] in ("freeze", "noise"), reason
+    assert rules_degradation(still, RulesConfig(follow_reason=False), "rise:edge_loss")[0] == (
+        "freeze"
+    )
+    # through the diagnose role's rules backend
+    req = dataclasses.replace(request(), verdict=still, reason="rise:comb_mass>=0.30")
+    d = Diagnoser(DiagnoseConfig()).diagnose(req)
+    assert d.degradation is not None and d.degradation[0] == "banding"
+    assert d.prompt_version == "rules/2" and d.escalation_reason == "rise:comb_mass>=0.30"
 
 
 def test_rules_score_without_mos_is_a_failure() -> None:
