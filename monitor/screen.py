@@ -182,6 +182,9 @@ class ScreenStep:
         stream's rungs at one size instead of each learning it from what it happened to
         see (a worker that had not seen the top rung judged a low one at its coded size).
         A damaged segment teaches nothing; a rung gone from the ladder is forgotten."""
+        self._held: dict[int, Result] = {}
+        """Finished results waiting for an earlier job of their rendition: the policy
+        decides a rendition's segments in the order they were sent (see _release)."""
         self._ids = 0
         self._last_progress = time.monotonic()
 
@@ -224,9 +227,29 @@ class ScreenStep:
     def poll(self, wait_s: float = 0.02) -> None:
         self._dispatch()
         for result in self.pool.poll(wait_s if self.running else 0.0):
-            self._finished(result)
+            self._held[result.job_id] = result
+        self._release()
         self._dispatch()
         self.next.poll()
+
+    def _release(self) -> None:
+        """Hand on each held result once no earlier job of its rendition is running.
+        Workers finish out of order (a cheap job overtakes a full one); a rendition's
+        rolling state (habits, runs, ongoing events) is order-sensitive, and the settled
+        hint a job carried was made for the state its predecessors leave, so a later
+        segment decided first could leave that hint stale and the worker's skipped frames
+        would drop an impairment as no_frames. A slow job holds its rendition's later
+        results back, at most until the pool's job timeout fails it."""
+        blocked: set[tuple[str, str]] = set()
+        for job_id, message in list(self.running.items()):  # in dispatch order
+            seg = message.payload.segment
+            key = (seg.stream, seg.rendition)
+            if job_id in self._held and key not in blocked:
+                self._finished(self._held.pop(job_id))
+            else:
+                blocked.add(key)
+        for job_id in [j for j in self._held if j not in self.running]:
+            self._finished(self._held.pop(job_id))  # its message is gone: dropped there
 
     def _finished(self, result: Result) -> None:
         self._last_progress = time.monotonic()

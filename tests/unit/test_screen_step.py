@@ -90,6 +90,10 @@ def test_segments_without_a_display_header_get_the_streams_top_rung_once_screene
     offer("320x180", 2, display=(1280, 720))  # a header says otherwise: it wins
     assert pool.jobs[-1][1].job.segment.display == (1280, 720)
     assert len(sink.got) == 2
+    for job_id, job in pool.jobs[-2:]:  # screened as they were sent
+        pool.finish(job_id, job.job.segment)
+    step.poll(0.0)
+    assert len(sink.got) == 4
     # a damaged segment (an ad at 4K that decoded with errors) teaches nothing
     damaged = offer("640x360", 1)
     pool.finish(pool.jobs[-1][0], damaged, size="3840x2160", errors=40)
@@ -130,3 +134,33 @@ def test_a_renditions_settled_hint_is_withheld_while_its_earlier_segment_is_scre
     pool.finish(third_id, third.job.segment)
     step.poll(0.0)
     assert offer("640x360", 2).recent == settled  # decided: the hint holds again
+
+
+def test_a_renditions_results_are_decided_in_the_order_they_were_sent() -> None:
+    # a cheap job can overtake a full one on another worker; the policy must still see
+    # the rendition's segments in order (its habits, runs and the jobs' hints depend on it)
+    pool, sink = Pool(), Sink()
+    step = _step(pool, sink)
+    for rendition, seq in (("640x360", 0), ("640x360", 1), ("320x180", 0), ("640x360", 2)):
+        step.submit(
+            Message(
+                Record("seg", 0, seq, None, b""), SegmentJob(Segment(b"", "news", rendition, seq))
+            )
+        )
+    step.poll(0.0)
+    (a, ja), (b, jb), (c, jc), (d, jd) = pool.jobs
+
+    def decided() -> list[tuple[str, int]]:
+        return [(m.payload.verdict.rendition, m.payload.verdict.seq) for m in sink.got]
+
+    pool.finish(b, jb.job.segment)
+    pool.finish(d, jd.job.segment)
+    step.poll(0.0)
+    assert decided() == []  # held behind seq 0
+    pool.finish(c, jc.job.segment)
+    step.poll(0.0)
+    assert decided() == [("320x180", 0)]  # another rendition is not held
+    pool.finish(a, ja.job.segment)
+    step.poll(0.0)
+    assert decided() == [("320x180", 0), ("640x360", 0), ("640x360", 1), ("640x360", 2)]
+    assert not step.running and not step._held
