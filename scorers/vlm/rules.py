@@ -41,19 +41,26 @@ HEAD_TO_CLASS = {
 }
 """Distilled head name (scorers/train/model.py DEGRADATIONS) -> class; 'clean' -> none."""
 
-RISE_TO_CLASS = {"comb_mass": "banding", "edge_loss": "blur", "banding": "banding", "blur": "blur"}
-"""A rise trigger (monitor.escalation: rise:<measure or head class>) -> the class it shows."""
+RISE_TO_CLASS = {
+    **HEAD_TO_CLASS,
+    "comb_mass": "banding",
+    "edge_loss": "blur",
+    "blur_effect": "blur",
+}
+"""A rise trigger (monitor.escalation: rise:<head class, or artifacts measure>) -> the
+class it shows (every head class and measure a config may give a rise for)."""
 
 
-def changed(reason: str) -> tuple[frozenset[str], tuple[str, ...]]:
+def changed(reason: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
     """What an escalation's reason (monitor.escalation Decision.reason) names as having
-    changed on the segment: (flag kinds, classes from its other triggers, in order). Empty
+    changed on the segment: (flag kinds, (class, the trigger that shows it) from its other
+    triggers, in order; the trigger cut to 80 characters). Empty
     for a reason that names no news: an audit, a habitual or ongoing trigger ("habitual:",
     "ongoing:"), or no reason. Any string is accepted (it comes off a topic)."""
     if not reason or reason.startswith(("habitual:", "ongoing:", "audit")):
         return frozenset(), ()
     kinds: set[str] = set()
-    classes: list[str] = []
+    classes: list[tuple[str, str]] = []
     for trigger in reason.split(","):
         head, _, rest = trigger.partition(":")
         name = rest.split(">=", 1)[0]
@@ -66,8 +73,8 @@ def changed(reason: str) -> tuple[frozenset[str], tuple[str, ...]]:
             cls = HEAD_TO_CLASS.get(name)
         elif trigger.startswith("qp>="):
             cls = "compression"
-        if cls is not None and cls not in classes:
-            classes.append(cls)
+        if cls is not None and all(cls != known for known, _ in classes):
+            classes.append((cls, trigger[:80]))
     return frozenset(kinds), tuple(classes)
 
 
@@ -129,12 +136,15 @@ def rules_degradation(
     (RulesConfig.follow_reason)."""
     flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
     kinds, classes = changed(reason) if cfg.follow_reason else (frozenset(), ())
+    if "freeze" in kinds:  # a named freeze still yields to what explains it (freeze_yields)
+        kinds |= EXPLAIN_A_FREEZE
     if named := [f for f in flags if f.get("kind") in kinds]:
         flags = named
     elif classes:
         mos_low = verdict.get("mos_low")
         sev = (5.0 - float(mos_low)) / 4.0 if isinstance(mos_low, int | float) else 0.5
-        return classes[0], severity_label(sev), f"escalated on {reason.split(',', 1)[0]}"
+        cls, trigger = classes[0]
+        return cls, severity_label(sev), f"escalated on {trigger}"
     qp = mean_qp(verdict.get("extra") or {})
     coarse = cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp
     if cfg.freeze_yields and any(f["kind"] == "freeze" for f in flags):

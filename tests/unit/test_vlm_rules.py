@@ -100,8 +100,17 @@ def test_the_escalations_reason_picks_the_evidence_of_what_changed() -> None:
     for reason in ("habitual:rise:edge_loss>=2.30", "ongoing:flag:noise>=0.50", "audit", ""):
         assert rules_degradation(both, cfg, reason)[0] == "freeze", reason
     # and so do reasons that name nothing the rules know (a topic carries any string)
-    for reason in ("mos_low_drop>0.80", "rise:blur_effect>=0.1", ":::", "flag:", "x" * 10_000):
+    for reason in ("mos_low_drop>0.80", "rise:unknown>=0.1", ":::", "flag:", "x" * 10_000):
         assert rules_degradation(both, cfg, reason)[0] in ("freeze", "noise"), reason
+    # every rise a config may set names its class; the why quotes that trigger, bounded
+    for rise, cls in (("noise", "noise"), ("packet_loss", "packet_loss"), ("blur_effect", "blur")):
+        assert rules_degradation(still, cfg, f"rise:{rise}>=0.30")[0] == cls
+    long = "mos_low<2.50,rise:edge_loss>=2.30" + "9" * 100_000
+    _cls, _sev, why = rules_degradation(still, cfg, long)
+    assert why.startswith("escalated on rise:edge_loss>=2.30") and len(why) < 100
+    # a named freeze still yields to a blockiness below its own trigger (freeze_yields)
+    blocky = verdict(3, (frozen, Flag("blockiness", 0.3, 0, 2))).to_json()
+    assert rules_degradation(blocky, cfg, "flag:freeze>=0.50")[0] == "blocking"
     assert rules_degradation(still, RulesConfig(follow_reason=False), "rise:edge_loss")[0] == (
         "freeze"
     )
