@@ -63,6 +63,52 @@ class Recent:
     worker with the job, so it makes no JPEG frames for what the limits treat as weak."""
 
 
+SOFT_RISE: dict[str, float] = {"banding": 0.2, "blur": 0.25}
+SOFT_MEASURE_RISE: dict[str, float] = {"edge_loss": 1.5, "comb_mass": 0.2}
+
+
+class SoftTriggers(StrictModel):
+    """Lower thresholds of the relative triggers (judged against the rendition's own
+    level), escalated only while the budget has room to spare (`budget_share`): what they
+    catch is paid for from the budget's unused part, never from an impairment's."""
+
+    mos_low_drop: float | None = Field(
+        0.5,
+        gt=0,
+        le=4,
+        description="mos_low this far below the rendition's rolling median (the full "
+        "trigger: drop_below_recent). None: off.",
+    )
+    head: dict[str, float] = Field(
+        default_factory=lambda: dict(SOFT_RISE),
+        description="Per degradation class, a rise of the head's probability over the "
+        "rendition's median (the full trigger: rise_above_recent).",
+    )
+    measures: dict[str, float] = Field(
+        default_factory=lambda: dict(SOFT_MEASURE_RISE),
+        description="Per raw detector measure, a rise over the rendition's median (the full "
+        "trigger: measure_rise).",
+    )
+    budget_share: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Soft triggers alone are escalated only while the total stays under "
+        "this share of the budget (audits: audit_budget_share), so a feed whose budget "
+        "binds (a new deployment's first minutes) keeps the rest for impairments.",
+    )
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, given: dict[str, float]) -> dict[str, float]:
+        return _rises("soft.head", given, HEAD_CLASSES, "degradation class", 1.0)
+
+    @field_validator("measures")
+    @classmethod
+    def _measures(cls, given: dict[str, float]) -> dict[str, float]:
+        return _rises("soft.measures", given, MEASURES, "measure", math.inf)
+
+
 class EscalationConfig(StrictModel):
     enabled: bool = Field(True, description="Escalate anomalies to the diagnose role.")
     flag_severity: float = Field(
@@ -238,6 +284,16 @@ class EscalationConfig(StrictModel):
         "+0.3 points of impairments escalated, other feeds -0.1 to +0.3, the escalated "
         "fraction unchanged).",
     )
+    soft: SoftTriggers | None = Field(
+        default_factory=SoftTriggers,
+        description="Soft triggers: the relative triggers at lower thresholds, each only "
+        "where its full one did not fire, escalated with their own priority between an "
+        "impairment's and an audit's (budget_share). On bench/escalation.py's four "
+        "calibration libraries (three real, one synthetic): warm 10-segment shots +2.2, "
+        "+2.8, +1.0 and +0.1 points of impairments escalated, at 3.1-4.1% escalated; "
+        "cold fresh draws unchanged (0 to +0.4); a share of 0.9 lost up to 0.8 cold, 0.6 "
+        "gained less. None: off.",
+    )
     audit_fraction: float = Field(
         0.005,
         ge=0,
@@ -288,6 +344,18 @@ class EscalationConfig(StrictModel):
         "for segments a trigger or the audit sample picks).",
     )
 
+    @property
+    def head_tracked(self) -> tuple[str, ...]:
+        """Head classes whose rolling median a rendition keeps (full and soft rises)."""
+        soft = tuple(self.soft.head) if self.soft is not None else ()
+        return tuple(dict.fromkeys((*self.rise_above_recent, *soft)))
+
+    @property
+    def measures_tracked(self) -> tuple[str, ...]:
+        """Raw measures whose rolling median a rendition keeps (full and soft rises)."""
+        soft = tuple(self.soft.measures) if self.soft is not None else ()
+        return tuple(dict.fromkeys((*self.measure_rise, *soft)))
+
 
 def _rises(
     field: str, given: dict[str, float], known: tuple[str, ...], what: str, most: float
@@ -301,8 +369,8 @@ def _rises(
     return given
 
 
-Kind = Literal["impaired", "unsure", "audit"]
-Room = Literal["all", "impaired", "none"]
+Kind = Literal["impaired", "soft", "unsure", "audit"]
+Room = Literal["all", "soft", "impaired", "none"]
 WEAK = ("degradation_unsure",)
 """Triggers that alone get an audit's priority, not an impairment's."""
 
@@ -359,6 +427,32 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
         value = measure(v.extra, name)
         if rise is not None and value is not None and value - median >= rise:
             out.append(f"rise:{name}>={rise:.2f}")
+    if cfg.soft is not None and recent is not None:
+        out += _soft(v, cfg, cfg.soft, recent, out)
+    return out
+
+
+def _soft(
+    v: Verdict, cfg: EscalationConfig, soft: SoftTriggers, recent: Recent, fired: list[str]
+) -> list[str]:
+    """The soft triggers (SoftTriggers) whose full trigger is not among `fired`."""
+    out = []
+    full = {r.split(">", 1)[0].split("<", 1)[0] for r in fired}
+    drop = soft.mos_low_drop
+    if drop is not None and "mos_low_drop" not in full:
+        low, median = v.mos_low, recent.mos_low
+        if low is not None and median is not None and low < median - drop:
+            out.append(f"soft:mos_low_drop>{drop:.2f}")
+    head = v.degradation or {}
+    for kind, at in recent.head if head else ():
+        rise = soft.head.get(kind)
+        if rise is not None and head.get(kind, 0.0) - at >= rise and f"rise:{kind}" not in full:
+            out.append(f"soft:{kind}>={rise:.2f}")
+    for name, at in recent.measures:
+        rise = soft.measures.get(name)
+        value = measure(v.extra, name) if f"rise:{name}" not in full else None
+        if rise is not None and value is not None and value - at >= rise:
+            out.append(f"soft:{name}>={rise:.2f}")
     return out
 
 
@@ -367,17 +461,26 @@ def is_weak(reasons: list[str]) -> bool:
     return all(r.split("<", 1)[0].split(">", 1)[0] in WEAK for r in reasons)
 
 
-def settled_only(v: Verdict, reasons: list[str], recent: Recent | None) -> bool:
-    """Every one of `reasons` is a habit or an ongoing event of the rendition (see
-    Recent.settled): the policy gives them an audit's priority."""
+def is_soft(reasons: list[str]) -> bool:
+    """Soft triggers fired, beside weak ones at most (EscalationConfig.soft): they get a
+    soft trigger's priority."""
+    soft = [r for r in reasons if r.startswith("soft:")]
+    return bool(soft) and is_weak([r for r in reasons if not r.startswith("soft:")])
+
+
+def unsettled(v: Verdict, reasons: list[str], recent: Recent | None) -> list[str]:
+    """`reasons` less the rendition's habits and ongoing events (see Recent.settled): what
+    the policy will judge this verdict by."""
     if recent is None or not recent.settled:
-        return False
+        return reasons
     ceilings = dict(recent.settled)
     severities = _flag_severities(v)
-    return all(
-        (label := reason_label(r)) in ceilings and severities.get(label, 0.0) <= ceilings[label]
+    return [
+        r
         for r in reasons
-    )
+        if (label := reason_label(r)) not in ceilings
+        or severities.get(label, 0.0) > ceilings[label]
+    ]
 
 
 def candidate(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> str | None:
@@ -400,6 +503,7 @@ def reason_label(reason: str) -> str:
     "flag:black>=0.50,mos_low<2.50" -> "flag_black"; "mos_low<2.50" -> "mos_low";
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
     "rise:banding>=0.30" -> "rise_banding"; "rise:blur_effect>=0.30" -> "rise_blur_effect";
+    "soft:edge_loss>=1.50" -> "soft_edge_loss"; "soft:mos_low_drop>0.50" -> "soft_mos_low_drop";
     "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
     "habitual:flag:freeze>=0.50" -> "habitual"; "ongoing:flag:freeze>=0.50" -> "ongoing".
     """
@@ -408,9 +512,9 @@ def reason_label(reason: str) -> str:
     if reason.startswith("ongoing:"):
         return "ongoing"
     first = reason.split(",", 1)[0]
-    for prefix in ("flag", "degraded", "rise"):
+    for prefix in ("flag", "degraded", "rise", "soft"):
         if first.startswith(prefix + ":"):
-            return prefix + "_" + first[len(prefix) + 1 :].split(">=", 1)[0]
+            return prefix + "_" + first[len(prefix) + 1 :].split(">", 1)[0].split("<", 1)[0]
     for sep in ("<", ">"):
         first = first.split(sep, 1)[0]
     return first or "unknown"
@@ -485,6 +589,8 @@ class EscalationPolicy:
             return Decision(False, "normal")
         novel = [r for r in reasons if reason_label(r) not in habitual | ongoing.keys()]
         kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
+        if novel and is_soft(novel):
+            kind = "soft"
         if novel:
             why = ",".join(novel)
         else:
@@ -547,11 +653,11 @@ class EscalationPolicy:
         cfg = self.config
         if v.mos_low is not None:
             self._history(self._recent, key).append(v.mos_low)
-        if v.degradation and cfg.rise_above_recent:
-            rising = cfg.rise_above_recent
+        if v.degradation and cfg.head_tracked:
+            rising = cfg.head_tracked
             self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
-        if cfg.measure_rise:
-            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
+        if cfg.measures_tracked:
+            taken = tuple(measure(v.extra, name) for name in cfg.measures_tracked)
             if any(x is not None for x in taken):
                 self._history(self._measures, key).append(
                     tuple(math.nan if x is None else x for x in taken)
@@ -629,7 +735,7 @@ class EscalationPolicy:
         heads = self._heads.get(key)
         medians: tuple[tuple[str, float], ...] = ()
         if heads and len(heads) >= self.config.recent_min:
-            rising = list(self.config.rise_above_recent)
+            rising = self.config.head_tracked
             medians = tuple(
                 (kind, float(statistics.median(h[i] for h in heads)))
                 for i, kind in enumerate(rising)
@@ -649,7 +755,7 @@ class EscalationPolicy:
         recent_min of the rendition's recent segments."""
         history = self._measures.get(key)
         out = []
-        for i, name in enumerate(self.config.measure_rise):
+        for i, name in enumerate(self.config.measures_tracked):
             taken = [h[i] for h in history or () if not math.isnan(h[i])]
             if len(taken) >= self.config.recent_min:
                 out.append((name, float(statistics.median(taken))))
@@ -672,6 +778,8 @@ class EscalationPolicy:
             tokens = bucket.tokens
         if self._refused("audit", tokens) is None:
             return "all"
+        if cfg.soft is not None and self._refused("soft", tokens) is None:
+            return "soft"
         return "impaired" if self._refused("impaired", tokens) is None else "none"
 
     @property
@@ -701,12 +809,13 @@ class EscalationPolicy:
     def _refused(self, kind: Kind, tokens: float) -> str | None:
         """The limit that refuses one more escalation of `kind` now ("budget", then
         "stream_rate"), None when both admit it."""
-        # audits and weak triggers leave a token and part of the budget for impairments
-        impaired = kind == "impaired"
-        limit = self.budget if impaired else self.budget * self.config.audit_budget_share
-        if self._escalated + 1 > limit:
+        # audits, weak and soft triggers leave a stream's last token and part of the
+        # budget (soft ones its last part) for impairments
+        cfg = self.config
+        share = {"impaired": 1.0, "soft": cfg.soft.budget_share if cfg.soft else 0.0}
+        if self._escalated + 1 > self.budget * share.get(kind, cfg.audit_budget_share):
             return "budget"
-        if tokens < (1.0 if impaired else 2.0):
+        if tokens < (1.0 if kind == "impaired" else 2.0):
             return "stream_rate"
         return None
 

@@ -49,8 +49,9 @@ from monitor.escalation import (
     Recent,
     Room,
     candidate,
+    is_soft,
     is_weak,
-    settled_only,
+    unsettled,
 )
 from scorers.artifacts import MEASURES_KEY
 from scorers.chain import Chain
@@ -85,7 +86,8 @@ class ScreenJob:
     """The rendition's rolling medians (the escalation's relative triggers)."""
     room: Room = "all"
     """Which escalations the limits would admit of this stream now (EscalationPolicy.room):
-    "impaired" makes no request for an audit or a weak trigger, "none" makes none."""
+    "soft" makes no request for an audit or a weak trigger, "impaired" none for a soft
+    trigger either, "none" makes none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +277,12 @@ def _escalation(
     if reason is None:
         return None, None
     reasons = reason.split(",")
-    # audits, weak triggers, and the rendition's habits and ongoing events alone
-    weak = reason == "audit" or is_weak(reasons) or settled_only(verdict, reasons, job.recent)
-    if job.room == "none" or (job.room == "impaired" and weak):
+    # audits, weak triggers, and the rendition's habits and ongoing events alone; soft
+    # triggers beside them at most
+    news = unsettled(verdict, reasons, job.recent)
+    weak = reason == "audit" or is_weak(reasons) or not news
+    refused = {"none": True, "impaired": weak or is_soft(news), "soft": weak, "all": False}
+    if refused[job.room]:
         return None, None  # the limits would refuse it: no JPEG frames for nothing
     try:
         return make_request(decoded, verdict, reason, cfg.frames), None

@@ -67,7 +67,7 @@ def changed(reason: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
         cls = None
         if head == "flag" and name:
             kinds.add(name)
-        elif head == "rise":
+        elif head in ("rise", "soft"):  # a soft trigger is a lower rise (monitor.escalation)
             cls = RISE_TO_CLASS.get(name)
         elif head == "degraded":
             cls = HEAD_TO_CLASS.get(name)

@@ -30,7 +30,7 @@ from monitor.messages import DeadLetterRecord
 from monitor.publisher import Publisher
 from monitor.runtime import Runtime, RuntimeSettings
 from monitor.workers import DecodeSummary, Screened, ScreenJob, WorkerSetup, screen_job
-from scorers.artifacts import ArtifactsConfig
+from scorers.artifacts import ArtifactsConfig, measure
 from scorers.types import Flag, Verdict
 from scorers.vlm.config import DiagnoseConfig
 from scorers.vlm.diagnoser import Diagnoser
@@ -130,6 +130,23 @@ def test_no_frames_are_encoded_for_the_renditions_habit_when_only_impairments_ge
     assert isinstance(room, Screened) and room.escalation is not None
 
 
+def test_a_soft_trigger_gets_frames_only_when_its_share_of_the_budget_has_room() -> None:
+    clean = list(pattern_frames("scene", 320, 180, 25, seed=1))
+    setup = _setup(audit_fraction=0.0)
+    first = screen_job(1, ScreenJob(_segment(clean, 1)), setup)
+    assert isinstance(first, Screened)
+    loss = measure(first.verdict.extra, "edge_loss")
+    assert loss is not None
+    # the rendition usually keeps 1.8 more of its edges: a soft rise (1.5), not a full one
+    job = ScreenJob(_segment(clean, 2), recent=Recent(None, (), (("edge_loss", loss - 1.8),)))
+    got = {}
+    for i, room in enumerate(("all", "soft", "impaired"), 2):
+        out = screen_job(i, dataclasses.replace(job, room=room), setup)
+        assert isinstance(out, Screened)
+        got[room] = out.escalation.reason if out.escalation is not None else None
+    assert got == {"all": "soft:edge_loss>=1.50", "soft": "soft:edge_loss>=1.50", "impaired": None}
+
+
 def test_room_follows_the_budget_and_the_streams_bucket() -> None:
     now = [1000.0]
     cfg = EscalationConfig(
@@ -146,6 +163,10 @@ def test_room_follows_the_budget_and_the_streams_bucket() -> None:
         now[0] += 0.5
         pol.decide(Verdict(f"other/r/{i}", "other", "r", i, 4.0, 4.0, (), (), ("x@1",)))
     assert pol.room("news") == "all"  # budget left, and a fresh stream has a full bucket
+    for i in range(16):  # audits until their half of the budget is spent (14 of 28)
+        now[0] += 0.5
+        pol.decide(Verdict(f"more/r/{i}", f"more{i}", "r", i, 4.0, 4.0, (), (), ("x@1",)))
+    assert pol.room("news") == "soft"  # soft triggers may still use up to 80% of it
     assert pol.room("other") == "impaired"  # one token left: kept for an impairment
     assert pol.decide(Verdict("other/r/40", "other", "r", 40, 4.0, 4.0, (), BLACK, ("x",))).escalate
     assert pol.room("other") == "none"  # its bucket is empty

@@ -64,7 +64,9 @@ def test_triggers_are_pure_and_named() -> None:
     assert triggers(v(1, flags=(Flag("blur", 0.3, 0, 2),)), cfg, None) == []
     assert triggers(v(1, mos_low=2.0), cfg, None) == ["mos_low<2.50"]
     assert triggers(v(1, mos_low=3.0), cfg, Recent(4.2)) == ["mos_low_drop>0.80"]
-    assert triggers(v(1, mos_low=3.6), cfg, Recent(4.2)) == []
+    assert triggers(v(1, mos_low=3.6), cfg, Recent(4.2)) == ["soft:mos_low_drop>0.50"]
+    assert triggers(v(1, mos_low=3.8), cfg, Recent(4.2)) == []
+    assert triggers(v(1, mos_low=3.6), EscalationConfig(soft=None), Recent(4.2)) == []
     unsure = {"clean": 0.3, "blur": 0.35, "noise": 0.35}
     assert triggers(v(1, head=unsure), cfg, None) == ["degradation_unsure<0.40"]
     assert triggers(v(1, head={"clean": 0.9, "blur": 0.1}), cfg, None) == []
@@ -93,9 +95,14 @@ def test_a_head_class_rising_above_the_renditions_habit_escalates() -> None:
     recent = Recent(4.0, (("banding", 0.3), ("blur", 0.1)))
     assert triggers(v(1, head=banded), cfg, recent) == ["rise:banding>=0.30"]
     assert triggers(v(1, head=habit), cfg, recent) == []
-    assert triggers(v(1, head={"clean": 0.4, "banding": 0.58}), cfg, recent) == []  # 0.28
+    near = v(1, head={"clean": 0.4, "banding": 0.58})  # 0.28 up: a soft trigger only
+    assert triggers(near, cfg, recent) == ["soft:banding>=0.20"]
+    assert triggers(near, EscalationConfig(soft=None), recent) == []
+    assert triggers(v(1, head={"clean": 0.5, "banding": 0.45}), cfg, recent) == []
     assert triggers(v(1, head=banded), cfg, None) == []  # no history yet
-    off = EscalationConfig(rise_above_recent={})
+    off = EscalationConfig(rise_above_recent={})  # the soft rise has its own setting
+    assert triggers(v(1, head=banded), off, recent) == ["soft:banding>=0.20"]
+    off = EscalationConfig(rise_above_recent={}, soft=None)
     assert triggers(v(1, head=banded), off, recent) == []
     assert reason_label("rise:banding>=0.30,mos_low<2.50") == "rise_banding"
 
@@ -127,18 +134,24 @@ def test_a_picture_losing_its_own_edges_escalates() -> None:
     cfg = EscalationConfig()
     recent = Recent(4.0, (), (("edge_loss", 4.3),))
     assert triggers(soft(1, 8.0), cfg, recent) == ["rise:edge_loss>=2.30"]
-    assert triggers(soft(1, 6.1), cfg, recent) == []  # 1.8 up: another crop of the picture
+    # 1.8 up, as another crop of the picture can be: a soft trigger only
+    assert triggers(soft(1, 6.1), cfg, recent) == ["soft:edge_loss>=1.50"]
+    assert triggers(soft(1, 5.5), cfg, recent) == []
     assert triggers(soft(1, 8.0), cfg, None) == []  # no history yet
     assert triggers(v(1), cfg, recent) == []  # not measured
-    assert triggers(soft(1, 8.0), EscalationConfig(measure_rise={}), recent) == []
+    assert triggers(soft(1, 8.0), EscalationConfig(measure_rise={}, soft=None), recent) == []
     assert reason_label("rise:edge_loss>=2.30") == "rise_edge_loss"
+    assert reason_label("soft:edge_loss>=1.50,soft:banding>=0.20") == "soft_edge_loss"
+    assert reason_label("soft:mos_low_drop>0.50") == "soft_mos_low_drop"
     # posterised luma piles a third more of the pixels on a few levels than usual
     combed = dataclasses.replace(v(1), extra={"artifacts": {"comb_mass": 0.75}})
     on_its_level = Recent(4.0, (), (("comb_mass", 0.5),))
     assert triggers(combed, cfg, Recent(4.0, (), (("comb_mass", 0.03),))) == [
         "rise:comb_mass>=0.30"
     ]
-    assert triggers(combed, cfg, on_its_level) == []  # a graphic that always looks so
+    assert triggers(combed, cfg, on_its_level) == ["soft:comb_mass>=0.20"]  # 0.25 up
+    # a graphic that always looks so
+    assert triggers(combed, cfg, Recent(4.0, (), (("comb_mass", 0.7),))) == []
     # blur_effect is reported too, and escalates only when configured
     sharpness = EscalationConfig(measure_rise={"blur_effect": 0.3})
     blurred = dataclasses.replace(v(1), extra={"artifacts": {"blur_effect": 0.7}})
@@ -159,6 +172,26 @@ def test_a_picture_losing_its_own_edges_escalates() -> None:
     assert d.escalate and d.reason == "rise:edge_loss>=2.30" and d.kind == "impaired"
     # another rendition with no history of its own: nothing to rise above
     assert not pol.decide(soft(0, 7.0, stream="sport")).escalate
+
+
+def test_soft_triggers_use_only_the_budgets_spare_part() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(budget_fraction=0.1, budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(100):  # a rendition at mos 4.2; 100 seen: a budget of 10
+        clock.t += 0.1
+        pol.decide(v(i, mos_low=4.2))
+    made = []
+    for i in range(100, 112):  # 0.6 below the rendition's median: soft (0.5), not full (0.8)
+        clock.t += 0.1
+        made.append(pol.decide(v(i, mos_low=3.6)))
+    assert {d.kind for d in made} == {"soft"} and made[0].reason == "soft:mos_low_drop>0.50"
+    # 80% of the budget (0.1 of 112 seen) for soft triggers, the rest kept for impairments
+    assert sum(d.escalate for d in made) == 8 and made[-1].dropped == "budget"
+    clock.t += 0.1
+    assert pol.decide(v(112, flags=BLACK)).escalate  # an impairment still has room
+    off = EscalationConfig(soft=None, **NO_AUDIT)
+    assert triggers(v(1, mos_low=3.6), off, Recent(4.2)) == []
 
 
 def test_measures_are_checked() -> None:

@@ -92,6 +92,7 @@ def test_the_escalations_reason_picks_the_evidence_of_what_changed() -> None:
     assert rules_degradation(still, cfg, "rise:comb_mass>=0.30,mos_low_drop>0.80")[0] == "banding"
     assert rules_degradation(still, cfg, "degraded:noise>=0.50")[0] == "noise"
     assert rules_degradation(still, cfg, "qp>=40.0")[0] == "compression"
+    assert rules_degradation(still, cfg, "soft:edge_loss>=1.50")[0] == "blur"  # a lower rise
     # a flag the reason names is read alone: noise, not the habitual freeze beside it
     both = verdict(3, (frozen, Flag("noise", 0.6, 0, 2))).to_json()
     assert rules_degradation(both, cfg)[0] == "freeze"
