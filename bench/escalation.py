@@ -72,6 +72,7 @@ from ingest.types import DecodedSegment, IngestError, Segment
 from monitor.escalation import (
     EscalationConfig,
     EscalationPolicy,
+    is_soft,
     is_weak,
     reason_label,
     triggers,
@@ -273,7 +274,7 @@ def run_feed(
                 policy.decide(v)
             continue
         fired = triggers(v, config, policy.recent(v.stream, v.rendition))
-        strong = bool(fired) and not is_weak(fired)
+        strong = bool(fired) and not is_weak(fired) and not is_soft(fired)
         d = policy.decide(v)
         esc_total += d.escalate
         if d.dropped:

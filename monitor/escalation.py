@@ -22,12 +22,12 @@ import math
 import statistics
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from scorers.artifacts import MEASURES, measure
@@ -344,17 +344,31 @@ class EscalationConfig(StrictModel):
         "for segments a trigger or the audit sample picks).",
     )
 
-    @property
-    def head_tracked(self) -> tuple[str, ...]:
-        """Head classes whose rolling median a rendition keeps (full and soft rises)."""
-        soft = tuple(self.soft.head) if self.soft is not None else ()
-        return tuple(dict.fromkeys((*self.rise_above_recent, *soft)))
-
-    @property
-    def measures_tracked(self) -> tuple[str, ...]:
-        """Raw measures whose rolling median a rendition keeps (full and soft rises)."""
-        soft = tuple(self.soft.measures) if self.soft is not None else ()
-        return tuple(dict.fromkeys((*self.measure_rise, *soft)))
+    @model_validator(mode="after")
+    def _soft_below_full(self) -> EscalationConfig:
+        """A soft trigger lowers a full one: below it, and with a share of the budget
+        between an impairment's and an audit's (one whose full trigger is off never fires)."""
+        soft = self.soft
+        if soft is None:
+            return self
+        lowered = [("mos_low_drop", soft.mos_low_drop, self.drop_below_recent)]
+        lowered += [(f"head.{k}", x, self.rise_above_recent.get(k)) for k, x in soft.head.items()]
+        lowered += [
+            (f"measures.{k}", x, self.measure_rise.get(k)) for k, x in soft.measures.items()
+        ]
+        for name, low, full in lowered:
+            if low is not None and full is not None and low >= full:
+                raise ValueError(
+                    f"soft.{name}: {low} is not below its full trigger's {full}, so it could "
+                    "never fire; lower it, or leave it out"
+                )
+        if soft.budget_share < self.audit_budget_share:
+            raise ValueError(
+                f"soft.budget_share {soft.budget_share} is below audit_budget_share "
+                f"{self.audit_budget_share}: soft triggers rank above audits; raise it, or set "
+                "soft: null to turn them off"
+            )
+        return self
 
 
 def _rises(
@@ -438,14 +452,14 @@ def _soft(
     """The soft triggers (SoftTriggers) whose full trigger is not among `fired`."""
     out = []
     full = {r.split(">", 1)[0].split("<", 1)[0] for r in fired}
-    drop = soft.mos_low_drop
+    drop = soft.mos_low_drop if cfg.drop_below_recent is not None else None
     if drop is not None and "mos_low_drop" not in full:
         low, median = v.mos_low, recent.mos_low
         if low is not None and median is not None and low < median - drop:
             out.append(f"soft:mos_low_drop>{drop:.2f}")
     head = v.degradation or {}
     for kind, at in recent.head if head else ():
-        rise = soft.head.get(kind)
+        rise = soft.head.get(kind)  # recent.head: the full rise_above_recent classes
         if rise is not None and head.get(kind, 0.0) - at >= rise and f"rise:{kind}" not in full:
             out.append(f"soft:{kind}>={rise:.2f}")
     for name, at in recent.measures:
@@ -475,12 +489,13 @@ def unsettled(v: Verdict, reasons: list[str], recent: Recent | None) -> list[str
         return reasons
     ceilings = dict(recent.settled)
     severities = _flag_severities(v)
-    return [
-        r
-        for r in reasons
-        if (label := reason_label(r)) not in ceilings
-        or severities.get(label, 0.0) > ceilings[label]
-    ]
+    out = []
+    for r in reasons:
+        label = reason_label(r)
+        settled = label if label in ceilings else family(label)
+        if settled not in ceilings or severities.get(label, 0.0) > ceilings[settled]:
+            out.append(r)
+    return out
 
 
 def candidate(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> str | None:
@@ -518,6 +533,20 @@ def reason_label(reason: str) -> str:
     for sep in ("<", ">"):
         first = first.split(sep, 1)[0]
     return first or "unknown"
+
+
+def family(label: str) -> str:
+    """The full trigger a soft trigger's label lowers ("soft_mos_low_drop" ->
+    "mos_low_drop", "soft_edge_loss" -> "rise_edge_loss"); other labels are their own.
+    A habit or an event of the full trigger covers its soft one (not the reverse)."""
+    if not label.startswith("soft_"):
+        return label
+    name = label[len("soft_") :]
+    return name if name == "mos_low_drop" else f"rise_{name}"
+
+
+def _covered(label: str, settled: Container[str]) -> bool:
+    return label in settled or family(label) in settled
 
 
 def audit_pick(segment_id: str, fraction: float) -> bool:
@@ -579,22 +608,25 @@ class EscalationPolicy:
         # an escalated event goes on while its trigger fires on every segment, no stronger
         # than it was escalated at (plus the habit margin)
         events = self._ongoing.pop(key, {})
+        # (an event goes on while its soft counterpart fires: the same thing, weaker)
+        present = labels | {family(k) for k in labels}
         ongoing = {
-            k: top for k, top in events.items() if k in labels and severities.get(k, 0.0) <= top
+            k: top for k, top in events.items() if k in present and severities.get(k, 0.0) <= top
         }
         self._record(key, v, labels, severities)
         if not reasons:
             if audit_pick(v.segment_id, cfg.audit_fraction):
                 return self._admit(v.stream, now, "audit", "audit", has_request)
             return Decision(False, "normal")
-        novel = [r for r in reasons if reason_label(r) not in habitual | ongoing.keys()]
+        novel = [r for r in reasons if not _covered(reason_label(r), habitual | ongoing.keys())]
         kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
         if novel and is_soft(novel):
             kind = "soft"
         if novel:
             why = ",".join(novel)
         else:
-            why = ("habitual:" if labels & habitual else "ongoing:") + ",".join(reasons)
+            habit = any(_covered(k, habitual) for k in labels)
+            why = ("habitual:" if habit else "ongoing:") + ",".join(reasons)
         d = self._admit(v.stream, now, kind, why, has_request)
         if cfg.once_per_event and (d.escalate or ongoing):
             if d.escalate:
@@ -653,11 +685,11 @@ class EscalationPolicy:
         cfg = self.config
         if v.mos_low is not None:
             self._history(self._recent, key).append(v.mos_low)
-        if v.degradation and cfg.head_tracked:
-            rising = cfg.head_tracked
+        if v.degradation and cfg.rise_above_recent:
+            rising = cfg.rise_above_recent
             self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
-        if cfg.measures_tracked:
-            taken = tuple(measure(v.extra, name) for name in cfg.measures_tracked)
+        if cfg.measure_rise:
+            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
             if any(x is not None for x in taken):
                 self._history(self._measures, key).append(
                     tuple(math.nan if x is None else x for x in taken)
@@ -735,7 +767,7 @@ class EscalationPolicy:
         heads = self._heads.get(key)
         medians: tuple[tuple[str, float], ...] = ()
         if heads and len(heads) >= self.config.recent_min:
-            rising = self.config.head_tracked
+            rising = list(self.config.rise_above_recent)
             medians = tuple(
                 (kind, float(statistics.median(h[i] for h in heads)))
                 for i, kind in enumerate(rising)
@@ -755,7 +787,7 @@ class EscalationPolicy:
         recent_min of the rendition's recent segments."""
         history = self._measures.get(key)
         out = []
-        for i, name in enumerate(self.config.measures_tracked):
+        for i, name in enumerate(self.config.measure_rise):
             taken = [h[i] for h in history or () if not math.isnan(h[i])]
             if len(taken) >= self.config.recent_min:
                 out.append((name, float(statistics.median(taken))))
@@ -776,16 +808,23 @@ class EscalationPolicy:
         if bucket is not None:
             bucket.refill(self._clock(), cfg.stream_rate_per_s, cfg.stream_burst)
             tokens = bucket.tokens
-        if self._refused("audit", tokens) is None:
+        if self._refused("audit", tokens, 1) is None:
             return "all"
-        if cfg.soft is not None and self._refused("soft", tokens) is None:
+        if cfg.soft is not None and self._refused("soft", tokens, 1) is None:
             return "soft"
-        return "impaired" if self._refused("impaired", tokens) is None else "none"
+        return "impaired" if self._refused("impaired", tokens, 1) is None else "none"
 
     @property
     def budget(self) -> float:
         """Escalations allowed in the current window."""
-        return max(float(self.config.budget_floor), self.config.budget_fraction * self._seen)
+        return self._budget(0)
+
+    def _budget(self, pending: int) -> float:
+        """The budget with `pending` more segments seen (room() asks for the next one,
+        which decide() counts before it judges: without it, the segment that tips the
+        budget over got no frames from a hint of "none", then was admitted as no_frames)."""
+        seen = self._seen + pending
+        return max(float(self.config.budget_floor), self.config.budget_fraction * seen)
 
     def _admit(
         self, stream: str, now: float, kind: Kind, reason: str, has_request: bool = True
@@ -806,14 +845,14 @@ class EscalationPolicy:
         self._count(now, escalated=1)
         return Decision(True, reason, kind)
 
-    def _refused(self, kind: Kind, tokens: float) -> str | None:
+    def _refused(self, kind: Kind, tokens: float, pending: int = 0) -> str | None:
         """The limit that refuses one more escalation of `kind` now ("budget", then
         "stream_rate"), None when both admit it."""
         # audits, weak and soft triggers leave a stream's last token and part of the
         # budget (soft ones its last part) for impairments
         cfg = self.config
         share = {"impaired": 1.0, "soft": cfg.soft.budget_share if cfg.soft else 0.0}
-        if self._escalated + 1 > self.budget * share.get(kind, cfg.audit_budget_share):
+        if self._escalated + 1 > self._budget(pending) * share.get(kind, cfg.audit_budget_share):
             return "budget"
         if tokens < (1.0 if kind == "impaired" else 2.0):
             return "stream_rate"

@@ -280,7 +280,7 @@ def _escalation(
     # audits, weak triggers, and the rendition's habits and ongoing events alone; soft
     # triggers beside them at most
     news = unsettled(verdict, reasons, job.recent)
-    weak = reason == "audit" or is_weak(reasons) or not news
+    weak = reason == "audit" or not news or is_weak(news)
     refused = {"none": True, "impaired": weak or is_soft(news), "soft": weak, "all": False}
     if refused[job.room]:
         return None, None  # the limits would refuse it: no JPEG frames for nothing

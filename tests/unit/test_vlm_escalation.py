@@ -15,8 +15,10 @@ from monitor.escalation import (
     EscalationPolicy,
     Recent,
     audit_pick,
+    family,
     reason_label,
     triggers,
+    unsettled,
 )
 from monitor.types import MessageError, verdict_from_json
 from scorers.types import Flag, Verdict
@@ -192,6 +194,52 @@ def test_soft_triggers_use_only_the_budgets_spare_part() -> None:
     assert pol.decide(v(112, flags=BLACK)).escalate  # an impairment still has room
     off = EscalationConfig(soft=None, **NO_AUDIT)
     assert triggers(v(1, mos_low=3.6), off, Recent(4.2)) == []
+
+
+def test_a_soft_trigger_of_a_settled_event_or_habit_is_no_news() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(10):
+        clock.t += 2
+        pol.decide(v(i, mos_low=4.0))
+
+    def seg(i: int, mos_low: float) -> Decision:
+        clock.t += 2
+        return pol.decide(v(i, mos_low=mos_low))
+
+    assert seg(10, 3.0).reason == "mos_low_drop>0.80"  # an event, escalated
+    weaker = seg(11, 3.3)  # the same drop, in the soft band: the event goes on
+    assert weaker.kind == "unsure" and weaker.reason == "ongoing:soft:mos_low_drop>0.50"
+    assert seg(12, 3.0).reason.startswith(("ongoing:", "habitual:"))  # and still does
+    # the worker reads the same: a soft trigger of a settled event gets no frames of its own
+    recent = pol.recent("news", "720p")
+    assert unsettled(v(13, mos_low=3.3), ["soft:mos_low_drop>0.50"], recent) == []
+    assert family("soft_edge_loss") == "rise_edge_loss" and family("flag_black") == "flag_black"
+
+
+def test_soft_triggers_are_checked_against_their_full_ones() -> None:
+    with pytest.raises(ValueError, match=r"soft\.head\.banding: 0\.3 is not below"):
+        EscalationConfig(soft={"head": {"banding": 0.3}})
+    with pytest.raises(ValueError, match=r"soft\.budget_share 0\.3 is below audit_budget_share"):
+        EscalationConfig(soft={"budget_share": 0.3})
+    # a full trigger turned off turns its soft one off too
+    off = EscalationConfig(drop_below_recent=None, measure_rise={}, rise_above_recent={})
+    assert triggers(v(1, mos_low=3.0), off, Recent(4.2)) == []
+
+
+def test_room_judges_the_budget_with_the_segment_it_is_asked_for() -> None:
+    # decide() counts a segment as seen before it judges it; room() must too, or the
+    # segment that tips the budget over gets no frames and is then admitted as no_frames
+    clock = Clock()
+    cfg = EscalationConfig(budget_fraction=0.05, budget_floor=0, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(19):  # 19 seen: 0.95 of an escalation; the 20th makes it 1
+        clock.t += 0.1
+        pol.decide(v(i))
+    assert pol.room("news") == "impaired"
+    clock.t += 0.1
+    assert pol.decide(v(19, flags=BLACK)).escalate
 
 
 def test_measures_are_checked() -> None:
