@@ -94,8 +94,9 @@ class SoftTriggers(StrictModel):
         ge=0,
         le=1,
         description="Soft triggers alone are escalated only while the total stays under "
-        "this share of the budget (audits: audit_budget_share), so a feed whose budget "
-        "binds (a new deployment's first minutes) keeps the rest for impairments.",
+        "this share of the budget (audits: audit_budget_share; a larger audit share is "
+        "used for both), so a feed whose budget binds (a new deployment's first minutes) "
+        "keeps the rest for impairments.",
     )
 
     @field_validator("head")
@@ -346,8 +347,8 @@ class EscalationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _soft_below_full(self) -> EscalationConfig:
-        """A soft trigger lowers a full one: below it, and with a share of the budget
-        between an impairment's and an audit's (one whose full trigger is off never fires)."""
+        """A soft trigger lowers a full one: below it (one whose full trigger is off never
+        fires)."""
         soft = self.soft
         if soft is None:
             return self
@@ -362,12 +363,6 @@ class EscalationConfig(StrictModel):
                     f"soft.{name}: {low} is not below its full trigger's {full}, so it could "
                     "never fire; lower it, or leave it out"
                 )
-        if soft.budget_share < self.audit_budget_share:
-            raise ValueError(
-                f"soft.budget_share {soft.budget_share} is below audit_budget_share "
-                f"{self.audit_budget_share}: soft triggers rank above audits; raise it, or set "
-                "soft: null to turn them off"
-            )
         return self
 
 
@@ -851,7 +846,9 @@ class EscalationPolicy:
         # audits, weak and soft triggers leave a stream's last token and part of the
         # budget (soft ones its last part) for impairments
         cfg = self.config
-        share = {"impaired": 1.0, "soft": cfg.soft.budget_share if cfg.soft else 0.0}
+        # soft triggers rank between impairments and audits, whatever the two shares say
+        soft = max(cfg.soft.budget_share, cfg.audit_budget_share) if cfg.soft else 0.0
+        share = {"impaired": 1.0, "soft": soft}
         if self._escalated + 1 > self._budget(pending) * share.get(kind, cfg.audit_budget_share):
             return "budget"
         if tokens < (1.0 if kind == "impaired" else 2.0):

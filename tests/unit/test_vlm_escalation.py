@@ -221,8 +221,9 @@ def test_a_soft_trigger_of_a_settled_event_or_habit_is_no_news() -> None:
 def test_soft_triggers_are_checked_against_their_full_ones() -> None:
     with pytest.raises(ValueError, match=r"soft\.head\.banding: 0\.3 is not below"):
         EscalationConfig(soft={"head": {"banding": 0.3}})
-    with pytest.raises(ValueError, match=r"soft\.budget_share 0\.3 is below audit_budget_share"):
-        EscalationConfig(soft={"budget_share": 0.3})
+    # a soft share below the audits' takes the audits' (soft triggers rank above audits)
+    low = EscalationPolicy(EscalationConfig(soft={"budget_share": 0.3}, audit_budget_share=0.5))
+    assert low._refused("soft", 5.0) == low._refused("audit", 5.0)
     # a full trigger turned off turns its soft one off too
     off = EscalationConfig(drop_below_recent=None, measure_rise={}, rise_above_recent={})
     assert triggers(v(1, mos_low=3.0), off, Recent(4.2)) == []
