@@ -436,31 +436,35 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
         value = measure(v.extra, name)
         if rise is not None and value is not None and value - median >= rise:
             out.append(f"rise:{name}>={rise:.2f}")
-    if cfg.soft is not None and recent is not None:
-        out += _soft(v, cfg, cfg.soft, recent, out)
+    if recent is not None:
+        out += _soft(v, cfg, recent, out)
     return out
 
 
-def _soft(
-    v: Verdict, cfg: EscalationConfig, soft: SoftTriggers, recent: Recent, fired: list[str]
-) -> list[str]:
-    """The soft triggers (SoftTriggers) whose full trigger is not among `fired`."""
+def _soft(v: Verdict, cfg: EscalationConfig, recent: Recent, fired: list[str]) -> list[str]:
+    """The soft triggers (EscalationConfig.soft) whose full trigger is on and not among
+    `fired`."""
+    soft = cfg.soft
+    if soft is None:
+        return []
     out = []
-    full = {r.split(">", 1)[0].split("<", 1)[0] for r in fired}
-    drop = soft.mos_low_drop if cfg.drop_below_recent is not None else None
-    if drop is not None and "mos_low_drop" not in full:
+    full = {reason_label(r) for r in fired}
+    drop = soft.mos_low_drop
+    if drop is not None and cfg.drop_below_recent is not None and "mos_low_drop" not in full:
         low, median = v.mos_low, recent.mos_low
         if low is not None and median is not None and low < median - drop:
             out.append(f"soft:mos_low_drop>{drop:.2f}")
     head = v.degradation or {}
-    for kind, at in recent.head if head else ():
-        rise = soft.head.get(kind)  # recent.head: the full rise_above_recent classes
-        if rise is not None and head.get(kind, 0.0) - at >= rise and f"rise:{kind}" not in full:
+    for kind, at in recent.head if head else ():  # the full rise_above_recent classes
+        rise = soft.head.get(kind)
+        if rise is not None and f"rise_{kind}" not in full and head.get(kind, 0.0) - at >= rise:
             out.append(f"soft:{kind}>={rise:.2f}")
-    for name, at in recent.measures:
+    for name, at in recent.measures:  # the full measure_rise measures
         rise = soft.measures.get(name)
-        value = measure(v.extra, name) if f"rise:{name}" not in full else None
-        if rise is not None and value is not None and value - at >= rise:
+        value = measure(v.extra, name)
+        if rise is None or f"rise_{name}" in full or value is None:
+            continue
+        if value - at >= rise:
             out.append(f"soft:{name}>={rise:.2f}")
     return out
 

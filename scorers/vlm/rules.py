@@ -141,10 +141,9 @@ def rules_degradation(
     if named := [f for f in flags if f.get("kind") in kinds]:
         flags = named
     elif classes:
-        mos_low = verdict.get("mos_low")
-        sev = (5.0 - float(mos_low)) / 4.0 if isinstance(mos_low, int | float) else 0.5
         cls, trigger = classes[0]
-        return cls, severity_label(sev), f"escalated on {trigger}"
+        sev = _mos_severity(verdict)
+        return cls, severity_label(0.5 if sev is None else sev), f"escalated on {trigger}"
     qp = mean_qp(verdict.get("extra") or {})
     coarse = cfg.coarse_qp is not None and qp is not None and qp >= cfg.coarse_qp
     if cfg.freeze_yields and any(f["kind"] == "freeze" for f in flags):
@@ -162,12 +161,17 @@ def rules_degradation(
     head = verdict.get("degradation") or {}
     if head:
         name, p = max(head.items(), key=lambda kv: kv[1])
-        mos_low = verdict.get("mos_low")
-        if name in HEAD_TO_CLASS and p >= cfg.min_head_probability and mos_low is not None:
-            sev = (5.0 - float(mos_low)) / 4.0
+        sev = _mos_severity(verdict)
+        if name in HEAD_TO_CLASS and p >= cfg.min_head_probability and sev is not None:
             return HEAD_TO_CLASS[name], severity_label(sev), f"head {name} p={p:.2f}"
         return NO_DISTORTION, NO_DISTORTION, f"head {name} p={p:.2f}"
     return NO_DISTORTION, NO_DISTORTION, "no flag, no degradation head"
+
+
+def _mos_severity(verdict: dict[str, Any]) -> float | None:
+    """The verdict's mos_low as a 0-1 severity (MOS 5 none, 1 extreme), None without one."""
+    mos_low = verdict.get("mos_low")
+    return (5.0 - float(mos_low)) / 4.0 if isinstance(mos_low, int | float) else None
 
 
 def rules_diagnosis(
