@@ -9,10 +9,10 @@ verdict, committed with it, at least once. The screen path never waits for the V
 the diagnose role reads that topic in its own consumer group.
 
 Every escalation is counted by its first trigger (`reason_label`), every refusal by
-why: `budget`, `stream_rate` (the policy's limits), `no_frames` (the limits had room,
-but the worker made no request: the limits were full when the job left, or the
-rolling median moved since; no budget is spent on it), `request_error` (the frames
-could not be encoded).
+why: `budget`, `ranked` (the budget's last part kept for rarer evidence), `stream_rate`
+(the policy's limits), `no_frames` (the limits had room, but the worker made no
+request: the limits were full when the job left, or the rolling median moved since; no
+budget is spent on it), `request_error` (the frames could not be encoded).
 
 A restarted daemon is not a new one: `warm_start` reads the latest verdicts the screen
 role published back into the policy's per-rendition state (rolling medians, measures,

@@ -238,7 +238,7 @@ class Metrics:
         self.escalations_dropped = Counter(
             "vqmon_escalations_dropped",
             "Escalations a trigger asked for but the screen role did not send, by reason: "
-            "budget, stream_rate (the policy's limits), no_frames, request_error.",
+            "budget, ranked, stream_rate (the policy's limits), no_frames, request_error.",
             ["reason"],
             registry=registry,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -13,6 +15,7 @@ from monitor.escalation import (
     Decision,
     EscalationConfig,
     EscalationPolicy,
+    Ranking,
     Recent,
     audit_pick,
     family,
@@ -277,6 +280,78 @@ def test_budget_caps_the_escalated_fraction() -> None:
         dropped += d.dropped == "budget"
     assert made <= 0.05 * 1000 and made >= 45
     assert dropped == 100 - made
+
+
+RANKED = {**NO_AUDIT, "budget_floor": 0, "stream_burst": 1000, "soft": None}
+STILL = (Flag("freeze", 1.0, 0, 2, {"run_frames": 50.0}),)
+
+
+def _fleet(rank: Ranking | None, pick: Callable[[int], tuple[tuple[Flag, ...], float]]) -> Counter:
+    """3,000 segments of 40 streams through a policy: (what, escalated, dropped) counts,
+    `pick(i)` giving segment i's flags and mos_low."""
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(**RANKED, rank=rank), clock)
+    out: Counter = Counter()
+    for i in range(3000):
+        clock.t += 0.05
+        flags, low = pick(i)
+        what = "+".join([f.kind for f in flags] + (["low"] if low < 2.5 else [])) or "clean"
+        d = pol.decide(v(i, low, flags, stream=f"s{i % 40}"))
+        out[what, d.escalate, d.dropped] += 1
+    return out
+
+
+def test_when_the_budget_binds_a_rare_trigger_goes_before_a_common_one() -> None:
+    """Still pictures look frozen on 30% of the fleet's segments; black comes on 2%. First
+    come, first served, the budget (5%) is spent on the stills before each black arrives;
+    ranked, the blacks go first, and the stills take the rest up to beyond_share."""
+
+    def pick(i: int) -> tuple[tuple[Flag, ...], float]:
+        if i % 50 == 25:
+            return BLACK, 4.0
+        return (STILL if i % 10 < 3 else ()), 4.0
+
+    fcfs = _fleet(None, pick)
+    assert fcfs["black", False, "budget"] == 60  # every black refused
+    ranked = _fleet(Ranking(), pick)
+    assert ranked["black", True, None] >= 58  # the first one or two meet a cold budget
+    assert ranked["freeze", False, "ranked"] > 700
+    made = sum(n for (_, esc, _), n in ranked.items() if esc)
+    assert 0.9 * 150 - 2 <= made <= 150  # beyond_share of the budget spent, never over
+
+
+def test_triggers_that_agree_outrank_each_alone() -> None:
+    """A still picture (30%) and a low score (30%) are each common; together (2%) they are
+    not, and go first."""
+
+    def pick(i: int) -> tuple[tuple[Flag, ...], float]:
+        if i % 50 == 25:
+            return STILL, 2.0
+        return (STILL if i % 10 < 3 else ()), (2.0 if 3 <= i % 10 < 6 else 4.0)
+
+    fcfs = _fleet(None, pick)
+    assert fcfs["freeze+low", False, "budget"] == 60
+    ranked = _fleet(Ranking(), pick)
+    assert ranked["freeze+low", True, None] >= 58
+    assert ranked["low", False, "ranked"] > 0 and ranked["freeze", False, "ranked"] > 0
+
+
+def test_the_ranks_forget_what_left_the_window_and_count_what_is_remembered() -> None:
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(**RANKED, budget_window_s=10), clock)
+    for i in range(20):
+        pol.remember(v(i, 4.0, STILL), age_s=5.0)
+    pol.remember(v(99, 4.0, STILL), age_s=50.0)  # older than the window: not counted
+    assert pol._ranks is not None and pol._ranks.labels["flag_freeze"] == 20
+    clock.t += 11
+    pol.decide(v(100, 4.0))
+    assert pol._ranks.labels["flag_freeze"] == 0 and pol._ranks.seen == 1
+
+
+def test_ranking_settings_are_checked() -> None:
+    assert EscalationConfig(rank=None).rank is None
+    with pytest.raises(ValueError, match="beyond_share"):
+        EscalationConfig(rank={"beyond_share": 1.5})
 
 
 def test_budget_window_slides() -> None:
