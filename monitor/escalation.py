@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal, TypeVar
@@ -113,14 +113,16 @@ class SoftTriggers(StrictModel):
 
 class Ranking(StrictModel):
     """When the budget binds, the strongest evidence first. A verdict's novel triggers are
-    scored by how rarely each fires across the fleet: the surprisal, in bits, of their
-    shares of the budget window's segments, summed (so several triggers that agree score
-    high). A verdict is escalated with the whole budget while the window's candidates
-    scoring at least as high fit in it (budget_fraction of its segments); a weaker one only
-    while the total stays under beyond_share of the budget, which keeps the rest for the
-    stronger ones. A trigger that fires on many streams (every still picture looks frozen
-    to the freeze detector) yields to rare ones (black, corruption) and to agreement,
-    without a delay: the screen path never waits."""
+    scored by how rarely each is news across the fleet: the surprisal, in bits, of the
+    share of the budget window's segments on which it was a candidate's novel trigger (not
+    a habit or an ongoing event), summed, so several triggers that agree score high. A
+    verdict is escalated with the whole budget of its kind while the window's candidates
+    that could use that share (an impairment: impairments) scoring at least as high fit
+    in it, or none scores higher; a weaker one only while the total stays under
+    beyond_share of the budget, which keeps the rest for the stronger ones (nothing is
+    kept back while the budget is budget_floor). A trigger that is news on many streams
+    (every still picture looks frozen to the freeze detector) yields to rare ones (black,
+    corruption) and to agreement, without a delay: the screen path never waits."""
 
     prior_rate: float = Field(
         0.05,
@@ -137,8 +139,8 @@ class Ranking(StrictModel):
         ge=0,
         le=1,
         description="The share of the budget a candidate it cannot afford may use (the "
-        "window's candidates scoring at least as high are more than budget_fraction of its "
-        "segments). 0.85 lost up to 1.5 points on warm fresh draws, 0.95 gained less cold.",
+        "window's candidates scoring at least as high, one of them higher, are more than "
+        "the budget). 0.85 lost up to 1.5 points on warm fresh draws, 0.95 gained less cold.",
     )
 
 
@@ -331,9 +333,9 @@ class EscalationConfig(StrictModel):
         default_factory=Ranking,
         description="Rank what is escalated when the budget binds (see Ranking). On "
         "bench/escalation.py's three real calibration libraries, a daemon started cold: "
-        "+1.4 to +4.0 points of impairments escalated on fresh draws, +0.4 to +1.0 on "
-        "10-segment shots; a running one (whole budget windows): -0.2 to 0 on fresh draws, "
-        "unchanged on shots; the synthetic library -0.1 to 0. None: first come, first served.",
+        "+0.8 to +3.8 points of impairments escalated on fresh draws, 0 to +0.6 on "
+        "10-segment shots; a running one (whole budget windows): 0 to +0.4 on fresh draws, "
+        "unchanged on shots; the synthetic library unchanged. None: first come, first served.",
     )
     audit_fraction: float = Field(
         0.005,
@@ -422,6 +424,8 @@ Kind = Literal["impaired", "soft", "unsure", "audit"]
 Room = Literal["all", "soft", "impaired", "none"]
 WEAK = ("degradation_unsure",)
 """Triggers that alone get an audit's priority, not an impairment's."""
+RANKED: tuple[Kind, ...] = ("impaired", "soft")
+"""The kinds of verdict that are ranked when the budget binds (see Ranking)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,6 +526,15 @@ def is_soft(reasons: list[str]) -> bool:
     return bool(soft) and is_weak([r for r in reasons if not r.startswith("soft:")])
 
 
+def _kind(novel: list[str]) -> Kind:
+    """The priority of a verdict whose triggers not settled are `novel`."""
+    if not novel:
+        return "unsure"
+    if is_soft(novel):
+        return "soft"
+    return "unsure" if is_weak(novel) else "impaired"
+
+
 def unsettled(v: Verdict, reasons: list[str], recent: Recent | None) -> list[str]:
     """`reasons` less the rendition's habits and ongoing events (see Recent.settled): what
     the policy will judge this verdict by."""
@@ -606,52 +619,55 @@ class _Bucket:
 
 
 class _Ranks:
-    """The fleet's trigger rates and the escalation candidates (their novel triggers) over
-    the budget's window (see Ranking): a row per second, totals kept as rows come and go.
-    Candidates are scored at today's rates, so two of the same triggers always rank alike."""
+    """The escalation candidates (impaired and soft verdicts, by their novel triggers) and
+    the segments seen over the budget's window (see Ranking): a row per second, totals
+    kept as rows come and go. A trigger's rate counts only the segments it was news on,
+    so an outage's ongoing black, or a habit, does not make black common. Candidates are
+    scored at today's rates, so two with the same triggers always rank alike."""
 
     def __init__(self, config: Ranking, window_s: float) -> None:
         self.config = config
         self.window_s = window_s
         self.rows: deque[_RankRow] = deque()
         self.labels: Counter[str] = Counter()
-        self.candidates: Counter[frozenset[str]] = Counter()
+        self.candidates: Counter[tuple[Kind, frozenset[str]]] = Counter()
         self.seen = 0
 
-    def see(self, at: float, labels: Iterable[str]) -> None:
-        """One segment decided (or remembered) at `at`, with the triggers that fired."""
+    def see(self, at: float, candidate: tuple[Kind, frozenset[str]] | None = None) -> None:
+        """One segment decided (or remembered) at `at`, and the candidate it was, if any."""
         row = self._row(at)
-        row.labels.update(labels)
-        self.labels.update(labels)
         row.seen += 1
         self.seen += 1
+        if candidate is not None:
+            row.candidates[candidate] += 1
+            self.candidates[candidate] += 1
+            row.labels.update(candidate[1])
+            self.labels.update(candidate[1])
 
-    def share(self, at: float, novel: frozenset[str], fraction: float) -> float:
-        """The share of the budget a candidate with these novel triggers may use: all of it
-        while the window's candidates scoring at least as high are at most `fraction` of
-        its segments (the budget affords them all) or none scores higher (there is nothing
-        to keep room for), else beyond_share. Counts the candidate."""
-        self._row(at).candidates[novel] += 1
-        self.candidates[novel] += 1
+    def beyond(self, kind: Kind, novel: frozenset[str], afford: float) -> bool:
+        """Whether a candidate of `kind` with these novel triggers is beyond what the
+        budget affords (`afford` escalations of its kind in the window): candidates that
+        could use its share scoring higher are in the window, and with those scoring as
+        high they are more than `afford`. An impairment is compared with impairments
+        only (a soft trigger cannot use the room kept above it)."""
         bits = self._bits()
         mine = sum(bits(k) for k in novel)
         higher = same = 0
-        for labels, n in self.candidates.items():
-            if n <= 0:
+        for (theirs_kind, labels), n in self.candidates.items():
+            if n <= 0 or (kind == "impaired" and theirs_kind != "impaired"):
                 continue
             theirs = sum(bits(k) for k in labels)
             if theirs > mine + 1e-9:
                 higher += n
             elif theirs >= mine - 1e-9:
                 same += n
-        if not higher or higher + same <= fraction * max(self.seen, 1):
-            return 1.0
-        return self.config.beyond_share
+        return bool(higher) and higher + same > afford
 
     def _bits(self) -> Callable[[str], float]:
-        """A trigger's surprisal in bits: -log2 of its share of the window's segments,
-        drawn towards prior_rate with the weight of prior_segments. A verdict's score is
-        the sum over its triggers (their surprisal together, were they independent)."""
+        """A trigger's surprisal in bits: -log2 of the share of the window's segments it
+        was news on, drawn towards prior_rate with the weight of prior_segments. A
+        verdict's score is the sum over its triggers (their surprisal together, were they
+        independent)."""
         cfg = self.config
         prior = cfg.prior_rate * cfg.prior_segments
         total = self.seen + cfg.prior_segments
@@ -665,13 +681,8 @@ class _Ranks:
 
         return bits
 
-    def _row(self, at: float) -> _RankRow:
-        sec = float(int(at))
-        if not self.rows or self.rows[-1].sec < sec:
-            self.rows.append(_RankRow(sec))
-        # (an earlier second, as a warm start's verdicts of several partitions interleave,
-        # is counted in the latest row: it leaves the window a little late)
-        horizon = at - self.window_s
+    def expire(self, now: float) -> None:
+        horizon = now - self.window_s
         while self.rows and self.rows[0].sec < horizon:
             old = self.rows.popleft()
             self.labels.subtract(old.labels)
@@ -679,14 +690,27 @@ class _Ranks:
             self.seen -= old.seen
         if len(self.candidates) > 4 * len(+self.candidates) + 64:
             self.candidates = +self.candidates  # drop the sets no longer in the window
-        return self.rows[-1]
+
+    def _row(self, at: float) -> _RankRow:
+        """The row of `at`'s second, made in order (a warm start's remembered segments
+        come in after later ones)."""
+        sec = float(int(at))
+        if not self.rows or self.rows[-1].sec < sec:
+            self.rows.append(_RankRow(sec))
+            return self.rows[-1]
+        i = len(self.rows) - 1
+        while i > 0 and self.rows[i - 1].sec >= sec:
+            i -= 1
+        if self.rows[i].sec != sec:
+            self.rows.insert(i, _RankRow(sec))
+        return self.rows[i]
 
 
 @dataclass(slots=True)
 class _RankRow:
     sec: float
     labels: Counter[str] = field(default_factory=Counter)
-    candidates: Counter[frozenset[str]] = field(default_factory=Counter)
+    candidates: Counter[tuple[Kind, frozenset[str]]] = field(default_factory=Counter)
     seen: int = 0
 
 
@@ -709,7 +733,9 @@ class EscalationPolicy:
         that still is the same event (its escalated severity plus habit_margin)."""
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._window: deque[list[float]] = deque()  # [second, seen, escalated]
-        self._past: OrderedDict[str, list[tuple[float, bool]]] = OrderedDict()
+        self._past: OrderedDict[
+            str, list[tuple[float, bool, tuple[Kind, frozenset[str]] | None]]
+        ] = OrderedDict()
         """Per rendition, remembered verdicts of the budget window not yet counted."""
         self._seen = 0
         self._escalated = 0
@@ -740,26 +766,20 @@ class EscalationPolicy:
             k: top for k, top in events.items() if k in present and severities.get(k, 0.0) <= top
         }
         self._record(key, v, labels, severities)
-        if self._ranks is not None:
-            self._ranks.see(now, labels)
         if not reasons:
+            self._rank(now)
             if audit_pick(v.segment_id, cfg.audit_fraction):
                 return self._admit(v.stream, now, "audit", "audit", has_request)
             return Decision(False, "normal")
         novel = [r for r in reasons if not _covered(reason_label(r), habitual | ongoing.keys())]
-        kind: Kind = "unsure" if not novel or is_weak(novel) else "impaired"
-        if novel and is_soft(novel):
-            kind = "soft"
+        kind = _kind(novel)
         if novel:
             why = ",".join(novel)
         else:
             habit = any(_covered(k, habitual) for k in labels)
             why = ("habitual:" if habit else "ongoing:") + ",".join(reasons)
-        share = 1.0
-        if self._ranks is not None and kind in ("impaired", "soft"):
-            novel_labels = frozenset(reason_label(r) for r in novel)
-            share = self._ranks.share(now, novel_labels, cfg.budget_fraction)
-        d = self._admit(v.stream, now, kind, why, has_request, share)
+        beyond = self._rank(now, kind, novel)
+        d = self._admit(v.stream, now, kind, why, has_request, beyond)
         if cfg.once_per_event and (d.escalate or ongoing):
             if d.escalate:
                 for k in labels:
@@ -784,15 +804,20 @@ class EscalationPolicy:
         key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
         labels = frozenset(reason_label(r) for r in reasons)
+        candidate = None
+        if self._ranks is not None and reasons:  # what it was to the ranks (no events known)
+            habitual = self.habitual(key, _flag_severities(v))
+            novel = [r for r in reasons if not _covered(reason_label(r), habitual)]
+            kind = _kind(novel)
+            if kind in RANKED:
+                candidate = (kind, frozenset(reason_label(r) for r in novel))
         self._record(key, v, labels)
-        if self._ranks is not None and (age_s is None or age_s < cfg.budget_window_s):
-            self._ranks.see(self._clock() - (age_s or 0.0), labels)
         if age_s is not None and 0.0 <= age_s < cfg.budget_window_s:
             past = self._past.get(key)
             if past is None:
                 past = self._past[key] = []
                 _cap(self._past, cfg.max_keys)
-            past.append((self._clock() - age_s, escalated))
+            past.append((self._clock() - age_s, escalated, candidate))
 
     def _count_past(self, key: str, now: float) -> None:
         """The remembered window of rendition `key` into the budget window (see remember)."""
@@ -801,13 +826,15 @@ class EscalationPolicy:
         if not past or past[-1][0] < horizon:
             return
         seconds = {int(sec): [sec, seen, esc] for sec, seen, esc in self._window}
-        for at, escalated in past:
+        for at, escalated, candidate in past:
             if at >= horizon:
                 row = seconds.setdefault(int(at), [float(int(at)), 0.0, 0.0])
                 row[1] += 1
                 row[2] += escalated
                 self._seen += 1
                 self._escalated += int(escalated)
+                if self._ranks is not None:
+                    self._ranks.see(at, candidate)
         self._window = deque(row for _, row in sorted(seconds.items()))
 
     def _record(
@@ -968,7 +995,7 @@ class EscalationPolicy:
         kind: Kind,
         reason: str,
         has_request: bool = True,
-        rank: float = 1.0,
+        beyond: bool = False,
     ) -> Decision:
         cfg = self.config
         bucket = self._buckets.get(stream)
@@ -977,7 +1004,7 @@ class EscalationPolicy:
             _cap(self._buckets, cfg.max_keys)
         self._buckets.move_to_end(stream)
         bucket.refill(now, cfg.stream_rate_per_s, cfg.stream_burst)
-        refused = self._refused(kind, bucket.tokens, rank=rank)
+        refused = self._refused(kind, bucket.tokens, beyond=beyond)
         if refused is not None:
             return Decision(False, reason, kind, dropped=refused)
         if not has_request:
@@ -987,25 +1014,49 @@ class EscalationPolicy:
         return Decision(True, reason, kind)
 
     def _refused(
-        self, kind: Kind, tokens: float, pending: int = 0, rank: float = 1.0
+        self, kind: Kind, tokens: float, pending: int = 0, beyond: bool = False
     ) -> str | None:
-        """The limit that refuses one more escalation of `kind` now ("budget", "ranked"
-        under `rank` (the candidate's share, see Ranking), then "stream_rate"), None when
-        they all admit it."""
-        # audits, weak and soft triggers leave a stream's last token and part of the
-        # budget (soft ones its last part) for impairments
-        cfg = self.config
-        # soft triggers rank between impairments and audits, whatever the two shares say
-        soft = max(cfg.soft.budget_share, cfg.audit_budget_share) if cfg.soft else 0.0
-        share = {"impaired": 1.0, "soft": soft}
-        cap = self._budget(pending) * share.get(kind, cfg.audit_budget_share)
+        """The limit that refuses one more escalation of `kind` now ("budget"; "ranked" for
+        a candidate `beyond` what the budget affords, see Ranking; then "stream_rate"),
+        None when they all admit it."""
+        cap = self._budget(pending) * self._share(kind)
         if self._escalated + 1 > cap:
             return "budget"
-        if self._escalated + 1 > cap * rank:
+        # the part kept for stronger candidates (none of a feed small enough to live on
+        # budget_floor: it would keep a whole escalation of two)
+        if (
+            beyond
+            and self._ranks is not None
+            and self._budget(pending) > self.config.budget_floor
+            and self._escalated + 1 > cap * self._ranks.config.beyond_share
+        ):
             return "ranked"
         if tokens < (1.0 if kind == "impaired" else 2.0):
             return "stream_rate"
         return None
+
+    def _share(self, kind: Kind) -> float:
+        """The share of the budget `kind` may use: audits, weak and soft triggers leave
+        part of it (soft ones its last part) for impairments."""
+        cfg = self.config
+        # soft triggers rank between impairments and audits, whatever the two shares say
+        soft = max(cfg.soft.budget_share, cfg.audit_budget_share) if cfg.soft else 0.0
+        return {"impaired": 1.0, "soft": soft}.get(kind, cfg.audit_budget_share)
+
+    def _rank(self, now: float, kind: Kind | None = None, novel: list[str] | None = None) -> bool:
+        """Count the segment decided now in the ranks (see Ranking), with its novel
+        triggers if it is a candidate (`kind` impaired or soft); whether it is beyond what
+        the budget affords."""
+        ranks = self._ranks
+        if ranks is None:
+            return False
+        ranks.expire(now)
+        if kind not in RANKED or kind is None:
+            ranks.see(now)
+            return False
+        labels = frozenset(reason_label(r) for r in novel or ())
+        ranks.see(now, (kind, labels))
+        return ranks.beyond(kind, labels, self._budget(0) * self._share(kind))
 
     def _history(self, store: OrderedDict[str, deque[T]], key: str) -> deque[T]:
         """The rendition's rolling window in `store` (made on first use; least recently

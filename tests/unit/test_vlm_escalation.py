@@ -17,6 +17,7 @@ from monitor.escalation import (
     EscalationPolicy,
     Ranking,
     Recent,
+    _Ranks,
     audit_pick,
     family,
     reason_label,
@@ -336,16 +337,55 @@ def test_triggers_that_agree_outrank_each_alone() -> None:
     assert ranked["low", False, "ranked"] > 0 and ranked["freeze", False, "ranked"] > 0
 
 
-def test_the_ranks_forget_what_left_the_window_and_count_what_is_remembered() -> None:
+def test_the_ranks_count_a_remembered_window_once_the_rendition_is_screened() -> None:
+    """A warm start's verdicts join the ranks (as candidates, when they were) only once
+    this member decides the rendition's next segment, as they join the budget; those
+    older than the window, or from a clock ahead of ours, never; all leave with it."""
     clock = Clock()
     pol = EscalationPolicy(EscalationConfig(**RANKED, budget_window_s=10), clock)
+    ranks = pol._ranks
+    assert ranks is not None
     for i in range(20):
         pol.remember(v(i, 4.0, STILL), age_s=5.0)
-    pol.remember(v(99, 4.0, STILL), age_s=50.0)  # older than the window: not counted
-    assert pol._ranks is not None and pol._ranks.labels["flag_freeze"] == 20
-    clock.t += 11
+    pol.remember(v(98, 4.0, STILL), age_s=50.0)  # older than the window
+    pol.remember(v(99, 4.0, STILL), age_s=-60.0)  # published by a clock ahead of ours
+    pol.remember(v(0, 4.0, STILL, stream="theirs"), age_s=5.0)  # a partner's rendition
+    assert ranks.seen == 0  # not yet screened here
     pol.decide(v(100, 4.0))
-    assert pol._ranks.labels["flag_freeze"] == 0 and pol._ranks.seen == 1
+    assert ranks.seen == 21 and ranks.labels["flag_freeze"] == 20
+    assert ranks.candidates["impaired", frozenset({"flag_freeze"})] == 20
+    clock.t += 11
+    pol.decide(v(101, 4.0))
+    assert ranks.labels["flag_freeze"] == 0 and ranks.seen == 1
+
+
+def test_an_impairment_is_ranked_among_impairments_only() -> None:
+    """A soft trigger cannot use the room kept above its own share, so a rarer soft one
+    does not hold an impairment back."""
+    ranks = _Ranks(Ranking(), 300.0)
+    for i in range(400):
+        ranks.see(1000.0 + i / 20, ("impaired", frozenset({"flag_freeze"})) if i % 3 == 0 else None)
+    ranks.see(1020.0, ("soft", frozenset({"soft_mos_low_drop"})))
+    assert not ranks.beyond("impaired", frozenset({"flag_freeze"}), 20.0)
+    assert ranks.beyond("soft", frozenset({"flag_freeze"}), 16.0)
+    ranks.see(1020.0, ("impaired", frozenset({"flag_black"})))
+    assert ranks.beyond("impaired", frozenset({"flag_freeze"}), 20.0)
+    assert not ranks.beyond("impaired", frozenset({"flag_freeze"}), 200.0)  # all fit
+
+
+def test_a_small_feed_on_its_budget_floor_keeps_nothing_back() -> None:
+    """One stream of 15-s segments: 20 a window, a budget of budget_floor (2). A black,
+    then two stills: the first still takes the second escalation, none is kept back."""
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(), clock)
+    made = []
+    for i in range(20):
+        clock.t += 15
+        flags = BLACK if i == 4 else (STILL if i in (9, 14) else ())
+        d = pol.decide(v(i, 2.0 if i == 4 else 4.0, flags, stream="a"))
+        if flags:
+            made.append((flags[0].kind, d.escalate, d.dropped))
+    assert made == [("black", True, None), ("freeze", True, None), ("freeze", False, "budget")]
 
 
 def test_ranking_settings_are_checked() -> None:
