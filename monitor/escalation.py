@@ -114,8 +114,8 @@ class SoftTriggers(StrictModel):
 class Ranking(StrictModel):
     """When the budget binds, the strongest evidence first. A verdict's novel triggers are
     scored by how rarely each is news across the fleet: the surprisal, in bits, of the
-    share of the budget window's segments on which it was a candidate's novel trigger (not
-    a habit or an ongoing event), summed, so several triggers that agree score high. A
+    share of the budget window's segments on which it was a novel trigger (not a habit or
+    an ongoing event), summed, so several triggers that agree score high. A
     verdict is escalated with the whole budget of its kind while the window's candidates
     that could use that share (an impairment: impairments) scoring at least as high fit
     in it, or none scores higher; a weaker one may not take the part kept back for the
@@ -634,16 +634,19 @@ class _Ranks:
         self.candidates: Counter[tuple[Kind, frozenset[str]]] = Counter()
         self.seen = 0
 
-    def see(self, at: float, candidate: tuple[Kind, frozenset[str]] | None = None) -> None:
-        """One segment decided (or remembered) at `at`, and the candidate it was, if any."""
+    def see(self, at: float, news: tuple[Kind, frozenset[str]] | None = None) -> None:
+        """One segment decided (or remembered) at `at`, with its kind and novel triggers if
+        it had any: they count in the rates, and it is a candidate if its kind is ranked
+        (a weak trigger alone is not, but its rate is the rate it is news at)."""
         row = self._row(at)
         row.seen += 1
         self.seen += 1
-        if candidate is not None:
-            row.candidates[candidate] += 1
-            self.candidates[candidate] += 1
-            row.labels.update(candidate[1])
-            self.labels.update(candidate[1])
+        if news is not None:
+            row.labels.update(news[1])
+            self.labels.update(news[1])
+            if news[0] in RANKED:
+                row.candidates[news] += 1
+                self.candidates[news] += 1
 
     def beyond(self, kind: Kind, novel: frozenset[str], afford: float) -> bool:
         """Whether a candidate of `kind` with these novel triggers is beyond what the
@@ -684,12 +687,14 @@ class _Ranks:
 
     def expire(self, now: float) -> None:
         horizon = now - self.window_s
+        if not self.rows or self.rows[0].sec >= horizon:
+            return
         while self.rows and self.rows[0].sec < horizon:
             old = self.rows.popleft()
             self.labels.subtract(old.labels)
             self.candidates.subtract(old.candidates)
             self.seen -= old.seen
-        if len(self.candidates) > 4 * len(+self.candidates) + 64:
+        if len(self.candidates) > 64:
             self.candidates = +self.candidates  # drop the sets no longer in the window
 
     def _row(self, at: float) -> _RankRow:
@@ -737,6 +742,9 @@ class EscalationPolicy:
         self._past: OrderedDict[
             str, list[tuple[float, bool, tuple[Kind, frozenset[str]] | None]]
         ] = OrderedDict()
+        self._remembered: OrderedDict[str, frozenset[str]] = OrderedDict()
+        """Per rendition, the warm start's events: triggers of a remembered escalated
+        verdict firing on every remembered segment since (for the ranks' rates)."""
         """Per rendition, remembered verdicts of the budget window not yet counted."""
         self._seen = 0
         self._escalated = 0
@@ -805,20 +813,39 @@ class EscalationPolicy:
         key = f"{v.stream}/{v.rendition}"
         reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
         labels = frozenset(reason_label(r) for r in reasons)
-        candidate = None
-        if self._ranks is not None and reasons:  # what it was to the ranks (no events known)
-            habitual = self.habitual(key, _flag_severities(v))
-            novel = [r for r in reasons if not _covered(reason_label(r), habitual)]
-            kind = _kind(novel)
-            if kind in RANKED:
-                candidate = (kind, frozenset(reason_label(r) for r in novel))
+        news = self._remembered_news(key, v, reasons, labels, escalated)
         self._record(key, v, labels)
         if age_s is not None and 0.0 <= age_s < cfg.budget_window_s:
             past = self._past.get(key)
             if past is None:
                 past = self._past[key] = []
                 _cap(self._past, cfg.max_keys)
-            past.append((self._clock() - age_s, escalated, candidate))
+            past.append((self._clock() - age_s, escalated, news))
+
+    def _remembered_news(
+        self, key: str, v: Verdict, reasons: list[str], labels: frozenset[str], escalated: bool
+    ) -> tuple[Kind, frozenset[str]] | None:
+        """What a remembered verdict was news of, as decide() judged it for the ranks: its
+        triggers less the rendition's habits and the remembered events (a trigger escalated
+        and firing on every segment since); None before the rendition has recent_min
+        verdicts (the running daemon had its history) or without news."""
+        if self._ranks is None:
+            return None
+        history = self._triggers.get(key)
+        events = self._remembered.pop(key, frozenset())
+        events = events & (labels | {family(k) for k in labels})
+        if escalated:
+            events |= labels
+        if events:
+            self._remembered[key] = events
+            _cap(self._remembered, self.config.max_keys)
+        if not history or len(history) < self.config.recent_min:
+            return None
+        habitual = self.habitual(key, _flag_severities(v))
+        novel = [r for r in reasons if not _covered(reason_label(r), habitual | events)]
+        if not novel:
+            return None
+        return _kind(novel), frozenset(reason_label(r) for r in novel)
 
     def _count_past(self, key: str, now: float) -> None:
         """The remembered window of rendition `key` into the budget window (see remember)."""
@@ -827,7 +854,7 @@ class EscalationPolicy:
         if not past or past[-1][0] < horizon:
             return
         seconds = {int(sec): [sec, seen, esc] for sec, seen, esc in self._window}
-        for at, escalated, candidate in past:
+        for at, escalated, news in past:
             if at >= horizon:
                 row = seconds.setdefault(int(at), [float(int(at)), 0.0, 0.0])
                 row[1] += 1
@@ -835,7 +862,7 @@ class EscalationPolicy:
                 self._seen += 1
                 self._escalated += int(escalated)
                 if self._ranks is not None:
-                    self._ranks.see(at, candidate)
+                    self._ranks.see(at, news)
         self._window = deque(row for _, row in sorted(seconds.items()))
 
     def _record(
@@ -1044,17 +1071,19 @@ class EscalationPolicy:
 
     def _rank(self, now: float, kind: Kind | None = None, novel: list[str] | None = None) -> bool:
         """Count the segment decided now in the ranks (see Ranking), with its novel
-        triggers if it is a candidate (`kind` impaired or soft); whether it is beyond what
-        the budget affords."""
+        triggers (they count in the rates whatever its kind); whether it is a candidate
+        (impaired or soft) beyond what the budget affords."""
         ranks = self._ranks
         if ranks is None:
             return False
         ranks.expire(now)
-        if kind not in RANKED or kind is None:
+        if kind is None or not novel:
             ranks.see(now)
             return False
-        labels = frozenset(reason_label(r) for r in novel or ())
+        labels = frozenset(reason_label(r) for r in novel)
         ranks.see(now, (kind, labels))
+        if kind not in RANKED:
+            return False
         return ranks.beyond(kind, labels, self._budget(0) * self._share(kind))
 
     def _history(self, store: OrderedDict[str, deque[T]], key: str) -> deque[T]:

@@ -7,6 +7,7 @@ import json
 import types
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -287,18 +288,27 @@ RANKED = {**NO_AUDIT, "budget_floor": 0, "stream_burst": 1000, "soft": None}
 STILL = (Flag("freeze", 1.0, 0, 2, {"run_frames": 50.0}),)
 
 
-def _fleet(rank: Ranking | None, pick: Callable[[int], tuple[tuple[Flag, ...], float]]) -> Counter:
-    """3,000 segments of 40 streams through a policy: (what, escalated, dropped) counts,
-    `pick(i)` giving segment i's flags and mos_low."""
+def _fleet(
+    rank: Ranking | None,
+    pick: Callable[[int], tuple[tuple[Flag, ...], float]],
+    n: int = 3000,
+    since: int = 0,
+    **cfg: Any,
+) -> Counter:
+    """`n` segments of 40 streams (20 a second) through a policy: (what, escalated,
+    dropped) counts of those from `since` on, `pick(i)` giving segment i's flags and
+    mos_low."""
     clock = Clock()
-    pol = EscalationPolicy(EscalationConfig(**RANKED, rank=rank), clock)
+    pol = EscalationPolicy(EscalationConfig(**{**RANKED, **cfg}, rank=rank), clock)
     out: Counter = Counter()
-    for i in range(3000):
+    for i in range(n):
         clock.t += 0.05
         flags, low = pick(i)
-        what = "+".join([f.kind for f in flags] + (["low"] if low < 2.5 else [])) or "clean"
+        dip = ["low"] if low < 2.5 else ["dip"] if low < 4.0 else []
+        what = "+".join([f.kind for f in flags] + dip) or "clean"
         d = pol.decide(v(i, low, flags, stream=f"s{i % 40}"))
-        out[what, d.escalate, d.dropped] += 1
+        if i >= since:
+            out[what, d.escalate, d.dropped] += 1
     return out
 
 
@@ -353,11 +363,73 @@ def test_the_ranks_count_a_remembered_window_once_the_rendition_is_screened() ->
     pol.remember(v(0, 4.0, STILL, stream="theirs"), age_s=5.0)  # a partner's rendition
     assert ranks.seen == 0  # not yet screened here
     pol.decide(v(100, 4.0))
-    assert ranks.seen == 21 and ranks.labels["flag_freeze"] == 20
-    assert ranks.candidates["impaired", frozenset({"flag_freeze"})] == 20
+    # news from the rendition's recent_min-th remembered verdict on (the running daemon
+    # had the history of the first ones)
+    assert ranks.seen == 21 and ranks.labels["flag_freeze"] == 15
+    assert ranks.candidates["impaired", frozenset({"flag_freeze"})] == 15
     clock.t += 11
     pol.decide(v(101, 4.0))
     assert ranks.labels["flag_freeze"] == 0 and ranks.seen == 1
+
+
+def test_what_left_the_window_no_longer_ranks() -> None:
+    """Blacks in the first 150 s only, stills all along (30%): once the blacks have left
+    the 300-s window, nothing scores above the stills and none is refused as ranked."""
+
+    def pick(i: int) -> tuple[tuple[Flag, ...], float]:
+        if i % 50 == 25 and i < 3000:
+            return BLACK, 4.0
+        return (STILL if i % 10 < 3 else ()), 4.0
+
+    late = _fleet(Ranking(), pick, n=12000, since=9100)
+    assert late["freeze", True, None] > 100 and not late["freeze", False, "ranked"]
+    early = _fleet(Ranking(), pick, n=3000, since=1000)
+    assert early["freeze", False, "ranked"] > 100
+
+
+def test_an_outages_ongoing_black_is_not_counted_as_news_live_or_remembered() -> None:
+    """10 streams black for a minute: a trigger's rate counts the segments it was news on
+    (before it became the rendition's habit, 2 of 30, or, without habits, the escalated
+    first one of each event), not the 300 it fired on; a restarted daemon reading the
+    same verdicts back counts them the same way."""
+    _outage(EscalationConfig(audit_fraction=0.0, budget_fraction=1.0, stream_burst=1000), 20)
+    no_habits = {"audit_fraction": 0.0, "budget_fraction": 1.0, "habitual_share": None}
+    _outage(EscalationConfig(**no_habits, stream_burst=1000), 10)
+
+
+def _outage(cfg: EscalationConfig, news: int) -> None:
+    clock = Clock()
+    live = EscalationPolicy(cfg, clock)
+    seen = []
+    for i in range(60 * 40 // 2):  # a minute of 2-s segments on 40 streams
+        clock.t += 0.05
+        stream = f"s{i % 40}"
+        verdict = v(i, 4.0, BLACK if i % 40 < 10 and i >= 400 else (), stream=stream)
+        seen.append((verdict, live.decide(verdict).escalate, clock.t))
+    assert live._ranks is not None and live._ranks.labels["flag_black"] <= news
+    restarted = EscalationPolicy(cfg, clock)
+    for verdict, escalated, at in seen:
+        restarted.remember(verdict, clock.t - at, escalated)
+    for s in range(40):
+        restarted.decide(v(9999, 4.0, stream=f"s{s}"))
+    assert restarted._ranks is not None and restarted._ranks.labels["flag_black"] <= news
+
+
+def test_a_common_soft_trigger_is_ranked_below_a_rare_impairment() -> None:
+    """Soft drops of mos_low (0.6 below the median) on a fifth of every stream's segments,
+    black on 2%: the soft ones are beyond what their share affords and leave its kept
+    part to the blacks."""
+
+    def pick(i: int) -> tuple[tuple[Flag, ...], float]:
+        if i % 50 == 25:
+            return BLACK, 4.0
+        return (), (3.4 if (i // 40) % 5 == 0 else 4.0)
+
+    cfg = {"soft": {}}
+    ranked = _fleet(Ranking(), pick, **cfg)
+    assert ranked["dip", False, "ranked"] > 0 and ranked["black", True, None] >= 56
+    fcfs = _fleet(None, pick, **cfg)
+    assert fcfs["dip", True, None] > 0 and not fcfs["dip", False, "ranked"]
 
 
 def test_an_impairment_is_ranked_among_impairments_only() -> None:
