@@ -299,9 +299,11 @@ class EscalationConfig(StrictModel):
         description="A trigger whose hits in the window form one run of at least "
         "recent_min segments that has ended is a past event (a still shot that is over), "
         "not the rendition's habit: a habit is a trigger that comes back or is still "
-        "firing. Without it, a channel that held one still shot for 20 s made every freeze "
-        "of the next minute habitual. On bench/escalation.py's real training libraries, "
-        "warm 10-segment shots: +0.4 to +1.6 points of impairments escalated (three real "
+        "firing; and such a still shot sets no ceiling for the shorter holds that are the "
+        "habit (a full stop after it is news, not its peak; no calibration library moved). "
+        "Without it, a channel that held one still shot for 20 s made every freeze of the "
+        "next minute habitual. On bench/escalation.py's real training libraries, warm "
+        "10-segment shots: +0.4 to +1.6 points of impairments escalated (three real "
         "libraries; the synthetic one unchanged), at +0.3 points escalated; a daemon "
         "started cold on fresh draws: unchanged on three, -1.3 on one (False: every "
         "trigger seen on habitual_share of the window is a habit).",
@@ -916,11 +918,35 @@ class EscalationPolicy:
         need = max(1.0, share * self.config.recent_window)
         if self.config.habit_runs:
             counts = self._recurring(history, counts)
+        flags = list(self._flags.get(key, ()))
+        past = self._past_event(history) if self.config.habit_runs else {}
         peaks: dict[str, float] = {}
-        for seen in self._flags.get(key, ()):
+        for i, seen in enumerate(flags):
             for k, x in seen.items():
-                peaks[k] = max(peaks.get(k, 0.0), x)
+                if i not in past.get(k, ()):
+                    peaks[k] = max(peaks.get(k, 0.0), x)
         return {k: self._ceiling(peaks.get(k, 0.0)) for k, n in counts.items() if n >= need}
+
+    def _past_event(self, history: deque[frozenset[str]]) -> dict[str, range]:
+        """Per trigger, the slots of its one ended run of at least recent_min segments when
+        it also has shorter runs (a channel's short holds and one still shot that is over):
+        the habit is the holds, and the still shot's hits set no ceiling for them."""
+        runs: dict[str, list[range]] = {}
+        start: dict[str, int] = {}
+        slots = list(history)
+        for i, labels in enumerate([*slots, frozenset()]):
+            for k in list(start):
+                if k not in labels:
+                    runs.setdefault(k, []).append(range(start.pop(k), i))
+            for k in labels:
+                start.setdefault(k, i)
+        out = {}
+        last = len(slots)
+        for k, found in runs.items():
+            long = [r for r in found if len(r) >= self.config.recent_min and r.stop < last]
+            if len(long) == 1 and len(found) > 1 and long[0].start > 0:
+                out[k] = long[0]
+        return out
 
     def _recurring(self, history: deque[frozenset[str]], counts: Counter[str]) -> Counter[str]:
         """`counts` without the triggers whose hits in `history` form a single run of at

@@ -739,6 +739,30 @@ def test_a_still_shot_that_is_over_is_no_habit_but_one_that_comes_back_is() -> N
         assert tail.kind == "impaired", quiet
 
 
+def test_a_still_shot_that_is_over_sets_no_ceiling_for_a_channels_short_holds() -> None:
+    """Short camera holds (freeze 0.6) are the channel's habit; one still shot of 6
+    segments (1.0) that is over is a past event, not the habit's peak: a full stop later is
+    news, not habitual. Two still shots are the habit, peak and all."""
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    hold, frozen = (Flag("freeze", 0.6, 0, 1),), (Flag("freeze", 1.0, 0, 2),)
+
+    def stop_after(shots: list[tuple[Flag, ...]]) -> Decision:
+        policy = EscalationPolicy(cfg, clock)
+        for i, flags in enumerate(shots):
+            clock.t += 2
+            policy.decide(v(i, flags=flags))
+        clock.t += 2
+        return policy.decide(v(len(shots), flags=frozen))
+
+    quiet: list[tuple[Flag, ...]] = [()] * 3
+    holds = [*quiet, hold, *quiet, hold, *quiet]
+    stop = stop_after([*holds, *[frozen] * 6, *quiet, hold, *quiet])
+    assert stop.escalate and stop.kind == "impaired", stop
+    again = stop_after([*holds, *[frozen] * 6, *quiet, *[frozen] * 6, *quiet, hold, *quiet])
+    assert again.kind == "unsure" and again.reason.startswith("habitual:")
+
+
 def test_degradation_head_thresholds_per_class() -> None:
     cfg = EscalationConfig()
     # the head calls clean real content "compression" with up to 0.99: never alone
