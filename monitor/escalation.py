@@ -942,9 +942,11 @@ class EscalationPolicy:
                 start.setdefault(k, i)
         out = {}
         last = len(slots)
+        # a run from the first slot of a full window began before it: its length is unknown
+        first = 1 if len(history) == history.maxlen else 0
         for k, found in runs.items():
             long = [r for r in found if len(r) >= self.config.recent_min and r.stop < last]
-            if len(long) == 1 and len(found) > 1 and long[0].start > 0:
+            if len(long) == 1 and len(found) > 1 and long[0].start >= first:
                 out[k] = long[0]
         return out
 
