@@ -744,6 +744,9 @@ class EscalationPolicy:
         self._past: OrderedDict[
             str, list[tuple[float, bool, tuple[Kind, frozenset[str]] | None]]
         ] = OrderedDict()
+        self._carried: OrderedDict[str, dict[str, int]] = OrderedDict()
+        """Per rendition, for each trigger whose run goes on at the window's first slot, how
+        many of its segments slid out before it (a still shot's true length)."""
         self._remembered: OrderedDict[str, frozenset[str]] = OrderedDict()
         """Per rendition, the warm start's events: triggers of a remembered escalated
         verdict firing on every remembered segment since (for the ranks' rates)."""
@@ -886,7 +889,17 @@ class EscalationPolicy:
                 self._history(self._measures, key).append(
                     tuple(math.nan if x is None else x for x in taken)
                 )
-        self._history(self._triggers, key).append(labels)
+        if key not in self._triggers:
+            self._carried.pop(key, None)  # a new history (or one forgotten and begun again)
+        history = self._history(self._triggers, key)
+        if len(history) == history.maxlen:  # its first slot leaves: runs going on carry it
+            carried = self._carried.pop(key, {})
+            then = history[1] if len(history) > 1 else labels
+            kept = {k: carried.get(k, 0) + 1 for k in history[0] & then}
+            if kept:
+                self._carried[key] = kept
+                _cap(self._carried, cfg.max_keys)
+        history.append(labels)
         if severities is None:
             severities = _flag_severities(v)
         self._history(self._flags, key).append({k: x for k, x in severities.items() if k in labels})
@@ -918,36 +931,46 @@ class EscalationPolicy:
         need = max(1.0, share * self.config.recent_window)
         if self.config.habit_runs:
             counts = self._recurring(history, counts)
-        flags = list(self._flags.get(key, ()))
-        past = self._past_event(history) if self.config.habit_runs else {}
+        habits = [k for k, n in counts.items() if n >= need]
+        if not habits:
+            return {}
+        flagged = [k for k in habits if k.startswith("flag_")]
+        past = self._past_event(key, history, flagged) if self.config.habit_runs and flagged else {}
         peaks: dict[str, float] = {}
-        for i, seen in enumerate(flags):
+        for i, seen in enumerate(self._flags.get(key, ())):
             for k, x in seen.items():
                 if i not in past.get(k, ()):
                     peaks[k] = max(peaks.get(k, 0.0), x)
-        return {k: self._ceiling(peaks.get(k, 0.0)) for k, n in counts.items() if n >= need}
+        return {k: self._ceiling(peaks.get(k, 0.0)) for k in habits}
 
-    def _past_event(self, history: deque[frozenset[str]]) -> dict[str, range]:
-        """Per trigger, the slots of its one ended run of at least recent_min segments when
-        it also has shorter runs (a channel's short holds and one still shot that is over):
-        the habit is the holds, and the still shot's hits set no ceiling for them."""
-        runs: dict[str, list[range]] = {}
-        start: dict[str, int] = {}
+    def _past_event(
+        self, key: str, history: deque[frozenset[str]], labels: list[str]
+    ) -> dict[str, range]:
+        """Per trigger of `labels`, the slots of its one still shot that is over when it
+        also has other runs (a channel's short holds and one still shot): the habit is the
+        holds, and the still shot's hits set no ceiling for them. A still shot is an ended
+        run of at least recent_min segments, counting those of it that slid out of the
+        window (the tail of one sliding out is still one)."""
         slots = list(history)
-        for i, labels in enumerate([*slots, frozenset()]):
-            for k in list(start):
-                if k not in labels:
-                    runs.setdefault(k, []).append(range(start.pop(k), i))
-            for k in labels:
-                start.setdefault(k, i)
+        carried = self._carried.get(key, {})
         out = {}
-        last = len(slots)
-        # a run from the first slot of a full window began before it: its length is unknown
-        first = 1 if len(history) == history.maxlen else 0
-        for k, found in runs.items():
-            long = [r for r in found if len(r) >= self.config.recent_min and r.stop < last]
-            if len(long) == 1 and len(found) > 1 and long[0].start >= first:
-                out[k] = long[0]
+        for k in labels:
+            runs: list[range] = []
+            start = None
+            for i, seen in enumerate([*slots, frozenset()]):
+                if k in seen and start is None:
+                    start = i
+                elif k not in seen and start is not None:
+                    runs.append(range(start, i))
+                    start = None
+            shots = [
+                r
+                for r in runs
+                if r.stop < len(slots)
+                and len(r) + (carried.get(k, 0) if r.start == 0 else 0) >= self.config.recent_min
+            ]
+            if len(shots) == 1 and len(runs) > 1:
+                out[k] = shots[0]
         return out
 
     def _recurring(self, history: deque[frozenset[str]], counts: Counter[str]) -> Counter[str]:

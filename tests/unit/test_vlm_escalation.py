@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -761,6 +762,22 @@ def test_a_still_shot_that_is_over_sets_no_ceiling_for_a_channels_short_holds() 
     assert stop.escalate and stop.kind == "impaired", stop
     again = stop_after([*holds, *[frozen] * 6, *quiet, *[frozen] * 6, *quiet, hold, *quiet])
     assert again.kind == "unsure" and again.reason.startswith("habitual:")
+
+    # nor while it slides out of a full window, however long it was
+    for length in (5, 6, 10, 15, 20):
+        policy = EscalationPolicy(cfg, clock)
+        habitual = []
+        for i in range(40 + length + 30):
+            clock.t += 2
+            # (no hold right after it: a run going on is the still shot going on)
+            held = i % 4 == 0 and i != 40 + length
+            flags = frozen if 40 <= i < 40 + length else (hold if held else ())
+            policy.decide(v(i, flags=flags))
+            if i >= 40 + length and i % 4 != 3:  # ended; the next segment is no hold
+                stop = copy.deepcopy(policy).decide(v(i + 1, flags=frozen))
+                if stop.kind != "impaired":
+                    habitual.append(i - 40 - length)
+        assert not habitual, (length, habitual)
 
 
 def test_degradation_head_thresholds_per_class() -> None:
