@@ -25,7 +25,6 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
@@ -894,8 +893,7 @@ class EscalationPolicy:
         history = self._history(self._triggers, key)
         if len(history) == history.maxlen:  # its first slot leaves: runs going on carry it
             carried = self._carried.pop(key, {})
-            then = history[1] if len(history) > 1 else labels
-            kept = {k: carried.get(k, 0) + 1 for k in history[0] & then}
+            kept = {k: carried.get(k, 0) + 1 for k in history[0] & history[1]}
             if kept:
                 self._carried[key] = kept
                 _cap(self._carried, cfg.max_keys)
@@ -925,17 +923,18 @@ class EscalationPolicy:
         history = self._triggers.get(key)
         if share is None or not history or len(history) < self.config.recent_min:
             return {}
-        counts = Counter(label for labels in history for label in labels)
+        runs = _runs(history)
+        counts = Counter({k: sum(map(len, found)) for k, found in runs.items()})
         # share of the window, not of what is known yet: on a short history one earlier
         # hit would already be a "habit"
         need = max(1.0, share * self.config.recent_window)
         if self.config.habit_runs:
-            counts = self._recurring(history, counts)
+            counts = self._recurring(history, counts, runs)
         habits = [k for k, n in counts.items() if n >= need]
         if not habits:
             return {}
         flagged = [k for k in habits if k.startswith("flag_")]
-        past = self._past_event(key, history, flagged) if self.config.habit_runs and flagged else {}
+        past = self._past_event(key, runs, len(history), flagged) if self.config.habit_runs else {}
         peaks: dict[str, float] = {}
         for i, seen in enumerate(self._flags.get(key, ())):
             for k, x in seen.items():
@@ -944,43 +943,32 @@ class EscalationPolicy:
         return {k: self._ceiling(peaks.get(k, 0.0)) for k in habits}
 
     def _past_event(
-        self, key: str, history: deque[frozenset[str]], labels: list[str]
+        self, key: str, runs: dict[str, list[range]], slots: int, labels: list[str]
     ) -> dict[str, range]:
         """Per trigger of `labels`, the slots of its one still shot that is over when it
         also has other runs (a channel's short holds and one still shot): the habit is the
         holds, and the still shot's hits set no ceiling for them. A still shot is an ended
         run of at least recent_min segments, counting those of it that slid out of the
         window (the tail of one sliding out is still one)."""
-        slots = list(history)
         carried = self._carried.get(key, {})
         out = {}
         for k in labels:
-            runs: list[range] = []
-            start = None
-            for i, seen in enumerate([*slots, frozenset()]):
-                if k in seen and start is None:
-                    start = i
-                elif k not in seen and start is not None:
-                    runs.append(range(start, i))
-                    start = None
+            found = runs.get(k, [])
             shots = [
                 r
-                for r in runs
-                if r.stop < len(slots)
+                for r in found
+                if r.stop < slots
                 and len(r) + (carried.get(k, 0) if r.start == 0 else 0) >= self.config.recent_min
             ]
-            if len(shots) == 1 and len(runs) > 1:
+            if len(shots) == 1 and len(found) > 1:
                 out[k] = shots[0]
         return out
 
-    def _recurring(self, history: deque[frozenset[str]], counts: Counter[str]) -> Counter[str]:
+    def _recurring(
+        self, history: deque[frozenset[str]], counts: Counter[str], runs: dict[str, list[range]]
+    ) -> Counter[str]:
         """`counts` without the triggers whose hits in `history` form a single run of at
         least recent_min segments that has ended (see EscalationConfig.habit_runs)."""
-        runs = Counter(
-            label
-            for before, labels in pairwise((frozenset(), *history))
-            for label in labels - before
-        )
         last = history[-1]
         # a run that reaches back to the window's first slot began before it: its length is
         # unknown, so its tail is not taken for a short run (a habit) as it slides out
@@ -990,7 +978,7 @@ class EscalationPolicy:
             {
                 k: n
                 for k, n in counts.items()
-                if runs[k] >= 2 or k in last or (n < short and k not in cut)
+                if len(runs[k]) >= 2 or k in last or (n < short and k not in cut)
             }
         )
 
@@ -1160,6 +1148,18 @@ class EscalationPolicy:
             _, s, e = self._window.popleft()
             self._seen -= int(s)
             self._escalated -= int(e)
+
+
+def _runs(history: deque[frozenset[str]]) -> dict[str, list[range]]:
+    """Each trigger's runs of consecutive hits in `history`, as ranges of its slots."""
+    runs: dict[str, list[range]] = {}
+    start: dict[str, int] = {}
+    for i, labels in enumerate([*history, frozenset()]):
+        for k in [k for k in start if k not in labels]:
+            runs.setdefault(k, []).append(range(start.pop(k), i))
+        for k in labels:
+            start.setdefault(k, i)
+    return runs
 
 
 def _flag_severities(v: Verdict) -> dict[str, float]:
