@@ -277,7 +277,9 @@ class EscalationConfig(StrictModel):
         "a window, then yields (None: off). 3 of 30 before: a channel that cuts between still "
         "and moving shots of a picture spent the budget on its stills' third freeze flags "
         "(bench/escalation.py on real training pictures, fresh draws: 58% -> 67% of "
-        "impairments escalated; synthetic and 10-segment shots unchanged).",
+        "impairments escalated; synthetic and 10-segment shots unchanged). Known from "
+        "a rendition's third segment (a still's second frozen one makes it a habit), not "
+        "after recent_min: a cold start's stills took the first escalations.",
     )
     habit_margin: float | None = Field(
         0.1,
@@ -921,13 +923,17 @@ class EscalationPolicy:
         strongest hit in the window plus habit_margin (inf without a margin)."""
         share = self.config.habitual_share
         history = self._triggers.get(key)
-        if share is None or not history or len(history) < self.config.recent_min:
+        # share of the window, not of what is known yet: on a short history one earlier
+        # hit would already be a "habit"; but no more history than those hits is needed (a
+        # still picture's second frozen segment is its habit: waiting for recent_min let a
+        # cold start's stills spend the budget's first escalations)
+        if share is None or not history:
+            return {}
+        need = max(1.0, share * self.config.recent_window)
+        if len(history) < need:
             return {}
         runs = _runs(history)
         counts = Counter({k: sum(map(len, found)) for k, found in runs.items()})
-        # share of the window, not of what is known yet: on a short history one earlier
-        # hit would already be a "habit"
-        need = max(1.0, share * self.config.recent_window)
         if self.config.habit_runs:
             counts = self._recurring(history, counts, runs)
         habits = [k for k, n in counts.items() if n >= need]

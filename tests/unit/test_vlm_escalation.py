@@ -672,10 +672,11 @@ def test_a_habitual_trigger_yields_to_what_changed() -> None:
     for i in range(12):  # a static slate: every segment looks frozen
         clock.t += 2
         got.append(pol.decide(v(i, flags=frozen)))
-    # escalated while it is news; habitual once 2 of the recent segments (and at least
-    # recent_min are known) had it: an audit's priority from then on
-    assert [d.kind for d in got[:5]] == ["impaired"] * 5
-    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[5:])
+    # escalated while it is news; habitual once 2 of the recent segments had it (no
+    # recent_min wait: a young rendition's still is its habit as soon as it is one): an
+    # audit's priority from then on
+    assert [d.kind for d in got[:2]] == ["impaired"] * 2
+    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[2:])
     assert "flag_freeze" in pol.habitual("news/720p")
     clock.t += 2
     black = pol.decide(v(12, flags=frozen + BLACK))  # something new on the same rendition
@@ -942,3 +943,25 @@ def test_hostile_verdict_records_are_skipped_by_the_warm_start() -> None:
     # the infinite edge_loss is a verdict without that measure, not a bad record
     assert (remembered, skipped) == (2, len(hostile) - 1)
     assert pol.recent("news", "720p").measures == ()
+
+
+def test_a_cold_start_s_stills_leave_the_budget_to_what_changed() -> None:
+    # a daemon started cold: 40 channels, a quarter of them still pictures (every segment
+    # looks frozen), and a black on a moving channel in the fourth round. The stills are
+    # news on their first two segments only, then their habit, so the budget (5% of a few
+    # rounds) is not theirs to spend on their third to fifth frozen segments
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(audit_fraction=0.0), clock)
+    frozen = (Flag("freeze", 1.0, 0, 2),)
+    got: dict[str, list[Decision]] = {}
+    for seq in range(6):
+        for s in range(40):
+            clock.t += 0.05
+            flags = frozen if s % 4 == 0 else BLACK if (s, seq) == (1, 3) else ()
+            got.setdefault(f"c{s}", []).append(pol.decide(v(seq, flags=flags, stream=f"c{s}")))
+    assert got["c1"][3].escalate and got["c1"][3].kind == "impaired"
+    stills = [d for s, ds in got.items() if int(s[1:]) % 4 == 0 for d in ds]
+    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in stills[2::6])
+    # the first two rounds' budget (5% of 80 segments), no more; waiting for recent_min
+    # (5) segments before a habit, they took 8, every escalation the first rounds allowed
+    assert sum(d.escalate for d in stills) <= 4
