@@ -277,11 +277,7 @@ class EscalationConfig(StrictModel):
         "a window, then yields (None: off). 3 of 30 before: a channel that cuts between still "
         "and moving shots of a picture spent the budget on its stills' third freeze flags "
         "(bench/escalation.py on real training pictures, fresh draws: 58% -> 67% of "
-        "impairments escalated; synthetic and 10-segment shots unchanged). A habit is "
-        "judged once the rendition has recent_min segments; before that, as soon as its "
-        "hits can be (a still's second frozen segment), only for a trigger that is news on "
-        "more of the fleet's segments than budget_fraction (stills are many and took a "
-        "cold start's first escalations; a channel dead from its start is few).",
+        "impairments escalated; synthetic and 10-segment shots unchanged).",
     )
     habit_margin: float | None = Field(
         0.1,
@@ -677,23 +673,18 @@ class _Ranks:
         was news on, drawn towards prior_rate with the weight of prior_segments. A
         verdict's score is the sum over its triggers (their surprisal together, were they
         independent)."""
+        cfg = self.config
+        prior = cfg.prior_rate * cfg.prior_segments
+        total = self.seen + cfg.prior_segments
         cache: dict[str, float] = {}
 
         def bits(label: str) -> float:
             x = cache.get(label)
             if x is None:
-                x = cache[label] = -math.log2(self.rate(label))
+                x = cache[label] = -math.log2((self.labels[label] + prior) / total)
             return x
 
         return bits
-
-    def rate(self, label: str) -> float:
-        """The share of the window's segments `label` was news on, drawn towards
-        prior_rate with the weight of prior_segments."""
-        cfg = self.config
-        return (self.labels[label] + cfg.prior_rate * cfg.prior_segments) / (
-            self.seen + cfg.prior_segments
-        )
 
     def expire(self, now: float) -> None:
         horizon = now - self.window_s
@@ -925,30 +916,21 @@ class EscalationPolicy:
         given = severities or {}
         return {k for k, top in ceilings.items() if given.get(k, 0.0) <= top}
 
-    def _habits(self, key: str, young: bool = True) -> dict[str, float]:
+    def _habits(self, key: str) -> dict[str, float]:
         """The rendition's habits, each with the strongest flag that still is one: its
-        strongest hit in the window plus habit_margin (inf without a margin).
-
-        Before the rendition has recent_min segments, only with `young`, and only its
-        triggers that are common news across the fleet (see _common): a still picture's
-        second frozen segment makes its habit when stills are many (waiting for
-        recent_min let a cold start's stills spend the budget's first escalations), but a
-        channel dead from its start is few, and stays news until recent_min."""
+        strongest hit in the window plus habit_margin (inf without a margin)."""
         share = self.config.habitual_share
         history = self._triggers.get(key)
-        if share is None or not history:
-            return {}
-        # share of the window, not of what is known yet: on a short history one earlier
-        # hit would already be a "habit"
-        need = max(1.0, share * self.config.recent_window)
-        early = len(history) < self.config.recent_min
-        if len(history) < need or (early and (not young or self._ranks is None)):
+        if share is None or not history or len(history) < self.config.recent_min:
             return {}
         runs = _runs(history)
         counts = Counter({k: sum(map(len, found)) for k, found in runs.items()})
+        # share of the window, not of what is known yet: on a short history one earlier
+        # hit would already be a "habit"
+        need = max(1.0, share * self.config.recent_window)
         if self.config.habit_runs:
             counts = self._recurring(history, counts, runs)
-        habits = [k for k, n in counts.items() if n >= need and (not early or self._common(k))]
+        habits = [k for k, n in counts.items() if n >= need]
         if not habits:
             return {}
         flagged = [k for k in habits if k.startswith("flag_")]
@@ -959,12 +941,6 @@ class EscalationPolicy:
                 if i not in past.get(k, ()):
                     peaks[k] = max(peaks.get(k, 0.0), x)
         return {k: self._ceiling(peaks.get(k, 0.0)) for k in habits}
-
-    def _common(self, label: str) -> bool:
-        """Whether `label` is news on more of the window's segments than the budget could
-        escalate (its ranks rate above budget_fraction): a young rendition's repeat of it is
-        taken for its habit (see _habits)."""
-        return self._ranks is not None and self._ranks.rate(label) > self.config.budget_fraction
 
     def _past_event(
         self, key: str, runs: dict[str, list[range]], slots: int, labels: list[str]
@@ -1025,8 +1001,7 @@ class EscalationPolicy:
                 (kind, float(statistics.median(h[i] for h in heads)))
                 for i, kind in enumerate(rising)
             )
-        # (no young habits: they hang on the fleet's rates, which move before decide())
-        settled = self._habits(key, young=False)
+        settled = self._habits(key)
         for k, top in self._ongoing.get(key, {}).items():
             settled[k] = max(settled.get(k, 0.0), top)
         return Recent(

@@ -200,8 +200,7 @@ def _screened(seq: int, flags: tuple[Flag, ...], with_request: bool) -> Screened
 def test_escalator_sends_admitted_requests_and_counts_every_refusal() -> None:
     sent: list[str] = []
     dropped: list[str] = []
-    # (no habits: black on three of a rendition's first five segments would be its habit)
-    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=2, stream_burst=10, habitual_share=None)
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=2, stream_burst=10)
     esc = Escalator(
         EscalationPolicy(cfg, clock=lambda: 100.0),
         "vqmon.escalations",

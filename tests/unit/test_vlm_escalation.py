@@ -672,11 +672,10 @@ def test_a_habitual_trigger_yields_to_what_changed() -> None:
     for i in range(12):  # a static slate: every segment looks frozen
         clock.t += 2
         got.append(pol.decide(v(i, flags=frozen)))
-    # escalated while it is news; habitual once 2 of the recent segments had it (no
-    # recent_min wait: a young rendition's still is its habit as soon as it is one): an
-    # audit's priority from then on
-    assert [d.kind for d in got[:2]] == ["impaired"] * 2
-    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[2:])
+    # escalated while it is news; habitual once 2 of the recent segments (and at least
+    # recent_min are known) had it: an audit's priority from then on
+    assert [d.kind for d in got[:5]] == ["impaired"] * 5
+    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in got[5:])
     assert "flag_freeze" in pol.habitual("news/720p")
     clock.t += 2
     black = pol.decide(v(12, flags=frozen + BLACK))  # something new on the same rendition
@@ -945,51 +944,20 @@ def test_hostile_verdict_records_are_skipped_by_the_warm_start() -> None:
     assert pol.recent("news", "720p").measures == ()
 
 
-def test_a_cold_start_s_stills_leave_the_budget_to_what_changed() -> None:
-    # a daemon started cold: 40 channels, a quarter of them still pictures (every segment
-    # looks frozen), and a black on a moving channel in the fourth round. Stills are many,
-    # so a still's second frozen segment makes its habit (not after recent_min segments),
-    # and the budget (5% of a few rounds) is not theirs to spend on their third to fifth
+def test_a_cold_start_s_outage_stays_news_until_recent_min() -> None:
+    # a daemon started cold during a partial outage: 14 of 40 channels dead (black on every
+    # segment) from the first round. Each dead channel's black stays news for its first
+    # recent_min segments, so the budget reaches most of them as impairments as it grows.
+    # (A habit judged as soon as its hits could be, for every trigger or for those common
+    # across the fleet, made their third segment habitual: 4 of 14, two tried forms)
     clock = Clock()
     pol = EscalationPolicy(EscalationConfig(audit_fraction=0.0), clock)
-    frozen = (Flag("freeze", 1.0, 0, 2),)
-    got: dict[str, list[Decision]] = {}
-    for seq in range(6):
+    dead = set(range(0, 40, 3))
+    first: dict[int, int] = {}
+    for seq in range(16):
         for s in range(40):
             clock.t += 0.05
-            flags = frozen if s % 4 == 0 else BLACK if (s, seq) == (1, 3) else ()
-            if (s, seq) == (36, 2):  # a still refused in the first rounds (no event)
-                hint = pol.recent("c36", "720p")
-            got.setdefault(f"c{s}", []).append(pol.decide(v(seq, flags=flags, stream=f"c{s}")))
-    assert got["c1"][3].escalate and got["c1"][3].kind == "impaired"
-    stills = [d for s, ds in got.items() if int(s[1:]) % 4 == 0 for d in ds]
-    assert all(d.kind == "unsure" and d.reason.startswith("habitual:") for d in stills[2::6])
-    # the first two rounds' budget (5% of 80 segments), no more; waiting for recent_min
-    # (5) segments before a habit, they took 8, every escalation the first rounds allowed
-    assert sum(d.escalate for d in stills) <= 4
-    # but the worker's hint does not count on it (it hangs on the fleet's rates, which
-    # move before the policy decides): frames are made for a young still
-    assert hint.settled == () and pol.recent("c36", "720p").settled == (("flag_freeze", 1.1),)
-
-
-def test_a_channel_dead_from_its_start_is_news_until_recent_min() -> None:
-    # a cold start among 100 channels, every other one a still picture, and three dead
-    # feeds (black on every segment) from the first round. Dead feeds are few: their
-    # black is not taken for their habit on their second segment, so each is escalated as
-    # an impairment once the budget reaches it (a habit from two hits left two of them
-    # unescalated for two minutes)
-    clock = Clock()
-    pol = EscalationPolicy(EscalationConfig(audit_fraction=0.0), clock)
-    frozen = (Flag("freeze", 1.0, 0, 2),)
-    dead = (1, 3, 5)
-    first: dict[int, int] = {}
-    for seq in range(6):
-        for s in range(100):
-            clock.t += 0.02
-            flags = BLACK if s in dead else frozen if s % 2 == 0 else ()
-            d = pol.decide(v(seq, flags=flags, stream=f"c{s}"))
+            d = pol.decide(v(seq, flags=BLACK if s in dead else (), stream=f"c{s}"))
             if s in dead and d.escalate and d.kind == "impaired":
                 first.setdefault(s, seq)
-            if s in dead and seq < 5:
-                assert not d.reason.startswith("habitual:"), (s, seq, d)
-    assert sorted(first) == list(dead) and max(first.values()) <= 4
+    assert len(first) >= 8 and max(first.values()) < EscalationConfig().recent_min
