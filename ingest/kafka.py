@@ -7,6 +7,7 @@ imports no Kafka client, so decode workers do not load kafka-python.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -154,6 +155,26 @@ def check_sasl(cfg: KafkaConfig) -> None:
             f"sasl_mechanism is set but security_protocol={cfg.security_protocol}; use "
             "SASL_SSL (or SASL_PLAINTEXT on a trusted network)"
         )
+
+
+def missing_files(cfg: KafkaConfig) -> list[str]:
+    """The TLS files the config names that this host lacks (one line each, saying which
+    setting names it), when security_protocol uses TLS; the client would fail on them
+    with only "No such file or directory"."""
+    if cfg.security_protocol not in ("SSL", "SASL_SSL"):
+        return []
+    what = {
+        "ssl_cafile": "the CA bundle (PEM) that signed the brokers' certificates",
+        "ssl_certfile": "this client's certificate (PEM)",
+        "ssl_keyfile": "this client's private key (PEM)",
+    }
+    out = []
+    for key, meaning in what.items():
+        path = getattr(cfg, key)
+        if path is not None and not os.access(path, os.R_OK):
+            why = "cannot be read" if os.path.exists(path) else "not found"
+            out.append(f"kafka.{key}: {path} {why}; it should be {meaning}")
+    return out
 
 
 def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]:

@@ -6,18 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
+from ingest import kafka as kafka_io
 from ingest.hls import HlsSourceConfig
-from monitor.config import ConfigError, load_config
+from monitor.config import Config, ConfigError, load_config
+from scorers.chain import Chain
+from scorers.types import ScorerError
+from scorers.vlm.transformers_backend import TransformersConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate FILE as `vqmon run` would (environment overrides included); "
-        "exit 0 when it is usable, 2 with one line per problem otherwise.",
+        description="Validate FILE as `vqmon run` would (environment overrides included), "
+        "and load what it names on this host (the scorers' models, the TLS files, the VLM "
+        "folder); exit 0 when it is usable, 2 with one line per problem otherwise.",
     )
     p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the config alone, not the files it names (on another host than the one "
+        "that runs it)",
+    )
     p.add_argument(
         "--show", action="store_true", help="print the effective config (secrets masked) as JSON"
     )
@@ -30,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
+    problems = [] if args.no_files else preflight(config)
+    for line in problems:
+        print(f"{args.file}: {line}", file=sys.stderr)
+    if problems:
+        return 2
     k = config.kafka
     broker = ", ".join(k.bootstrap_servers) or ("embedded Tansu" if k.embedded else "(none)")
     scorers = ", ".join(getattr(s, "type", "?") for s in config.scorers)
@@ -41,8 +57,30 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{args.file}: OK (brokers: {broker}; group {k.group_id}; input {where}; "
-        f"{config.pipeline.decode_workers} decode workers; scorers: {scorers})"
+        f"{config.pipeline.decode_workers} decode workers; scorers: {scorers})",
+        file=sys.stderr if args.show else sys.stdout,  # --show: stdout is the JSON alone
     )
     if args.show:
         print(config.model_dump_json(indent=2))
     return 0
+
+
+def preflight(config: Config) -> list[str]:
+    """What `vqmon run` would stop on at start that the config's shape does not say: TLS
+    files this host lacks, scorers whose models are missing or not models (each is built,
+    as a screen worker builds it), a transformers VLM folder without its config."""
+    problems = kafka_io.missing_files(config.kafka)
+    for i, scorer in enumerate(config.scorers):
+        try:
+            Chain.from_configs([scorer]).close()
+        except (ScorerError, OSError, ValueError) as exc:
+            problems.append(f"scorers.{i}: {exc}")
+    backend = config.diagnose.backend
+    folder = backend.model_path if isinstance(backend, TransformersConfig) else None
+    if folder is not None and not (folder / "config.json").is_file():
+        problems.append(
+            f"diagnose.backend.model_path: {folder} has no config.json; point it at "
+            "a local model folder (the weights, config, tokenizer and processor), or use the "
+            "rules or openai backend"
+        )
+    return problems

@@ -71,7 +71,10 @@ class Document:
     def explain(self, exc: ValidationError, root: type[BaseModel]) -> str:
         lines = []
         for err in exc.errors():
-            mark, path = self.where(tuple(err["loc"]))
+            loc = tuple(err["loc"])
+            mark, path = self.where(loc)
+            if err["type"] == "missing" and loc and isinstance(loc[-1], str):
+                path = (*path, loc[-1])  # the key that is missing, not the mapping it is in
             dotted = ".".join(map(str, path)) or "(top level)"
             lines.append(f"{mark}: {dotted}: {_message(err, path, self.data, root)}")
         return "\n".join(lines)
@@ -180,23 +183,30 @@ def _model_at(root: type[BaseModel], path: Path_, data: Any) -> type[BaseModel] 
     """The config model class at `path`, following lists and `type`-discriminated unions."""
     current: Any = root
     node = data
-    for part in path:
+    for i, part in enumerate(path):
         node = _child(node, part)[1]
         if isinstance(part, int):
+            if typing.get_origin(current) is list:  # the item the index names
+                current = _unwrap(typing.get_args(current)[0], node)
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         info = current.model_fields.get(part)
         if info is None:
             return None
-        current = _unwrap(info.annotation, node)
+        indexed = i + 1 < len(path) and isinstance(path[i + 1], int)
+        current = _unwrap(info.annotation, node, keep_list=indexed)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _unwrap(annotation: Any, node: Any) -> Any:
+def _unwrap(annotation: Any, node: Any, keep_list: bool = False) -> Any:
+    """The model `annotation` stands for at `node`; a list's first item, or with
+    `keep_list` the list itself (the path's next part is an index that picks the item)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0], node)
+        return _unwrap(typing.get_args(annotation)[0], node, keep_list)
+    if origin is list and keep_list:
+        return annotation
     if origin is list:
         item = node[0] if isinstance(node, list) and node else None
         return _unwrap(typing.get_args(annotation)[0], item)
