@@ -71,6 +71,10 @@ class Summary:
     diagnose: collections.Counter[str] | None = None
     """Diagnose role results (ok, dropped:<reason>, dead-letter reasons); None when it did
     not run."""
+    roles: tuple[str, ...] = ("screen",)
+    """The roles this process ran."""
+    judge: dict[str, int] | None = None
+    """Judge role totals (incidents opened, encoder decisions); None when it did not run."""
 
     @property
     def screened(self) -> int:
@@ -99,6 +103,8 @@ class Summary:
             "escalations_dropped": dict(self.escalations_dropped),
             **({"published": self.published} if self.published is not None else {}),
             **({"diagnose": dict(self.diagnose)} if self.diagnose is not None else {}),
+            **({"judge": dict(self.judge)} if self.judge is not None else {}),
+            "roles": list(self.roles),
         }
 
 

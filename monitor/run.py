@@ -15,7 +15,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter
 
 from ingest import kafka as kafka_io
 from ingest.broker import BrokerError, EmbeddedBroker
@@ -74,7 +75,17 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    if (args.duration is not None or config.source.type == "hls") and args.role != "judge":
+    except KafkaError as exc:  # at start: a running role rides out a broker that goes away
+        servers = ", ".join(config.kafka.bootstrap_servers) or "the embedded broker"
+        log.error("cannot reach the brokers", extra={"error": str(exc)})
+        print(
+            f"vqmon run: cannot reach the Kafka brokers ({servers}): {exc}; check "
+            "kafka.bootstrap_servers, that the brokers are up and reachable from this host, "
+            "and kafka.security_protocol with its sasl_* / ssl_* settings",
+            file=sys.stderr,
+        )
+        return 1
+    if args.duration is not None or (config.source.type == "hls" and args.role != "judge"):
         print(render_summary(summary, config), flush=True)
     return 0
 
@@ -119,6 +130,8 @@ def serve(
             raise BrokerError(
                 "kafka.bootstrap_servers is empty and kafka.embedded is false; set one of them"
             )
+        elif missing := kafka_io.missing_files(config.kafka):
+            raise BrokerError("; ".join(missing))
         if config.http.enabled:
             try:
                 server = HealthServer(config.http.host, config.http.port, registry, view)
@@ -131,7 +144,7 @@ def serve(
             server.start()
             stack.callback(server.stop)
             log.info("http listening", extra={"address": "{}:{}".format(*server.address)})
-        summary = Summary(time.time())
+        summary = Summary(time.time(), roles=tuple(names))
 
         def watchdog() -> None:
             if view.healthy()[0]:
@@ -189,9 +202,23 @@ def serve(
             log.info("synthetic feed publishing", extra={"topic": config.kafka.topics.segments})
         notifier.ready(", ".join(names))
         try:
-            return _run_roles(daemons, duration_s, summary)
+            _run_roles(daemons, duration_s, summary)
         finally:
             notifier.stopping()
+            summary.finished = summary.finished or time.time()
+        if "judge" in states:
+            summary.judge = {
+                "incidents_opened": _total(metrics.incidents),
+                "encoder_decisions": _total(metrics.decisions),
+            }
+        return summary
+
+
+def _total(counter: Counter) -> int:
+    """A labelled counter's total over its label sets."""
+    return int(
+        sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+    )
 
 
 def _run_roles(
@@ -270,15 +297,18 @@ def render_summary(summary: Summary, config: Config) -> str:
     s = summary.to_json()
     topics = config.kafka.topics
     dead = {k: v for k, v in s["results"].items() if k not in ("ok", "init")}
-    lines = [
-        f"vqmon: screened {s['screened']} segments of {s['streams']} streams "
-        f"({s['renditions']} renditions) in {s['seconds']:.0f} s"
-        + (f", mean MOS {s['mean_mos']:.2f} (1-5)" if s["mean_mos"] is not None else ""),
-        "  flags: " + (", ".join(f"{k} x{v}" for k, v in sorted(s["flags"].items())) or "none"),
-        "  dead letters: " + (", ".join(f"{k} x{v}" for k, v in dead.items()) or "none"),
-        f"  verdicts on {topics.verdicts}, alerts on {topics.alerts}, "
-        f"dead letters on {topics.dead_letter}",
-    ]
+    if "screen" in summary.roles:
+        lines = [
+            f"vqmon: screened {s['screened']} segments of {s['streams']} streams "
+            f"({s['renditions']} renditions) in {s['seconds']:.0f} s"
+            + (f", mean MOS {s['mean_mos']:.2f} (1-5)" if s["mean_mos"] is not None else ""),
+            "  flags: " + (", ".join(f"{k} x{v}" for k, v in sorted(s["flags"].items())) or "none"),
+            "  dead letters: " + (", ".join(f"{k} x{v}" for k, v in dead.items()) or "none"),
+            f"  verdicts on {topics.verdicts}, alerts on {topics.alerts}, "
+            f"dead letters on {topics.dead_letter}",
+        ]
+    else:
+        lines = [f"vqmon: ran the {', '.join(summary.roles)} role for {s['seconds']:.0f} s"]
     if s["escalations"] or s["escalations_dropped"]:
         lines.append(
             f"  escalated {sum(s['escalations'].values())} to {topics.escalations} "
@@ -296,6 +326,13 @@ def render_summary(summary: Summary, config: Config) -> str:
         lines.append(
             f"  diagnosed {d.get('ok', 0)} escalations to {topics.diagnoses}; "
             f"dropped or dead-lettered: {other}"
+        )
+    if "judge" in s:
+        j = s["judge"]
+        lines.append(
+            f"  judged {topics.verdicts}: {j['incidents_opened']} incidents opened on "
+            f"{topics.incidents}, {j['encoder_decisions']} encoder decisions on "
+            f"{topics.encoder_decisions}"
         )
     if "published" in s:
         lines.insert(1, f"  synthetic feed published {s['published']} segments")

@@ -159,3 +159,22 @@ def test_broker_restart_while_running_loses_nothing(
     reader.close()
     assert daemon.get("/healthz")[0] == 200
     assert daemon.terminate() == 0
+
+
+def test_a_broker_that_is_not_there_at_start_is_one_line(tmp_path: Path) -> None:
+    # the real CLI against an address nothing listens on: after the client's bootstrap
+    # timeout, one line naming the brokers and what to check, exit 1 (systemd restarts it)
+    config = tmp_path / "c.yaml"
+    port = free_port()
+    config.write_text(f"kafka:\n  bootstrap_servers: [127.0.0.1:{port}]\n  embedded: false\n")
+    vqmon = Path(sys.executable).parent / "vqmon"
+    done = subprocess.run(
+        [str(vqmon), "run", "--config", str(config), "--duration", "5"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1
+    assert "vqmon run: cannot reach the Kafka brokers (127.0.0.1:" in done.stderr
+    assert "check kafka.bootstrap_servers" in done.stderr
+    assert "Traceback" not in done.stderr
