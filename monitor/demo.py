@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
@@ -66,6 +68,14 @@ def schedule(rounds: int) -> list[Impairment]:
             kind="loss", stream="nature", rendition="640x360", from_seq=b, segments=2, strength=8.0
         ),
     ]
+
+
+def min_rounds() -> int:
+    """The fewest 2-s rounds whose schedule plays every fault to its last segment."""
+    rounds = 1
+    while any(i.from_seq + (i.segments or 1) > rounds for i in schedule(rounds)):
+        rounds += 1
+    return rounds
 
 
 def demo_config(bootstrap: str, port: int, rounds: int) -> Config:
@@ -323,9 +333,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="see the whole system work on one machine, with faults injected",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--duration", type=float, default=90.0, metavar="SECONDS")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help=f"seconds of media to play (default 90; at least {2 * min_rounds()}, so every "
+        "injected fault is played)",
+    )
     p.add_argument("--port", type=int, default=9464, help="/metrics port (0: any free port)")
-    p.add_argument("--report", type=Path, default=Path("vqmon-demo-report.html"))
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=Path("vqmon-demo-report.html"),
+        help="the HTML report of the run (default vqmon-demo-report.html)",
+    )
     p.add_argument("--json", type=Path, help="write the findings as JSON here")
     p.set_defaults(func=run)
 
@@ -336,8 +358,27 @@ def run(args: argparse.Namespace) -> int:
 
     logs.setup("WARNING", "text")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # the client's event-loop timing notes
-    port = args.port or free_port()
     rounds = int(args.duration // 2)
+    shortest = min_rounds()
+    if rounds < shortest:
+        print(
+            f"vqmon demo: --duration {args.duration:g} is too short to play every fault it "
+            f"injects; give at least {2 * shortest} s",
+            file=sys.stderr,
+        )
+        return 2
+    port = args.port or free_port()
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+    except OSError as exc:
+        print(
+            f"vqmon demo: cannot serve /metrics on 127.0.0.1:{port} "
+            f"({os.strerror(exc.errno) if exc.errno else exc}); pass "
+            "--port with a free port (0 picks one)",
+            file=sys.stderr,
+        )
+        return 1
     tty = sys.stdout.isatty()
     try:
         broker = EmbeddedBroker().__enter__()
