@@ -24,6 +24,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument(
+        "--role",
+        choices=("screen", "judge", "diagnose", "all"),
+        default="all",
+        help="check the files this role reads (screen: the scorers' models; diagnose: the "
+        "VLM folder; every role: the TLS files); default all",
+    )
+    p.add_argument(
         "--no-files",
         action="store_true",
         help="check the config alone, not the files it names (on another host than the one "
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{exc}", file=sys.stderr)
         return 2
-    problems = [] if args.no_files else preflight(config)
+    problems = [] if args.no_files else preflight(config, args.role)
     for line in problems:
         print(f"{args.file}: {line}", file=sys.stderr)
     if problems:
@@ -65,18 +72,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def preflight(config: Config) -> list[str]:
-    """What `vqmon run` would stop on at start that the config's shape does not say: TLS
-    files this host lacks, scorers whose models are missing or not models (each is built,
-    as a screen worker builds it), a transformers VLM folder without its config."""
+def preflight(config: Config, role: str = "all") -> list[str]:
+    """What `vqmon run --role ROLE` would stop on at start that the config's shape does
+    not say: TLS files this host lacks, scorers whose models are missing or not models
+    (each is built, as a screen worker builds it; screen role), a transformers VLM folder
+    without its config (diagnose role). One config serves hosts of every role."""
     problems = kafka_io.missing_files(config.kafka)
-    for i, scorer in enumerate(config.scorers):
+    screens, diagnoses = role in ("screen", "all"), role in ("diagnose", "all")
+    for i, scorer in enumerate(config.scorers if screens else ()):
         try:
             Chain.from_configs([scorer]).close()
         except (ScorerError, OSError, ValueError) as exc:
             problems.append(f"scorers.{i}: {exc}")
     backend = config.diagnose.backend
-    folder = backend.model_path if isinstance(backend, TransformersConfig) else None
+    folder = backend.model_path if isinstance(backend, TransformersConfig) and diagnoses else None
     if folder is not None and not (folder / "config.json").is_file():
         problems.append(
             f"diagnose.backend.model_path: {folder} has no config.json; point it at "

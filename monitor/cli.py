@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         extra = EXTRAS.get(top)
-        if extra is None:
+        # only when the package is not installed at all: a submodule missing from an
+        # installed one is a broken install or a bug, and keeps its traceback
+        if extra is None or importlib.util.find_spec(top) is not None:
             raise
         print(
             f"vqmon {args.command}: needs {top}, from the {extra!r} extra: "

@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry, Counter
 
 from ingest import kafka as kafka_io
@@ -75,15 +75,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot run", extra={"error": str(exc)})
         print(f"vqmon run: {exc}", file=sys.stderr)
         return 1
-    except KafkaError as exc:  # at start: a running role rides out a broker that goes away
-        servers = ", ".join(config.kafka.bootstrap_servers) or "the embedded broker"
-        log.error("cannot reach the brokers", extra={"error": str(exc)})
-        print(
-            f"vqmon run: cannot reach the Kafka brokers ({servers}): {exc}; check "
-            "kafka.bootstrap_servers, that the brokers are up and reachable from this host, "
-            "and kafka.security_protocol with its sasl_* / ssl_* settings",
-            file=sys.stderr,
-        )
+    except KafkaError as exc:  # a running role rides out a broker that goes away
+        log.error("kafka refused", extra={"error": str(exc)})
+        print(f"vqmon run: {kafka_failure(exc, config)}", file=sys.stderr)
         return 1
     if args.duration is not None or (config.source.type == "hls" and args.role != "judge"):
         print(render_summary(summary, config), flush=True)
@@ -268,8 +262,31 @@ def feed_decisions(config: Config, bootstrap: Sequence[str]) -> DecisionSource |
     return KafkaDecisionSource(config.kafka, list(bootstrap), topic)
 
 
+def kafka_failure(exc: KafkaError, config: Config) -> str:
+    """What a Kafka error that stopped the start means, and what to check."""
+    servers = ", ".join(config.kafka.bootstrap_servers) or "the embedded broker"
+    # (NoBrokersAvailable: kafka-python 2.x; 3.x times out bootstrapping)
+    if type(exc).__name__ == "NoBrokersAvailable" or (
+        isinstance(exc, KafkaTimeoutError) and "bootstrap" in str(exc).lower()
+    ):
+        return (
+            f"cannot reach the Kafka brokers ({servers}): {exc}; check "
+            "kafka.bootstrap_servers, that the brokers are up and reachable from this host, "
+            "and kafka.security_protocol with its sasl_* / ssl_* settings"
+        )
+    return (
+        f"a request to the Kafka brokers ({servers}) failed: {type(exc).__name__}: {exc}; "
+        "if it is creating topics that this client may not create (ACLs, "
+        "kafka.replication_factor above the brokers), create them beforehand and set "
+        "kafka.create_topics: false"
+    )
+
+
 def _stop_feed(feed: Feed, summary: Summary) -> None:
-    feed.stop()
+    try:
+        feed.stop()
+    except KafkaError as exc:  # its last records could not be flushed: the run is over
+        log.warning("synthetic feed: unflushed at stop", extra={"error": str(exc)})
     summary.published = feed.published
 
 

@@ -4,16 +4,18 @@ demo too short for its faults, an extra not installed, a summary for every role)
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAuthorizationFailedError
 
 from monitor.cli import main
 from monitor.config import ConfigError, load_config
 from monitor.pipeline import Summary
-from monitor.run import render_summary
+from monitor.run import _stop_feed, kafka_failure, render_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +42,12 @@ def test_check_config_loads_the_models_it_names(
     path = write(tmp_path, f"scorers:\n  - type: distilled\n    model_path: {junk}\n")
     assert main(["check-config", str(path)]) == 2
     assert "cannot be loaded by ONNX Runtime" in capsys.readouterr().err
-    # the shape alone, for another host
+    # the shape alone, for another host; and a role that reads no model (one config
+    # serves every role's hosts)
     assert main(["check-config", "--no-files", str(missing)]) == 0
+    assert main(["check-config", "--role", "judge", str(missing)]) == 0
+    assert main(["check-config", "--role", "diagnose", str(missing)]) == 0
+    assert main(["check-config", "--role", "screen", str(missing)]) == 2
     assert main(["check-config", str(ROOT / "configs/default.yaml")]) == 0
 
 
@@ -75,6 +81,7 @@ def test_check_config_names_a_vlm_folder_without_its_model(
     assert f"diagnose.backend.model_path: {tmp_path} has no config.json" in (
         capsys.readouterr().err
     )
+    assert main(["check-config", "--role", "screen", str(path)]) == 0
 
 
 def test_an_unknown_key_in_a_list_item_lists_that_item_s_keys(tmp_path: Path) -> None:
@@ -115,7 +122,13 @@ def test_a_missing_extra_is_named(
     def without_torch(args: Any) -> int:  # what importing the training code raises then
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
 
+    real_spec = importlib.util.find_spec
+
+    def spec(name: str, *args: Any) -> Any:  # this host as one without the train extra
+        return None if name == "torch" else real_spec(name, *args)
+
     monkeypatch.setattr(monitor.train, "run_corpus", without_torch)
+    monkeypatch.setattr(importlib.util, "find_spec", spec)
     assert main(["train", "corpus", "--out", str(tmp_path / "c")]) == 2
     assert "needs torch, from the 'train' extra: pip install 'vqmon[train]'" in (
         capsys.readouterr().err
@@ -127,6 +140,36 @@ def test_a_missing_extra_is_named(
     monkeypatch.setattr(monitor.train, "run_corpus", without_yaml)
     with pytest.raises(ModuleNotFoundError):
         main(["train", "corpus", "--out", str(tmp_path / "c")])
+
+    def broken_onnx(args: Any) -> int:  # a submodule gone from an installed package
+        raise ModuleNotFoundError("No module named 'onnx.nosuch'", name="onnx.nosuch")
+
+    monkeypatch.setattr(monitor.train, "run_corpus", broken_onnx)
+    with pytest.raises(ModuleNotFoundError):  # installed: reinstalling the extra won't help
+        main(["train", "corpus", "--out", str(tmp_path / "c")])
+
+
+def test_a_kafka_failure_at_start_says_which_it_is() -> None:
+    cfg = load_config(ROOT / "configs/default.yaml", env={})
+    gone = kafka_failure(KafkaTimeoutError("Unable to bootstrap from ['b:9092']"), cfg)
+    assert gone.startswith("cannot reach the Kafka brokers")
+    no_brokers = type("NoBrokersAvailable", (KafkaError,), {})  # kafka-python 2.x's
+    assert kafka_failure(no_brokers(), cfg).startswith("cannot reach")
+    refused = kafka_failure(TopicAuthorizationFailedError("vqmon.verdicts"), cfg)
+    assert "failed: TopicAuthorizationFailedError" in refused
+    assert "kafka.create_topics: false" in refused and "cannot reach" not in refused
+
+
+def test_a_feed_that_cannot_flush_at_stop_ends_the_run_quietly() -> None:
+    class Unflushed:
+        published = 7
+
+        def stop(self) -> None:
+            raise KafkaTimeoutError("Timeout waiting for future")
+
+    summary = Summary(100.0)
+    _stop_feed(Unflushed(), summary)  # type: ignore[arg-type]
+    assert summary.published == 7
 
 
 def test_every_role_gets_a_summary() -> None:
