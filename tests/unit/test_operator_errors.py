@@ -181,3 +181,10 @@ def test_every_role_gets_a_summary() -> None:
     assert "3 incidents opened on vqmon.incidents, 1 encoder decisions" in text
     diagnose = Summary(100.0, 104.0, roles=("diagnose",))
     assert render_summary(diagnose, cfg).startswith("vqmon: ran the diagnose role for 4 s")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("vqmon 0.")
