@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules of the optional extras (pyproject.toml), and the extra that installs each.
 EXTRAS = {
-    "torch": "train",  # or vlm: the command's message says which it is for
+    "torch": "train",  # the diagnose role's transformers backend names the vlm extra itself
     "onnx": "train",
     "onnxscript": "train",
     "skimage": "train",

@@ -743,13 +743,13 @@ class EscalationPolicy:
         self._past: OrderedDict[
             str, list[tuple[float, bool, tuple[Kind, frozenset[str]] | None]]
         ] = OrderedDict()
+        """Per rendition, remembered verdicts of the budget window not yet counted."""
         self._carried: OrderedDict[str, dict[str, int]] = OrderedDict()
         """Per rendition, for each trigger whose run goes on at the window's first slot, how
         many of its segments slid out before it (a still shot's true length)."""
         self._remembered: OrderedDict[str, frozenset[str]] = OrderedDict()
         """Per rendition, the warm start's events: triggers of a remembered escalated
         verdict firing on every remembered segment since (for the ranks' rates)."""
-        """Per rendition, remembered verdicts of the budget window not yet counted."""
         self._seen = 0
         self._escalated = 0
         self._ranks = _Ranks(config.rank, config.budget_window_s) if config.rank else None

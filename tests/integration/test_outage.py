@@ -178,3 +178,21 @@ def test_a_broker_that_is_not_there_at_start_is_one_line(tmp_path: Path) -> None
     assert "vqmon run: cannot reach the Kafka brokers (127.0.0.1:" in done.stderr
     assert "check kafka.bootstrap_servers" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("role", ["judge", "diagnose"])
+def test_a_role_without_screening_reports_its_own_run(role: str) -> None:
+    # through serve() on the embedded broker: the run's seconds are its own (the diagnose
+    # role's summary once said -1796479628 s), and the judge's totals are filled in
+    from monitor.config import load_config
+    from monitor.run import serve
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(root / "configs/default.yaml", env={"VQMON_HTTP__PORT": "0"})
+    summary = serve(config, role=role, duration_s=3.0).to_json()
+    assert summary["roles"] == [role]
+    assert 2.0 <= summary["seconds"] < 120.0
+    if role == "judge":
+        assert summary["judge"] == {"incidents_opened": 0, "encoder_decisions": 0}
+    else:
+        assert "judge" not in summary and summary["diagnose"] == {}
