@@ -6,6 +6,8 @@ survive the restart, as a real cluster's would.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -181,15 +183,23 @@ def test_a_broker_that_is_not_there_at_start_is_one_line(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("role", ["judge", "diagnose"])
-def test_a_role_without_screening_reports_its_own_run(role: str) -> None:
-    # through serve() on the embedded broker: the run's seconds are its own (the diagnose
-    # role's summary once said -1796479628 s), and the judge's totals are filled in
-    from monitor.config import load_config
-    from monitor.run import serve
-
-    root = Path(__file__).resolve().parents[2]
-    config = load_config(root / "configs/default.yaml", env={"VQMON_HTTP__PORT": "0"})
-    summary = serve(config, role=role, duration_s=3.0).to_json()
+def test_a_role_without_screening_reports_its_own_run(role: str, tmp_path: Path) -> None:
+    # the real CLI on the embedded broker (a subprocess: no client thread outlives it in
+    # the test process): the run's seconds are its own (the diagnose role's summary once
+    # said -1796479628 s), and the judge's totals are filled in
+    vqmon = Path(sys.executable).parent / "vqmon"
+    done = subprocess.run(
+        [str(vqmon), "run", "--role", role, "--duration", "3"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**os.environ, "VQMON_HTTP__PORT": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"vqmon: ran the {role} role for ")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("  summary: "))
+    summary = json.loads(line.removeprefix("  summary: "))
     assert summary["roles"] == [role]
     assert 2.0 <= summary["seconds"] < 120.0
     if role == "judge":
