@@ -199,6 +199,12 @@ class Collected:
         )
         return c
 
+    @property
+    def understood(self) -> int:
+        """How many messages were read as vqmon output messages."""
+        found = len(self.verdicts) + len(self.incidents) + len(self.decisions)
+        return found + len(self.diagnoses) + self.alerts + sum(self.dead_letters.values())
+
     def streams(self) -> list[str]:
         names = {str(v["stream"]) for v in self.verdicts}
         names |= {i.stream for i in self.incidents.values()}
@@ -534,7 +540,13 @@ def write_report(
 ) -> Path:
     """Write the HTML report of `messages` (output message values: dicts, JSON text or bytes,
     or {"topic", "value"} wrappers) to `out_path`, and one PNG per stream into `png_dir`."""
-    c = Collected.of(messages)
+    return write_collected(Collected.of(messages), out_path, png_dir, title=title)
+
+
+def write_collected(
+    c: Collected, out_path: Path, png_dir: Path | None = None, *, title: str = "vqmon report"
+) -> Path:
+    """write_report of messages already collected."""
     stream_views = views(c)
     svgs = []
     if png_dir is not None:
@@ -573,6 +585,20 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # kafka-python: no brokers, auth, ...
             print(f"vqmon report: cannot read {args.bootstrap}: {exc}", file=sys.stderr)
             return 1
-    out = write_report(messages, args.out, args.png_dir, title=args.title)
+    c = Collected.of(messages)
+    where = args.input or args.bootstrap
+    if not c.understood:
+        held = f"none of its {c.unreadable} messages is a" if c.unreadable else "it holds no"
+        print(
+            f"vqmon report: {where}: {held} vqmon output message (one JSON value per line: "
+            'a verdict, incident, encoder decision, diagnosis, alert or dead letter, or {"topic": '
+            '..., "value": ...} around one); no report written',
+            file=sys.stderr,
+        )
+        return 1
+    if c.unreadable:
+        print(f"vqmon report: {where}: {c.unreadable} messages not understood (skipped)",
+              file=sys.stderr)  # fmt: skip
+    out = write_collected(c, args.out, args.png_dir, title=args.title)
     print(f"vqmon report: wrote {out}" + (f" and PNGs in {args.png_dir}" if args.png_dir else ""))
     return 0

@@ -118,6 +118,24 @@ def test_report_cli_reads_json_lines(
     assert "exactly one of" in capsys.readouterr().err
 
 
+def test_report_cli_refuses_a_file_of_no_vqmon_messages(
+    messages: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It wrote an empty report and exited 0 for any file at all.
+    junk, empty, some = tmp_path / "junk.txt", tmp_path / "empty.jsonl", tmp_path / "some.jsonl"
+    junk.write_text('not json\n{"schema": "vqmon.other/1"}\n[1, 2]\n')
+    empty.write_text("\n")
+    some.write_text("not json\n" + json.dumps(messages[0]) + "\n")
+    out = tmp_path / "r.html"
+    assert main(["report", "--input", str(junk), "--out", str(out)]) == 1
+    assert "none of its 3 messages is a vqmon output message" in capsys.readouterr().err
+    assert main(["report", "--input", str(empty), "--out", str(out)]) == 1
+    assert "holds no vqmon output message" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["report", "--input", str(some), "--out", str(out)]) == 0
+    assert "1 messages not understood (skipped)" in capsys.readouterr().err and out.is_file()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(
     messages: list[dict[str, Any]], tmp_path: Path
