@@ -53,12 +53,14 @@ class Escalator:
         topic: str,
         *,
         on_escalated: Callable[[str], None] | None = None,
-        on_dropped: Callable[[str], None] | None = None,
+        on_dropped: Callable[[str, str], None] | None = None,
     ) -> None:
         self.policy = policy
         self.topic = topic
         self.on_escalated = on_escalated or (lambda _label: None)
-        self.on_dropped = on_dropped or (lambda _reason: None)
+        self.on_dropped = on_dropped or (lambda _reason, _trigger: None)
+        """Called with why an escalation was not sent and the trigger it was for (its first
+        trigger's bounded label, as `on_escalated` gets)."""
 
     def recent(self, stream: str, rendition: str) -> Recent:
         """What the worker compares a verdict with (sent along with each job)."""
@@ -85,7 +87,7 @@ class Escalator:
                     },
                 )
             if why is not None:
-                self.on_dropped(why)
+                self.on_dropped(why, reason_label(decision.reason))
             return []
         assert request is not None  # decide() admits nothing without one
         if request.reason != decision.reason:

@@ -231,15 +231,17 @@ class Metrics:
         self.escalations = Counter(
             "vqmon_escalations",
             "Segments the screen role escalated to the diagnose role, by their first trigger "
-            "(flag_<kind>, mos_low, mos_low_drop, degradation_unsure) or audit.",
+            "(flag_<kind>, mos_low, mos_low_drop, degraded_<class>, degradation_unsure, ...), "
+            "habitual, ongoing or audit.",
             ["reason"],
             registry=registry,
         )
         self.escalations_dropped = Counter(
             "vqmon_escalations_dropped",
             "Escalations a trigger asked for but the screen role did not send, by reason: "
-            "budget, ranked, stream_rate (the policy's limits), no_frames, request_error.",
-            ["reason"],
+            "budget, ranked, stream_rate (the policy's limits), no_frames, request_error; "
+            "and by the trigger refused (its first, labelled as in vqmon_escalations).",
+            ["reason", "trigger"],
             registry=registry,
         )
         self.diagnoses = Counter(

@@ -401,8 +401,8 @@ class Daemon:
             m.escalations.labels(label).inc()
             summary.escalations[label] += 1
 
-        def dropped(reason: str) -> None:
-            m.escalations_dropped.labels(reason).inc()
+        def dropped(reason: str, trigger: str) -> None:
+            m.escalations_dropped.labels(reason, trigger).inc()
             summary.escalations_dropped[reason] += 1
 
         return Escalator(

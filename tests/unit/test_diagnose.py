@@ -199,13 +199,13 @@ def _screened(seq: int, flags: tuple[Flag, ...], with_request: bool) -> Screened
 
 def test_escalator_sends_admitted_requests_and_counts_every_refusal() -> None:
     sent: list[str] = []
-    dropped: list[str] = []
+    dropped: list[tuple[str, str]] = []
     cfg = EscalationConfig(audit_fraction=0.0, budget_floor=2, stream_burst=10)
     esc = Escalator(
         EscalationPolicy(cfg, clock=lambda: 100.0),
         "vqmon.escalations",
         on_escalated=sent.append,
-        on_dropped=dropped.append,
+        on_dropped=lambda reason, trigger: dropped.append((reason, trigger)),
     )
     black_flag = (Flag("black", 1.0, 0.0, 2.0),)
     out = esc.outputs(_screened(1, black_flag, True))
@@ -217,7 +217,9 @@ def test_escalator_sends_admitted_requests_and_counts_every_refusal() -> None:
     # ... spent nothing: the floor of 2 still has room for the next one, then is used up
     assert len(esc.outputs(_screened(4, black_flag, True))) == 1
     assert esc.outputs(_screened(5, black_flag, True)) == []
-    assert sent == ["flag_black", "flag_black"] and dropped == [NO_FRAMES, "budget"]
+    # each refusal names the trigger it refused, as the escalated ones do
+    assert sent == ["flag_black", "flag_black"]
+    assert dropped == [(NO_FRAMES, "flag_black"), ("budget", "ongoing")]  # black goes on
 
 
 # ---------------------------------------------------------------- the diagnose role
