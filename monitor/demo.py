@@ -48,6 +48,9 @@ FINDS = {
     "noise": ({"noise"}, {"noise"}, {"noise"}),
     "loss": ({"corruption"}, {"corruption"}, {"packet_loss"}),
 }
+# Impairments that more bits can mend: a starved rung, and a noisy picture whose noise
+# takes the bits its detail needed. A bitrate raise for anything else is misdirected.
+BITS_MEND = {"starve", "noise"}
 # Segments after an impairment's last one where its effects (gates, hysteresis, a
 # starved rung until the encoder applies the decision) may still show.
 GRACE = 4
@@ -236,9 +239,11 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
         else:
             findings.append(Finding(imp, None, None))
 
-    def impaired(stream: str, rendition: str | None, seq: int) -> bool:
+    def impaired(
+        stream: str, rendition: str | None, seq: int, kinds: Iterable[str] = FINDS
+    ) -> bool:
         for imp in imps:
-            if imp.stream != stream:
+            if imp.stream != stream or imp.kind not in kinds:
                 continue
             end = imp.from_seq + (imp.segments or 10**6) - 1 + GRACE
             if imp.from_seq <= seq <= end and (
@@ -251,6 +256,12 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
         i for i in seen.incidents.values() if not impaired(i["stream"], None, i["opened_seq"])
     ]
     false_alerts = [a for a in seen.alerts if not impaired(a["stream"], a["rendition"], a["seq"])]
+    misdirected = [
+        d
+        for d in seen.decisions
+        if d.get("action") == "raise_bitrate"
+        and not impaired(d["stream"], d["rendition"], int(d.get("seq") or 0), BITS_MEND)
+    ]
     return {
         "findings": [
             {
@@ -268,6 +279,10 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
             f"{i['stream']} {i['kind']} seq {i['opened_seq']}" for i in false_incidents
         ],
         "false_alerts": [f"{a['segment_id']} {a['kind']}" for a in false_alerts],
+        "misdirected_decisions": [
+            f"{d['stream']}/{d['rendition']} {d['action']} seq {d.get('seq')}: {d.get('reason')}"
+            for d in misdirected
+        ],
         "verdicts": len(verdicts),
         "incidents": len(seen.incidents),
         "decisions": len(seen.decisions),
@@ -316,6 +331,12 @@ def print_table(result: dict[str, Any], out: Any) -> None:
     print(
         f"false alarms on clean segments: {len(result['false_incidents'])} incidents, "
         f"{len(result['false_alerts'])} alerts",
+        file=out,
+    )
+    wrong = result["misdirected_decisions"]
+    print(
+        f"bitrate raises for faults bits do not mend (blur, black, freeze, loss, clean): "
+        f"{len(wrong)}" + "".join(f"\n  {w}" for w in wrong),
         file=out,
     )
     print(

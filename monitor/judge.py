@@ -180,12 +180,24 @@ class StarvationConfig(StrictModel):
     clear_after: int | None = Field(
         None, ge=1, le=1000, description="Overrides judge.clear_after for starvation."
     )
+    explained_by: tuple[str, ...] = Field(
+        ("blur", "noise", "banding"),
+        description="Picture kinds that explain a low segment, as black and freeze do: its "
+        "flag of that kind is bad (judged against the rendition's look) and the degradation "
+        "head names the same class. A picture blurred, noised or banded before the encoder "
+        "is not short of bits, and more bits do not mend it; a starved encode that also "
+        "looks soft has the head naming compression, and stays starvation. Verdicts "
+        "without a head (no distilled model) never explain this way. Empty: off.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StarvationConfig:
         for name, t in self.targets.items():
             if not 1 <= t <= 5:
                 raise ValueError(f"targets[{name!r}] = {t} must be a MOS between 1 and 5")
+        for kind in self.explained_by:
+            if kind not in PICTURE_KINDS:
+                raise ValueError(f"explained_by: {kind!r} is not one of {', '.join(PICTURE_KINDS)}")
         return self
 
     def target(self, rendition: str) -> float | None:
@@ -905,6 +917,7 @@ class Judge:
 
     def _judge_round(self, st: StreamState, rnd: Round, now: float) -> list[Incident]:
         raw: dict[str, set[str]] = {}
+        pictured = False
         for name in sorted(rnd.obs):
             obs = rnd.obs[name]
             r = st.renditions.setdefault(name, RenditionState(name))
@@ -914,21 +927,29 @@ class Judge:
             r.bitrate = obs.bitrate or r.bitrate
             r.last_mos = obs.mos
             r.rescale(obs)
-            for kind in self._judge_segment(r, obs):
+            bad, by_picture = self._judge_segment(r, obs)
+            pictured = pictured or by_picture
+            for kind in bad:
                 raw.setdefault(kind, set()).add(name)
-        self._judge_ladder(st, rnd, raw)
+        self._judge_ladder(st, rnd, raw, pictured)
         events: list[Incident] = []
         for kind in sorted({k for r in st.renditions.values() for k in r.gates}):
             events += self._reconcile(st, kind, rnd, raw.get(kind, set()), now)
         return events
 
-    def _judge_segment(self, r: RenditionState, obs: Observation) -> list[str]:
-        """Step every gate of one rendition; returns the kinds this segment was bad for."""
+    def _judge_segment(self, r: RenditionState, obs: Observation) -> tuple[list[str], bool]:
+        """Step every gate of one rendition; returns the kinds this segment was bad for, and
+        whether a picture fault (starvation.explained_by) explains its quality."""
         cfg = self.cfg
         seg_s = obs.duration_s or cfg.default_segment_s
         findings: dict[str, Finding] = dict(flag_findings(obs, cfg.kinds, seg_s))
         self._against_looks(r, obs, findings)
-        explained = any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
+        pictured = (
+            obs.degradation in cfg.starvation.explained_by
+            and obs.degradation in findings
+            and findings[obs.degradation].bad
+        )
+        explained = pictured or any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
         if cfg.starvation.enabled and not explained:
             sf = starvation_finding(obs, r.baseline, cfg.starvation, cfg.warmup_segments)
             if sf is not None:
@@ -958,7 +979,7 @@ class Judge:
         healthy = not bad_kinds and not any(g.active for g in r.gates.values())
         if healthy and obs.mos is not None:
             r.baseline.update(obs.mos, obs.mos_low, cfg.baseline_segments)
-        return bad_kinds
+        return bad_kinds, pictured
 
     def _against_looks(
         self, r: RenditionState, obs: Observation, findings: dict[str, Finding]
@@ -987,9 +1008,11 @@ class Judge:
             going_bad = g is not None and (g.active or g.bad_run > 0)
             findings[kind] = look.judge(finding, severity, cfg, not blind and not going_bad)
 
-    def _judge_ladder(self, st: StreamState, rnd: Round, raw: dict[str, set[str]]) -> None:
+    def _judge_ladder(
+        self, st: StreamState, rnd: Round, raw: dict[str, set[str]], pictured: bool
+    ) -> None:
         cfg = self.cfg.ladder
-        if not cfg.enabled or any(raw.get(k) for k in EXPLAINING_KINDS):
+        if not cfg.enabled or pictured or any(raw.get(k) for k in EXPLAINING_KINDS):
             return
         rungs = [
             (name, st.renditions[name].bitrate or 0, o.mos)

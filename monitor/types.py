@@ -317,6 +317,10 @@ class Observation:
     """The display size ("WxH") the screen score judged the picture at (extra.judged_at)."""
     segment_time: float | None = None
     """When the segment's record was produced (source.timestamp_ms, in seconds)."""
+    degradation: str | None = None
+    """The degradation head's most likely class (clean, compression, blur, noise, ...), or
+    None when the verdict has no head: what the picture looks degraded by, which tells a
+    blurred or noisy picture from a starved encode (compression)."""
 
     @property
     def stamp(self) -> float:
@@ -366,6 +370,7 @@ class Observation:
             time=_opt_time(doc, "screened_at", what) or 0.0,
             judged_at=judged_at[:32] if isinstance(judged_at, str) else None,
             segment_time=_record_time(doc, what),
+            degradation=_likeliest(doc.get("degradation")),
         )
 
     @classmethod
@@ -405,6 +410,22 @@ class Observation:
             dead_letter=reason,
             segment_time=_record_time(doc, what),
         )
+
+
+def _likeliest(degradation: object) -> str | None:
+    """The most likely class of a verdict's degradation map; None without one. Entries that
+    are not a class name and a finite number are passed over (another release's or a
+    hostile producer's), not a reason to refuse the verdict."""
+    if not isinstance(degradation, Mapping):
+        return None
+    best: tuple[float, str] | None = None
+    for name, p in degradation.items():
+        value = finite_number(p)
+        if not isinstance(name, str) or not 0 < len(name) <= 32 or value is None:
+            continue
+        if name.isprintable() and name.isascii() and (best is None or value > best[0]):
+            best = (value, name)
+    return None if best is None else best[1]
 
 
 def _record_time(doc: Mapping[str, Any], what: str) -> float | None:

@@ -23,9 +23,11 @@ def verdict(
     stream: str = "news",
     flags: Sequence[tuple[str, float, float]] = (),
     errors: int = 0,
+    degradation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A vqmon.verdict/1 value as docs/topics.md shows it (only what the judge reads)."""
     return {
+        **({"degradation": degradation} if degradation is not None else {}),
         "schema": "vqmon.verdict/1",
         "segment_id": f"{stream}/{rendition}/{seq}",
         "stream": stream,
@@ -158,6 +160,67 @@ def test_a_freeze_interrupts_a_starvation_run_not_yet_opened() -> None:
     run.round(**{"360p": 3.6, "720p": 3.7})
     out = run.round(**{"360p": 3.6, "720p": 3.7})
     assert states(out) == [("open", "720p", "starvation", "rendition")]
+
+
+BLURRED = {"blur": 0.9, "compression": 0.06, "clean": 0.04}
+BLOCKY = {"compression": 0.8, "blur": 0.15, "clean": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("head", "kinds"),
+    [
+        (BLURRED, {"blur"}),  # the head agrees with the flag: a blurred picture
+        (BLOCKY, {"blur", "starvation", "ladder_inversion"}),  # a starved encode, soft too
+        (None, {"blur", "starvation", "ladder_inversion"}),  # no head: as before
+    ],
+)
+def test_a_picture_fault_the_head_names_explains_a_low_rung(
+    head: dict[str, float] | None, kinds: set[str]
+) -> None:
+    # The demo's blur on one rung opened "starvation at rendition", and the encoder was
+    # told to raise that rung's bitrate: bits do not sharpen a blurred picture.
+    run = Run(starvation={"open_after": 2})
+    run.clean(8)
+    blurred = {"mos": 3.1, "flags": [("blur", 0.6, 2.0)], "degradation": head}
+    for _ in range(4):
+        run.round(**{"360p": 3.6, "720p": dict(blurred)})
+    opened = {e.kind for e in run.events if e.state == "open"}
+    assert opened == kinds
+    assert all(e.scope == "720p" for e in run.events)
+
+
+def test_a_picture_fault_does_not_explain_a_drop_its_flag_does_not_show() -> None:
+    # The head naming blur without a bad blur flag (or a flag within the rendition's usual
+    # look) explains nothing: the drop is judged as before.
+    run = Run(starvation={"open_after": 2})
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"mos": 3.7, "degradation": BLURRED}})
+    assert {e.kind for e in run.events} == {"starvation"}
+
+
+def test_explained_by_off_judges_every_drop_as_before() -> None:
+    run = Run(starvation={"open_after": 2, "explained_by": []})
+    run.clean(8)
+    blurred = {"mos": 3.7, "flags": [("blur", 0.6, 2.0)], "degradation": BLURRED}
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": dict(blurred)})
+    assert {e.kind for e in run.events} == {"starvation", "blur"}
+    with pytest.raises(ValidationError, match="explained_by: 'freeze' is not one of"):
+        cfg(starvation={"explained_by": ["freeze"]})
+
+
+def test_the_observation_takes_the_heads_likeliest_class_and_passes_over_junk() -> None:
+    def likeliest(head: Any) -> str | None:
+        doc = verdict("720p", 0, 4.0)
+        doc["degradation"] = head
+        return Observation.from_verdict_json(doc).degradation
+
+    assert likeliest(BLURRED) == "blur"
+    assert likeliest({"clean": 0.7, "noise": 0.3}) == "clean"
+    assert likeliest(None) is None and likeliest({}) is None and likeliest([1, 2]) is None
+    hostile = {"blur": "9", "x" * 40: 1.0, "\ud800": 2.0, "noise": float("nan"), "clean": 0.2}
+    assert likeliest(hostile) == "clean"
 
 
 def test_target_below_opens_without_baseline() -> None:
