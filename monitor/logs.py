@@ -41,6 +41,17 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class _CancelledRefresh(logging.Filter):
+    """kafka-python 3 logs "Metadata refresh: failed Cancelled" as an error when a client
+    closes while its metadata request is in flight (a demo or a role starting and closing
+    its clients): nothing failed, so it is not shown. Every other refresh failure is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        cancelled = bool(args) and type(args[0]).__name__ == "Cancelled"
+        return not (cancelled and str(record.msg).startswith("Metadata refresh: failed"))
+
+
 def setup(level: str = "INFO", fmt: str = "json") -> None:
     """Configure the root logger once; kafka-python's chatter is kept to warnings."""
     handler = logging.StreamHandler(sys.stderr)
@@ -49,3 +60,6 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    cluster = logging.getLogger("kafka.cluster")
+    if not any(isinstance(f, _CancelledRefresh) for f in cluster.filters):
+        cluster.addFilter(_CancelledRefresh())

@@ -188,3 +188,27 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("vqmon 0.")
+
+
+def test_a_client_closing_mid_refresh_logs_no_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # kafka-python 3 logged "error kafka.cluster: Metadata refresh: failed Cancelled" in the
+    # demo's first seconds: a client closed while its refresh was in flight. A real refresh
+    # failure still shows.
+    import logging
+
+    from kafka import errors
+
+    from monitor import logs
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.setup("INFO", "text")
+        cluster = logging.getLogger("kafka.cluster")
+        cluster.error("Metadata refresh: failed %s", errors.Cancelled())
+        cluster.error("Metadata refresh: failed %s", errors.NodeNotReadyError("metadata"))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "Cancelled" not in err and "NodeNotReadyError" in err
