@@ -4,7 +4,9 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
 `stream/*` or `*/rendition`, fields merged over `encoding.defaults`):
 
 - raise the bitrate by `step` (up to `max_bitrate`) when the MOS stays below target for
-  `below_segments` segments, or a starvation incident is open on this rendition, or a
+  `below_segments` segments (unless a blur incident is open on this rendition alone: a
+  picture blurred before the encoder, which bits do not sharpen; the judge's
+  `starvation.explained_by`), or a starvation incident is open on this rendition, or a
   freeze incident on this rendition alone while its encoder declares a bitrate under
   `starved_ratio` of the decided one (starved of bits, an encoder repeats its last
   picture: the judge sees a freeze, the remedy is bits); at the cap, switch to the next
@@ -89,6 +91,10 @@ from monitor.types import (
 
 DIAGNOSIS_FILTERS: dict[str, FilterName] = {"noise": "denoise", "compression": "deblock"}
 INCIDENT_FILTERS: dict[str, FilterName] = {"noise": "denoise", "blocking": "deblock"}
+UNMENDED_BY_BITS = ("blur",)
+"""Incident kinds on a rung that a bitrate raise cannot mend: a rung below target while
+one is open there is not raised for being below (noise and banding are: more bits do
+lessen what an encoder makes of them; a noise incident also gets its denoise filter)."""
 
 
 class RenditionPolicy(StrictModel):
@@ -527,7 +533,8 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
         if short is not None:
             own_starved, why = frozen, short
     upstream = any(i.localisation != "rendition" for i in incidents)
-    fell = rung.below >= p.below_segments and not upstream
+    pictured = any(i.kind in UNMENDED_BY_BITS for i in incidents)
+    fell = rung.below >= p.below_segments and not upstream and not pictured
     if rung.saving_from is not None:
         undo = _undo_saving_preset(rung, fell, starved, frozen)
         if undo is not None:

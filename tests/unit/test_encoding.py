@@ -108,6 +108,15 @@ def test_starvation_incident_raises_at_once_but_source_faults_do_not() -> None:
     assert feed(src, [3.2] * 10, inc=[wide]) == []
 
 
+def test_a_blurred_rung_below_target_is_not_given_bits() -> None:
+    # A blur incident on the rung: its picture was blurred before the encoder, and bits
+    # do not sharpen it. Below target without it, the rung is raised as ever.
+    assert feed(policy(), [3.2] * 10, inc=[incident("blur")]) == []
+    assert [d.action for d in feed(policy(), [3.2] * 10)] == ["raise_bitrate"]
+    noisy = feed(policy(), [3.2] * 10, inc=[incident("noise")])  # its filter (cooldown after)
+    assert [d.action for d in noisy] == ["enable_filter"]
+
+
 def test_a_frozen_rung_starved_of_bits_is_raised_once_and_a_plain_freeze_is_not() -> None:
     frozen = [FlagObs("freeze", 1.0, 2.0)]
     freeze = incident("freeze")
