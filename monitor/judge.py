@@ -30,7 +30,10 @@ How it judges
   margin: `spread` standard deviations of its own healthy values, when that is larger.
   Baselines are EWMAs fed only by healthy segments, averaged evenly until they span
   `baseline_segments` (so the first segment does not weigh more than the rest).
-  Segments that are black, frozen or damaged say nothing about bits and are skipped.
+  Segments that are black, frozen or damaged say nothing about bits and are skipped;
+  a low segment whose blur the degradation head agrees with (`explained_by`) is held
+  (it neither counts towards a run nor breaks it; it still clears an open incident
+  once its MOS is back).
 - Ladder check: renditions ordered by bitrate; a rung whose MOS is not above the rung
   below by more than `ladder.margin` is bad for kind `ladder_inversion`.
 - Localisation from the ladder alone: when every rendition of the stream is bad for a
@@ -82,7 +85,10 @@ from monitor.types import (
 
 FLAG_INCIDENT_KINDS = ("black", "freeze", "blur", "noise", "blocking", "banding")
 EXPLAINING_KINDS = ("black", "freeze", "corruption")
-"""A segment bad for one of these says nothing about bits: no starvation or ladder check."""
+"""A segment bad for one of these says nothing about bits: no starvation or ladder check.
+(A picture fault the head agrees with, StarvationConfig.explained_by, explains a low
+segment in a narrower way: it holds a starvation run and its rung sits out the ladder
+check.)"""
 
 
 # ---------------------------------------------------------------- config
@@ -181,13 +187,16 @@ class StarvationConfig(StrictModel):
         None, ge=1, le=1000, description="Overrides judge.clear_after for starvation."
     )
     explained_by: tuple[str, ...] = Field(
-        ("blur", "noise", "banding"),
-        description="Picture kinds that explain a low segment, as black and freeze do: its "
+        ("blur",),
+        description="Picture kinds (of blur, noise, banding) that explain a low segment: its "
         "flag of that kind is bad (judged against the rendition's look) and the degradation "
-        "head names the same class. A picture blurred, noised or banded before the encoder "
-        "is not short of bits, and more bits do not mend it; a starved encode that also "
-        "looks soft has the head naming compression, and stays starvation. Verdicts "
-        "without a head (no distilled model) never explain this way. Empty: off.",
+        "head names the same class as its likeliest. A picture blurred before the encoder "
+        "is not short of bits, and more bits do not sharpen it; a starved encode that looks "
+        "soft mostly has the head naming compression. Such a segment holds a run of low "
+        "segments (neither counts nor breaks it) and still clears an open incident once its "
+        "MOS is back. Not noise or banding by default: bits do lessen what an encoder makes "
+        "of them, and a starved encoder bands gradients. Verdicts without a head never "
+        "explain this way. Empty: off.",
     )
 
     @model_validator(mode="after")
@@ -195,9 +204,13 @@ class StarvationConfig(StrictModel):
         for name, t in self.targets.items():
             if not 1 <= t <= 5:
                 raise ValueError(f"targets[{name!r}] = {t} must be a MOS between 1 and 5")
-        for kind in self.explained_by:
-            if kind not in PICTURE_KINDS:
-                raise ValueError(f"explained_by: {kind!r} is not one of {', '.join(PICTURE_KINDS)}")
+        for i, kind in enumerate(self.explained_by):
+            if kind not in HEAD_PICTURE_KINDS:
+                raise ValueError(
+                    f"explained_by: {kind!r} is not one of {', '.join(HEAD_PICTURE_KINDS)}"
+                )
+            if kind in self.explained_by[:i]:
+                raise ValueError(f"explained_by: {kind!r} is listed twice")
         return self
 
     def target(self, rendition: str) -> float | None:
@@ -217,7 +230,9 @@ class LadderCheckConfig(StrictModel):
     open_after: int = Field(3, ge=1, le=1000, description="Consecutive bad rounds to open.")
 
 
-PICTURE_KINDS = ("blur", "noise", "banding", "blocking")
+HEAD_PICTURE_KINDS = ("blur", "noise", "banding")
+"""Picture flag kinds the degradation head has a class of too (it has no blocking)."""
+PICTURE_KINDS = (*HEAD_PICTURE_KINDS, "blocking")
 """Flag kinds that describe how a picture looks, which content can do on its own (a soft
 photograph, film grain, a gradient), unlike black, freeze or damage."""
 
@@ -917,7 +932,7 @@ class Judge:
 
     def _judge_round(self, st: StreamState, rnd: Round, now: float) -> list[Incident]:
         raw: dict[str, set[str]] = {}
-        pictured = False
+        pictured: set[str] = set()
         for name in sorted(rnd.obs):
             obs = rnd.obs[name]
             r = st.renditions.setdefault(name, RenditionState(name))
@@ -928,18 +943,23 @@ class Judge:
             r.last_mos = obs.mos
             r.rescale(obs)
             bad, by_picture = self._judge_segment(r, obs)
-            pictured = pictured or by_picture
+            if by_picture:
+                pictured.add(name)
             for kind in bad:
                 raw.setdefault(kind, set()).add(name)
         self._judge_ladder(st, rnd, raw, pictured)
         events: list[Incident] = []
         for kind in sorted({k for r in st.renditions.values() for k in r.gates}):
-            events += self._reconcile(st, kind, rnd, raw.get(kind, set()), now)
+            # a rung whose low MOS a picture fault explained still shows that every rung
+            # dropped (a source fault that blurs one rung and lowers the rest is the
+            # source's, not a starved rung's)
+            agree = raw.get(kind, set()) | (pictured if kind == "starvation" else set())
+            events += self._reconcile(st, kind, rnd, agree, now)
         return events
 
     def _judge_segment(self, r: RenditionState, obs: Observation) -> tuple[list[str], bool]:
         """Step every gate of one rendition; returns the kinds this segment was bad for, and
-        whether a picture fault (starvation.explained_by) explains its quality."""
+        whether a picture fault (starvation.explained_by) explained a low MOS."""
         cfg = self.cfg
         seg_s = obs.duration_s or cfg.default_segment_s
         findings: dict[str, Finding] = dict(flag_findings(obs, cfg.kinds, seg_s))
@@ -949,16 +969,23 @@ class Judge:
             and obs.degradation in findings
             and findings[obs.degradation].bad
         )
-        explained = pictured or any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
+        explained = any(findings[k].bad for k in EXPLAINING_KINDS if k in findings)
+        starving = r.gates.get("starvation")
+        held = False
         if cfg.starvation.enabled and not explained:
             sf = starvation_finding(obs, r.baseline, cfg.starvation, cfg.warmup_segments)
-            if sf is not None:
+            # A picture fault explains a low segment: its gate is not stepped, so a run is
+            # held (neither counted nor broken: a head torn between blur and compression
+            # on a starved encode does not keep it from opening); a segment back in range
+            # still steps it, and clears an open incident.
+            held = pictured and sf is not None and sf.bad
+            if sf is not None and not held:
                 findings["starvation"] = sf
-        elif (g := r.gates.get("starvation")) is not None and not g.active:
+        elif starving is not None and not starving.active:
             # A run of low segments must be consecutive: one that another fault explains
             # (a freeze, a black run) interrupts a run not yet opened, so a dip before a
             # freeze and one after it are not "stays bad". An open incident keeps going.
-            g.reset()
+            starving.reset()
         bad_kinds = []
         for kind, f in findings.items():
             whole_segment = kind in ("starvation", "corruption")
@@ -979,7 +1006,7 @@ class Judge:
         healthy = not bad_kinds and not any(g.active for g in r.gates.values())
         if healthy and obs.mos is not None:
             r.baseline.update(obs.mos, obs.mos_low, cfg.baseline_segments)
-        return bad_kinds, pictured
+        return bad_kinds, held
 
     def _against_looks(
         self, r: RenditionState, obs: Observation, findings: dict[str, Finding]
@@ -1009,15 +1036,15 @@ class Judge:
             findings[kind] = look.judge(finding, severity, cfg, not blind and not going_bad)
 
     def _judge_ladder(
-        self, st: StreamState, rnd: Round, raw: dict[str, set[str]], pictured: bool
+        self, st: StreamState, rnd: Round, raw: dict[str, set[str]], pictured: set[str]
     ) -> None:
         cfg = self.cfg.ladder
-        if not cfg.enabled or pictured or any(raw.get(k) for k in EXPLAINING_KINDS):
+        if not cfg.enabled or any(raw.get(k) for k in EXPLAINING_KINDS):
             return
         rungs = [
             (name, st.renditions[name].bitrate or 0, o.mos)
             for name, o in rnd.obs.items()
-            if o.mos is not None and st.renditions[name].bitrate
+            if o.mos is not None and st.renditions[name].bitrate and name not in pictured
         ]
         if len(rungs) < 2:
             return

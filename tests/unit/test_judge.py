@@ -189,6 +189,74 @@ def test_a_picture_fault_the_head_names_explains_a_low_rung(
     assert all(e.scope == "720p" for e in run.events)
 
 
+def test_an_open_starvation_clears_under_a_picture_fault_once_the_mos_is_back() -> None:
+    # Found in review: pictured segments did not step the gate at all, so a starvation
+    # stayed open while a blur lasted, and the policy raised the rung for it again.
+    run = Run(starvation={"open_after": 2}, ladder={"enabled": False})
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"mos": 3.1, "degradation": BLOCKY}})
+    blurred = {"mos": 4.3, "flags": [("blur", 0.6, 2.0)], "degradation": BLURRED}
+    for _ in range(6):
+        run.round(**{"360p": 3.6, "720p": dict(blurred)})
+    assert [(e.state, e.kind) for e in run.events if e.kind == "starvation"] == [
+        ("open", "starvation"),
+        ("resolved", "starvation"),
+    ]
+
+
+def test_a_head_torn_between_blur_and_compression_does_not_hide_a_starvation() -> None:
+    # Found in review: a pictured segment reset the run, so a starved encode whose head
+    # named blur on every third segment never reached open_after.
+    torn = {"blur": 0.48, "compression": 0.45, "clean": 0.07}
+    blocky = {"compression": 0.48, "blur": 0.45, "clean": 0.07}
+    run = Run(ladder={"enabled": False})  # open_after 3
+    run.clean(8)
+    for i in range(9):
+        head = torn if i % 3 == 2 else blocky
+        soft = {"mos": 3.1, "flags": [("blur", 0.6, 2.0)], "degradation": head}
+        run.round(**{"360p": 3.6, "720p": soft})
+    assert {e.kind for e in run.events if e.state == "open"} == {"blur", "starvation"}
+
+
+def test_a_source_drop_with_one_rung_explained_stays_at_the_source() -> None:
+    # Found in review: the explained rung left the stream-wide test, and the other rung's
+    # drop opened at the rendition, where the policy raises its bitrate.
+    scaled = {"scaling": 0.8, "blur": 0.1, "clean": 0.1}
+    run = Run(ladder={"enabled": False})
+    run.clean(8)
+    blurred = {"mos": 3.3, "flags": [("blur", 0.6, 2.0)], "degradation": BLURRED}
+    for _ in range(5):
+        run.round(**{"360p": {"mos": 2.9, "degradation": scaled}, "720p": dict(blurred)})
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert ("starvation", "*") in opened and ("starvation", "360p") not in opened
+    # a rung that shows a blur but holds its MOS does not make another's drop the source's
+    run = Run(ladder={"enabled": False})
+    run.clean(8)
+    sharp_enough = {"mos": 4.3, "flags": [("blur", 0.6, 2.0)], "degradation": BLURRED}
+    for _ in range(5):
+        run.round(**{"360p": 2.9, "720p": dict(sharp_enough)})
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert ("starvation", "360p") in opened and ("starvation", "*") not in opened
+
+
+def test_an_explained_rung_sits_out_the_ladder_check_the_others_stay_in() -> None:
+    # Found in review: one pictured rung turned the ladder check off for the whole stream.
+    LADDER["1080p"] = (5_000_000, 4.5)
+    try:
+        run = Run()
+        for _ in range(8):
+            run.round(**{"360p": 3.6, "720p": 4.3, "1080p": 4.5})
+        soft = {"mos": 3.0, "flags": [("blur", 0.6, 2.0)], "degradation": BLURRED}
+        for _ in range(5):  # 1080p within its starvation margin, but below 720p
+            run.round(**{"360p": dict(soft), "720p": 4.3, "1080p": 4.2})
+        opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+        assert ("ladder_inversion", "1080p") in opened
+        assert not {k for k, scope in opened if scope == "360p"} - {"blur"}
+    finally:
+        del LADDER["1080p"]
+
+
 def test_a_picture_fault_does_not_explain_a_drop_its_flag_does_not_show() -> None:
     # The head naming blur without a bad blur flag (or a flag within the rendition's usual
     # look) explains nothing: the drop is judged as before.
@@ -208,6 +276,10 @@ def test_explained_by_off_judges_every_drop_as_before() -> None:
     assert {e.kind for e in run.events} == {"starvation", "blur"}
     with pytest.raises(ValidationError, match="explained_by: 'freeze' is not one of"):
         cfg(starvation={"explained_by": ["freeze"]})
+    with pytest.raises(ValidationError, match="explained_by: 'blocking' is not one of"):
+        cfg(starvation={"explained_by": ["blocking"]})  # the head has no blocking class
+    with pytest.raises(ValidationError, match="'blur' is listed twice"):
+        cfg(starvation={"explained_by": ["blur", "blur"]})
 
 
 def test_the_observation_takes_the_heads_likeliest_class_and_passes_over_junk() -> None:
