@@ -58,11 +58,16 @@ def test_poison_pill_bomb_and_oversized_dead_letter_mid_traffic(
         publish(p, topics.segments, hostile[name], stream=name, rendition="r", seq=seq)
         seq += 1
     p.flush()
+    p.close()
     started = time.monotonic()
     verdicts = TopicReader(bs, topics.verdicts)
-    verdicts.until(lambda msgs: good <= {k for k, _, _ in msgs}, 120, daemon)
     dead = TopicReader(bs, topics.dead_letter)
-    dead.until(lambda msgs: len(msgs) >= 3, 60, daemon)
+    try:
+        verdicts.until(lambda msgs: good <= {k for k, _, _ in msgs}, 120, daemon)
+        dead.until(lambda msgs: len(msgs) >= 3, 60, daemon)
+    finally:
+        verdicts.close()
+        dead.close()
     elapsed = time.monotonic() - started
     assert daemon.proc.poll() is None, "the daemon stopped"
     by_key = {k: v for k, v, _ in dead.messages}

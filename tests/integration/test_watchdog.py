@@ -102,6 +102,7 @@ def test_hung_inference_turns_healthz_red_then_the_worker_watchdog_recovers(
     p = producer(bs)
     publish(p, topics.segments, tiny_segments[0], stream="s", rendition="r", seq=0)
     p.flush()
+    p.close()
     # Bound: progress_timeout_s (2 s) after the segment reached the worker, plus a turn.
     wait_for(lambda: daemon.get("/healthz")[0] == 503, 20, "/healthz red", daemon)
     code, why = daemon.get("/healthz")
@@ -109,7 +110,10 @@ def test_hung_inference_turns_healthz_red_then_the_worker_watchdog_recovers(
     # The job timeout (decode 4 s + grace 2 s + http 1 s) kills the worker: the segment
     # becomes a dead letter, health comes back.
     dead = TopicReader(bs, topics.dead_letter)
-    dead.until(lambda msgs: len(msgs) >= 1, 30, daemon)
+    try:
+        dead.until(lambda msgs: len(msgs) >= 1, 30, daemon)
+    finally:
+        dead.close()
     assert dead.messages[0][1]["reason"] == "decode_timeout"
     wait_for(lambda: daemon.get("/healthz")[0] == 200, 10, "/healthz green again", daemon)
     assert np.isfinite(daemon.metric("vqmon_stalled_seconds"))
