@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from scorers.artifacts import MEASURES, measure
-from scorers.hybrid import DEGRADATIONS, mean_qp
+from scorers.hybrid import DEGRADATIONS, mean_qp, upscale
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
 
@@ -470,7 +470,7 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
         need = cfg.degraded_above
         if need is not None:  # None turns the head off, per-class overrides included
             need = cfg.degraded_kinds.get(top, need)
-        if need is not None and top != CLEAN and p >= need:
+        if need is not None and top != CLEAN and p >= need and not _by_design(top, v):
             out.append(f"degraded:{top}>={need:.2f}")
         if cfg.unsure_below is not None and p < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
@@ -486,6 +486,23 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
     if recent is not None:
         out += _soft(v, cfg, recent, out)
     return out
+
+
+LADDER_UPSCALE = 1.1
+"""A rendition shown at least this many times its coded area (a ladder's lower rung, judged
+at the top rung's display size) looks scaled by design."""
+
+
+def _by_design(head_class: str, v: Verdict) -> bool:
+    """The head's class is what the ladder does to this rendition, not news: "scaling" on a
+    rung judged enlarged to its display (every rung below the top, on every segment; a
+    daemon started cold spent its first escalations on them, where real faults found the
+    budget gone). A rise of it over the rendition's habit still escalates where
+    rise_above_recent names scaling."""
+    if head_class != "scaling":
+        return False
+    enlarged = upscale(v.extra)
+    return enlarged is not None and enlarged >= LADDER_UPSCALE
 
 
 def _soft(v: Verdict, cfg: EscalationConfig, recent: Recent, fired: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ a few microseconds per segment.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,6 +64,17 @@ def mean_qp(extra: dict[str, Any]) -> float | None:
     if not isinstance(feats, dict) or not feats.get("has_qp"):
         return None
     return float(feats["qp_mean"]) * 51.0
+
+
+def upscale(extra: dict[str, Any]) -> float | None:
+    """How many times a verdict's picture was enlarged to its display size (display area
+    over coded area, from the hybrid features the distilled scorer puts in
+    `extra["hybrid"]`); None without them. A ladder's lower rungs are above 1."""
+    feats = extra.get("hybrid")
+    value = feats.get("log2_upscale") if isinstance(feats, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(2.0 ** max(-10.0, min(10.0, float(value))))
 
 
 def default_fusion_path() -> Path:

@@ -81,6 +81,28 @@ def test_triggers_are_pure_and_named() -> None:
     assert triggers(v(1, mos_low=None), cfg, Recent(4.0)) == []
 
 
+def test_a_lower_rung_looking_scaled_at_its_display_is_no_news() -> None:
+    # The demo's 320x180 rungs, judged at the 640x360 display, had the head saying scaling
+    # 0.98 on every segment: a cold start escalated their first ones, and the starved,
+    # black and noisy segments a few seconds later found the budget spent.
+    scaled = {"scaling": 0.98, "clean": 0.01, "blur": 0.01}
+    cfg = EscalationConfig()
+
+    def shown(log2_upscale: float | None) -> Verdict:
+        hybrid = {} if log2_upscale is None else {"hybrid": {"log2_upscale": log2_upscale}}
+        return dataclasses.replace(v(1, head=scaled), extra=hybrid)
+
+    assert triggers(shown(2.0), cfg, None) == []  # a quarter of the display's area
+    assert triggers(shown(0.0), cfg, None) == ["degraded:scaling>=0.50"]  # the top rung
+    assert triggers(shown(None), cfg, None) == ["degraded:scaling>=0.50"]  # no features
+    blurred = dataclasses.replace(shown(2.0), degradation={"blur": 0.9, "clean": 0.1})
+    assert triggers(blurred, cfg, None) == ["degraded:blur>=0.75"]  # other classes still do
+    rising = EscalationConfig(rise_above_recent={"scaling": 0.3})
+    assert triggers(shown(2.0), rising, Recent(4.0, head=(("scaling", 0.5),))) == [
+        "rise:scaling>=0.30"
+    ]
+
+
 def test_rolling_median_catches_a_drop_on_one_rendition() -> None:
     clock = Clock()
     pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
