@@ -100,6 +100,12 @@ def demo_config(bootstrap: str, port: int, rounds: int) -> Config:
                 "rounds": rounds,
             },
             "judge": {"starvation": {"open_after": 2}, "ladder": {"enabled": False}},
+            # The escalation budget is 5% of the segments seen in 5 minutes, at least
+            # budget_floor: a fleet's hundreds of renditions pass the floor in seconds; the
+            # demo's six see 180 segments in all, whose 5% (at most 9, two in its first
+            # faults' seconds) left half of its faults undiagnosed. With a floor of 24
+            # every injected fault reaches the diagnose role (19 escalations in a run).
+            "escalation": {"budget_floor": 24},
             "encoding": {
                 "enabled": True,
                 "dry_run": False,
@@ -158,6 +164,14 @@ class Seen:
                 self.alerts.append({**v, "_t": t})
 
 
+def _diagnosis_class(v: dict[str, Any]) -> str:
+    """The degradation class a diagnosis names ("none" when it names none)."""
+    for t in v.get("tasks") or []:
+        if t.get("degradation"):
+            return str(t["degradation"])
+    return "none"
+
+
 def _diagnosis_text(v: dict[str, Any]) -> str:
     parts = []
     for t in v.get("tasks") or []:
@@ -197,6 +211,8 @@ class Finding:
     impairment: Impairment
     found_by: str | None
     after_s: float | None
+    diagnosed_as: str | None = None
+    """The degradation class of the first diagnosis of a segment in its window."""
 
 
 def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dict[str, Any]:
@@ -233,11 +249,20 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
                 and imp.from_seq <= inc["opened_seq"] <= last
             ):
                 hits.append((inc["opened_seq"], f"incident {inc['kind']} ({inc['localisation']})"))
+        diagnosed = sorted(
+            (int(d.get("seq") or 0), _diagnosis_class(d))
+            for d in seen.diagnoses
+            if d.get("stream") == imp.stream
+            and d.get("rendition") in rungs
+            # a starve lasts until a decision: its own diagnosis comes in its first segments
+            and imp.from_seq <= int(d.get("seq") or 0) <= min(last, imp.from_seq + 2 * GRACE)
+        )
+        cls = diagnosed[0][1] if diagnosed else None
         if hits:
             seq, by = min(hits)
-            findings.append(Finding(imp, by, (seq - imp.from_seq + 1) * seg_s))
+            findings.append(Finding(imp, by, (seq - imp.from_seq + 1) * seg_s, cls))
         else:
-            findings.append(Finding(imp, None, None))
+            findings.append(Finding(imp, None, None, cls))
 
     def impaired(
         stream: str, rendition: str | None, seq: int, kinds: Iterable[str] = FINDS
@@ -272,6 +297,7 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
                 "detected": f.found_by is not None,
                 "found_by": f.found_by,
                 "after_s": f.after_s,
+                "diagnosed_as": f.diagnosed_as,
             }
             for f in findings
         ],
@@ -327,7 +353,9 @@ def print_table(result: dict[str, Any], out: Any) -> None:
     for f in result["findings"]:
         where = f"{f['stream']}/{f['rendition']}"
         found = f"{f['found_by']} after {f['after_s']:.0f} s" if f["detected"] else "NOT DETECTED"
-        print(f"  {f['kind']:7s} {where:20s} from segment {f['from_seq']:3d}: {found}", file=out)
+        why = f"; diagnosed: {f['diagnosed_as']}" if f["diagnosed_as"] else "; not diagnosed"
+        print(f"  {f['kind']:7s} {where:20s} from segment {f['from_seq']:3d}: {found}{why}",
+              file=out)  # fmt: skip
     print(
         f"false alarms on clean segments: {len(result['false_incidents'])} incidents, "
         f"{len(result['false_alerts'])} alerts",

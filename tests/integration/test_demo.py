@@ -52,6 +52,8 @@ def test_demo_finds_every_injected_impairment_and_raises_nothing_on_clean_segmen
     # blur on one rung is a blur incident, not starvation with a bitrate raise
     assert result["misdirected_decisions"] == [], result
     assert result["incidents"] >= 3 and result["decisions"] >= 1 and result["diagnoses"] >= 1
+    # every fault reached the diagnose role (the rules backend: its class is not checked)
+    assert all(f["diagnosed_as"] for f in result["findings"]), result["findings"]
     assert "NOT DETECTED" not in proc.stdout and "injected impairment" in proc.stdout
     html = report.read_text()
     assert all(name in html for name in ("news", "sport", "nature")) and "<svg" in html
