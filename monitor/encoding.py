@@ -4,9 +4,9 @@ Per rendition (configured per ladder in `encoding.policies`, keys `stream/rendit
 `stream/*` or `*/rendition`, fields merged over `encoding.defaults`):
 
 - raise the bitrate by `step` (up to `max_bitrate`) when the MOS stays below target for
-  `below_segments` segments (unless a blur incident is open on this rendition alone: a
-  picture blurred before the encoder, which bits do not sharpen; the judge's
-  `starvation.explained_by`), or a starvation incident is open on this rendition, or a
+  `below_segments` segments (with a blur incident open on the rendition, the raise is
+  made for it, so the gain check below undoes it if the bits bought nothing: a picture
+  blurred before the encoder), or a starvation incident is open on this rendition, or a
   freeze incident on this rendition alone while its encoder declares a bitrate under
   `starved_ratio` of the decided one (starved of bits, an encoder repeats its last
   picture: the judge sees a freeze, the remedy is bits); at the cap, switch to the next
@@ -92,9 +92,11 @@ from monitor.types import (
 DIAGNOSIS_FILTERS: dict[str, FilterName] = {"noise": "denoise", "compression": "deblock"}
 INCIDENT_FILTERS: dict[str, FilterName] = {"noise": "denoise", "blocking": "deblock"}
 UNMENDED_BY_BITS = ("blur",)
-"""Incident kinds on a rung that a bitrate raise cannot mend: a rung below target while
-one is open there is not raised for being below (noise and banding are: more bits do
-lessen what an encoder makes of them; a noise incident also gets its denoise filter)."""
+"""Incident kinds on a rung that bits may not mend: a rung below target while one is open
+there is raised for that incident, on trial (min_gain): a picture blurred before the
+encoder gains nothing and the raise is undone, a starved encoder that smears gains and
+keeps it. (Noise and banding are not here: more bits do lessen what an encoder makes of
+them, and a noise incident gets its denoise filter.)"""
 
 
 class RenditionPolicy(StrictModel):
@@ -533,15 +535,18 @@ def propose(rung: Rung, incidents: Sequence[Incident]) -> Proposal | None:
         if short is not None:
             own_starved, why = frozen, short
     upstream = any(i.localisation != "rendition" for i in incidents)
-    pictured = any(i.kind in UNMENDED_BY_BITS for i in incidents)
-    fell = rung.below >= p.below_segments and not upstream and not pictured
+    blurred = next((i for i in incidents if i.kind in UNMENDED_BY_BITS), None)
+    fell = rung.below >= p.below_segments and not upstream
     if rung.saving_from is not None:
         undo = _undo_saving_preset(rung, fell, starved, frozen)
         if undo is not None:
             return undo
     if own_starved is not None or fell:
         why = why if own_starved else f"{rung.below} segments below target"
-        more = _raise(rung, why, own_starved)
+        # Below target with a blur incident open: a blurred picture or a starved encoder
+        # that smears. The raise is made for the incident, so the gain check undoes it
+        # and gives that incident no more bits if they bought nothing.
+        more = _raise(rung, why, own_starved or blurred)
         if more is not None:
             return more
     flt = _filter_proposal(rung, incidents)
