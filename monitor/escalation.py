@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from scorers.artifacts import MEASURES, measure
-from scorers.hybrid import DEGRADATIONS, mean_qp, upscale
+from scorers.hybrid import DEGRADATIONS, enlarged, mean_qp
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
 
@@ -470,7 +470,7 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
         need = cfg.degraded_above
         if need is not None:  # None turns the head off, per-class overrides included
             need = cfg.degraded_kinds.get(top, need)
-        if need is not None and top != CLEAN and p >= need and not _by_design(top, v):
+        if need is not None and top != CLEAN and p >= need:
             out.append(f"degraded:{top}>={need:.2f}")
         if cfg.unsure_below is not None and p < cfg.unsure_below:
             out.append(f"degradation_unsure<{cfg.unsure_below:.2f}")
@@ -488,21 +488,18 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
     return out
 
 
-LADDER_UPSCALE = 1.1
-"""A rendition shown at least this many times its coded area (a ladder's lower rung, judged
-at the top rung's display size) looks scaled by design."""
-
-
-def _by_design(head_class: str, v: Verdict) -> bool:
-    """The head's class is what the ladder does to this rendition, not news: "scaling" on a
-    rung judged enlarged to its display (every rung below the top, on every segment; a
-    daemon started cold spent its first escalations on them, where real faults found the
-    budget gone). A rise of it over the rendition's habit still escalates where
-    rise_above_recent names scaling."""
-    if head_class != "scaling":
-        return False
-    enlarged = upscale(v.extra)
-    return enlarged is not None and enlarged >= LADDER_UPSCALE
+def by_design(reasons: list[str], v: Verdict, recent: Recent | None) -> list[str]:
+    """`reasons` less what the ladder does to this rendition: the head's "scaling" on a rung
+    judged enlarged to its display (every rung below the top says it on every segment),
+    while the rendition has no history of its own. A daemon started cold spent its first
+    escalations on them, and real faults seconds later found the budget gone. The trigger
+    still goes into the rendition's history, so once that is known (recent_min segments)
+    its habits take over as before: a rung that always looks scaled is no news, and
+    scaling on one that did not (a top rung coded smaller, a lower rung whose head read
+    clean) is."""
+    if (recent is not None and recent.mos_low is not None) or not enlarged(v.extra):
+        return reasons
+    return [r for r in reasons if not r.startswith("degraded:scaling>")]
 
 
 def _soft(v: Verdict, cfg: EscalationConfig, recent: Recent, fired: list[str]) -> list[str]:
@@ -578,7 +575,7 @@ def candidate(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> str |
     """
     if not cfg.enabled:
         return None
-    reasons = triggers(v, cfg, recent)
+    reasons = by_design(triggers(v, cfg, recent), v, recent)
     if reasons:
         return ",".join(reasons)
     return "audit" if audit_pick(v.segment_id, cfg.audit_fraction) else None
@@ -783,8 +780,10 @@ class EscalationPolicy:
         self._count(now, seen=1)
         if not cfg.enabled:
             return Decision(False, "disabled")
-        reasons = triggers(v, cfg, self.recent(v.stream, v.rendition))
-        labels = frozenset(reason_label(r) for r in reasons)
+        recent = self.recent(v.stream, v.rendition)
+        fired = triggers(v, cfg, recent)
+        labels = frozenset(reason_label(r) for r in fired)
+        reasons = by_design(fired, v, recent)
         severities = _flag_severities(v)
         habitual = self.habitual(key, severities)
         # an escalated event goes on while its trigger fires on every segment, no stronger

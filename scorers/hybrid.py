@@ -63,18 +63,42 @@ def mean_qp(extra: dict[str, Any]) -> float | None:
     feats = extra.get("hybrid")
     if not isinstance(feats, dict) or not feats.get("has_qp"):
         return None
-    return float(feats["qp_mean"]) * 51.0
+    qp = _feature(extra, "qp_mean")
+    return None if qp is None else qp * 51.0
+
+
+LADDER_UPSCALE = 1.1
+"""A rendition shown at least this many times its coded area (a ladder's lower rung, judged
+at the top rung's display size) looks scaled by design: the degradation head says
+"scaling" on every segment of it."""
+
+
+def _feature(extra: dict[str, Any], name: str) -> float | None:
+    """A finite number among a verdict's hybrid features, else None (it comes off a topic:
+    text, a bool or an integer beyond a float's range is not one)."""
+    feats = extra.get("hybrid")
+    value = feats.get(name) if isinstance(feats, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def upscale(extra: dict[str, Any]) -> float | None:
     """How many times a verdict's picture was enlarged to its display size (display area
     over coded area, from the hybrid features the distilled scorer puts in
     `extra["hybrid"]`); None without them. A ladder's lower rungs are above 1."""
-    feats = extra.get("hybrid")
-    value = feats.get("log2_upscale") if isinstance(feats, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(2.0 ** max(-10.0, min(10.0, float(value))))
+    value = _feature(extra, "log2_upscale")
+    return None if value is None else float(2.0 ** max(-10.0, min(10.0, value)))
+
+
+def enlarged(extra: dict[str, Any]) -> bool:
+    """The verdict judged its rendition enlarged to the display (see LADDER_UPSCALE)."""
+    times = upscale(extra)
+    return times is not None and times >= LADDER_UPSCALE
 
 
 def default_fusion_path() -> Path:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ingest.config import StrictModel
-from scorers.hybrid import mean_qp
+from scorers.hybrid import enlarged, mean_qp
 from scorers.vlm.prompts import NO_DISTORTION, SEVERITIES
 from scorers.vlm.types import Diagnosis, EscalationRequest, Task, TaskResult
 
@@ -158,13 +158,18 @@ def rules_degradation(
     if coarse and qp is not None:
         sev = min(1.0, max(0.0, (qp - 26.0) / 25.0))
         return "compression", severity_label(sev), f"mean quantiser {qp:.1f}"
-    head = verdict.get("degradation") or {}
+    head = dict(verdict.get("degradation") or {})
+    ladder = ""
+    if len(head) > 1 and enlarged(verdict.get("extra") or {}) and "scaling" in head:
+        # a rung below the top, judged enlarged to its display, looks scaled by design
+        del head["scaling"]
+        ladder = " (scaling left out: the rung is shown enlarged, as its ladder does)"
     if head:
         name, p = max(head.items(), key=lambda kv: kv[1])
         sev = _mos_severity(verdict)
         if name in HEAD_TO_CLASS and p >= cfg.min_head_probability and sev is not None:
-            return HEAD_TO_CLASS[name], severity_label(sev), f"head {name} p={p:.2f}"
-        return NO_DISTORTION, NO_DISTORTION, f"head {name} p={p:.2f}"
+            return HEAD_TO_CLASS[name], severity_label(sev), f"head {name} p={p:.2f}{ladder}"
+        return NO_DISTORTION, NO_DISTORTION, f"head {name} p={p:.2f}{ladder}"
     return NO_DISTORTION, NO_DISTORTION, "no flag, no degradation head"
 
 

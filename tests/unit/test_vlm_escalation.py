@@ -21,6 +21,7 @@ from monitor.escalation import (
     Recent,
     _Ranks,
     audit_pick,
+    candidate,
     family,
     reason_label,
     triggers,
@@ -86,21 +87,36 @@ def test_a_lower_rung_looking_scaled_at_its_display_is_no_news() -> None:
     # 0.98 on every segment: a cold start escalated their first ones, and the starved,
     # black and noisy segments a few seconds later found the budget spent.
     scaled = {"scaling": 0.98, "clean": 0.01, "blur": 0.01}
-    cfg = EscalationConfig()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=100)
 
-    def shown(log2_upscale: float | None) -> Verdict:
+    def shown(seq: int, log2_upscale: float | None, head: dict[str, float] = scaled) -> Verdict:
         hybrid = {} if log2_upscale is None else {"hybrid": {"log2_upscale": log2_upscale}}
-        return dataclasses.replace(v(1, head=scaled), extra=hybrid)
+        return dataclasses.replace(v(seq, head=head), extra=hybrid)
 
-    assert triggers(shown(2.0), cfg, None) == []  # a quarter of the display's area
-    assert triggers(shown(0.0), cfg, None) == ["degraded:scaling>=0.50"]  # the top rung
-    assert triggers(shown(None), cfg, None) == ["degraded:scaling>=0.50"]  # no features
-    blurred = dataclasses.replace(shown(2.0), degradation={"blur": 0.9, "clean": 0.1})
-    assert triggers(blurred, cfg, None) == ["degraded:blur>=0.75"]  # other classes still do
-    rising = EscalationConfig(rise_above_recent={"scaling": 0.3})
-    assert triggers(shown(2.0), rising, Recent(4.0, head=(("scaling", 0.5),))) == [
-        "rise:scaling>=0.30"
-    ]
+    assert candidate(shown(0, 2.0), cfg, None) is None  # a quarter of the display's area
+    assert candidate(shown(0, 0.0), cfg, None) == "degraded:scaling>=0.50"  # the top rung
+    assert candidate(shown(0, None), cfg, None) == "degraded:scaling>=0.50"  # no features
+    blurred = shown(0, 2.0, {"blur": 0.9, "clean": 0.1})
+    assert candidate(blurred, cfg, None) == "degraded:blur>=0.75"  # other classes still do
+    # The trigger still goes into the rendition's history: once that is known, scaling
+    # is its habit, not news; on a rung that did not look scaled (a top rung coded
+    # smaller, say) it is news as before.
+    clock = Clock()
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(12):
+        clock.t += 2
+        d = pol.decide(shown(i, 2.0))
+        # nothing while the rendition is young; then a habit, with an audit's priority
+        assert not d.escalate if i < cfg.recent_min else d.kind != "impaired", (i, d)
+    top = EscalationPolicy(cfg, clock)
+    for i in range(6):
+        clock.t += 2
+        assert not top.decide(shown(i, 0.0, {"clean": 0.9, "scaling": 0.1})).escalate
+    d = top.decide(shown(6, 2.0))
+    assert d.escalate and d.reason == "degraded:scaling>=0.50"
+    # odd features are no upscale at all
+    for odd in (10**400, float("nan"), "2", True):
+        assert candidate(shown(0, odd), cfg, None) == "degraded:scaling>=0.50"  # type: ignore[arg-type]
 
 
 def test_rolling_median_catches_a_drop_on_one_rendition() -> None:

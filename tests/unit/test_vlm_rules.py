@@ -41,6 +41,21 @@ def test_rules_fall_back_to_the_distilled_head() -> None:
     ]
 
 
+def test_rules_leave_out_the_scaling_a_lower_rung_shows_by_design() -> None:
+    # A starved 320x180 rung at the 640x360 display, escalated on its MOS: "scaling" (what
+    # every lower rung looks like enlarged) is not what is wrong with it.
+    cfg = RulesConfig()
+    v = verdict(3).to_json()
+    head = {"scaling": 0.9, "compression": 0.06, "clean": 0.04}
+    lower = {**v, "degradation": head, "extra": {"hybrid": {"log2_upscale": 2.0}}}
+    cls, _, why = rules_degradation(lower, cfg)
+    assert cls == "none" and "scaling left out" in why  # compression 0.06: unsure
+    sure = {**lower, "degradation": {"scaling": 0.5, "compression": 0.45, "clean": 0.05}}
+    assert rules_degradation(sure, cfg)[0] == "compression"
+    top = {**lower, "extra": {"hybrid": {"log2_upscale": 0.0}}}
+    assert rules_degradation(top, cfg)[0] == "scaling"  # at its display: a real scaling
+
+
 def test_rules_call_a_coarse_quantiser_compression() -> None:
     cfg = RulesConfig()
     unsure = {**verdict(3).to_json(), "degradation": {"clean": 0.35, "blur": 0.33, "noise": 0.32}}
