@@ -41,15 +41,17 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-class _CancelledRefresh(logging.Filter):
-    """kafka-python 3 logs "Metadata refresh: failed Cancelled" as an error when a client
-    closes while its metadata request is in flight (a demo or a role starting and closing
-    its clients): nothing failed, so it is not shown. Every other refresh failure is."""
+class _CancelledByClose(logging.Filter):
+    """kafka-python 3 logs errors such as "Metadata refresh: failed Cancelled" or "Bootstrap
+    attempt ... failed: Cancelled" when a client closes while a request is in flight (a demo
+    or a role starting and closing its clients): nothing failed, so they are not shown.
+    Any other failure of the client is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
         args = record.args if isinstance(record.args, tuple) else ()
-        cancelled = bool(args) and type(args[0]).__name__ == "Cancelled"
-        return not (cancelled and str(record.msg).startswith("Metadata refresh: failed"))
+        return not any(type(a).__name__ == "Cancelled" for a in args)
 
 
 def setup(level: str = "INFO", fmt: str = "json") -> None:
@@ -60,6 +62,4 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
-    cluster = logging.getLogger("kafka.cluster")
-    if not any(isinstance(f, _CancelledRefresh) for f in cluster.filters):
-        cluster.addFilter(_CancelledRefresh())
+    handler.addFilter(_CancelledByClose())

@@ -207,8 +207,10 @@ def test_a_client_closing_mid_refresh_logs_no_error(capsys: pytest.CaptureFixtur
         cluster = logging.getLogger("kafka.cluster")
         cluster.error("Metadata refresh: failed %s", errors.Cancelled())
         cluster.error("Metadata refresh: failed %s", errors.NodeNotReadyError("metadata"))
+        manager = logging.getLogger("kafka.net.manager")
+        manager.error("Bootstrap attempt to %s failed: %s", "bootstrap-0", errors.Cancelled())
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
     err = capsys.readouterr().err
-    assert "Cancelled" not in err and "NodeNotReadyError" in err
+    assert "Cancelled" not in err and "NodeNotReadyError" in err and "Bootstrap" not in err
