@@ -31,7 +31,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ingest.config import StrictModel
 from scorers.artifacts import MEASURES, measure
-from scorers.hybrid import DEGRADATIONS, enlarged, mean_qp
+from scorers.hybrid import DEGRADATIONS, LADDER_UPSCALE, mean_qp, upscale
 from scorers.types import Verdict
 from scorers.vlm.request import FramesConfig
 
@@ -61,6 +61,9 @@ class Recent:
     an audit's priority while the verdict's flag of that label is no stronger than the
     ceiling (a habit's strongest recent hit plus habit_margin; inf otherwise). Sent to the
     worker with the job, so it makes no JPEG frames for what the limits treat as weak."""
+    upscale: float | None = None
+    """The rolling median of how many times the rendition is enlarged to its display (see
+    by_design), from its first segment on; None before one is known."""
 
 
 SOFT_RISE: dict[str, float] = {"banding": 0.2, "blur": 0.25}
@@ -488,16 +491,24 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
     return out
 
 
+LADDER_TOLERANCE = 0.5
+"""log2 of the enlargement a rung may differ from its usual one by and still be as the
+ladder made it (a factor of 1.4 in area)."""
+
+
 def by_design(reasons: list[str], v: Verdict, recent: Recent | None) -> list[str]:
     """`reasons` less what the ladder does to this rendition: the head's "scaling" on a rung
-    judged enlarged to its display (every rung below the top says it on every segment),
-    while the rendition has no history of its own. A daemon started cold spent its first
-    escalations on them, and real faults seconds later found the budget gone. The trigger
-    still goes into the rendition's history, so once that is known (recent_min segments)
-    its habits take over as before: a rung that always looks scaled is no news, and
-    scaling on one that did not (a top rung coded smaller, a lower rung whose head read
-    clean) is."""
-    if (recent is not None and recent.mos_low is not None) or not enlarged(v.extra):
+    judged enlarged to its display as it usually is (every rung below the top says it on
+    every segment, saturated near 1: it tells nothing about the rung). A daemon started cold
+    spent its first escalations on them, and real faults seconds later found the budget
+    gone; later, each came back as news after any break (a black run). A rung enlarged
+    more than it usually is (a top rung coded smaller, a lower rung's encoder falling to a
+    smaller size) still escalates on it."""
+    times = upscale(v.extra)
+    if times is None or times < LADDER_UPSCALE:
+        return reasons
+    usual = recent.upscale if recent is not None else None
+    if usual is not None and abs(math.log2(times / usual)) >= LADDER_TOLERANCE:
         return reasons
     return [r for r in reasons if not r.startswith("degraded:scaling>")]
 
@@ -746,6 +757,7 @@ class EscalationPolicy:
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
         self._heads: OrderedDict[str, deque[tuple[float, ...]]] = OrderedDict()
         self._measures: OrderedDict[str, deque[tuple[float, ...]]] = OrderedDict()
+        self._upscales: OrderedDict[str, deque[float]] = OrderedDict()
         self._triggers: OrderedDict[str, deque[frozenset[str]]] = OrderedDict()
         self._flags: OrderedDict[str, deque[dict[str, float]]] = OrderedDict()
         """Per rendition, each recent segment's flag severities by trigger label."""
@@ -898,6 +910,9 @@ class EscalationPolicy:
         if v.degradation and cfg.rise_above_recent:
             rising = cfg.rise_above_recent
             self._history(self._heads, key).append(tuple(v.degradation.get(k, 0.0) for k in rising))
+        times = upscale(v.extra)
+        if times is not None:
+            self._history(self._upscales, key).append(times)
         if cfg.measure_rise:
             taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
             if any(x is not None for x in taken):
@@ -1020,11 +1035,13 @@ class EscalationPolicy:
         settled = self._habits(key)
         for k, top in self._ongoing.get(key, {}).items():
             settled[k] = max(settled.get(k, 0.0), top)
+        upscales = self._upscales.get(key)
         return Recent(
             self.recent_median(stream, rendition),
             medians,
             self._measure_medians(key),
             tuple(sorted(settled.items())),
+            float(statistics.median(upscales)) if upscales else None,
         )
 
     def _measure_medians(self, key: str) -> tuple[tuple[str, float], ...]:

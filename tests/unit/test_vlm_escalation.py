@@ -98,16 +98,16 @@ def test_a_lower_rung_looking_scaled_at_its_display_is_no_news() -> None:
     assert candidate(shown(0, None), cfg, None) == "degraded:scaling>=0.50"  # no features
     blurred = shown(0, 2.0, {"blur": 0.9, "clean": 0.1})
     assert candidate(blurred, cfg, None) == "degraded:blur>=0.75"  # other classes still do
-    # The trigger still goes into the rendition's history: once that is known, scaling
-    # is its habit, not news; on a rung that did not look scaled (a top rung coded
-    # smaller, say) it is news as before.
+    # Not while young, not as a habit later, not after a break (a black run: it came
+    # back as news); but a rung enlarged more than it usually is (a top rung coded
+    # smaller) is news.
     clock = Clock()
     pol = EscalationPolicy(cfg, clock)
-    for i in range(12):
+    for i in range(20):
         clock.t += 2
-        d = pol.decide(shown(i, 2.0))
-        # nothing while the rendition is young; then a habit, with an audit's priority
-        assert not d.escalate if i < cfg.recent_min else d.kind != "impaired", (i, d)
+        head = {"packet_loss": 0.9, "clean": 0.1} if i in (8, 9) else scaled
+        d = pol.decide(shown(i, 2.0, head))
+        assert d.escalate == (i in (8, 9)), (i, d)  # the black run's own head escalates
     top = EscalationPolicy(cfg, clock)
     for i in range(6):
         clock.t += 2
