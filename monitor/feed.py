@@ -304,9 +304,15 @@ class Feed:
         try:
             self.producer.flush(timeout=5)
         finally:
-            self.producer.close(timeout=5)
-            if self.decisions is not None:
-                self.decisions.close()
+            try:
+                # with records still pending (a broker gone slow), close(timeout) raises
+                # and leaves the producer open: close(0) then drops them
+                self.producer.close(timeout=5)
+            except Exception:
+                self.producer.close(timeout=0)
+            finally:
+                if self.decisions is not None:
+                    self.decisions.close()
 
 
 def _imp_key(i: Impairment) -> str:

@@ -19,18 +19,19 @@ def ts_h264() -> bytes:
 
 @pytest.fixture(autouse=True)
 def _no_kafka_client_left_open(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A Kafka client a test leaves open keeps its I/O thread (kafka-python 3: kafka-io-*)
+    """A Kafka client a test leaves open keeps its I/O thread (kafka-python 3: kafka-io-*,
+    and a producer's sender)
     retrying a broker the test has stopped, logging into pytest's closed capture after the
     run: CI crashed in its terminal summary (SystemError) after every test had passed.
     Such a test fails here, naming the thread; close the client (a finally block)."""
-    before = {t for t in threading.enumerate() if t.name.startswith("kafka-io")}
+    before = {t for t in threading.enumerate() if _kafka_thread(t)}
     yield
     deadline = time.monotonic() + 5.0
     while True:
         left = [
             t
             for t in threading.enumerate()
-            if t.name.startswith("kafka-io") and t not in before and t.is_alive()
+            if _kafka_thread(t) and t not in before and t.is_alive()
         ]
         if not left or time.monotonic() > deadline:
             break
@@ -40,3 +41,9 @@ def _no_kafka_client_left_open(request: pytest.FixtureRequest) -> Iterator[None]
             f"{request.node.nodeid} left Kafka clients open: {sorted(t.name for t in left)}",
             pytrace=False,
         )
+
+
+def _kafka_thread(t: threading.Thread) -> bool:
+    """A kafka-python client's own thread: a consumer's or admin client's I/O loop
+    (kafka-io-<client_id>) or a producer's sender (<client_id>-network-thread)."""
+    return t.name.startswith("kafka-io") or type(t).__name__ == "Sender"
