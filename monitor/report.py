@@ -587,6 +587,14 @@ def run(args: argparse.Namespace) -> int:
             return 1
     c = Collected.of(messages)
     where = args.input or args.bootstrap
+    if not c.understood and args.input is None:
+        print(
+            f"vqmon report: {where}: the output topics hold no vqmon message yet "
+            f"({c.unreadable} not understood); check --bootstrap and the --*-topic names "
+            "(the daemon's kafka.topics); no report written",
+            file=sys.stderr,
+        )
+        return 1
     if not c.understood:
         held = f"none of its {c.unreadable} messages is a" if c.unreadable else "it holds no"
         print(

@@ -136,6 +136,21 @@ def test_report_cli_refuses_a_file_of_no_vqmon_messages(
     assert "1 messages not understood (skipped)" in capsys.readouterr().err and out.is_file()
 
 
+def test_report_from_empty_topics_says_which_topics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A double for the consumer (the real one reads a broker: tests/integration): topics
+    # that hold nothing are not a file of junk, and say what to check.
+    import monitor.report as report
+
+    monkeypatch.setattr(report, "read_topics", lambda servers, topics: iter(()))
+    out = tmp_path / "r.html"
+    assert main(["report", "--bootstrap", "127.0.0.1:9", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the output topics hold no vqmon message yet" in err and "--bootstrap" in err
+    assert not out.exists()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(
     messages: list[dict[str, Any]], tmp_path: Path
