@@ -67,16 +67,14 @@ EXPECTED = {"starve": "starvation", "blur": "blur", "noise": "noise"}
 
 
 def pictures(assets: Path, split: realset.Split, count: int) -> list[tuple[str, np.ndarray]]:
-    """realset.spread_pictures' rule over the split's packages that are present."""
+    """realset.spread_pictures of the split's packages that are present."""
     present = [p for p in realset.packages(split) if (assets / p).is_dir()]
     if not present:
         raise SystemExit(f"{assets}: none of {split}'s packages; `vqmon train realset --fetch`")
-    found = realset.list_sources(assets, split, only=present)
-    ok = [(p, rgb) for p in found if (rgb := realset.usable(p)) is not None]
-    if len(ok) < count:
-        raise SystemExit(f"{assets}: {len(ok)} usable pictures of {present}, want {count}")
-    picks = [ok[i * len(ok) // count] for i in range(count)]
-    return [(realset.source_name(assets, p), rgb) for p, rgb in picks]
+    try:
+        return realset.spread_pictures(assets, split, count, only=present)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def screen(chain: Chain, config: Config, data: bytes, rendition: str, seq: int) -> Observation:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast, get_args
 
 from ingest.contract import MAX_BITRATE
-from scorers.types import Flag, Verdict
+from scorers.types import Flag, Verdict, finite_number
 
 INCIDENT_SCHEMA = "vqmon.incident/1"
 DECISION_SCHEMA = "vqmon.encoder-decision/1"
@@ -262,19 +262,6 @@ def verdict_from_json(doc: Mapping[str, Any]) -> Verdict:
 
 def _number(x: object) -> bool:
     return finite_number(x) is not None
-
-
-def finite_number(x: object) -> float | None:
-    """A JSON number as a finite float, else None (text, bool, NaN, infinities and integers
-    beyond a float's range): for fields read back from records another release or a
-    hostile producer wrote."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return None
-    try:
-        value = float(x)
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True, slots=True)

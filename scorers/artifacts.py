@@ -31,7 +31,7 @@ from pydantic import Field
 
 from ingest.config import StrictModel
 from ingest.types import DecodedSegment
-from scorers.types import Flag, Verdict
+from scorers.types import Flag, Verdict, finite_number
 
 VERSION = "1.4"
 MEASURES_KEY = "artifacts"
@@ -52,14 +52,7 @@ EDGE_FLOOR = 1e-4
 def measure(extra: dict[str, Any], name: str) -> float | None:
     """A raw detector measure from a verdict's `extra`, None when it was not taken."""
     got = extra.get(MEASURES_KEY)
-    value = got.get(name) if isinstance(got, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        x = float(value)
-    except OverflowError:
-        return None
-    return x if math.isfinite(x) else None
+    return finite_number(got.get(name)) if isinstance(got, dict) else None
 
 
 F32 = npt.NDArray[np.float32]

@@ -26,7 +26,6 @@ a few microseconds per segment.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.types import DecodedSegment
-from scorers.types import ScorerError
+from scorers.types import ScorerError, finite_number
 
 DEFAULT_FUSION = "vqmon-fusion.json"
 DEGRADATIONS = ("clean", "compression", "blur", "noise", "scaling", "packet_loss", "banding")
@@ -77,14 +76,7 @@ def _feature(extra: dict[str, Any], name: str) -> float | None:
     """A finite number among a verdict's hybrid features, else None (it comes off a topic:
     text, a bool or an integer beyond a float's range is not one)."""
     feats = extra.get("hybrid")
-    value = feats.get(name) if isinstance(feats, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        x = float(value)
-    except OverflowError:
-        return None
-    return x if math.isfinite(x) else None
+    return finite_number(feats.get(name)) if isinstance(feats, dict) else None
 
 
 def upscale(extra: dict[str, Any]) -> float | None:

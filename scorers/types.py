@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from ingest.types import DecodedSegment
+
+
+def finite_number(x: object) -> float | None:
+    """A JSON number as a finite float, else None (text, bool, NaN, infinities and integers
+    beyond a float's range): for fields read back from records another release or a
+    hostile producer wrote."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    try:
+        value = float(x)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
 
 FLAG_KINDS = ("black", "freeze", "blockiness", "blur", "noise", "banding", "corruption")
 

@@ -158,14 +158,19 @@ def list_sources(assets: Path, split: Split, only: Sequence[str] | None = None) 
 
 
 def spread_pictures(
-    assets: Path, split: Split, count: int | None, offset: int = 0
+    assets: Path,
+    split: Split,
+    count: int | None,
+    offset: int = 0,
+    only: Sequence[str] | None = None,
 ) -> list[tuple[str, RGB]]:
     """`count` usable pictures of `split` (None: every one), every len/count-th by name
     order (a rule fixed before looking: the benches that film a few real pictures take
     theirs this way), as (source name, RGB). `offset` shifts every pick that many pictures
     on (wrapping), so a second set of the same size shares none of the first's while
-    offset < len // count (the picks are that many or one more apart)."""
-    found = [(p, usable(p)) for p in list_sources(assets, split)]
+    offset < len // count (the picks are that many or one more apart). `only`: of these of
+    the split's packages (list_sources)."""
+    found = [(p, usable(p)) for p in list_sources(assets, split, only)]
     ok = [(p, rgb) for p, rgb in found if rgb is not None]
     count = len(ok) if count is None else count
     if len(ok) < count:
