@@ -177,6 +177,14 @@ def missing_files(cfg: KafkaConfig) -> list[str]:
     return out
 
 
+# kafka-python 3 renamed the option (and made its default 30 s, as request_timeout_ms's)
+_BOOTSTRAP_TIMEOUT = (
+    "bootstrap_timeout_ms"
+    if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG
+    else "api_version_auto_timeout_ms"
+)
+
+
 def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]:
     """Connection and security options shared by consumer, producer and admin client."""
     opts: dict[str, Any] = {
@@ -185,6 +193,9 @@ def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]
         "request_timeout_ms": cfg.request_timeout_ms,
         "reconnect_backoff_max_ms": 2000,
         "security_protocol": cfg.security_protocol,
+        # a broker's first answer is waited for as long as any other: a client made while
+        # the broker hangs (the publisher recreates its producer then) blocks that long
+        _BOOTSTRAP_TIMEOUT: cfg.request_timeout_ms,
     }
     if cfg.sasl_mechanism is not None:
         opts["sasl_mechanism"] = cfg.sasl_mechanism
@@ -250,6 +261,25 @@ def make_producer(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaProducer:
         delivery_timeout_ms=max(30000, cfg.request_timeout_ms + 5000),
         **client_options(cfg, bootstrap),
     )
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close `producer`, waiting up to `timeout_s` for what it still has to send.
+
+    kafka-python's close() flushes first and raises when the flush times out (records
+    pending, broker hung), before it would force its sender to stop: the sender's I/O
+    thread and its pending batches would outlive the producer (one per producer the
+    publisher recreates through an outage). So on that failure the sender is stopped
+    here, which fails the pending records' futures, and the error is raised on.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception:
+        sender = getattr(producer, "_sender", None)  # no public call drops pending records
+        if sender is not None and hasattr(sender, "force_close"):
+            sender.force_close()
+            sender.join(max(1.0, timeout_s))
+        raise
 
 
 def make_admin(cfg: KafkaConfig, bootstrap: Sequence[str]) -> KafkaAdminClient:

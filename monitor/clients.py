@@ -16,6 +16,8 @@ from kafka import errors as kerr
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from ingest.kafka import close_producer
+
 
 class Partition(NamedTuple):
     topic: str
@@ -230,4 +232,4 @@ class KafkaProducerClient:
         self._p.flush(timeout=timeout_s)
 
     def close(self, timeout_s: float) -> None:
-        self._p.close(timeout=timeout_s)
+        close_producer(self._p, timeout_s)

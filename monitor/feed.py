@@ -34,7 +34,7 @@ import numpy as np
 
 from ingest.contract import largest_display, segment_message
 from ingest.impair import blur, corrupt_packets, noise
-from ingest.kafka import KafkaConfig, client_options
+from ingest.kafka import KafkaConfig, client_options, close_producer
 from ingest.synth import RGB, EncodeSettings, encode, pattern_frames
 from monitor.encoder_settings import LadderSettings
 from monitor.sections import FeedConfig, Impairment
@@ -305,11 +305,8 @@ class Feed:
             self.producer.flush(timeout=5)
         finally:
             try:
-                # with records still pending (a broker gone slow), close(timeout) raises
-                # and leaves the producer open: close(0) then drops them
-                self.producer.close(timeout=5)
-            except Exception:
-                self.producer.close(timeout=0)
+                # with records still pending (a broker gone slow) it drops them and raises
+                close_producer(self.producer, 5)
             finally:
                 if self.decisions is not None:
                     self.decisions.close()

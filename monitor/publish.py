@@ -120,8 +120,10 @@ class KafkaSink:
                 self.errors.append(f"{segment}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        self.producer.flush(timeout=60)
-        self.producer.close(timeout=10)
+        try:
+            self.producer.flush(timeout=60)
+        finally:
+            kafka_io.close_producer(self.producer, 10)
 
 
 def variants_for(path: Path, ladder: list[Rung] | None, rendition: str) -> list[Variant]:

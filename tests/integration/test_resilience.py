@@ -186,3 +186,61 @@ def test_a_topic_is_read_to_its_end_whatever_end_the_broker_lists(
         c.close()
     tail, _ = kafka_io.read_tail(KafkaConfig(), [bs], topics.verdicts, 4, 15.0)
     assert [int(r.value) for r in tail] == [38, 39, 40, 41]
+
+
+def test_a_broker_that_hangs_leaks_no_producer_and_loses_no_output(tmp_path: Path) -> None:
+    # A hung broker (connections open, no answers) makes the publisher recreate its
+    # producer; kafka-python's close raises on the pending records' flush before it would
+    # stop the sender, whose thread then outlived every reset (one per retry of an outage).
+    import threading
+
+    from monitor.clients import KafkaProducerClient
+    from monitor.publisher import OutMessage, Publisher
+
+    def senders() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if type(t).__name__ == "Sender"]
+
+    cfg = KafkaConfig(request_timeout_ms=3000)
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as b:
+        bs = b.bootstrap_servers
+        topics = Topics.unique("hang")
+        topics.create(bs)
+        made: list[int] = []
+
+        def factory() -> KafkaProducerClient:
+            made.append(1)
+            return KafkaProducerClient(kafka_io.make_producer(cfg, [bs]))
+
+        pub = Publisher(factory, stuck_after_s=1.0, retry_backoff_s=0.2)
+
+        def send(token: int) -> None:
+            m = OutMessage(topics.verdicts, f"k{token}".encode(), f"v{token}".encode())
+            pub.publish(token, [m])
+
+        try:
+            send(0)
+            wait_for(lambda: 0 in pub.poll(), 30, "the first output acknowledged")
+            b.hang()
+            try:
+                for token in range(1, 6):
+                    send(token)
+                # each attempt waits a request timeout (3 s) for the hung broker's first
+                # answer; three attempts
+                wait_for(
+                    lambda: pub.poll() is not None and len(made) >= 4,
+                    60,
+                    "the publisher recreating its producer through the hang",
+                )
+                assert len(senders()) <= 1, [t.name for t in senders()]
+            finally:
+                b.resume()
+            done: set[int] = set()
+            wait_for(
+                lambda: done.update(pub.poll()) or done >= set(range(1, 6)),
+                60,
+                "every output acknowledged after the broker answers again",
+            )
+        finally:
+            pub.close()
+        records, _ = kafka_io.read_tail(cfg, [bs], topics.verdicts, 100, 15.0)
+        assert {r.value for r in records} >= {f"v{t}".encode() for t in range(6)}
