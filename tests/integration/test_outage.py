@@ -206,3 +206,42 @@ def test_a_role_without_screening_reports_its_own_run(role: str, tmp_path: Path)
         assert summary["judge"] == {"incidents_opened": 0, "encoder_decisions": 0}
     else:
         assert "judge" not in summary and summary["diagnose"] == {}
+
+
+def test_a_broker_that_hangs_while_running_loses_nothing(
+    tiny_segments: list[bytes], tmp_path: Path, start_daemon: Any
+) -> None:
+    # Hung, not gone: connections stay open and nothing answers (a stalled broker host).
+    # Requests time out, deliveries fail, the publisher recreates its producer (each
+    # attempt waiting a request timeout for a first answer), and the group may rebalance.
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        bs = broker.bootstrap_servers
+        topics = Topics.unique("hang")
+        topics.create(bs)
+        expected = _publish(bs, topics.segments, tiny_segments, range(0, 40))
+        daemon = start_daemon(
+            daemon_config(tmp_path, bs, topics, kafka={"request_timeout_ms": 3000})
+        )
+        reader = TopicReader(bs, topics.verdicts)
+        reader.until(lambda msgs: len(msgs) >= 10, 120, daemon)
+        reader.close()
+        broker.hang()
+        try:
+            time.sleep(40)  # past the delivery timeout (30 s): outputs in flight fail
+            assert daemon.proc.poll() is None, daemon.tail()
+        finally:
+            broker.resume()
+        expected |= _publish(bs, topics.segments, tiny_segments, range(40, 50))
+        reader = TopicReader(bs, topics.verdicts)
+        reader.until_keys(
+            expected,
+            stall_s=120,
+            max_s=600,
+            daemon=daemon,
+            explain=_explain(bs, topics, daemon, tmp_path / "tansu.log"),
+        )
+        assert set(reader.keys()) == expected
+        reader.close()
+        resets = daemon.metric("vqmon_producer_resets_total")
+        assert daemon.terminate() == 0
+        assert resets >= 1, "the hang never failed a delivery: hang longer"
