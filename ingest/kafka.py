@@ -177,14 +177,6 @@ def missing_files(cfg: KafkaConfig) -> list[str]:
     return out
 
 
-# kafka-python 3 renamed the option (and made its default 30 s, as request_timeout_ms's)
-_BOOTSTRAP_TIMEOUT = (
-    "bootstrap_timeout_ms"
-    if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG
-    else "api_version_auto_timeout_ms"
-)
-
-
 def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]:
     """Connection and security options shared by consumer, producer and admin client."""
     opts: dict[str, Any] = {
@@ -195,7 +187,7 @@ def client_options(cfg: KafkaConfig, bootstrap: Sequence[str]) -> dict[str, Any]
         "security_protocol": cfg.security_protocol,
         # a broker's first answer is waited for as long as any other: a client made while
         # the broker hangs (the publisher recreates its producer then) blocks that long
-        _BOOTSTRAP_TIMEOUT: cfg.request_timeout_ms,
+        "bootstrap_timeout_ms": cfg.request_timeout_ms,
     }
     if cfg.sasl_mechanism is not None:
         opts["sasl_mechanism"] = cfg.sasl_mechanism

@@ -223,7 +223,7 @@ def test_a_broker_that_hangs_while_running_loses_nothing(
             daemon_config(tmp_path, bs, topics, kafka={"request_timeout_ms": 3000})
         )
         reader = TopicReader(bs, topics.verdicts)
-        reader.until(lambda msgs: len(msgs) >= 10, 120, daemon)
+        reader.until(lambda msgs: len(msgs) >= 1, 120, daemon)  # the rest still to send
         reader.close()
         broker.hang()
         try:
