@@ -229,6 +229,9 @@ def test_a_broker_that_hangs_while_running_loses_nothing(
         try:
             time.sleep(40)  # past the delivery timeout (30 s): outputs in flight fail
             assert daemon.proc.poll() is None, daemon.tail()
+            # what VqmonOutputsUnacknowledged reads: their age runs on through the resets
+            waited = daemon.metric("vqmon_oldest_unacknowledged_output_seconds")
+            assert waited > 20, waited
         finally:
             broker.resume()
         expected |= _publish(bs, topics.segments, tiny_segments, range(40, 50))
