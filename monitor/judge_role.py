@@ -688,3 +688,5 @@ class JudgeDaemon:
             m.step_errors.inc()
         elif name == "commit":
             m.commits.inc()
+        elif name == "oldest_unacked_seconds":
+            m.oldest_unacked.labels("judge").set(value)

@@ -140,7 +140,9 @@ class Metrics:
         )
         self.oldest_unacked = Gauge(
             "vqmon_oldest_unacknowledged_output_seconds",
-            "Age of the oldest output still waiting for the broker's acknowledgement.",
+            "Age of the oldest output still waiting for the broker's acknowledgement, by role "
+            "(screen, judge, diagnose: each has its own producer).",
+            ["role"],
             registry=registry,
         )
         self.stalled = Gauge(

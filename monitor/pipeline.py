@@ -165,7 +165,9 @@ def dead_letter_maker(config: Config) -> Callable[[Record, str, str], OutMessage
     return make
 
 
-def runtime_observer(metrics: Metrics, *, stages: bool = True) -> Callable[[str, float], None]:
+def runtime_observer(
+    metrics: Metrics, *, stages: bool = True, role: str = "screen"
+) -> Callable[[str, float], None]:
     """The runtime's and steps' metrics hook. `stages=False` (the diagnose role) leaves the
     screen pipeline's stage histograms and gauges to the screen role."""
 
@@ -177,6 +179,8 @@ def runtime_observer(metrics: Metrics, *, stages: bool = True) -> Callable[[str,
             m.step_errors.inc()
         elif name == "commit":
             m.commits.inc()
+        elif name == "oldest_unacked_seconds":
+            m.oldest_unacked.labels(role).set(value)
         elif not stages:
             return
         elif name in STAGE_OF:
@@ -185,8 +189,6 @@ def runtime_observer(metrics: Metrics, *, stages: bool = True) -> Callable[[str,
             m.pauses.inc()
         elif name == "paused_partitions":
             m.paused.set(value)
-        elif name == "oldest_unacked_seconds":
-            m.oldest_unacked.set(value)
         elif name == "stalled_seconds":
             m.stalled.set(value)
 
@@ -533,7 +535,7 @@ class DiagnoseDaemon:
             runtime_settings(cfg, d.poll_records),
             self.health,
             watchdog=self.watchdog,
-            observe=runtime_observer(self.metrics, stages=False),
+            observe=runtime_observer(self.metrics, stages=False, role="diagnose"),
         )
         self.runtime = runtime
         runtime.on_gauges = self._gauges

@@ -230,7 +230,7 @@ def test_a_broker_that_hangs_while_running_loses_nothing(
             time.sleep(40)  # past the delivery timeout (30 s): outputs in flight fail
             assert daemon.proc.poll() is None, daemon.tail()
             # what VqmonOutputsUnacknowledged reads: their age runs on through the resets
-            waited = daemon.metric("vqmon_oldest_unacknowledged_output_seconds")
+            waited = daemon.metric("vqmon_oldest_unacknowledged_output_seconds", role="screen")
             assert waited > 20, waited
         finally:
             broker.resume()

@@ -9,6 +9,8 @@ from monitor.metrics import Metrics
 ALLOWED_LABELS = {"stream", "rendition", "reason", "stage", "partition"}
 # Bounded enums of the judge and the encoding policy (monitor.types).
 ALLOWED_LABELS |= {"kind", "localisation", "action", "mode"}
+# The daemon's roles (screen, judge, diagnose), each with its own producer.
+ALLOWED_LABELS |= {"role"}
 # One series per configured scorer: bounded by the config, not by traffic.
 INFO_LABELS = {"scorer", "version", "provider"}
 
@@ -22,6 +24,7 @@ def test_names_units_and_labels() -> None:
     m.scorer_info.labels("distilled", "1.0", "CPUExecutionProvider").set(1)
     m.incidents_open.labels("s", "black", "source").set(1)
     m.decisions.labels("s", "r", "raise_bitrate", "applied").inc()
+    m.oldest_unacked.labels("judge").set(1)
     for family in registry.collect():
         assert family.name.startswith("vqmon_"), family.name
         assert "milli" not in family.name and "_ms" not in family.name
@@ -56,3 +59,21 @@ def test_incident_and_decision_metrics() -> None:
     m.on_bytes_saved("s", "720p", 1000.0)
     saved = {"stream": "s", "rendition": "720p"}
     assert registry.get_sample_value("vqmon_encoder_saved_bytes_total", saved) == 1000.0
+
+
+def test_each_role_reports_its_own_oldest_unacknowledged_output() -> None:
+    # VqmonOutputsUnacknowledged reads it per role: in `--role all` one process runs
+    # three producers, and the judge and diagnose roles used to drop the value
+    from monitor.config import Config
+    from monitor.health import HealthState
+    from monitor.judge_role import JudgeDaemon
+    from monitor.pipeline import runtime_observer
+
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    runtime_observer(m)("oldest_unacked_seconds", 1.0)
+    runtime_observer(m, stages=False, role="diagnose")("oldest_unacked_seconds", 2.0)
+    JudgeDaemon(Config(), [], m, HealthState(60.0))._observe("oldest_unacked_seconds", 3.0)
+    name = "vqmon_oldest_unacknowledged_output_seconds"
+    got = {r: registry.get_sample_value(name, {"role": r}) for r in ("screen", "diagnose", "judge")}
+    assert got == {"screen": 1.0, "diagnose": 2.0, "judge": 3.0}
