@@ -138,7 +138,9 @@ def make_publisher(
     )
 
 
-def runtime_settings(config: Config, max_poll_records: int) -> RuntimeSettings:
+def runtime_settings(
+    config: Config, max_poll_records: int, max_in_flight: int | None = None
+) -> RuntimeSettings:
     p = config.pipeline
     return RuntimeSettings(
         commit_interval_s=p.commit_interval_s,
@@ -146,6 +148,7 @@ def runtime_settings(config: Config, max_poll_records: int) -> RuntimeSettings:
         progress_timeout_s=p.progress_timeout_s,
         unacked_timeout_s=p.unacked_timeout_s,
         max_poll_records=max_poll_records,
+        max_in_flight=max_in_flight,
     )
 
 
@@ -273,7 +276,7 @@ class Daemon:
             [topics.segments],
             publisher,
             dead_letter_maker(cfg),
-            runtime_settings(cfg, p.intake_queue),
+            runtime_settings(cfg, p.intake_queue, p.max_in_flight),
             self.health,
             watchdog=self.watchdog,
             observe=observe,

@@ -109,6 +109,10 @@ class RuntimeSettings:
     max_poll_records: int = 64
     commit_timeout_s: float = 5.0
     poll_errors_before_isolating: int = 3
+    max_in_flight: int | None = None
+    """Records polled and not yet done (their outputs not acknowledged) above which the
+    partitions pause, whatever the first step could still take (pipeline.max_in_flight:
+    outputs the broker refuses while inputs still flow would otherwise pile up)."""
 
 
 class Context:
@@ -385,11 +389,13 @@ class Runtime:
 
     def _flow_control(self) -> None:
         assigned = sorted(self.consumer.assignment())
-        if self._carry and not self._paused and assigned:
+        cap = self.settings.max_in_flight
+        full = bool(self._carry) or (cap is not None and self.tracker.in_flight() >= cap)
+        if full and not self._paused and assigned:
             self.consumer.pause(assigned)
             self._paused = True
             self.observe("pause", 1)
-        elif self._paused and not self._carry and not self._stopping:
+        elif self._paused and not full and not self._stopping:
             self.consumer.resume(assigned)
             self._paused = False
         self.observe("paused_partitions", float(len(self.consumer.paused())))

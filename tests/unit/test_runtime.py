@@ -296,6 +296,25 @@ def test_backpressure_pauses_and_resumes_without_losing_the_rejected_record() ->
     assert r.consumer.committed(TP0) == 10
 
 
+def test_outputs_the_broker_does_not_acknowledge_pause_the_intake_at_max_in_flight() -> None:
+    # the step could take more, but the broker acknowledges nothing: pipeline.max_in_flight
+    # bounds the records held for unacknowledged outputs (it was validated, not enforced)
+    values = [bytes([65 + i]) for i in range(40)]
+    r = rig({TP0: values}, max_in_flight=8)
+    for _ in range(10):
+        r.turns()
+        r.step.release()  # screened and published; never acknowledged
+    assert r.rt.tracker.in_flight() == 8 and r.consumer.paused() == {TP0}
+    r.producer.ack()
+    for _ in range(20):
+        r.turns()
+        r.step.release()
+        r.producer.ack()
+    assert r.consumer.paused() == set()
+    assert [v for t, _k, v in r.sent if t == "out"] == values  # each once, in order
+    assert r.consumer.committed(TP0) == 40
+
+
 def test_a_record_that_breaks_a_step_becomes_a_dead_letter_and_the_loop_goes_on() -> None:
     r = rig({TP0: [b"a", b"poison", b"c"]})
     r.turns()
