@@ -138,15 +138,15 @@ class EmbeddedBroker:
 
     def hang(self) -> None:
         """Stop answering, connections open (SIGSTOP): a broker hung, not gone."""
-        if self.running:
-            assert self._proc is not None
-            self._proc.send_signal(signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Answer again after hang()."""
-        if self.running:
-            assert self._proc is not None
-            self._proc.send_signal(signal.SIGCONT)
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
 
     def restart(self) -> None:
         self.stop()

@@ -643,7 +643,7 @@ class JudgeDaemon:
             ),
             self.health,
             watchdog=self.watchdog,
-            observe=self._observe,
+            observe=self.observer(),
         )
         self.runtime = runtime
         if self._stop_asked:
@@ -680,13 +680,9 @@ class JudgeDaemon:
         finally:
             reader.close()
 
-    def _observe(self, name: str, value: float) -> None:
-        m = self.metrics
-        if name == "poll_error":
-            m.poll_errors.inc()
-        elif name == "step_error":
-            m.step_errors.inc()
-        elif name == "commit":
-            m.commits.inc()
-        elif name == "oldest_unacked_seconds":
-            m.oldest_unacked.labels("judge").set(value)
+    def observer(self) -> Callable[[str, float], None]:
+        """The runtime's metrics hook: the screen pipeline's stage metrics are not the
+        judge's to set."""
+        from monitor.pipeline import runtime_observer
+
+        return runtime_observer(self.metrics, stages=False, role="judge")

@@ -129,6 +129,24 @@ def _explain(bs: str, topics: Topics, daemon: Any, tansu_log: Path) -> Callable[
     return explain
 
 
+def _every_verdict(
+    bs: str, topics: Topics, daemon: Any, expected: set[str], tansu_log: Path, max_s: float
+) -> None:
+    """Every expected segment gets its verdict. Reconnecting takes seconds and screening the
+    rest is slow on a loaded machine: wait as long as verdicts keep arriving, fail when
+    they stop with segments still missing."""
+    reader = TopicReader(bs, topics.verdicts)
+    reader.until_keys(
+        expected,
+        stall_s=120,
+        max_s=max_s,
+        daemon=daemon,
+        explain=_explain(bs, topics, daemon, tansu_log),
+    )
+    assert set(reader.keys()) == expected
+    reader.close()
+
+
 def test_broker_restart_while_running_loses_nothing(
     s3_broker: EmbeddedBroker, tiny_segments: list[bytes], tmp_path: Path, start_daemon: Any
 ) -> None:
@@ -147,18 +165,7 @@ def test_broker_restart_while_running_loses_nothing(
     s3_broker.start()
 
     expected |= _publish(bs, topics.segments, tiny_segments, range(60, 80))
-    reader = TopicReader(bs, topics.verdicts)
-    # Reconnecting takes seconds; screening the rest is slow on a loaded machine: wait as
-    # long as verdicts keep arriving, fail when they stop with segments still missing.
-    reader.until_keys(
-        expected,
-        stall_s=120,
-        max_s=900,
-        daemon=daemon,
-        explain=_explain(bs, topics, daemon, tmp_path / "tansu.log"),
-    )
-    assert set(reader.keys()) == expected
-    reader.close()
+    _every_verdict(bs, topics, daemon, expected, tmp_path / "tansu.log", max_s=900)
     assert daemon.get("/healthz")[0] == 200
     assert daemon.terminate() == 0
 
@@ -235,16 +242,7 @@ def test_a_broker_that_hangs_while_running_loses_nothing(
         finally:
             broker.resume()
         expected |= _publish(bs, topics.segments, tiny_segments, range(40, 50))
-        reader = TopicReader(bs, topics.verdicts)
-        reader.until_keys(
-            expected,
-            stall_s=120,
-            max_s=600,
-            daemon=daemon,
-            explain=_explain(bs, topics, daemon, tmp_path / "tansu.log"),
-        )
-        assert set(reader.keys()) == expected
-        reader.close()
+        _every_verdict(bs, topics, daemon, expected, tmp_path / "tansu.log", max_s=600)
         resets = daemon.metric("vqmon_producer_resets_total")
         assert daemon.terminate() == 0
         assert resets >= 1, "the hang never failed a delivery: hang longer"

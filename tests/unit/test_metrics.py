@@ -73,7 +73,7 @@ def test_each_role_reports_its_own_oldest_unacknowledged_output() -> None:
     m = Metrics(registry)
     runtime_observer(m)("oldest_unacked_seconds", 1.0)
     runtime_observer(m, stages=False, role="diagnose")("oldest_unacked_seconds", 2.0)
-    JudgeDaemon(Config(), [], m, HealthState(60.0))._observe("oldest_unacked_seconds", 3.0)
+    JudgeDaemon(Config(), [], m, HealthState(60.0)).observer()("oldest_unacked_seconds", 3.0)
     name = "vqmon_oldest_unacknowledged_output_seconds"
     got = {r: registry.get_sample_value(name, {"role": r}) for r in ("screen", "diagnose", "judge")}
     assert got == {"screen": 1.0, "diagnose": 2.0, "judge": 3.0}
