@@ -383,6 +383,88 @@ def test_freeze_after_sparse_motion_is_not_a_cut(scene_ts: bytes) -> None:
     assert artifacts.detect_freeze(_with_luma_diff(decoded, sparse), cfg) is None
 
 
+def _codes(*values: float) -> list[float]:
+    return [v / 255.0 for v in values]
+
+
+def test_a_picture_that_stops_is_frozen_from_where_it_stops(scene_ts: bytes) -> None:
+    # Measured on a filmed photograph whose frame 25 of 50 is held to the end (CRF 23):
+    # after motion of about 1.6 codes a frame (1.00 into the held frame), the encoder
+    # refines the held frame over three frames (0.79, 0.46, 0.46) before the differences
+    # fall under the -60 dB threshold. Those frames are the freeze: the run is the second
+    # half of the segment, not 0.44 of it.
+    decoded = decode(Segment(scene_ts))
+    diffs = np.full(50, 1.6 / 255.0)
+    diffs[0] = np.nan
+    diffs[25:29] = _codes(1.00, 0.79, 0.46, 0.46)
+    diffs[29:] = 0.0
+    cfg = artifacts.FreezeConfig()
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), cfg)
+    assert flag is not None and flag.evidence["run_frames"] == 25 and flag.severity == 0.5
+    off = cfg.model_copy(update={"settle_ratio": None})
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), off)
+    assert flag is not None and flag.evidence["run_frames"] == 22
+    # at most settle_frames of them
+    short = cfg.model_copy(update={"settle_frames": 2})
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), short)
+    assert flag is not None and flag.evidence["run_frames"] == 24
+    # motion that keeps over half its pace up to the stop: the run starts where it stops
+    slow = np.full(50, 1.6 / 255.0)
+    slow[0] = np.nan
+    slow[20:29] = 0.9 / 255.0
+    slow[29:] = 0.0
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, slow), cfg)
+    assert flag is not None and flag.evidence["run_frames"] == 22
+    # a difference that grows again on the way back is motion, not settling
+    bump = diffs.copy()
+    bump[26] = 0.5 / 255.0  # 1.00, 0.5, 0.7, 0.46: frame 26 is smaller than frame 27
+    bump[27] = 0.7 / 255.0
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, bump), cfg)
+    assert flag is not None and flag.evidence["run_frames"] == 23
+    # nor is a frame whose predecessor's difference is unknown (a gap in the decode)
+    gap = diffs.copy()
+    gap[27] = np.nan
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, gap), cfg)
+    assert flag is not None and flag.evidence["run_frames"] == 22
+
+
+def test_a_fade_into_black_is_not_a_freeze_that_settles(scene_ts: bytes) -> None:
+    # A picture that fades out: its last differences decay like a settling freeze, into
+    # black frames that are the black detector's. Nothing still is left to settle into.
+    decoded = decode(Segment(scene_ts))
+    diffs = np.full(50, 1.6 / 255.0)
+    diffs[0] = np.nan
+    diffs[40:45] = _codes(0.7, 0.6, 0.5, 0.4, 0.3)
+    diffs[45:] = 0.0
+    dark = np.where(np.arange(50) >= 45, 1.0, 0.0)
+    stats = dataclasses.replace(
+        decoded.stats, luma_diff=diffs.astype(np.float32), dark_fraction=dark.astype(np.float32)
+    )
+    faded = dataclasses.replace(decoded, stats=stats)
+    short = artifacts.FreezeConfig(min_duration_s=0.1)
+    assert artifacts.detect_freeze(faded, short) is None
+    # the same decay into a picture that holds is a freeze, settling frames and all
+    held = dataclasses.replace(decoded, stats=dataclasses.replace(stats, dark_fraction=dark * 0))
+    flag = artifacts.detect_freeze(held, short)
+    assert flag is not None and flag.evidence["run_frames"] == 10  # 4 settling, the held one
+
+
+def test_a_cut_to_a_still_that_settles_is_still_a_cut(scene_ts: bytes) -> None:
+    # A filmed photograph cut to a still crop at frame 26: the new shot settles over two
+    # frames (0.42 codes) before it holds, which put the run two frames past the cut, so
+    # the cut went unseen and the still shot was flagged (0.44 of a clean segment).
+    decoded = decode(Segment(scene_ts))
+    diffs = np.full(50, 2.45 / 255.0)
+    diffs[0] = np.nan
+    diffs[26:29] = _codes(37.3, 0.42, 0.42)
+    diffs[29:] = 0.0
+    cfg = artifacts.FreezeConfig()
+    assert artifacts.detect_freeze(_with_luma_diff(decoded, diffs), cfg) is None
+    off = cfg.model_copy(update={"settle_ratio": None})
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), off)
+    assert flag is not None and flag.evidence["run_frames"] == 22
+
+
 def _diffs(base: float, *spans: tuple[int, int, float]) -> np.ndarray:
     """50 frames' luma differences: `base` everywhere but the (start, end, value) spans."""
     x = np.full(50, base)
