@@ -577,11 +577,12 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
     # Runs are taken on `still` itself: marking each still frame's predecessor first would
     # join alternating still/moving frames (slow motion seen on the 1-in-4 stats grid)
     # into one long false freeze.
-    still = np.nan_to_num(stats.luma_diff, nan=np.inf) < threshold
+    diff = np.nan_to_num(stats.luma_diff, nan=np.inf)  # a frame without a difference moved
+    still = diff < threshold
     if cfg.ignore_dark_fraction is not None:
         still &= stats.dark_fraction < cfg.ignore_dark_fraction
     if cfg.settle_ratio is not None:  # after the dark mask: a fade into black is no freeze
-        still = _settled(stats.luma_diff, still, cfg.settle_ratio, cfg.settle_frames)
+        still = _settled(diff, still, cfg.settle_ratio, cfg.settle_frames)
     start, length = _longest_run(still)
     if length and _after_cut(stats.luma_diff, start, cfg):
         # A still shot after a cut is content, and it must not hide a picture that stopped
@@ -604,13 +605,12 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
     )
 
 
-def _settled(luma_diff: np.ndarray, still: np.ndarray, ratio: float, most: int) -> np.ndarray:
+def _settled(diff: np.ndarray, still: np.ndarray, ratio: float, most: int) -> np.ndarray:
     """`still` with the settling frames before each still run marked too (see
     FreezeConfig.settle_ratio): walking back from the run, frames whose difference is no
-    larger than the one before it (a known one: after a gap nothing is judged) and at
-    most `ratio` of the median earlier difference."""
+    larger than the one before it (a known one: after a gap, inf in `diff`, nothing is
+    judged) and at most `ratio` of the median earlier difference."""
     out = still.copy()
-    diff = np.nan_to_num(luma_diff, nan=np.inf)
     starts = np.flatnonzero(still[1:] & ~still[:-1]) + 1
     for s in starts:
         earlier = diff[1:s]
