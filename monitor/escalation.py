@@ -310,6 +310,19 @@ class EscalationConfig(StrictModel):
         "started cold on fresh draws: unchanged on three, -1.3 on one (False: every "
         "trigger seen on habitual_share of the window is a habit).",
     )
+    stops: bool = Field(
+        True,
+        description="A freeze flag on a picture seen moving before it held (the artifacts "
+        "detector's evidence `stopped`) adds its own trigger, stopped:freeze: a rendition "
+        "whose stills are its habit (a slate, still shots) holds its pictures from the "
+        "segment's start, and a habit of those does not cover a picture that moves and then "
+        "stops (a stuck encoder, a lost feed held on its last frame). The stop's freeze flag "
+        "counts in the freeze habit and events as before, and stops that come back are a "
+        "habit of their own. On bench/escalation.py's real training libraries (10 feeds "
+        "each of four kinds): -0.1 to +0.2 points of impairments escalated on the first, "
+        "+0.3 to +2.8 on the second, the synthetic library unchanged; 3 of their 864 clean "
+        "segments are stops. False: a stop is a freeze like any other.",
+    )
     once_per_event: bool = Field(
         True,
         description="A trigger that was escalated on one of the rendition's segments and has "
@@ -428,6 +441,8 @@ def _rises(
 Kind = Literal["impaired", "soft", "unsure", "audit"]
 Room = Literal["all", "soft", "impaired", "none"]
 WEAK = ("degradation_unsure",)
+STOPPED = "stopped:freeze"
+"""The trigger of a freeze on a picture seen moving before it held (EscalationConfig.stops)."""
 """Triggers that alone get an audit's priority, not an impairment's."""
 RANKED: tuple[Kind, ...] = ("impaired", "soft")
 """The kinds of verdict that are ranked when the budget binds (see Ranking)."""
@@ -453,6 +468,8 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
         at = cfg.flag_kinds.get(f.kind, cfg.flag_severity)
         if f.severity >= at:
             out.append(f"flag:{f.kind}>={at:.2f}")
+            if cfg.stops and f.kind == "freeze" and f.evidence.get("stopped"):
+                out.append(STOPPED)
     low = v.mos_low
     if low is not None and cfg.mos_low_below is not None and low < cfg.mos_low_below:
         out.append(f"mos_low<{cfg.mos_low_below:.2f}")
@@ -599,6 +616,7 @@ def reason_label(reason: str) -> str:
     "mos_low_drop>0.80" -> "mos_low_drop"; "degraded:noise>=0.50" -> "degraded_noise";
     "rise:banding>=0.30" -> "rise_banding"; "rise:blur_effect>=0.30" -> "rise_blur_effect";
     "soft:edge_loss>=1.50" -> "soft_edge_loss"; "soft:mos_low_drop>0.50" -> "soft_mos_low_drop";
+    "stopped:freeze" -> "stopped_freeze";
     "degradation_unsure<0.40" -> "degradation_unsure"; "audit" -> "audit";
     "habitual:flag:freeze>=0.50" -> "habitual"; "ongoing:flag:freeze>=0.50" -> "ongoing".
     """
@@ -607,7 +625,7 @@ def reason_label(reason: str) -> str:
     if reason.startswith("ongoing:"):
         return "ongoing"
     first = reason.split(",", 1)[0]
-    for prefix in ("flag", "degraded", "rise", "soft"):
+    for prefix in ("flag", "degraded", "rise", "soft", "stopped"):
         if first.startswith(prefix + ":"):
             return prefix + "_" + first[len(prefix) + 1 :].split(">", 1)[0].split("<", 1)[0]
     for sep in ("<", ">"):

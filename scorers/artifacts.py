@@ -33,7 +33,7 @@ from ingest.config import StrictModel
 from ingest.types import DecodedSegment
 from scorers.types import Flag, Verdict, finite_number
 
-VERSION = "1.5"
+VERSION = "1.6"
 MEASURES_KEY = "artifacts"
 """Where a verdict's `extra` holds the detectors' raw measures (see `measure`)."""
 MEASURES = ("blur_effect", "edge_loss", "comb_mass")
@@ -594,15 +594,22 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
             still[start : start + length] = False
             start, length = _longest_run(still)
     mask = np.zeros_like(still)
+    evidence = {"threshold": threshold, "min_diff": float(np.nanmin(stats.luma_diff, initial=1.0))}
     if length:
         mask[max(start - 1, 0) : start + length] = True
-    return _run_flag(
-        "freeze",
-        mask,
-        decoded,
-        cfg.min_duration_s,
-        {"threshold": threshold, "min_diff": float(np.nanmin(stats.luma_diff, initial=1.0))},
-    )
+        evidence["stopped"] = float(_moved_before(diff, start, threshold))
+    return _run_flag("freeze", mask, decoded, cfg.min_duration_s, evidence)
+
+
+def _moved_before(diff: np.ndarray, start: int, threshold: float) -> bool:
+    """The picture was seen moving before the still run from frame `start`: at least two
+    known differences before it, their median at or above the still threshold. A picture
+    that stops (a stuck encoder, a lost feed held on its last frame) moved; a still
+    picture or a slate did not (a flat graphic under a slow drift: medians of 0.004-0.16
+    codes against the threshold's 0.26)."""
+    earlier = diff[1:start]
+    earlier = earlier[np.isfinite(earlier)]
+    return len(earlier) >= 2 and float(np.median(earlier)) >= threshold
 
 
 def _settled(diff: np.ndarray, still: np.ndarray, ratio: float, most: int) -> np.ndarray:

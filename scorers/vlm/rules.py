@@ -65,7 +65,7 @@ def changed(reason: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
         head, _, rest = trigger.partition(":")
         name = rest.split(">=", 1)[0]
         cls = None
-        if head == "flag" and name:
+        if head in ("flag", "stopped") and name:  # stopped:freeze (monitor.escalation)
             kinds.add(name)
         elif head in ("rise", "soft"):  # a soft trigger is a lower rise (monitor.escalation)
             cls = RISE_TO_CLASS.get(name)

@@ -498,6 +498,42 @@ def test_a_still_shot_does_not_hide_a_picture_seen_to_stop(
     assert (flag and flag.evidence["run_frames"]) == run_frames
 
 
+def test_a_freeze_says_whether_the_picture_was_seen_moving_before_it() -> None:
+    # Encoded and decoded for real: a moving picture stuck on its frame 20, and a still
+    # picture (a slate) from the first frame.
+    moving = list(_frames("scene", SMALL, 50))
+    stuck = _flags(_decoded(impair.freeze(moving, 20, 30)))["freeze"]
+    assert stuck.evidence["stopped"] == 1.0
+    slate = _flags(_decoded([moving[0]] * 50))["freeze"]
+    assert slate.evidence["stopped"] == 0.0
+    stuck_at_once = _flags(_decoded(impair.freeze(moving, 1, 49)))["freeze"]
+    assert stuck_at_once.evidence["stopped"] == 0.0  # nothing was seen move
+
+
+@pytest.mark.parametrize(
+    ("diffs", "stopped"),
+    [
+        # motion of 0.74 codes a frame, a pan stopping at frame 18 (the median's side)
+        (_diffs(0.74 / 255, (18, 50, 0.0)), 1.0),
+        # a flat graphic under a slow drift (0.15 codes, under the 0.26 threshold) that
+        # steps once and holds: measured on a clean filmed graphic, no stop
+        (_diffs(0.15 / 255, (16, 17, 0.5 / 255), (17, 50, 0.0)), 0.0),
+        # a run two frames into the segment: one earlier difference is not enough
+        (_diffs(1.0 / 255, (2, 50, 0.0)), 0.0),
+        # a gap in the decode does not count as motion (most of the frames before it)
+        (_diffs(0.1 / 255, (3, 16, np.nan), (20, 50, 0.0)), 0.0),
+    ],
+    ids=["stopped", "drift-then-hold", "too-early", "gap"],
+)
+def test_a_stop_is_a_picture_seen_moving(
+    scene_ts: bytes, diffs: np.ndarray, stopped: float
+) -> None:
+    decoded = decode(Segment(scene_ts))
+    cfg = artifacts.FreezeConfig(min_duration_s=0.1, cut_ratio=None)
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), cfg)
+    assert flag is not None and flag.evidence["stopped"] == stopped
+
+
 def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
     # The rendition's own level of them is what the escalation policy compares with.
     scorer = ArtifactScorer(ArtifactsConfig())

@@ -14,6 +14,7 @@ import pytest
 
 from monitor.escalate import warm_start
 from monitor.escalation import (
+    STOPPED,
     Decision,
     EscalationConfig,
     EscalationPolicy,
@@ -778,6 +779,17 @@ def test_a_still_shot_that_is_over_is_no_habit_but_one_that_comes_back_is() -> N
         assert tail.kind == "impaired", quiet
 
 
+def _after(
+    policy: EscalationPolicy, clock: Clock, shots: list[tuple[Flag, ...]], flags: tuple[Flag, ...]
+) -> Decision:
+    """The decision on a segment with `flags` after segments with each of `shots`."""
+    for i, seen in enumerate(shots):
+        clock.t += 2
+        policy.decide(v(i, flags=seen))
+    clock.t += 2
+    return policy.decide(v(len(shots), flags=flags))
+
+
 def test_a_still_shot_that_is_over_sets_no_ceiling_for_a_channels_short_holds() -> None:
     """Short camera holds (freeze 0.6) are the channel's habit; one still shot of 6
     segments (1.0) that is over is a past event, not the habit's peak: a full stop later is
@@ -787,12 +799,7 @@ def test_a_still_shot_that_is_over_sets_no_ceiling_for_a_channels_short_holds() 
     hold, frozen = (Flag("freeze", 0.6, 0, 1),), (Flag("freeze", 1.0, 0, 2),)
 
     def stop_after(shots: list[tuple[Flag, ...]]) -> Decision:
-        policy = EscalationPolicy(cfg, clock)
-        for i, flags in enumerate(shots):
-            clock.t += 2
-            policy.decide(v(i, flags=flags))
-        clock.t += 2
-        return policy.decide(v(len(shots), flags=frozen))
+        return _after(EscalationPolicy(cfg, clock), clock, shots, frozen)
 
     quiet: list[tuple[Flag, ...]] = [()] * 3
     holds = [*quiet, hold, *quiet, hold, *quiet]
@@ -816,6 +823,33 @@ def test_a_still_shot_that_is_over_sets_no_ceiling_for_a_channels_short_holds() 
                 if stop.kind != "impaired":
                     habitual.append(i - 40 - length)
         assert not habitual, (length, habitual)
+
+
+def test_a_picture_that_stops_is_news_where_stills_are_the_habit() -> None:
+    """A rendition whose picture is still from each segment's start (a slate, still shots)
+    has that freeze as its habit; a picture seen moving and then held (the detector's
+    `stopped`) is not covered by it. A channel whose habit is stops has them covered."""
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    still = (Flag("freeze", 1.0, 0, 2, {"stopped": 0.0}),)
+    stop = (Flag("freeze", 0.8, 0.4, 1.6, {"stopped": 1.0}),)
+
+    def last(config: EscalationConfig, shots: list[tuple[Flag, ...]]) -> Decision:
+        return _after(EscalationPolicy(config, clock), clock, shots, stop)
+
+    news = last(cfg, [still] * 12)
+    assert news.escalate and news.kind == "impaired" and news.reason == STOPPED
+    assert reason_label(news.reason) == "stopped_freeze"
+    off = last(cfg.model_copy(update={"stops": False}), [still] * 12)
+    assert off.kind == "unsure" and off.reason == "habitual:flag:freeze>=0.50"
+    # a channel that stops now and then: its stops are its habit
+    quiet: list[tuple[Flag, ...]] = [()] * 3
+    habit = last(cfg, [*quiet, stop, *quiet, stop, *quiet, stop, *quiet])
+    assert habit.kind == "unsure" and habit.reason.startswith("habitual:")
+    # the trigger is the freeze flag's: below its severity, neither fires
+    weak = (Flag("freeze", 0.3, 1.4, 0.6, {"stopped": 1.0}),)
+    assert triggers(v(0, flags=weak), cfg, None) == []
+    assert triggers(v(0, flags=stop), cfg, None) == ["flag:freeze>=0.50", STOPPED]
 
 
 def test_degradation_head_thresholds_per_class() -> None:

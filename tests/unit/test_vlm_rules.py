@@ -112,6 +112,10 @@ def test_the_escalations_reason_picks_the_evidence_of_what_changed() -> None:
     both = verdict(3, (frozen, Flag("noise", 0.6, 0, 2))).to_json()
     assert rules_degradation(both, cfg)[0] == "freeze"
     assert rules_degradation(both, cfg, "flag:noise>=0.50")[:2] == ("noise", "serious")
+    # a picture seen to stop names the freeze (monitor.escalation's stopped:freeze)
+    noisy = verdict(3, (Flag("freeze", 0.6, 0, 2), Flag("noise", 0.9, 0, 2))).to_json()
+    assert rules_degradation(noisy, cfg)[0] == "noise"
+    assert rules_degradation(noisy, cfg, "stopped:freeze")[0] == "freeze"
     # reasons that name no news leave the verdict's own evidence
     for reason in ("habitual:rise:edge_loss>=2.30", "ongoing:flag:noise>=0.50", "audit", ""):
         assert rules_degradation(both, cfg, reason)[0] == "freeze", reason
