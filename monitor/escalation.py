@@ -317,11 +317,14 @@ class EscalationConfig(StrictModel):
         "whose stills are its habit (a slate, still shots) holds its pictures from the "
         "segment's start, and a habit of those does not cover a picture that moves and then "
         "stops (a stuck encoder, a lost feed held on its last frame). The stop's freeze flag "
-        "counts in the freeze habit and events as before, and stops that come back are a "
-        "habit of their own. On bench/escalation.py's real training libraries (10 feeds "
-        "each of four kinds): -0.1 to +0.2 points of impairments escalated on the first, "
-        "+0.3 to +2.8 on the second, the synthetic library unchanged; 3 of their 864 clean "
-        "segments are stops. False: a stop is a freeze like any other.",
+        "counts in the freeze habit and events as before; a stop's event goes on while the "
+        "picture stays still; stops that come back are a habit of their own; and a stop "
+        "ranks by its own rate, not as two triggers that agree. On bench/escalation.py's "
+        "real training libraries (10 feeds in each of four modes): -0.1 to +0.2 points of "
+        "impairments escalated on the first, +0.3 to +2.5 on the second, the synthetic "
+        "library unchanged; 3 of their 864 clean segments are stops (cuts from a pan to a "
+        "still window too gentle for the freeze detector's cut_ratio). False: a stop is a "
+        "freeze like any other.",
     )
     once_per_event: bool = Field(
         True,
@@ -441,9 +444,10 @@ def _rises(
 Kind = Literal["impaired", "soft", "unsure", "audit"]
 Room = Literal["all", "soft", "impaired", "none"]
 WEAK = ("degradation_unsure",)
+"""Triggers that alone get an audit's priority, not an impairment's."""
 STOPPED = "stopped:freeze"
 """The trigger of a freeze on a picture seen moving before it held (EscalationConfig.stops)."""
-"""Triggers that alone get an audit's priority, not an impairment's."""
+STOPPED_LABEL, FREEZE_LABEL = "stopped_freeze", "flag_freeze"
 RANKED: tuple[Kind, ...] = ("impaired", "soft")
 """The kinds of verdict that are ranked when the budget binds (see Ranking)."""
 
@@ -643,6 +647,25 @@ def family(label: str) -> str:
     return name if name == "mos_low_drop" else f"rise_{name}"
 
 
+def _going_on(labels: frozenset[str]) -> set[str]:
+    """The events a segment with trigger `labels` continues: their own; their full
+    triggers' (an event goes on while its soft counterpart fires: the same thing, weaker);
+    and a stop's while the picture stays still (its freeze flag fires), so a stuck feed
+    that jumps and sticks again is the same event."""
+    out = set(labels) | {family(k) for k in labels}
+    if FREEZE_LABEL in labels:
+        out.add(STOPPED_LABEL)
+    return out
+
+
+def _ranked_labels(novel: list[str]) -> frozenset[str]:
+    """The labels a verdict's novel triggers are ranked by (see Ranking): a stop's freeze
+    flag is not a second trigger agreeing with it (a stop is always a freeze), so a stop
+    ranks by its own rate alone."""
+    labels = frozenset(reason_label(r) for r in novel)
+    return labels - {FREEZE_LABEL} if STOPPED_LABEL in labels else labels
+
+
 def _covered(label: str, settled: Container[str]) -> bool:
     return label in settled or family(label) in settled
 
@@ -819,8 +842,7 @@ class EscalationPolicy:
         # an escalated event goes on while its trigger fires on every segment, no stronger
         # than it was escalated at (plus the habit margin)
         events = self._ongoing.pop(key, {})
-        # (an event goes on while its soft counterpart fires: the same thing, weaker)
-        present = labels | {family(k) for k in labels}
+        present = _going_on(labels)
         ongoing = {
             k: top for k, top in events.items() if k in present and severities.get(k, 0.0) <= top
         }
@@ -883,7 +905,7 @@ class EscalationPolicy:
             return None
         history = self._triggers.get(key)
         events = self._remembered.pop(key, frozenset())
-        events = events & (labels | {family(k) for k in labels})
+        events = events & _going_on(labels)
         if escalated:
             events |= labels
         if events:
@@ -895,7 +917,7 @@ class EscalationPolicy:
         novel = [r for r in reasons if not _covered(reason_label(r), habitual | events)]
         if not novel:
             return None
-        return _kind(novel), frozenset(reason_label(r) for r in novel)
+        return _kind(novel), _ranked_labels(novel)
 
     def _count_past(self, key: str, now: float) -> None:
         """The remembered window of rendition `key` into the budget window (see remember)."""
@@ -1170,7 +1192,7 @@ class EscalationPolicy:
         if kind is None or not novel:
             ranks.see(now)
             return False
-        labels = frozenset(reason_label(r) for r in novel)
+        labels = _ranked_labels(novel)
         ranks.see(now, (kind, labels))
         if kind not in RANKED:
             return False

@@ -597,19 +597,37 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
     evidence = {"threshold": threshold, "min_diff": float(np.nanmin(stats.luma_diff, initial=1.0))}
     if length:
         mask[max(start - 1, 0) : start + length] = True
-        evidence["stopped"] = float(_moved_before(diff, start, threshold))
+        evidence["stopped"] = float(_moved_before(diff, stats.luma_mean, start, threshold))
     return _run_flag("freeze", mask, decoded, cfg.min_duration_s, evidence)
 
 
-def _moved_before(diff: np.ndarray, start: int, threshold: float) -> bool:
-    """The picture was seen moving before the still run from frame `start`: at least two
-    known differences before it, their median at or above the still threshold. A picture
-    that stops (a stuck encoder, a lost feed held on its last frame) moved; a still
-    picture or a slate did not (a flat graphic under a slow drift: medians of 0.004-0.16
-    codes against the threshold's 0.26)."""
-    earlier = diff[1:start]
-    earlier = earlier[np.isfinite(earlier)]
-    return len(earlier) >= 2 and float(np.median(earlier)) >= threshold
+STILL_STRETCH = 3
+"""Differences under the still threshold in a row that end the motion a stop is judged on."""
+
+
+def _moved_before(diff: np.ndarray, mean: np.ndarray, start: int, threshold: float) -> bool:
+    """The picture was seen moving just before the still run from frame `start`: a picture
+    that stops (a stuck encoder, a lost feed held on its last frame) moved; a slate or a
+    still shot did not. Judged on the differences since the last STILL_STRETCH still ones
+    (a still shot or a hold earlier in the segment does not outvote the motion after it),
+    less the held frame's step and the one before it (a cut's, as `_after_cut` reads them),
+    each less its change of mean luma (a fade is no motion): at least two known, their
+    median at or above the still threshold. A flat graphic under a slow drift has medians
+    of 0.004-0.16 codes against the threshold's 0.26; a dissolve into a still picture
+    still counts as motion."""
+    end = start - 2
+    if end < 3:
+        return False
+    earlier = diff[1:end]
+    fade = np.abs(np.diff(mean[:end]))  # each of those frames' change of mean luma
+    lo = 0
+    if len(earlier) >= STILL_STRETCH:
+        ones = np.ones(STILL_STRETCH)
+        stretches = np.flatnonzero(np.convolve(earlier < threshold, ones, "valid") >= STILL_STRETCH)
+        lo = int(stretches[-1]) + STILL_STRETCH if len(stretches) else 0
+    moving = (earlier - fade)[lo:]
+    moving = moving[np.isfinite(moving)]
+    return len(moving) >= 2 and float(np.median(moving)) >= threshold
 
 
 def _settled(diff: np.ndarray, still: np.ndarray, ratio: float, most: int) -> np.ndarray:

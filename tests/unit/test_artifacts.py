@@ -338,8 +338,12 @@ def test_clean_decode_has_no_corruption(scene_ts: bytes) -> None:
 # --- detector details --------------------------------------------------------------------
 
 
-def _with_luma_diff(decoded: DecodedSegment, diff: np.ndarray) -> DecodedSegment:
+def _with_luma_diff(
+    decoded: DecodedSegment, diff: np.ndarray, mean: np.ndarray | None = None
+) -> DecodedSegment:
     stats = dataclasses.replace(decoded.stats, luma_diff=diff.astype(np.float32))
+    if mean is not None:
+        stats = dataclasses.replace(stats, luma_mean=mean.astype(np.float32))
     return dataclasses.replace(decoded, stats=stats)
 
 
@@ -510,27 +514,62 @@ def test_a_freeze_says_whether_the_picture_was_seen_moving_before_it() -> None:
     assert stuck_at_once.evidence["stopped"] == 0.0  # nothing was seen move
 
 
+def _cadence(period: int, repeat: int, value: float, stop: int) -> np.ndarray:
+    """Motion of `value` codes with `repeat` repeated frames in every `period` (film in a
+    faster rendition), stuck from frame `stop`."""
+    x = np.where(np.arange(50) % period < period - repeat, value / 255, 0.0)
+    x[0] = np.nan
+    x[stop:] = 0.0
+    return x
+
+
+FADE_IN = np.concatenate([np.zeros(6), np.linspace(0.0, 0.5, 12), np.full(32, 0.5)])
+"""Mean luma of 6 black frames fading in over 12 to a picture that holds."""
+
+
 @pytest.mark.parametrize(
-    ("diffs", "stopped"),
+    ("diffs", "mean", "stopped"),
     [
-        # motion of 0.74 codes a frame, a pan stopping at frame 18 (the median's side)
-        (_diffs(0.74 / 255, (18, 50, 0.0)), 1.0),
+        # motion of 0.74 codes a frame, the picture stuck from frame 18
+        (_diffs(0.74 / 255, (18, 50, 0.0)), None, 1.0),
         # a flat graphic under a slow drift (0.15 codes, under the 0.26 threshold) that
-        # steps once and holds: measured on a clean filmed graphic, no stop
-        (_diffs(0.15 / 255, (16, 17, 0.5 / 255), (17, 50, 0.0)), 0.0),
-        # a run two frames into the segment: one earlier difference is not enough
-        (_diffs(1.0 / 255, (2, 50, 0.0)), 0.0),
+        # steps twice and holds: measured on a clean filmed graphic, no stop
+        (_diffs(0.15 / 255, (13, 15, 0.28 / 255), (15, 50, 0.0)), None, 0.0),
+        # a run two frames into the segment: nothing before it to judge
+        (_diffs(1.0 / 255, (2, 50, 0.0)), None, 0.0),
+        # a cut to a still picture at frame 3: its two steps are the cut's, not motion
+        (_diffs(1.0 / 255, (3, 4, 40 / 255), (4, 50, 0.0)), None, 0.0),
         # a gap in the decode does not count as motion (most of the frames before it)
-        (_diffs(0.1 / 255, (3, 16, np.nan), (20, 50, 0.0)), 0.0),
+        (_diffs(0.1 / 255, (3, 16, np.nan), (20, 50, 0.0)), None, 0.0),
+        # a still shot, a cut, then 1.2 codes of motion for 6 frames and the picture sticks:
+        # the still shot does not outvote the motion after it
+        (_diffs(0.0, (12, 13, 30 / 255), (13, 19, 1.2 / 255), (19, 50, 0.0)), None, 1.0),
+        # a stutter: motion, a 12-frame hold, 5 frames of motion, stuck
+        (_diffs(1.0 / 255, (11, 23, 0.0), (28, 50, 0.0)), None, 1.0),
+        # film's repeated frames (2 of every 5) in the motion before it sticks
+        (_cadence(5, 2, 1.5, 30), None, 1.0),
+        # black, a fade in to a picture that holds: the differences are the fade's
+        (_diffs(0.0, (7, 18, 0.5 / 11)), FADE_IN, 0.0),
     ],
-    ids=["stopped", "drift-then-hold", "too-early", "gap"],
+    ids=[
+        "stopped",
+        "drift-then-hold",
+        "too-early",
+        "cut-at-frame-3",
+        "gap",
+        "still-shot-then-motion",
+        "stutter",
+        "film-cadence",
+        "fade-in",
+    ],
 )
 def test_a_stop_is_a_picture_seen_moving(
-    scene_ts: bytes, diffs: np.ndarray, stopped: float
+    scene_ts: bytes, diffs: np.ndarray, mean: np.ndarray | None, stopped: float
 ) -> None:
     decoded = decode(Segment(scene_ts))
+    flat = np.full(50, 0.4) if mean is None else mean
     cfg = artifacts.FreezeConfig(min_duration_s=0.1, cut_ratio=None)
-    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs), cfg)
+    flag = artifacts.detect_freeze(_with_luma_diff(decoded, diffs, flat), cfg)
     assert flag is not None and flag.evidence["stopped"] == stopped
 
 

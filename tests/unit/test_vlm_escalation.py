@@ -20,6 +20,7 @@ from monitor.escalation import (
     EscalationPolicy,
     Ranking,
     Recent,
+    _ranked_labels,
     _Ranks,
     audit_pick,
     candidate,
@@ -850,6 +851,44 @@ def test_a_picture_that_stops_is_news_where_stills_are_the_habit() -> None:
     weak = (Flag("freeze", 0.3, 1.4, 0.6, {"stopped": 1.0}),)
     assert triggers(v(0, flags=weak), cfg, None) == []
     assert triggers(v(0, flags=stop), cfg, None) == ["flag:freeze>=0.50", STOPPED]
+
+
+def test_a_stuck_picture_that_jumps_and_sticks_again_is_one_event() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(audit_fraction=0.0, budget_floor=1000, stream_burst=1000)
+    stop = (Flag("freeze", 0.92, 0.16, 1.84, {"stopped": 1.0}),)
+    still = (Flag("freeze", 1.0, 0, 2, {"stopped": 0.0}),)
+    policy = EscalationPolicy(cfg, clock)
+    got = []
+    for flags in [()] * 6 + [stop, still, still, stop, still]:
+        clock.t += 2
+        got.append(policy.decide(v(len(got), flags=flags)))
+    assert [d.kind for d in got[6:]] == ["impaired"] + ["unsure"] * 4
+    assert all(d.reason.startswith(("ongoing:", "habitual:")) for d in got[7:])
+    # the picture moves again: the event is over, and the next stop is news
+    for flags in [(), stop]:
+        clock.t += 2
+        got.append(policy.decide(v(len(got), flags=flags)))
+    assert got[-1].kind == "impaired"
+
+
+def test_a_stop_ranks_by_its_own_rate_not_as_two_agreeing_triggers() -> None:
+    # as many stops as corruptions in the window: the corruption is not outranked
+    ranks = _Ranks(Ranking(), 300.0)
+    stop = _ranked_labels(["flag:freeze>=0.50", STOPPED])
+    assert stop == frozenset({"stopped_freeze"})
+    corrupt = frozenset({"flag_corruption"})
+    for t in range(100):
+        ranks.see(float(t), ("impaired", stop) if t % 10 == 0 else None)
+        ranks.see(float(t), ("impaired", corrupt) if t % 10 == 5 else None)
+    assert not ranks.beyond("impaired", corrupt, 10.0)
+    # ranked as two agreeing triggers, the same stops would outrank every corruption
+    doubled = _Ranks(Ranking(), 300.0)
+    for t in range(100):
+        doubled.see(float(t), ("impaired", stop | {"flag_freeze"}) if t % 10 == 0 else None)
+        doubled.see(float(t), ("impaired", corrupt) if t % 10 == 5 else None)
+    assert doubled.beyond("impaired", corrupt, 10.0)
+    assert _ranked_labels(["flag:freeze>=0.50", "mos_low<2.50"]) == {"flag_freeze", "mos_low"}
 
 
 def test_degradation_head_thresholds_per_class() -> None:
