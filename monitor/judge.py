@@ -345,6 +345,15 @@ class JudgeConfig(StrictModel):
         le=1,
         description="An open incident is re-published when severity grows this much.",
     )
+    recent_diagnoses: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Diagnoses kept by segment id for incidents not open yet: the diagnose "
+        "role can answer before the judge's round opens the incident its segment is "
+        "evidence of, and an incident that opens or grows takes the newest diagnosis of its "
+        "segments (0: only diagnoses that arrive while an incident is open are attached).",
+    )
     max_evidence_segments: int = Field(
         20, ge=1, le=1000, description="Segment ids kept as evidence per incident."
     )
@@ -727,6 +736,8 @@ class Judge:
         self.streams: dict[str, StreamState] = {}
         self._resolved: OrderedDict[str, float] = OrderedDict()
         """Resolved incident ids -> when they were resolved."""
+        self._diagnoses: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        """The latest diagnoses by segment id, oldest first (JudgeConfig.recent_diagnoses)."""
 
     # -- inputs
 
@@ -857,7 +868,13 @@ class Judge:
     def attach_diagnosis(
         self, segment_id: str, diagnosis: Mapping[str, Any], now: float
     ) -> list[Incident]:
-        """A diagnosis of one segment: every open incident with it as evidence gets it."""
+        """A diagnosis of one segment: every open incident with it as evidence gets it;
+        kept for an incident its segment opens or joins later (see _diagnosed)."""
+        if self.cfg.recent_diagnoses:
+            self._diagnoses.pop(segment_id, None)
+            self._diagnoses[segment_id] = dict(diagnosis)
+            while len(self._diagnoses) > self.cfg.recent_diagnoses:
+                self._diagnoses.popitem(last=False)
         events = []
         for st in self.streams.values():
             for tr in st.incidents.values():
@@ -1162,12 +1179,25 @@ class Judge:
             evidence=self._evidence(st, kind, names),
             opened_stamp=at,
         )
+        inc = self._diagnosed(inc)
         # An id made before ids carried the stamp (an older release) mutes the replays of
         # its incident: segments produced before it was resolved, not a later fault.
         old = self._resolved.get(inc.id.rpartition("@")[0])  # names may hold "@"
         muted = inc.id in self._resolved or (old is not None and at <= old)
         st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
         return [] if muted else [inc]
+
+    def _diagnosed(self, inc: Incident) -> Incident:
+        """`inc` with the newest known diagnosis of its segments, when it has none: a
+        diagnosis that arrived before the round that opened the incident (or added the
+        segment) was judged."""
+        if inc.diagnosis is not None or not self._diagnoses:
+            return inc
+        segments = set(inc.segments)
+        for segment_id in reversed(self._diagnoses):
+            if segment_id in segments:
+                return inc.evolve(diagnosis=dict(self._diagnoses[segment_id]))
+        return inc
 
     def _maybe_update(
         self, st: StreamState, tr: Tracked, kind: str, names: list[str], now: float
@@ -1178,13 +1208,15 @@ class Judge:
         grew = severity >= tr.published_severity + self.cfg.update_severity_step
         if not grew and renditions == tr.incident.renditions:
             return []
-        tr.incident = tr.incident.evolve(
-            state="update",
-            severity=severity,
-            renditions=renditions,
-            updated_at=now,
-            segments=self._segments(gates, tr.incident.segments),
-            evidence=self._evidence(st, kind, list(renditions)),
+        tr.incident = self._diagnosed(
+            tr.incident.evolve(
+                state="update",
+                severity=severity,
+                renditions=renditions,
+                updated_at=now,
+                segments=self._segments(gates, tr.incident.segments),
+                evidence=self._evidence(st, kind, list(renditions)),
+            )
         )
         tr.published_severity = severity
         return [] if tr.muted else [tr.incident]

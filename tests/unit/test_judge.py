@@ -985,6 +985,34 @@ def test_diagnosis_is_attached_to_the_incident() -> None:
     assert len(out) == 1 and out[0].diagnosis == {"degradation": "packet_loss"}
 
 
+def test_a_diagnosis_that_comes_before_its_incident_opens_is_attached() -> None:
+    # The diagnose role can answer before the judge's round opens the incident: the
+    # incident opens with the newest diagnosis of its segments, not without one.
+    def opened(judge: Judge) -> list[Incident]:
+        run = Run(judge)
+        run.clean(6)
+        seq = run.seq
+        for i, degradation in enumerate(("compression", "packet_loss")):
+            for rendition in ("360p", "720p"):
+                judge.attach_diagnosis(
+                    f"news/{rendition}/{seq + i}", {"degradation": degradation}, now=0.0
+                )
+        judge.attach_diagnosis("news/720p/999", {"degradation": "black"}, now=0.0)  # not its
+        for _ in range(2):
+            run.round(**{"360p": {"errors": 1}, "720p": {"errors": 1}})
+        return [e for e in run.events if e.state == "open"]
+
+    first = opened(Judge())
+    assert len(first) == 1 and first[0].diagnosis == {"degradation": "packet_loss"}
+    off = opened(Judge(JudgeConfig(recent_diagnoses=0)))
+    assert len(off) == 1 and off[0].diagnosis is None
+    # the memory is bounded
+    judge = Judge(JudgeConfig(recent_diagnoses=2))
+    for i in range(5):
+        judge.attach_diagnosis(f"s/720p/{i}", {"degradation": "noise"}, now=0.0)
+    assert list(judge._diagnoses) == ["s/720p/3", "s/720p/4"]
+
+
 def test_config_rejects_unknown_keys_and_bad_targets() -> None:
     with pytest.raises(ValidationError, match="extra"):
         JudgeConfig.model_validate({"kinds": {"blak": {}}})
