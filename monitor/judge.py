@@ -348,11 +348,20 @@ class JudgeConfig(StrictModel):
     recent_diagnoses: int = Field(
         4096,
         ge=0,
-        le=1_000_000,
-        description="Diagnoses kept by segment id for incidents not open yet: the diagnose "
-        "role can answer before the judge's round opens the incident its segment is "
-        "evidence of, and an incident that opens or grows takes the newest diagnosis of its "
-        "segments (0: only diagnoses that arrive while an incident is open are attached).",
+        le=100_000,
+        description="Diagnoses kept by segment id (every stream's: each judge tails them "
+        "all) for incidents not open yet: the diagnose role can answer before the judge's "
+        "round opens the incident its segment is evidence of, and an incident that opens or "
+        "grows without a diagnosis takes the newest of its segments' (0: only diagnoses "
+        "that arrive while an incident is open are attached).",
+    )
+    recent_diagnoses_s: float = Field(
+        300.0,
+        gt=0,
+        description="A kept diagnosis is attached only this long after it arrived (a judge "
+        "behind its verdicts by more misses it); a rendition that starts a new numbering "
+        "or is forgotten drops its kept diagnoses, so a segment id used again never takes "
+        "an old one.",
     )
     max_evidence_segments: int = Field(
         20, ge=1, le=1000, description="Segment ids kept as evidence per incident."
@@ -736,8 +745,10 @@ class Judge:
         self.streams: dict[str, StreamState] = {}
         self._resolved: OrderedDict[str, float] = OrderedDict()
         """Resolved incident ids -> when they were resolved."""
-        self._diagnoses: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        """The latest diagnoses by segment id, oldest first (JudgeConfig.recent_diagnoses)."""
+        self._diagnoses: OrderedDict[str, tuple[float, int, dict[str, Any]]] = OrderedDict()
+        """The latest diagnoses by segment id, oldest first: (arrived, order, diagnosis)
+        (JudgeConfig.recent_diagnoses)."""
+        self._arrivals = itertools.count()
 
     # -- inputs
 
@@ -760,6 +771,7 @@ class Judge:
             for seq in sorted(q for q in st.pending if q - lowest >= self.cfg.renumber_gap):
                 events += self._judge_round(st, st.pending.pop(seq), now)
             r.last_seq, st.renumbered_at = None, now
+            self._drop_diagnoses(obs.stream, obs.rendition)
         for o in new:  # the first verdict of a segment screened twice is the one judged
             rnd = st.pending.setdefault(o.seq, Round(o.seq, now))
             if r is not None and o.rendition not in rnd.obs:
@@ -872,7 +884,7 @@ class Judge:
         kept for an incident its segment opens or joins later (see _diagnosed)."""
         if self.cfg.recent_diagnoses:
             self._diagnoses.pop(segment_id, None)
-            self._diagnoses[segment_id] = dict(diagnosis)
+            self._diagnoses[segment_id] = (now, next(self._arrivals), dict(diagnosis))
             while len(self._diagnoses) > self.cfg.recent_diagnoses:
                 self._diagnoses.popitem(last=False)
         events = []
@@ -1179,7 +1191,7 @@ class Judge:
             evidence=self._evidence(st, kind, names),
             opened_stamp=at,
         )
-        inc = self._diagnosed(inc)
+        inc = self._diagnosed(inc, now)
         # An id made before ids carried the stamp (an older release) mutes the replays of
         # its incident: segments produced before it was resolved, not a later fault.
         old = self._resolved.get(inc.id.rpartition("@")[0])  # names may hold "@"
@@ -1187,17 +1199,30 @@ class Judge:
         st.incidents[(scope, kind)] = Tracked(inc, inc.severity, muted)
         return [] if muted else [inc]
 
-    def _diagnosed(self, inc: Incident) -> Incident:
-        """`inc` with the newest known diagnosis of its segments, when it has none: a
+    def _diagnosed(self, inc: Incident, now: float) -> Incident:
+        """`inc` with the newest kept diagnosis of its segments, when it has none: a
         diagnosis that arrived before the round that opened the incident (or added the
         segment) was judged."""
         if inc.diagnosis is not None or not self._diagnoses:
             return inc
-        segments = set(inc.segments)
-        for segment_id in reversed(self._diagnoses):
-            if segment_id in segments:
-                return inc.evolve(diagnosis=dict(self._diagnoses[segment_id]))
-        return inc
+        horizon = now - self.cfg.recent_diagnoses_s
+        kept = [self._diagnoses.get(s) for s in inc.segments]
+        fresh = [k for k in kept if k is not None and k[0] >= horizon]
+        if not fresh:
+            return inc
+        return inc.evolve(diagnosis=dict(max(fresh, key=lambda k: k[1])[2]))
+
+    def adopt_diagnoses(self, other: Judge) -> None:
+        """Keep `other`'s kept diagnoses (a judge rebuilt on a rebalance: the diagnoses
+        reader goes on from where it was, so what it read before is not read again)."""
+        self._diagnoses = other._diagnoses
+        self._arrivals = other._arrivals
+
+    def _drop_diagnoses(self, stream: str, rendition: str) -> None:
+        """Forget the kept diagnoses of one rendition (a new numbering, or forgotten)."""
+        prefix = f"{stream}/{rendition}/"
+        for segment_id in [k for k in self._diagnoses if k.startswith(prefix)]:
+            del self._diagnoses[segment_id]
 
     def _maybe_update(
         self, st: StreamState, tr: Tracked, kind: str, names: list[str], now: float
@@ -1216,7 +1241,8 @@ class Judge:
                 updated_at=now,
                 segments=self._segments(gates, tr.incident.segments),
                 evidence=self._evidence(st, kind, list(renditions)),
-            )
+            ),
+            now,
         )
         tr.published_severity = severity
         return [] if tr.muted else [tr.incident]
@@ -1317,6 +1343,7 @@ class Judge:
                 events += self._resolve(st, scope, kind, now, stale=True)
         for n in silent:
             del st.renditions[n]
+            self._drop_diagnoses(st.name, n)
         if silent >= everyone and not st.pending:
             del self.streams[st.name]
         return events

@@ -540,6 +540,7 @@ def rebuild(
     judge.restore(incidents)
     decisions = [d for d in reader.decisions() if owned(d.stream)]
     policy.restore(decisions)
+    judge.adopt_diagnoses(step.judge)
     step.reset(judge, policy)
     return {
         "incidents": len(incidents),

@@ -988,16 +988,15 @@ def test_diagnosis_is_attached_to_the_incident() -> None:
 def test_a_diagnosis_that_comes_before_its_incident_opens_is_attached() -> None:
     # The diagnose role can answer before the judge's round opens the incident: the
     # incident opens with the newest diagnosis of its segments, not without one.
-    def opened(judge: Judge) -> list[Incident]:
+    def opened(judge: Judge, late: float = 0.0) -> list[Incident]:
         run = Run(judge)
         run.clean(6)
         seq = run.seq
         for i, degradation in enumerate(("compression", "packet_loss")):
             for rendition in ("360p", "720p"):
-                judge.attach_diagnosis(
-                    f"news/{rendition}/{seq + i}", {"degradation": degradation}, now=0.0
-                )
-        judge.attach_diagnosis("news/720p/999", {"degradation": "black"}, now=0.0)  # not its
+                segment = f"news/{rendition}/{seq + i}"
+                judge.attach_diagnosis(segment, {"degradation": degradation}, now=1010.0 - late)
+        judge.attach_diagnosis("news/720p/999", {"degradation": "black"}, now=1010.0)  # not its
         for _ in range(2):
             run.round(**{"360p": {"errors": 1}, "720p": {"errors": 1}})
         return [e for e in run.events if e.state == "open"]
@@ -1006,11 +1005,57 @@ def test_a_diagnosis_that_comes_before_its_incident_opens_is_attached() -> None:
     assert len(first) == 1 and first[0].diagnosis == {"degradation": "packet_loss"}
     off = opened(Judge(JudgeConfig(recent_diagnoses=0)))
     assert len(off) == 1 and off[0].diagnosis is None
+    old = opened(Judge(), late=600.0)  # kept past recent_diagnoses_s: not attached
+    assert len(old) == 1 and old[0].diagnosis is None
     # the memory is bounded
     judge = Judge(JudgeConfig(recent_diagnoses=2))
     for i in range(5):
-        judge.attach_diagnosis(f"s/720p/{i}", {"degradation": "noise"}, now=0.0)
-    assert list(judge._diagnoses) == ["s/720p/3", "s/720p/4"]
+        judge.attach_diagnosis(f"news/720p/{i}", {"degradation": "noise"}, now=0.0)
+    assert list(judge._diagnoses) == ["news/720p/3", "news/720p/4"]
+
+
+def test_an_incident_that_grows_takes_the_diagnosis_of_its_new_segment() -> None:
+    run = Run()
+    run.clean(10)
+    for _ in range(3):
+        run.round(**{"360p": LADDER["360p"][1], "720p": LADDER["720p"][1] - 0.7})
+    opened = [e for e in run.events if e.kind == "starvation"]
+    assert states(opened) == [("open", "720p", "starvation", "rendition")]
+    assert opened[0].diagnosis is None
+    noise = {"degradation": "noise"}
+    run.judge.attach_diagnosis(f"news/720p/{run.seq}", noise, now=1000.0 + run.seq * 2)
+    grew = run.round(**{"360p": LADDER["360p"][1], "720p": 2.5})
+    assert [(e.state, e.diagnosis) for e in grew if e.kind == "starvation"] == [("update", noise)]
+
+
+def test_a_kept_diagnosis_is_not_taken_by_a_segment_id_used_again() -> None:
+    # Diagnosed at seq 10, no incident; the packager restarts its numbering and black
+    # comes at seqs 10-15 of the new one: not the old segment's diagnosis, however long
+    # diagnoses are kept. A rebalance's new judge keeps what the old one had read.
+    def black_after_restart(judge: Judge) -> list[Incident]:
+        events, now = [], 1000.0
+        for seq in [*range(200), *range(20)]:
+            restarted = now > 1000.0 + 2 * 199
+            if seq == 10 and not restarted:
+                judge.attach_diagnosis("news/720p/10", {"degradation": "compression"}, now)
+            dark = restarted and 10 <= seq < 16
+            for name in ("360p", "720p"):
+                doc = verdict(name, seq, 1.0 if dark else LADDER[name][1])
+                doc["flags"] = verdict(name, 0, 1.0, flags=[("black", 1.0, 2.0)])["flags"] * dark
+                events += judge.observe(Observation.from_verdict_json(doc), now=now)
+            events += judge.tick(now)
+            now += 2.0
+        return [e for e in events if e.state == "open"]
+
+    black = black_after_restart(Judge(cfg(recent_diagnoses_s=10_000.0)))
+    assert states(black) == [("open", "*", "black", "source")] and black[0].diagnosis is None
+    # without the drop at the new numbering it would have been taken
+    kept = Judge(cfg(recent_diagnoses_s=10_000.0))
+    kept._drop_diagnoses = lambda stream, rendition: None  # type: ignore[method-assign]
+    assert black_after_restart(kept)[0].diagnosis == {"degradation": "compression"}
+    rebuilt = Judge(cfg())
+    rebuilt.adopt_diagnoses(kept)
+    assert rebuilt._diagnoses == kept._diagnoses
 
 
 def test_config_rejects_unknown_keys_and_bad_targets() -> None:

@@ -221,6 +221,22 @@ def test_rebuild_restores_the_open_incident_and_it_resolves_once() -> None:
     assert [(e["id"], e["state"]) for e in events] == [("news/*/black/4@1008000", "resolved")]
 
 
+def test_a_rebalance_keeps_the_diagnoses_read_before_it() -> None:
+    # The diagnoses reader goes on from where it was: what it read before a rebalance
+    # is not read again, so the rebuilt judge keeps it for incidents still to open.
+    step = step_for(FakeContext())
+    step.judge.attach_diagnosis("news/720p/7", {"degradation": "noise"}, now=1000.0)
+    mine = partition_for(b"news", range(4))
+    rebuild(
+        step,
+        MemoryReader([], []),
+        [Partition("ver", mine)],
+        lambda: (Judge(JudgeConfig()), step.policy),
+        200,
+    )
+    assert list(step.judge._diagnoses) == ["news/720p/7"]
+
+
 def test_rebuild_judges_what_its_replay_left_waiting_before_restoring() -> None:
     """Renditions that number their segments apart (per-playlist HLS sequences) never
     complete a round, so a replay at one `now` leaves rounds waiting. Judged after the
