@@ -737,6 +737,11 @@ def _r(x: float | None) -> float | None:
 # ---------------------------------------------------------------- the judge
 
 
+KEPT_ID_CHARS = 512
+"""Longest segment id whose diagnosis is kept for an incident not open yet: the id comes
+off a topic, and 4096 of a hostile megabyte each would hold gigabytes."""
+
+
 class Judge:
     """Per-stream state machine. Not thread-safe: one judge per consumer thread."""
 
@@ -882,7 +887,7 @@ class Judge:
     ) -> list[Incident]:
         """A diagnosis of one segment: every open incident with it as evidence gets it;
         kept for an incident its segment opens or joins later (see _diagnosed)."""
-        if self.cfg.recent_diagnoses:
+        if self.cfg.recent_diagnoses and len(segment_id) <= KEPT_ID_CHARS:
             self._diagnoses.pop(segment_id, None)
             self._diagnoses[segment_id] = (now, next(self._arrivals), dict(diagnosis))
             while len(self._diagnoses) > self.cfg.recent_diagnoses:

@@ -1012,6 +1012,9 @@ def test_a_diagnosis_that_comes_before_its_incident_opens_is_attached() -> None:
     for i in range(5):
         judge.attach_diagnosis(f"news/720p/{i}", {"degradation": "noise"}, now=0.0)
     assert list(judge._diagnoses) == ["news/720p/3", "news/720p/4"]
+    # an id off the topic too long to be a segment's is not kept (4096 of a megabyte each)
+    judge.attach_diagnosis("x" * 1_000_000, {"degradation": "noise"}, now=0.0)
+    assert list(judge._diagnoses) == ["news/720p/3", "news/720p/4"]
 
 
 def test_an_incident_that_grows_takes_the_diagnosis_of_its_new_segment() -> None:
