@@ -55,6 +55,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,21 +130,40 @@ def frames_of(source: str, seed: int) -> list[RGB]:
     return list(pattern_frames(source, W, H, N, seed=seed, speed=speed))
 
 
-def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
-    """One impaired segment; strengths rotate with i so each kind spans a range."""
-    s = EncodeSettings(fps=FPS, gop=N, crf=23)
+def impaired_frames(kind: str, frames: list[RGB], i: int) -> list[RGB] | None:
+    """The impaired pictures of a kind that changes pictures (None: one that changes the
+    encoding); strengths rotate with i so each kind spans a range."""
     if kind == "black":
         start = (0, 10, 25)[i % 3]  # whole segment, most, the second half
-        return encode(impair.black(frames, start, N - start), s)
+        return impair.black(frames, start, N - start)
     if kind == "freeze":
         start = (1, 10, 25)[i % 3]
-        return encode(impair.freeze(frames, start, N - start), s)
+        return impair.freeze(frames, start, N - start)
     if kind == "blur":
-        return encode(impair.blur(frames, (2.0, 3.0, 4.5)[i % 3]), s)
+        return impair.blur(frames, (2.0, 3.0, 4.5)[i % 3])
     if kind == "noise":
-        return encode(impair.noise(frames, (12.0, 18.0, 25.0)[i % 3], seed=i), s)
+        return impair.noise(frames, (12.0, 18.0, 25.0)[i % 3], seed=i)
     if kind == "banding":
-        return encode(impair.banding(frames, (8, 12, 16)[i % 3]), s)
+        return impair.banding(frames, (8, 12, 16)[i % 3])
+    return None
+
+
+def unchanged(kind: str, frames: list[RGB], i: int) -> bool:
+    """Whether the impairment leaves every pixel as it was: a freeze of a camera held
+    still, whose segment is byte for byte the clean one. No measure could tell it from the
+    clean segment it is, so the library does not count it as impaired."""
+    pictures = impaired_frames(kind, frames, i)
+    return pictures is not None and all(
+        np.array_equal(a, b) for a, b in zip(frames, pictures, strict=True)
+    )
+
+
+def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
+    """One impaired segment (see impaired_frames)."""
+    s = EncodeSettings(fps=FPS, gop=N, crf=23)
+    pictures = impaired_frames(kind, frames, i)
+    if pictures is not None:
+        return encode(pictures, s)
     if kind == "packet_loss":
         return impair.corrupt_packets(encode(frames, s), (0.02, 0.05, 0.1)[i % 3], seed=i)
     if kind == "compression":
@@ -160,6 +180,7 @@ def build_library(
     clean: list[Item] = []
     bad: list[Item] = []
     undecodable: collections.Counter[str] = collections.Counter()
+    untouched: collections.Counter[str] = collections.Counter()
     t_decode = t_score = 0.0
     n = 0
 
@@ -186,7 +207,11 @@ def build_library(
         for i in range(impaired_per_kind):
             source = SOURCES[(ki + i) % len(SOURCES)]
             seed = 5000 + 37 * ki + i  # other seeds than the clean library
-            data = impaired(kind, frames_of(source, seed), i)
+            frames = frames_of(source, seed)
+            if unchanged(kind, frames, i):
+                untouched[kind] += 1
+                continue
+            data = impaired(kind, frames, i)
             seq += 1
             try:
                 decoded, v = screen(data, seq)
@@ -202,6 +227,7 @@ def build_library(
         "score_ms": 1000 * t_score / n,
         "segments": n,
         "undecodable_impaired": dict(undecodable),
+        "unchanged_impaired": dict(untouched),
     }
     return clean, bad, cost
 
@@ -337,10 +363,22 @@ def _share(kinds: dict[str, collections.Counter[str]], part: str, whole: str) ->
     return round(sum(c[part] for c in kinds.values()) / n, 4) if n else None
 
 
+def _builds(bad: list[Item], impaired_per_kind: int) -> Iterator[tuple[Item, int, list[RGB]]]:
+    """Each impaired item with its strength index and the frames it was made from,
+    replaying the library's impaired builds in order (the same sources, seeds and
+    strengths). A build the library skipped (unchanged or undecodable) has no item: the
+    next item is of another source."""
+    queue = list(bad)
+    for ki, kind in enumerate(KINDS):
+        for i in range(impaired_per_kind):
+            source = SOURCES[(ki + i) % len(SOURCES)]
+            if not queue or (queue[0].kind, queue[0].source) != (kind, source):
+                continue
+            yield queue.pop(0), i, frames_of(source, 5000 + 37 * ki + i)
+
+
 def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
-    """Set each impaired item's `vmaf_drop`, replaying the library's impaired builds in
-    order (the same sources, seeds and strengths). A build the library skipped as
-    undecodable has no item: the next item is of another source."""
+    """Set each impaired item's `vmaf_drop` (see _builds)."""
     from scorers.train.teacher import VmafTeacher
 
     teacher = VmafTeacher(threads=2)
@@ -349,16 +387,21 @@ def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
         shown = decode_all(data, len(frames))  # lost frames show as the last one, as played
         return float(np.mean(teacher.raw(frames, [shown])[0]))
 
-    queue = list(bad)
-    for ki, kind in enumerate(KINDS):
-        for i in range(impaired_per_kind):
-            source = SOURCES[(ki + i) % len(SOURCES)]
-            if not queue or (queue[0].kind, queue[0].source) != (kind, source):
-                continue
-            item = queue.pop(0)
-            frames = frames_of(source, 5000 + 37 * ki + i)
-            clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
-            item.vmaf_drop = clean - vmaf(frames, impaired(kind, frames, i))
+    for item, i, frames in _builds(bad, impaired_per_kind):
+        clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
+        item.vmaf_drop = clean - vmaf(frames, impaired(item.kind, frames, i))
+
+
+def drop_unchanged(bad: list[Item], impaired_per_kind: int) -> dict[str, int]:
+    """Drop the impaired items whose impairment left every pixel unchanged (see unchanged;
+    for a cache made before the library left them out). How many of each kind went."""
+    gone = [
+        item
+        for item, i, frames in _builds(bad, impaired_per_kind)
+        if unchanged(item.kind, frames, i)
+    ]
+    bad[:] = [it for it in bad if all(it is not g for g in gone)]
+    return dict(collections.Counter(it.kind for it in gone))
 
 
 def _renamed(v: Verdict, stream: str, seq: int) -> Verdict:
@@ -528,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         clean, bad, cost = build_library(
             args.clean_per_source, args.impaired_per_kind, args.variant
         )
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
+    if "unchanged_impaired" not in cost:  # a cache of a library that still had them
+        cost["unchanged_impaired"] = drop_unchanged(bad, args.impaired_per_kind)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     if args.vmaf and any(it.vmaf_drop is None for it in bad):
