@@ -1,4 +1,5 @@
-"""`transformers` backend: a Qwen2.5-VL family model from a local folder, batched generate.
+"""`transformers` backend: a Qwen2.5-VL or Qwen3-VL family model from a local folder,
+batched generate.
 
 torch and transformers are imported when the backend is built (the `vlm` extra), never
 at module import, so configs validate without them.
@@ -23,7 +24,8 @@ class TransformersConfig(StrictModel):
     type: Literal["transformers"] = "transformers"
     model_path: Path = Field(
         description="Local folder with the weights, config, tokenizer and processor "
-        "(VisualQuality-R1-7B, Q-Insight, PreResQ-R1 or a Qwen2.5-VL instruct model). "
+        "(VisualQuality-R1-7B, Q-Insight, PreResQ-R1, or a Qwen2.5-VL or Qwen3-VL instruct "
+        "model: both families load through the same Auto classes). "
         "Nothing is ever downloaded."
     )
     model_id: str | None = Field(

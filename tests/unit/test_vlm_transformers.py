@@ -1,5 +1,6 @@
 """Every task end to end through the real transformers generate path, on a tiny random
-Qwen2.5-VL: random weights write garbage, so these check the pipeline's behaviour."""
+Qwen2.5-VL and a tiny random Qwen3-VL: random weights write garbage, so these check the
+pipeline's behaviour."""
 
 from __future__ import annotations
 
@@ -17,17 +18,21 @@ from tests.unit.vlm_samples import request
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_vlm_dir: Path) -> TransformersBackend:
-    return TransformersBackend(
+@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
+def backend(request: pytest.FixtureRequest) -> TransformersBackend:
+    """The backend on each family's tiny model, loaded through the same Auto classes."""
+    fixture = "tiny_qwen3_vlm_dir" if request.param == "qwen3-vl" else "tiny_vlm_dir"
+    backend = TransformersBackend(
         TransformersConfig(
-            model_path=tiny_vlm_dir,
+            model_path=request.getfixturevalue(fixture),
             model_id="tiny-qwen",
             max_new_tokens=12,
             batch_size=8,
             threads=1,
         )
     )
+    assert backend.model.config.model_type == request.param.replace(".", "_").replace("-", "_")
+    return backend
 
 
 def test_every_task_batched_gives_one_diagnosis_per_request(backend: TransformersBackend) -> None:

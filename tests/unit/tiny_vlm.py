@@ -1,5 +1,8 @@
-"""A tiny Qwen2.5-VL built offline: random weights, a BPE tokenizer trained on the spot,
-the PIL image processor (no torchvision here) and a processor without a video processor.
+"""A tiny Qwen2.5-VL or Qwen3-VL built offline: random weights, a BPE tokenizer trained on
+the spot, the PIL image processor (no torchvision here) and a processor without a video
+processor. The two families differ where their real checkpoints do: Qwen3-VL's 16-pixel
+patches, learned position embeddings, DeepStack features merged into the language model's
+layers and interleaved multimodal rotary sections.
 
 `python -m tests.unit.tiny_vlm serve DIR PORT` runs `transformers serve` on it (the
 processor class has to be registered in the serving process too).
@@ -37,11 +40,16 @@ CORPUS = (
 )
 
 
-def _processor_class() -> Any:
-    from transformers import Qwen2_5_VLProcessor
+FAMILIES = ("qwen2.5-vl", "qwen3-vl")
 
-    class TinyQwenProcessor(Qwen2_5_VLProcessor):  # type: ignore[misc]
-        """Qwen2.5-VL's processor without the video processor (it needs torchvision)."""
+
+def _processor_class(family: str) -> Any:
+    from transformers import Qwen2_5_VLProcessor, Qwen3VLProcessor
+
+    base = Qwen3VLProcessor if family == "qwen3-vl" else Qwen2_5_VLProcessor
+
+    class TinyQwenProcessor(base):  # type: ignore[misc,valid-type]
+        """The family's processor without the video processor (it needs torchvision)."""
 
         def __init__(
             self,
@@ -54,34 +62,70 @@ def _processor_class() -> Any:
                 image_processor, tokenizer, None, chat_template=chat_template, **kwargs
             )
 
+    TinyQwenProcessor.__name__ = (
+        "TinyQwen3Processor" if family == "qwen3-vl" else "TinyQwenProcessor"
+    )
     return TinyQwenProcessor
 
 
-_REGISTERED: list[Any] = []
+_REGISTERED: dict[str, Any] = {}
 
 
-def register() -> Any:
-    """Register the processor with AutoProcessor (once per process) and return its class."""
+def register(family: str = "qwen2.5-vl") -> Any:
+    """Register both families' processors with AutoProcessor (once per process) and return
+    `family`'s class."""
     if not _REGISTERED:
-        from transformers import AutoProcessor, Qwen2_5_VLConfig
+        from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen3VLConfig
 
-        cls = _processor_class()
-        cls.__name__ = "TinyQwenProcessor"
-        AutoProcessor.register(Qwen2_5_VLConfig, cls, exist_ok=True)
-        _REGISTERED.append(cls)
-    return _REGISTERED[0]
+        for name, config in zip(FAMILIES, (Qwen2_5_VLConfig, Qwen3VLConfig), strict=True):
+            cls = _REGISTERED[name] = _processor_class(name)
+            AutoProcessor.register(config, cls, exist_ok=True)
+    return _REGISTERED[family]
 
 
-def build(path: Path, seed: int = 0) -> Path:
+def _config(family: str, text: dict[str, Any], ids: dict[str, int]) -> Any:
+    """The family's model config around the shared tiny text sizes."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+    tokens = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2}
+    vision |= {"out_hidden_size": 32, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    if family == "qwen3-vl":
+        rope = {"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 3, 3]}
+        return Qwen3VLConfig(
+            text_config=text
+            | {"head_dim": 16, "rope_parameters": rope | {"mrope_interleaved": True}},
+            vision_config=vision
+            | {"patch_size": 16, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+            tie_word_embeddings=True,
+            **tokens,
+        )
+    return Qwen2_5_VLConfig(
+        text_config=text | {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+        vision_config=vision | {"patch_size": 14, "window_size": 112, "fullatt_block_indexes": [0]},
+        eos_token_id=text["eos_token_id"],
+        pad_token_id=text["pad_token_id"],
+        **tokens,
+    )
+
+
+def build(path: Path, seed: int = 0, family: str = "qwen2.5-vl") -> Path:
+    """Build the tiny `family` model (FAMILIES) and save it with its processor to `path`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
+        AutoModelForImageTextToText,
         PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
         Qwen2VLImageProcessorPil,
     )
 
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -98,47 +142,30 @@ def build(path: Path, seed: int = 0) -> Path:
         padding_side="left",
     )
     ids = {t: ftok.convert_tokens_to_ids(t) for t in SPECIAL}
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
-    processor = register()(
+    # a merged token covers 28 (Qwen2.5-VL) or 32 (Qwen3-VL) pixels a side
+    side = 32 if family == "qwen3-vl" else 28
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=side // 2, merge_size=2, min_pixels=(2 * side) ** 2, max_pixels=(4 * side) ** 2
+    )
+    processor = register(family)(
         image_processor=image_processor, tokenizer=ftok, chat_template=CHAT_TEMPLATE
     )
     pad, eos = ids["<|endoftext|>"], ids["<|im_end|>"]
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(ftok),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 4096,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-            "bos_token_id": pad,
-            "eos_token_id": eos,
-            "pad_token_id": pad,
-            "tie_word_embeddings": True,
-        },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-            "fullatt_block_indexes": [0],
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        eos_token_id=eos,
-        pad_token_id=pad,
-    )
+    text = {
+        "vocab_size": len(ftok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 4096,
+        "bos_token_id": pad,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+        "tie_word_embeddings": True,
+    }
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(_config(family, text, ids))
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -150,7 +177,7 @@ def serve(path: str, port: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    register()
+    register()  # both families
     from transformers.cli.transformers import main
 
     sys.argv = ["transformers", "serve", path, "--host", "127.0.0.1", "--port", str(port)]
@@ -160,5 +187,5 @@ def serve(path: str, port: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
-    else:
-        build(Path(sys.argv[2]))
+    else:  # build DIR [FAMILY]
+        build(Path(sys.argv[2]), family=sys.argv[3] if len(sys.argv) > 3 else FAMILIES[0])
