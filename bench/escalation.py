@@ -363,21 +363,28 @@ def _share(kinds: dict[str, collections.Counter[str]], part: str, whole: str) ->
     return round(sum(c[part] for c in kinds.values()) / n, 4) if n else None
 
 
-def _builds(bad: list[Item], impaired_per_kind: int) -> Iterator[tuple[Item, int, list[RGB]]]:
+def _builds(bad: list[Item]) -> Iterator[tuple[Item, int, list[RGB]]]:
     """Each impaired item with its strength index and the frames it was made from,
     replaying the library's impaired builds in order (the same sources, seeds and
-    strengths). A build the library skipped (unchanged or undecodable) has no item: the
-    next item is of another source."""
+    strengths), whatever --impaired-per-kind built it: a kind's builds go on while its
+    items do. A build the library skipped (unchanged or undecodable) has no item: the next
+    item is of another source. Fewer than len(SOURCES) skipped in a row pair right; as
+    many in a row would pair a later item with the wrong build."""
     queue = list(bad)
     for ki, kind in enumerate(KINDS):
-        for i in range(impaired_per_kind):
+        i = missed = 0
+        while queue and queue[0].kind == kind:
             source = SOURCES[(ki + i) % len(SOURCES)]
-            if not queue or (queue[0].kind, queue[0].source) != (kind, source):
-                continue
-            yield queue.pop(0), i, frames_of(source, 5000 + 37 * ki + i)
+            if queue[0].source == source:
+                yield queue.pop(0), i, frames_of(source, 5000 + 37 * ki + i)
+                missed = -1
+            elif missed >= len(SOURCES):
+                raise ValueError(f"a {kind} item of {queue[0].source!r} is of no source here")
+            i += 1
+            missed += 1
 
 
-def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
+def add_vmaf_drops(bad: list[Item]) -> None:
     """Set each impaired item's `vmaf_drop` (see _builds)."""
     from scorers.train.teacher import VmafTeacher
 
@@ -387,19 +394,15 @@ def add_vmaf_drops(bad: list[Item], impaired_per_kind: int) -> None:
         shown = decode_all(data, len(frames))  # lost frames show as the last one, as played
         return float(np.mean(teacher.raw(frames, [shown])[0]))
 
-    for item, i, frames in _builds(bad, impaired_per_kind):
+    for item, i, frames in _builds(bad):
         clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
         item.vmaf_drop = clean - vmaf(frames, impaired(item.kind, frames, i))
 
 
-def drop_unchanged(bad: list[Item], impaired_per_kind: int) -> dict[str, int]:
+def drop_unchanged(bad: list[Item]) -> dict[str, int]:
     """Drop the impaired items whose impairment left every pixel unchanged (see unchanged;
     for a cache made before the library left them out). How many of each kind went."""
-    gone = [
-        item
-        for item, i, frames in _builds(bad, impaired_per_kind)
-        if unchanged(item.kind, frames, i)
-    ]
+    gone = [item for item, i, frames in _builds(bad) if unchanged(item.kind, frames, i)]
     bad[:] = [it for it in bad if all(it is not g for g in gone)]
     return dict(collections.Counter(it.kind for it in gone))
 
@@ -574,11 +577,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     if "unchanged_impaired" not in cost:  # a cache of a library that still had them
-        cost["unchanged_impaired"] = drop_unchanged(bad, args.impaired_per_kind)
+        cost["unchanged_impaired"] = drop_unchanged(bad)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     if args.vmaf and any(it.vmaf_drop is None for it in bad):
-        add_vmaf_drops(bad, args.impaired_per_kind)
+        add_vmaf_drops(bad)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     print(f"library: {len(clean)} clean, {len(bad)} impaired in {time.perf_counter() - t0:.0f} s")

@@ -31,7 +31,10 @@ def backend(request: pytest.FixtureRequest) -> TransformersBackend:
             threads=1,
         )
     )
-    assert backend.model.config.model_type == request.param.replace(".", "_").replace("-", "_")
+    # the family's own classes, not weights loaded into another family's (and filled at random)
+    family = "Qwen3VL" if request.param == "qwen3-vl" else "Qwen2_5_VL"
+    assert type(backend.model).__name__ == f"{family}ForConditionalGeneration"
+    assert type(backend.model.config).__name__ == f"{family}Config"
     return backend
 
 

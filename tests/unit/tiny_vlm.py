@@ -147,6 +147,8 @@ def build(path: Path, seed: int = 0, family: str = "qwen2.5-vl") -> Path:
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=side // 2, merge_size=2, min_pixels=(2 * side) ** 2, max_pixels=(4 * side) ** 2
     )
+    if family == "qwen3-vl":  # Qwen3-VL normalises to [-1, 1]
+        image_processor.image_mean = image_processor.image_std = [0.5, 0.5, 0.5]
     processor = register(family)(
         image_processor=image_processor, tokenizer=ftok, chat_template=CHAT_TEMPLATE
     )
