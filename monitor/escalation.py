@@ -42,7 +42,11 @@ HEAD_CLASSES = tuple(d for d in DEGRADATIONS if d != CLEAN)
 """The degradation head's classes other than clean."""
 DEGRADED_KINDS: dict[str, float | None] = {"compression": None, "blur": 0.75, "banding": 0.65}
 RISE_KINDS: dict[str, float] = {"banding": 0.3, "blur": 0.4}
-MEASURE_RISE: dict[str, float] = {"edge_loss": 2.3, "comb_mass": 0.3}
+MEASURE_RISE: dict[str, float] = {"edge_loss": 2.3, "comb_mass": 0.3, "qp": 12.0}
+RISE_MEASURES = (*MEASURES, "qp")
+"""What measure_rise may judge against the rendition's own level: the artifacts scorer's raw
+measures, and qp, the segment's mean frame quantiser (scorers.hybrid.mean_qp: H.264's
+0-51 scale; absent for codecs that export none)."""
 QP_ABOVE = 40.0
 
 
@@ -110,7 +114,7 @@ class SoftTriggers(StrictModel):
     @field_validator("measures")
     @classmethod
     def _measures(cls, given: dict[str, float]) -> dict[str, float]:
-        return _rises("soft.measures", given, MEASURES, "measure", math.inf)
+        return _rises("soft.measures", given, RISE_MEASURES, "measure", math.inf)
 
 
 class Ranking(StrictModel):
@@ -230,8 +234,13 @@ class EscalationConfig(StrictModel):
         default_factory=lambda: dict(MEASURE_RISE),
         description="Per raw detector measure (the artifacts scorer's, in the verdict's "
         "extra.artifacts, taken on every segment whether flagged or not: "
-        "scorers.artifacts.MEASURES), a rise this far above the rendition's rolling median "
-        "of it escalates: a picture judged against its own detail. edge_loss 2.3: the "
+        "scorers.artifacts.MEASURES; and qp, the mean frame quantiser), a rise this far "
+        "above the rendition's rolling median of it escalates: a picture judged against its "
+        "own detail, an encoder against its own quantiser. qp 12: a quantiser step four "
+        "times the rendition's usual one, as an encoder starved of bits or set far coarser "
+        "makes (heavy compression, CRF 44-51, on the real training pictures: +16 to +29; "
+        "their clean segments at CRF 20-26 rise at most 7.9, the synthetic ones 11.5), "
+        "which a flat picture can hide from every picture measure. edge_loss 2.3: the "
         "picture keeps under a fifth of its usual luma edges, as a blur too strong to leave "
         "edges for the blur flag to judge does (blur of sigma 3-4.5 on a star field: "
         "edge_loss +4.6 to +8); clean segments of one picture filmed at varied crops lose "
@@ -248,7 +257,7 @@ class EscalationConfig(StrictModel):
     @field_validator("measure_rise")
     @classmethod
     def _measures(cls, given: dict[str, float]) -> dict[str, float]:
-        return _rises("measure_rise", given, MEASURES, "measure", math.inf)
+        return _rises("measure_rise", given, RISE_MEASURES, "measure", math.inf)
 
     qp_above: float | None = Field(
         QP_ABOVE,
@@ -504,12 +513,17 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
                 out.append(f"rise:{kind}>={rise:.2f}")
     for name, median in recent.measures if recent is not None else ():
         rise = cfg.measure_rise.get(name)
-        value = measure(v.extra, name)
+        value = _measure(v.extra, name)
         if rise is not None and value is not None and value - median >= rise:
             out.append(f"rise:{name}>={rise:.2f}")
     if recent is not None:
         out += _soft(v, cfg, recent, out)
     return out
+
+
+def _measure(extra: dict[str, Any], name: str) -> float | None:
+    """A RISE_MEASURES value of a verdict's `extra`, None when it was not taken."""
+    return mean_qp(extra) if name == "qp" else measure(extra, name)
 
 
 LADDER_TOLERANCE = 0.5
@@ -554,7 +568,7 @@ def _soft(v: Verdict, cfg: EscalationConfig, recent: Recent, fired: list[str]) -
             out.append(f"soft:{kind}>={rise:.2f}")
     for name, at in recent.measures:  # the full measure_rise measures
         rise = soft.measures.get(name)
-        value = measure(v.extra, name)
+        value = _measure(v.extra, name)
         if rise is None or f"rise_{name}" in full or value is None:
             continue
         if value - at >= rise:
@@ -954,7 +968,7 @@ class EscalationPolicy:
         if times is not None:
             self._history(self._upscales, key).append(times)
         if cfg.measure_rise:
-            taken = tuple(measure(v.extra, name) for name in cfg.measure_rise)
+            taken = tuple(_measure(v.extra, name) for name in cfg.measure_rise)
             if any(x is not None for x in taken):
                 self._history(self._measures, key).append(
                     tuple(math.nan if x is None else x for x in taken)

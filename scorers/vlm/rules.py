@@ -46,6 +46,7 @@ RISE_TO_CLASS = {
     "comb_mass": "banding",
     "edge_loss": "blur",
     "blur_effect": "blur",
+    "qp": "compression",
 }
 """A rise trigger (monitor.escalation: rise:<head class, or artifacts measure>) -> the
 class it shows (every head class and measure a config may give a rise for)."""

@@ -31,6 +31,7 @@ from monitor.escalation import (
 )
 from monitor.types import MessageError, verdict_from_json
 from scorers.types import Flag, Verdict
+from scorers.vlm.rules import RulesConfig, rules_degradation
 
 
 class Clock:
@@ -220,6 +221,43 @@ def test_a_picture_losing_its_own_edges_escalates() -> None:
     assert d.escalate and d.reason == "rise:edge_loss>=2.30" and d.kind == "impaired"
     # another rendition with no history of its own: nothing to rise above
     assert not pol.decide(soft(0, 7.0, stream="sport")).escalate
+
+
+def coded(seq: int, qp: float | None, stream: str = "news") -> Verdict:
+    """A verdict whose bitstream gave this mean quantiser (None: a codec that exports none)."""
+    feats = {"has_qp": 0.0} if qp is None else {"has_qp": 1.0, "qp_mean": qp / 51.0}
+    return dataclasses.replace(v(seq, stream=stream), extra={"hybrid": feats})
+
+
+def test_an_encoder_quantising_far_coarser_than_its_own_level_escalates() -> None:
+    # a flat graphic squeezed to CRF 44-51 keeps its look to every picture measure; its
+    # encoder's quantiser rose 16-29 over the rendition's usual one
+    cfg = EscalationConfig()
+    usual = Recent(4.0, (), (("qp", 21.0),))
+    assert triggers(coded(1, 36.0), cfg, usual) == ["rise:qp>=12.00"]
+    assert triggers(coded(1, 32.0), cfg, usual) == []  # 11 up: content, not the encoder
+    assert triggers(coded(1, 36.0), cfg, None) == []  # no history yet
+    assert triggers(coded(1, None), cfg, usual) == []  # HEVC: no quantiser exported
+    assert triggers(coded(1, 36.0), EscalationConfig(measure_rise={}), usual) == []
+    assert reason_label("rise:qp>=12.00") == "rise_qp"
+    # the policy keeps the rendition's own level, and a channel coded coarse all along
+    # (a habit) is not news
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
+    for i, qp in enumerate((20.0, 21.0, 22.0, 21.0, 20.0)):
+        clock.t += 2
+        assert not pol.decide(coded(i, qp)).escalate
+    assert pol.recent("news", "720p").measures == (("qp", 21.0),)
+    clock.t += 2
+    d = pol.decide(coded(5, 35.0))
+    assert d.escalate and d.reason == "rise:qp>=12.00" and d.kind == "impaired"
+    for i in range(6):
+        clock.t += 2
+        assert not pol.decide(coded(i, 35.0, stream="starved")).escalate
+    # and the rules diagnosis reads it as compression
+    assert rules_degradation(coded(5, 35.0).to_json(), RulesConfig(), d.reason)[0] == (
+        "compression"
+    )
 
 
 def test_soft_triggers_use_only_the_budgets_spare_part() -> None:
