@@ -233,25 +233,28 @@ class EscalationConfig(StrictModel):
     measure_rise: dict[str, float] = Field(
         default_factory=lambda: dict(MEASURE_RISE),
         description="Per raw detector measure (the artifacts scorer's, in the verdict's "
-        "extra.artifacts, taken on every segment whether flagged or not: "
-        "scorers.artifacts.MEASURES; and qp, the mean frame quantiser), a rise this far "
-        "above the rendition's rolling median of it escalates: a picture judged against its "
-        "own detail, an encoder against its own quantiser. qp 12: a quantiser step four "
-        "times the rendition's usual one, as an encoder starved of bits or set far coarser "
-        "makes (heavy compression, CRF 44-51, on the real training pictures: +16 to +29; "
-        "their clean segments at CRF 20-26 rise at most 7.9, the synthetic ones 11.5), "
-        "which a flat picture can hide from every picture measure. edge_loss 2.3: the "
-        "picture keeps under a fifth of its usual luma edges, as a blur too strong to leave "
-        "edges for the blur flag to judge does (blur of sigma 3-4.5 on a star field: "
-        "edge_loss +4.6 to +8); clean segments of one picture filmed at varied crops lose "
-        "at most 1.8 (bench/escalation.py's synthetic and real training libraries). A cut "
-        "to a dark or flat scene raises it too; a channel that has them often makes it a "
-        "habit. comb_mass 0.3: a third more of the picture's pixels piled on a few luma "
-        "levels than usual, as posterised luma does whether or not the banding flag sees "
-        "its levels (banding at 8-16 levels on real training pictures: +0.3 to +0.85; no "
-        "clean segment of the three calibration libraries rises over 0.26; on them, 1.1-1.4 "
-        "points more impairments escalated in every feed mode, none fewer). blur_effect (0 "
-        "sharp to 1) is also reported, with no default ({} turns this trigger off).",
+        "extra.artifacts, "
+        "taken on every segment whether flagged or not: scorers.artifacts.MEASURES; and qp, "
+        "the mean frame quantiser), a rise this far above the rendition's rolling median of "
+        "it escalates: a picture judged against its own detail, an encoder against its own "
+        "quantiser. qp 12: a quantiser step four times the rendition's usual one, as an "
+        "encoder starved of bits or set far coarser makes (heavy compression, CRF 44-51, on "
+        "the real training pictures: +16 to +29; their clean segments at CRF 20-26 rise at "
+        "most 7.9, the synthetic ones 11.5), which a flat picture can hide from every picture"
+        " measure. Calibrated on H.264 (VP9's 0-255 q-index is mapped linearly, not on the "
+        "same steps); cheap verdicts (adaptive screening's keyframes) neither count in the "
+        "level nor fire it. edge_loss 2.3: the picture keeps under a fifth of its usual luma "
+        "edges, as a blur too strong to leave edges for the blur flag to judge does (blur of "
+        "sigma 3-4.5 on a star field: edge_loss +4.6 to +8); clean segments of one picture "
+        "filmed at varied crops lose at most 1.8 (bench/escalation.py's synthetic and real "
+        "training libraries). A cut to a dark or flat scene raises it too; a channel that has"
+        " them often makes it a habit. comb_mass 0.3: a third more of the picture's pixels "
+        "piled on a few luma levels than usual, as posterised luma does whether or not the "
+        "banding flag sees its levels (banding at 8-16 levels on real training pictures: +0.3"
+        " to +0.85; no clean segment of the three calibration libraries rises over 0.26; on "
+        "them, 1.1-1.4 points more impairments escalated in every feed mode, none fewer). "
+        "blur_effect (0 sharp to 1) is also reported, with no default ({} turns this trigger "
+        "off).",
     )
 
     @field_validator("measure_rise")
@@ -513,7 +516,7 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
                 out.append(f"rise:{kind}>={rise:.2f}")
     for name, median in recent.measures if recent is not None else ():
         rise = cfg.measure_rise.get(name)
-        value = _measure(v.extra, name)
+        value = _measure(v, name)
         if rise is not None and value is not None and value - median >= rise:
             out.append(f"rise:{name}>={rise:.2f}")
     if recent is not None:
@@ -521,9 +524,14 @@ def triggers(v: Verdict, cfg: EscalationConfig, recent: Recent | None) -> list[s
     return out
 
 
-def _measure(extra: dict[str, Any], name: str) -> float | None:
-    """A RISE_MEASURES value of a verdict's `extra`, None when it was not taken."""
-    return mean_qp(extra) if name == "qp" else measure(extra, name)
+def _measure(v: Verdict, name: str) -> float | None:
+    """A RISE_MEASURES value of a verdict, None when it was not taken. A cheap verdict has
+    no qp: its decode read keyframes alone, whose quantiser is not the segment's mean (a
+    rendition screened cheaply most of the time would judge its full segments against a
+    level several steps off)."""
+    if name == "qp":
+        return None if v.mode == "cheap" else mean_qp(v.extra)
+    return measure(v.extra, name)
 
 
 LADDER_TOLERANCE = 0.5
@@ -568,7 +576,7 @@ def _soft(v: Verdict, cfg: EscalationConfig, recent: Recent, fired: list[str]) -
             out.append(f"soft:{kind}>={rise:.2f}")
     for name, at in recent.measures:  # the full measure_rise measures
         rise = soft.measures.get(name)
-        value = _measure(v.extra, name)
+        value = _measure(v, name)
         if rise is None or f"rise_{name}" in full or value is None:
             continue
         if value - at >= rise:
@@ -968,7 +976,7 @@ class EscalationPolicy:
         if times is not None:
             self._history(self._upscales, key).append(times)
         if cfg.measure_rise:
-            taken = tuple(_measure(v.extra, name) for name in cfg.measure_rise)
+            taken = tuple(_measure(v, name) for name in cfg.measure_rise)
             if any(x is not None for x in taken):
                 self._history(self._measures, key).append(
                     tuple(math.nan if x is None else x for x in taken)

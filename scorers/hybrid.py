@@ -58,12 +58,12 @@ Floats = npt.NDArray[np.float32]
 
 def mean_qp(extra: dict[str, Any]) -> float | None:
     """A verdict's mean frame quantiser on H.264's 0-51 scale, from the hybrid features the
-    distilled scorer puts in `extra["hybrid"]`; None when its codec exported none."""
-    feats = extra.get("hybrid")
-    if not isinstance(feats, dict) or not feats.get("has_qp"):
+    distilled scorer puts in `extra["hybrid"]`; None when its codec exported none, or when
+    what came off the topic is no quantiser (has_qp not 1, a value outside 0-51)."""
+    if _feature(extra, "has_qp") != 1.0:
         return None
     qp = _feature(extra, "qp_mean")
-    return None if qp is None else qp * 51.0
+    return qp * 51.0 if qp is not None and 0.0 <= qp <= 1.0 else None
 
 
 LADDER_UPSCALE = 1.1

@@ -48,7 +48,7 @@ RISE_TO_CLASS = {
     "blur_effect": "blur",
     "qp": "compression",
 }
-"""A rise trigger (monitor.escalation: rise:<head class, or artifacts measure>) -> the
+"""A rise trigger (monitor.escalation: rise:<head class, artifacts measure, or qp>) -> the
 class it shows (every head class and measure a config may give a rise for)."""
 
 

@@ -260,6 +260,37 @@ def test_an_encoder_quantising_far_coarser_than_its_own_level_escalates() -> Non
     )
 
 
+def test_a_cheap_or_hostile_quantiser_is_no_level() -> None:
+    # adaptive screening's cheap verdicts read keyframes alone: their quantiser is not the
+    # segment's mean, so it neither sets the rendition's level nor fires against it
+    clock = Clock()
+    pol = EscalationPolicy(EscalationConfig(budget_floor=100, **NO_AUDIT), clock)
+    for i in range(5):
+        clock.t += 2
+        pol.decide(dataclasses.replace(coded(i, 10.0), mode="cheap"))
+        clock.t += 2
+        pol.decide(coded(100 + i, 24.0))
+    assert pol.recent("news", "720p").measures == (("qp", 24.0),)
+    usual = Recent(4.0, (), (("qp", 21.0),))
+    cheap = dataclasses.replace(coded(1, 36.0), mode="cheap")
+    assert triggers(cheap, EscalationConfig(), usual) == []
+    assert triggers(dataclasses.replace(cheap, mode="promoted"), EscalationConfig(), usual) == [
+        "rise:qp>=12.00"
+    ]
+    # off the topic: a quantiser outside 0-51, or has_qp that is not 1, is none
+    for feats in (
+        {"has_qp": 1.0, "qp_mean": -0.1},
+        {"has_qp": 1.0, "qp_mean": 1e300},
+        {"has_qp": "no", "qp_mean": 0.7},
+        {"has_qp": [0], "qp_mean": 0.7},
+        {"has_qp": 1.0, "qp_mean": "0.7"},
+    ):
+        hostile = dataclasses.replace(v(1), extra={"hybrid": feats})
+        assert triggers(hostile, EscalationConfig(), usual) == [], feats
+        pol.decide(hostile)
+    assert pol.recent("news", "720p").measures == (("qp", 24.0),)
+
+
 def test_soft_triggers_use_only_the_budgets_spare_part() -> None:
     clock = Clock()
     cfg = EscalationConfig(budget_fraction=0.1, budget_floor=0, stream_burst=1000, **NO_AUDIT)
