@@ -370,8 +370,8 @@ def print_table(result: dict[str, Any], out: Any) -> None:
     print(
         f"verdicts {result['verdicts']}, incidents {result['incidents']}, encoder decisions "
         f"{result['decisions']}, diagnoses {result['diagnoses']} (model 'rules': no VLM "
-        "weights configured; point diagnose.backend at a local Qwen2.5-VL folder or an "
-        "OpenAI-compatible server for a reasoning model)",
+        "weights configured; point diagnose.backend at a local Qwen2.5-VL or Qwen3-VL "
+        "folder or an OpenAI-compatible server for a reasoning model)",
         file=out,
     )
 
