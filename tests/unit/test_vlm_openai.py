@@ -33,23 +33,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
-def model_dir(request: pytest.FixtureRequest) -> Path:
-    """Each family's tiny model folder."""
-    fixture = "tiny_qwen3_vlm_dir" if request.param == "qwen3-vl" else "tiny_vlm_dir"
-    path: Path = request.getfixturevalue(fixture)
-    return path
-
-
 @pytest.fixture(scope="module")
-def served(model_dir: Path) -> Iterator[str]:
+def served(tiny_family_dir: Path) -> Iterator[str]:
     """`transformers serve` (transformers[serving]) on a tiny model; yields its /v1 URL."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.unit.tiny_vlm", "serve", str(model_dir), str(port)],
+        [sys.executable, "-m", "tests.unit.tiny_vlm", "serve", str(tiny_family_dir), str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -81,9 +73,11 @@ def served(model_dir: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_every_task_through_transformers_serve(served: str, model_dir: Path) -> None:
+def test_every_task_through_transformers_serve(served: str, tiny_family_dir: Path) -> None:
     cfg = DiagnoseConfig(
-        backend=OpenAIConfig(base_url=served, model=str(model_dir), max_new_tokens=8, timeout_s=60),
+        backend=OpenAIConfig(
+            base_url=served, model=str(tiny_family_dir), max_new_tokens=8, timeout_s=60
+        ),
         tasks=list(TASKS),
         samples=2,  # transformers serve ignores `n`: the backend repeats the request
         local_frames=2,
@@ -94,7 +88,7 @@ def test_every_task_through_transformers_serve(served: str, model_dir: Path) -> 
     out = diagnoser.diagnose_batch(reqs)
     assert [d.segment_id for d in out] == [r.segment_id for r in reqs]
     for d in out:
-        assert d.model == str(model_dir)
+        assert d.model == str(tiny_family_dir)
         assert [t.task for t in d.tasks] == list(TASKS)
         for t in d.tasks:
             assert len(t.raw_texts) == 2 and t.latency_s > 0

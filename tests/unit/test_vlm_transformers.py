@@ -18,13 +18,12 @@ from tests.unit.vlm_samples import request
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
-def backend(request: pytest.FixtureRequest) -> TransformersBackend:
+@pytest.fixture(scope="module")
+def backend(tiny_family: str, tiny_family_dir: Path) -> TransformersBackend:
     """The backend on each family's tiny model, loaded through the same Auto classes."""
-    fixture = "tiny_qwen3_vlm_dir" if request.param == "qwen3-vl" else "tiny_vlm_dir"
     backend = TransformersBackend(
         TransformersConfig(
-            model_path=request.getfixturevalue(fixture),
+            model_path=tiny_family_dir,
             model_id="tiny-qwen",
             max_new_tokens=12,
             batch_size=8,
@@ -32,7 +31,7 @@ def backend(request: pytest.FixtureRequest) -> TransformersBackend:
         )
     )
     # the family's own classes, not weights loaded into another family's (and filled at random)
-    family = "Qwen3VL" if request.param == "qwen3-vl" else "Qwen2_5_VL"
+    family = "Qwen3VL" if tiny_family == "qwen3-vl" else "Qwen2_5_VL"
     assert type(backend.model).__name__ == f"{family}ForConditionalGeneration"
     assert type(backend.model.config).__name__ == f"{family}Config"
     return backend
