@@ -153,6 +153,7 @@ def test_room_follows_the_budget_and_the_streams_bucket() -> None:
         audit_fraction=1.0,
         budget_fraction=0.5,
         budget_floor=0,
+        budget_lend_s=0.0,
         audit_budget_share=0.5,
         stream_burst=3,
         stream_rate_per_s=0.001,

@@ -293,7 +293,9 @@ def test_a_cheap_or_hostile_quantiser_is_no_level() -> None:
 
 def test_soft_triggers_use_only_the_budgets_spare_part() -> None:
     clock = Clock()
-    cfg = EscalationConfig(budget_fraction=0.1, budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    cfg = EscalationConfig(
+        budget_lend_s=0.0, budget_fraction=0.1, budget_floor=0, stream_burst=1000, **NO_AUDIT
+    )
     pol = EscalationPolicy(cfg, clock)
     for i in range(100):  # a rendition at mos 4.2; 100 seen: a budget of 10
         clock.t += 0.1
@@ -348,7 +350,7 @@ def test_room_judges_the_budget_with_the_segment_it_is_asked_for() -> None:
     # decide() counts a segment as seen before it judges it; room() must too, or the
     # segment that tips the budget over gets no frames and is then admitted as no_frames
     clock = Clock()
-    cfg = EscalationConfig(budget_fraction=0.05, budget_floor=0, **NO_AUDIT)
+    cfg = EscalationConfig(budget_lend_s=0.0, budget_fraction=0.05, budget_floor=0, **NO_AUDIT)
     pol = EscalationPolicy(cfg, clock)
     for i in range(19):  # 19 seen: 0.95 of an escalation; the 20th makes it 1
         clock.t += 0.1
@@ -381,7 +383,9 @@ def test_audit_is_deterministic_and_near_its_fraction() -> None:
 
 def test_budget_caps_the_escalated_fraction() -> None:
     clock = Clock()
-    cfg = EscalationConfig(budget_fraction=0.05, budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    cfg = EscalationConfig(
+        budget_lend_s=0.0, budget_fraction=0.05, budget_floor=0, stream_burst=1000, **NO_AUDIT
+    )
     pol = EscalationPolicy(cfg, clock)
     made = dropped = 0
     for i in range(1000):
@@ -394,7 +398,62 @@ def test_budget_caps_the_escalated_fraction() -> None:
     assert dropped == 100 - made
 
 
-RANKED = {**NO_AUDIT, "budget_floor": 0, "stream_burst": 1000, "soft": None}
+def _cold_fleet(
+    cfg: EscalationConfig, seconds: float, bad_every: int = 10
+) -> list[tuple[float, int, int]]:
+    """40 streams of 2-s segments started cold, every `bad_every`-th segment black: the
+    time, segments seen and escalations made after each segment."""
+    clock = Clock()
+    pol = EscalationPolicy(cfg, clock)
+    out = []
+    made = 0
+    for i in range(round(seconds * 20)):
+        clock.t = 1000.0 + i * 0.05  # 20 segments a second
+        d = pol.decide(v(i // 40, flags=BLACK if i % bad_every == 0 else (), stream=f"s{i % 40}"))
+        made += d.escalate
+        out.append((clock.t - 1000.0, i + 1, made))
+    return out
+
+
+def test_a_cold_start_lends_the_next_seconds_of_budget_never_more_than_a_window() -> None:
+    # a new deployment: 40 streams, 10% of segments black. 5% of the few segments seen
+    # refuses most of the first faults; lending 15 s at the pace seen lets them through,
+    # and the first window still never spends more than 5% of a window at that pace.
+    cfg = EscalationConfig(budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    strict = _cold_fleet(cfg.model_copy(update={"budget_lend_s": 0.0}), 10)
+    lent = _cold_fleet(cfg, 300)
+    assert strict[199][1:] == (200, 9)  # 10 s in: 20 black segments, 9 escalated
+    assert lent[199][1:] == (200, 19)  # the first one came before any budget
+    for t, _seen, made in lent:  # at most 5% of the next 15 s at that pace, of a window
+        assert made <= 0.05 * 20 * min(cfg.budget_window_s, t + cfg.budget_lend_s)
+    assert lent[-1][1:] == (6000, 300)  # the first window: 5% of its segments in all
+    # once the window is full, 5% of what it holds, as without lending
+    clock = Clock()
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(6400):
+        clock.t = 1000.0 + i * 0.05
+        pol.decide(v(i // 40, stream=f"s{i % 40}"))
+    assert pol.budget == pytest.approx(0.05 * pol._seen)
+
+
+def test_a_warm_start_with_a_full_window_lends_nothing_and_a_long_silence_lends_again() -> None:
+    clock = Clock()
+    cfg = EscalationConfig(budget_floor=0, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    for i in range(300):  # a segment a second for the last 300 s
+        pol.remember(v(i), age_s=299.5 - i)
+    pol.decide(v(300))
+    assert pol.budget == pytest.approx(0.05 * 301)  # remembered a whole window: no lending
+    clock.t += 400.0  # a silence longer than the window: the next one starts young
+    pol.decide(v(301))
+    assert pol.budget == pytest.approx(0.05 * 1 * (0.0 + 15.0) / 2.0)
+    clock.t += 10.0
+    for i in range(302, 312):
+        pol.decide(v(i))
+    assert pol.budget == pytest.approx(0.05 * 11 * (10.0 + 15.0) / 10.0)
+
+
+RANKED = {**NO_AUDIT, "budget_floor": 0, "budget_lend_s": 0.0, "stream_burst": 1000, "soft": None}
 STILL = (Flag("freeze", 1.0, 0, 2, {"run_frames": 50.0}),)
 
 
@@ -600,7 +659,12 @@ def test_ranking_settings_are_checked() -> None:
 def test_budget_window_slides() -> None:
     clock = Clock()
     cfg = EscalationConfig(
-        budget_fraction=0.5, budget_floor=0, budget_window_s=10, stream_burst=100, **NO_AUDIT
+        budget_lend_s=0.0,
+        budget_fraction=0.5,
+        budget_floor=0,
+        budget_window_s=10,
+        stream_burst=100,
+        **NO_AUDIT,
     )
     pol = EscalationPolicy(cfg, clock)
     assert pol.decide(v(0, flags=BLACK)).dropped == "budget"  # 0.5 of 1 seen < 1
@@ -629,6 +693,7 @@ def test_per_stream_token_bucket() -> None:
 def test_impaired_segments_have_priority_over_audits() -> None:
     clock = Clock()
     cfg = EscalationConfig(
+        budget_lend_s=0.0,
         audit_fraction=1.0,
         budget_fraction=0.2,
         budget_floor=1,
@@ -759,7 +824,11 @@ def test_an_event_growing_far_stronger_than_it_was_escalated_is_news() -> None:
 def test_an_event_refused_at_its_start_keeps_its_priority() -> None:
     clock = Clock()
     cfg = EscalationConfig(
-        audit_fraction=0.0, habitual_share=None, budget_floor=0, budget_fraction=0.5
+        budget_lend_s=0.0,
+        audit_fraction=0.0,
+        habitual_share=None,
+        budget_floor=0,
+        budget_fraction=0.5,
     )
     pol = EscalationPolicy(cfg, clock)
     refused = pol.decide(v(0, flags=BLACK))  # 0.5 of 1 seen: no room
@@ -1086,7 +1155,9 @@ def test_a_remembered_history_makes_habits_without_spending_budget() -> None:
 
 def test_a_restart_counts_the_window_it_remembers_for_the_renditions_it_screens() -> None:
     clock = Clock()
-    cfg = EscalationConfig(audit_fraction=0.0, habitual_share=None, once_per_event=False)
+    cfg = EscalationConfig(
+        budget_lend_s=0.0, audit_fraction=0.0, habitual_share=None, once_per_event=False
+    )
     pol = EscalationPolicy(cfg, clock)
     for i in range(200):  # news: 200 segments in the last 200 s, 10 of them escalated
         pol.remember(v(i, 4.0), age_s=200.0 - i, escalated=i % 20 == 0)
