@@ -399,17 +399,19 @@ def test_budget_caps_the_escalated_fraction() -> None:
 
 
 def _cold_fleet(
-    cfg: EscalationConfig, seconds: float, bad_every: int = 10
+    cfg: EscalationConfig, seconds: float, segment_s: float = 2.0, together: bool = False
 ) -> list[tuple[float, int, int]]:
-    """40 streams of 2-s segments started cold, every `bad_every`-th segment black: the
-    time, segments seen and escalations made after each segment."""
+    """40 streams of `segment_s` segments started cold, every tenth segment black, spread
+    evenly or arriving `together` (within 40 ms): the time, segments seen and escalations
+    made after each segment."""
     clock = Clock()
     pol = EscalationPolicy(cfg, clock)
     out = []
     made = 0
-    for i in range(round(seconds * 20)):
-        clock.t = 1000.0 + i * 0.05  # 20 segments a second
-        d = pol.decide(v(i // 40, flags=BLACK if i % bad_every == 0 else (), stream=f"s{i % 40}"))
+    for i in range(round(seconds * 40 / segment_s)):
+        n, s = divmod(i, 40)
+        clock.t = 1000.0 + n * segment_s + (s * 0.001 if together else s * segment_s / 40)
+        d = pol.decide(v(n, flags=BLACK if i % 10 == 0 else (), stream=f"s{s}"))
         made += d.escalate
         out.append((clock.t - 1000.0, i + 1, made))
     return out
@@ -421,12 +423,13 @@ def test_a_cold_start_lends_the_next_seconds_of_budget_never_more_than_a_window(
     # and the first window still never spends more than 5% of a window at that pace.
     cfg = EscalationConfig(budget_floor=0, stream_burst=1000, **NO_AUDIT)
     strict = _cold_fleet(cfg.model_copy(update={"budget_lend_s": 0.0}), 10)
-    lent = _cold_fleet(cfg, 300)
     assert strict[199][1:] == (200, 9)  # 10 s in: 20 black segments, 9 escalated
-    assert lent[199][1:] == (200, 19)  # the first one came before any budget
-    for t, _seen, made in lent:  # at most 5% of the next 15 s at that pace, of a window
-        assert made <= 0.05 * 20 * min(cfg.budget_window_s, t + cfg.budget_lend_s)
-    assert lent[-1][1:] == (6000, 300)  # the first window: 5% of its segments in all
+    for together in (False, True):  # spread over the segment's 2 s, or all at once
+        lent = _cold_fleet(cfg, 300, together=together)
+        assert lent[199][1:] == (200, 19)  # every fault but the first, before any budget
+        for t, _seen, made in lent:  # at most 5% of the next 15 s at 20 segments a second
+            assert made <= 0.05 * 20 * min(cfg.budget_window_s, t + cfg.budget_lend_s)
+        assert lent[-1][2] <= 0.05 * 6000  # the first window: 5% of its segments in all
     # once the window is full, 5% of what it holds, as without lending
     clock = Clock()
     pol = EscalationPolicy(cfg, clock)
@@ -434,10 +437,15 @@ def test_a_cold_start_lends_the_next_seconds_of_budget_never_more_than_a_window(
         clock.t = 1000.0 + i * 0.05
         pol.decide(v(i // 40, stream=f"s{i % 40}"))
     assert pol.budget == pytest.approx(0.05 * pol._seen)
+    # a lend shorter than the pace's span never lends less than nothing
+    small = EscalationPolicy(cfg.model_copy(update={"budget_lend_s": 0.5}), clock)
+    small.decide(v(1))
+    assert small.budget == pytest.approx(0.05)
 
 
-def test_a_warm_start_with_a_full_window_lends_nothing_and_a_long_silence_lends_again() -> None:
+def test_a_warm_start_counts_its_remembered_window_s_age_and_a_long_silence_lends_again() -> None:
     clock = Clock()
+    clock.t = 1000.7  # a clock between whole seconds: the window's age is not rounded
     cfg = EscalationConfig(budget_floor=0, **NO_AUDIT)
     pol = EscalationPolicy(cfg, clock)
     for i in range(300):  # a segment a second for the last 300 s
@@ -446,11 +454,31 @@ def test_a_warm_start_with_a_full_window_lends_nothing_and_a_long_silence_lends_
     assert pol.budget == pytest.approx(0.05 * 301)  # remembered a whole window: no lending
     clock.t += 400.0  # a silence longer than the window: the next one starts young
     pol.decide(v(301))
-    assert pol.budget == pytest.approx(0.05 * 1 * (0.0 + 15.0) / 2.0)
+    assert pol.budget == pytest.approx(0.05 * 1 * 15.0 / 2.0)
     clock.t += 10.0
     for i in range(302, 312):
         pol.decide(v(i))
-    assert pol.budget == pytest.approx(0.05 * 11 * (10.0 + 15.0) / 10.0)
+    assert pol.budget == pytest.approx(0.05 * 11 * 25.0 / 12.0)
+    # a deployment 100 s old restarted: its remembered 100 s are the window's age
+    young = EscalationPolicy(cfg, clock)
+    for i in range(100):
+        young.remember(v(i, stream="young"), age_s=100.0 - i)
+    young.decide(v(100, stream="young"))
+    assert young.budget == pytest.approx(0.05 * 101 * 115.0 / 102.0)
+
+
+def test_room_agrees_with_a_young_window_s_decision() -> None:
+    # the young window's budget never grows with time alone: a hint of "none" is not
+    # followed by an admission the worker made no frames for (dropped as no_frames)
+    clock = Clock()
+    cfg = EscalationConfig(budget_floor=0, stream_burst=1000, **NO_AUDIT)
+    pol = EscalationPolicy(cfg, clock)
+    made = sum(pol.decide(v(0, flags=BLACK, stream=f"s{i}")).escalate for i in range(40))
+    assert made == 15  # 40 first segments at once: 5% of 40 read over 2 s, lent 15 s
+    clock.t += 0.1
+    assert pol.room("s40") == "none"  # the worker makes no frames
+    clock.t += 1.1  # no other segment decided in between
+    assert pol.decide(v(0, flags=BLACK, stream="s40"), has_request=False).dropped == "budget"
 
 
 RANKED = {**NO_AUDIT, "budget_floor": 0, "budget_lend_s": 0.0, "stream_burst": 1000, "soft": None}
