@@ -22,6 +22,7 @@ for that reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import time
@@ -457,6 +458,7 @@ def _decode_open(
     decode_errors = 0
     errors: list[str] = []
     first_frame: av.VideoFrame | None = None
+    first_thumb: npt.NDArray[np.uint8] | None = None
     last: tuple[int, float, av.VideoFrame] | None = None
     # One converter for the segment: `frame.to_ndarray(format=...)` builds a new swscale
     # context for every frame (each frame carries its own reformatter), 0.7-2.5 ms a
@@ -466,7 +468,7 @@ def _decode_open(
     tb = float(time_base)
 
     def consume(frame: av.VideoFrame) -> None:
-        nonlocal prev, first_frame, kept_bytes, last
+        nonlocal prev, first_frame, first_thumb, kept_bytes, last
         if frame.width * frame.height > limits.max_pixels:
             _check_pixels(frame.width, frame.height, limits.max_pixels, segment.source)
         if first_frame is None:
@@ -474,6 +476,8 @@ def _decode_open(
         index = len(rows) if plan is None else plan.display_index(frame.pts, indices)
         luma, scale = _luma(frame)
         mean, std, diff, dark, lumaf = _luma_stats(luma, scale, prev, cfg.dark_pixel_threshold)
+        if first_frame is frame:
+            first_thumb = thumb(lumaf)
         prev = lumaf
         pts = frame.pts * tb if frame.pts is not None else index / _fps(stream)
         last = (index, pts, frame)
@@ -537,6 +541,8 @@ def _decode_open(
         index, pts, frame = last
         frames.append(SampledFrame(index, pts, bool(frame.key_frame), _rgb(to_rgb, frame)))
     stats = _stats(rows, np.asarray(qps, dtype=np.float32) if cfg.bitstream_qp else None, held)
+    last_thumb = None if keyframes_only or prev is None else thumb(prev)
+    stats = dataclasses.replace(stats, first_thumb=first_thumb, last_thumb=last_thumb)
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
     packet_stats = _packet_stats(packets, time_base, info.fps)
     return DecodedSegment(
@@ -550,6 +556,22 @@ def _decode_open(
         errors=tuple(errors),
         packets=packet_stats,
     )
+
+
+THUMB = 8
+"""Block means a side of a frame's thumbnail (FrameStats.first_thumb, last_thumb)."""
+
+
+def thumb(lumaf: np.ndarray) -> npt.NDArray[np.uint8] | None:
+    """THUMB x THUMB block means of a 0-1 luma grid, on 0-255 (None for a grid smaller)."""
+    h, w = lumaf.shape
+    if h < THUMB or w < THUMB:
+        return None
+    rows = np.linspace(0, h, THUMB + 1).astype(int)
+    cols = np.linspace(0, w, THUMB + 1).astype(int)
+    sums = np.add.reduceat(np.add.reduceat(lumaf, rows[:-1], axis=0), cols[:-1], axis=1)
+    means = sums / np.outer(np.diff(rows), np.diff(cols))
+    return np.clip(np.rint(means * 255.0), 0, 255).astype(np.uint8)
 
 
 def _luma_stats(

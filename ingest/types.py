@@ -91,6 +91,12 @@ class FrameStats:
     """Frames the decoder skipped (non-reference, read by nothing: DecodeConfig.skip_nonref)
     whose statistics were held from their decoded neighbours; None when every frame was
     decoded."""
+    first_thumb: npt.NDArray[np.uint8] | None = None
+    """The first decoded frame's luma as THUMB x THUMB block means (0-255), to tell whether
+    a segment begins on the picture its predecessor ended on (monitor.boundary)."""
+    last_thumb: npt.NDArray[np.uint8] | None = None
+    """The same of the last decoded frame; None when not every frame was decoded in order
+    (keyframes only)."""
 
     def __len__(self) -> int:
         return len(self.pts_s)

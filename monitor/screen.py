@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ingest.contract import InitSegment, SegmentJob, is_display, largest_display, parse_message
 from ingest.initcache import InitCache
 from ingest.types import IngestError, Segment
+from monitor.boundary import Edge, edge_of
 from monitor.clients import Partition, Record
 from monitor.escalate import Escalator
 from monitor.escalation import Recent, Room
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DISPLAY_WINDOW_S = 120.0
 """A rendition not screened this long no longer sets its stream's display size."""
+MAX_EDGES = 10_000
+"""Renditions whose last segment's edge is kept (least recent forgotten)."""
 
 
 def source_of(record: Record) -> Source:
@@ -182,6 +185,9 @@ class ScreenStep:
         stream's rungs at one size instead of each learning it from what it happened to
         see (a worker that had not seen the top rung judged a low one at its coded size).
         A damaged segment teaches nothing; a rung gone from the ladder is forgotten."""
+        self._edges: collections.OrderedDict[tuple[str, str], Edge] = collections.OrderedDict()
+        """Per rendition, what its last segment decided ended on (monitor.boundary): given
+        to its next segment's job."""
         self._held: dict[int, Result] = {}
         """Finished results waiting for an earlier job of their rendition: the policy
         decides a rendition's segments in the order they were sent (see _release)."""
@@ -215,7 +221,10 @@ class ScreenStep:
             job = message.payload
             if seg.display is None and (shown := self.display_of(seg.stream)) is not None:
                 job = dataclasses.replace(job, segment=dataclasses.replace(seg, display=shown))
-            self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room))
+            edge = self._edges.get((seg.stream, seg.rendition))
+            if edge is not None and edge.seq != seg.seq - 1:
+                edge = None  # not the segment before (one missing, or not yet decided)
+            self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room, edge))
 
     def _in_flight(self, seg: Segment) -> bool:
         """An earlier segment of seg's rendition is being screened (not yet decided)."""
@@ -263,8 +272,20 @@ class ScreenStep:
         self.observe("screen_seconds", result.seconds)
         self.observe("score_seconds", result.score_seconds)
         self._learn_display(result)
+        self._learn_edge(result.verdict)
         self.planner.learn(result.verdict, result.predicted_bytes)
         self.next.submit(Message(message.record, result, message.polled_at))
+
+    def _learn_edge(self, v: Verdict) -> None:
+        key = (v.stream, v.rendition)
+        edge = edge_of(v)
+        if edge is None:
+            self._edges.pop(key, None)
+            return
+        self._edges[key] = edge
+        self._edges.move_to_end(key)
+        while len(self._edges) > MAX_EDGES:
+            self._edges.popitem(last=False)
 
     def display_of(self, stream: str) -> tuple[int, int] | None:
         """The size a stream's segments without a `display` header are judged at."""

@@ -44,6 +44,7 @@ from ingest.contract import SegmentJob
 from ingest.decode import decode
 from ingest.reference import ReferenceConfig, fetch
 from ingest.types import DecodedSegment, DecodeTimeout, IngestError, StreamInfo
+from monitor.boundary import Edge, held_across
 from monitor.escalation import (
     EscalationConfig,
     Recent,
@@ -88,6 +89,10 @@ class ScreenJob:
     """Which escalations the limits would admit of this stream now (EscalationPolicy.room):
     "soft" makes no request for an audit or a weak trigger, "impaired" none for a soft
     trigger either, "none" makes none."""
+    prev_edge: Edge | None = None
+    """What the rendition's previous segment ended on, when it was screened before this job
+    left: a freeze from this segment's first frame may be a picture that stopped at the
+    boundary (monitor.boundary)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,7 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         return Failed(
             job_id, SCORER_ERROR, f"{type(exc).__name__}: {exc}", time.monotonic() - started
         )
+    verdict = held_across(verdict, job.prev_edge)
     request, request_error = _escalation(setup, job, decoded, verdict)
     done = time.monotonic()
     return Screened(

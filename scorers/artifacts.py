@@ -20,6 +20,7 @@ peaks), noise only where the residual behaves like noise.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from ingest.types import DecodedSegment
 from scorers.types import Flag, Verdict, finite_number
 
 VERSION = "1.6"
+EDGES_KEY = "edges"
+"""Where a verdict's `extra` holds its segment's edges (see `edges`): its first and last
+frames' thumbnails and whether the picture moved at its end, for monitor.boundary."""
+TAIL_FRAMES = 3
+"""The last frame differences that say a picture was moving at its segment's end."""
 MEASURES_KEY = "artifacts"
 """Where a verdict's `extra` holds the detectors' raw measures (see `measure`)."""
 MEASURES = ("blur_effect", "edge_loss", "comb_mass")
@@ -47,6 +53,24 @@ edges. comb_mass, the median share of the pixels on the luma histogram's teeth (
 the picture piles up on, evenly spaced or not: comb_score's evidence), which posterised
 luma raises however few or irregular its surviving levels are."""
 EDGE_FLOOR = 1e-4
+
+
+def edges(decoded: DecodedSegment, cfg: FreezeConfig) -> dict[str, Any]:
+    """The segment's first and last frames' thumbnails (base64 of THUMB x THUMB bytes),
+    and `moving`: 1.0 when its last TAIL_FRAMES frame differences are all at or above the
+    freeze detector's still threshold (the picture moved up to its end). Empty without
+    thumbnails; no `last` when the decode read keyframes alone."""
+    stats = decoded.stats
+    out: dict[str, Any] = {}
+    if stats.first_thumb is not None:
+        out["first"] = base64.b64encode(stats.first_thumb.tobytes()).decode("ascii")
+    if stats.last_thumb is not None:
+        out["last"] = base64.b64encode(stats.last_thumb.tobytes()).decode("ascii")
+        tail = stats.luma_diff[1:][-TAIL_FRAMES:]
+        threshold = 10 ** (cfg.noise_db / 20)
+        moving = len(tail) == TAIL_FRAMES and bool(np.all(tail >= threshold))
+        out["moving"] = float(moving)
+    return out
 
 
 def measure(extra: dict[str, Any], name: str) -> float | None:
@@ -598,9 +622,15 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
     if length:
         mask[max(start - 1, 0) : start + length] = True
         evidence["stopped"] = float(_moved_before(diff, stats.luma_mean, start, threshold))
+        # held before this segment could show motion before it: whether the picture
+        # stopped is the previous segment's to say (monitor.boundary)
+        evidence["early"] = float(start < MOTION_FRAMES)
     return _run_flag("freeze", mask, decoded, cfg.min_duration_s, evidence)
 
 
+MOTION_FRAMES = 5
+"""The first frame a still run can start at for `_moved_before` to judge the motion before
+it (two differences after the first, less the held frame's step and the one before)."""
 STILL_STRETCH = 3
 """Differences under the still threshold in a row that end the motion a stop is judged on."""
 
@@ -616,7 +646,7 @@ def _moved_before(diff: np.ndarray, mean: np.ndarray, start: int, threshold: flo
     of 0.004-0.16 codes against the threshold's 0.26; a dissolve into a still picture
     still counts as motion."""
     end = start - 2
-    if end < 3:
+    if start < MOTION_FRAMES:
         return False
     earlier = diff[1:end]
     fade = np.abs(np.diff(mean[:end]))  # each of those frames' change of mean luma
@@ -1429,6 +1459,11 @@ class ArtifactScorer:
     def score_one(self, decoded: DecodedSegment) -> Verdict:
         seg = decoded.segment
         flags, measures = self.examine(decoded)
+        extra: dict[str, Any] = (
+            {MEASURES_KEY: {k: round(v, 4) for k, v in measures.items()}} if measures else {}
+        )
+        if self.config.freeze.enabled and (found := edges(decoded, self.config.freeze)):
+            extra[EDGES_KEY] = found
         return Verdict(
             seg.segment_id,
             seg.stream,
@@ -1439,7 +1474,7 @@ class ArtifactScorer:
             (),
             tuple(flags),
             (f"{self.name}@{self.version}",),
-            {MEASURES_KEY: {k: round(v, 4) for k, v in measures.items()}} if measures else {},
+            extra,
         )
 
     def score(self, segments: Sequence[DecodedSegment]) -> list[Verdict]:

@@ -592,7 +592,7 @@ def test_every_verdict_carries_its_edge_measures_flagged_or_not() -> None:
     off = ArtifactScorer(
         ArtifactsConfig.model_validate({"blur": {"enabled": False}, "banding": {"enabled": False}})
     )
-    assert off.score_one(_decoded(frames)).extra == {}
+    assert set(off.score_one(_decoded(frames)).extra) == {"edges"}  # no measure taken
     for junk in ("junk", {"blur_effect": True}, {"blur_effect": 10**400}, {"blur_effect": "1"}):
         assert artifacts.measure({"artifacts": junk}, "blur_effect") is None
     assert artifacts.measure({"artifacts": {"blur_effect": float("nan")}}, "blur_effect") is None

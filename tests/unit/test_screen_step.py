@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from ingest.contract import SegmentJob
 from ingest.types import Segment, StreamInfo
 from monitor import screen
+from monitor.boundary import Edge
 from monitor.clients import Record
 from monitor.escalation import Recent
 from monitor.runtime import Context, Message
@@ -164,3 +166,33 @@ def test_a_renditions_results_are_decided_in_the_order_they_were_sent() -> None:
     step.poll(0.0)
     assert decided() == [("320x180", 0), ("640x360", 0), ("640x360", 1), ("640x360", 2)]
     assert not step.running and not step._held
+
+
+def test_a_job_gets_the_edge_its_renditions_previous_segment_ended_on() -> None:
+    # monitor.boundary: the worker judges a hold from a segment's first frames against the
+    # picture the segment just before ended on, when that one was decided before it left
+    pool, sink = Pool(), Sink()
+    step = _step(pool, sink)
+    edge = {"first": "A" * 88, "last": "AQ" * 42 + "AQ==", "moving": 1.0}
+
+    def offer(seq: int) -> None:
+        seg = Segment(b"", "news", "640x360", seq)
+        step.submit(Message(Record("seg", 0, seq, None, b""), SegmentJob(seg)))
+        step.poll(0.0)
+
+    def finish(job_id: int, seq: int) -> None:
+        v = Verdict(f"news/640x360/{seq}", "news", "640x360", seq, 4.0, 4.0, (), (), ("x@1",))
+        v = dataclasses.replace(v, extra={"edges": edge})
+        info = StreamInfo("h264", None, 640, 360, 25.0, "yuv420p", 8, None, 2.0, 1e5, 50, 1, "ts")
+        pool.done.append(Screened(job_id, v, info, DecodeSummary(0, 0, 0.1), 0.0))
+        step.poll(0.0)
+
+    offer(1)
+    offer(2)  # left while 1 was still being screened: no edge
+    assert [j.prev_edge for _, j in pool.jobs] == [None, None]
+    finish(pool.jobs[0][0], 1)
+    finish(pool.jobs[1][0], 2)
+    offer(3)
+    assert pool.jobs[2][1].prev_edge == Edge(2, edge["last"], True)
+    offer(5)  # 4 never came: 3's edge is not the one before 5
+    assert pool.jobs[3][1].prev_edge is None
