@@ -12,9 +12,12 @@ job its rendition's previous segment:
 - clean: the camera's next 2 s (a stop only where the camera itself holds from there);
 - held: the first segment's last frame held for the whole segment (a feed lost, or an
   encoder stuck, at the boundary): a stop;
-- held_2, held_4: the picture moves on for 2 or 4 frames, then holds: what neither the
-  boundary nor the segment's own detector (motion before the hold, from frame 5) sees;
-- cut: a still of another picture from the boundary (a cut to a still shot): never a stop.
+- held_2, held_4: the picture moves on for 2 or 4 frames, then holds: too early for the
+  segment's own detector (motion before the hold, from frame 5) to judge;
+- cut: a still of another picture from the boundary (a cut to a still shot): never a stop;
+- cut_2: the picture moves on for 2 frames, then cuts to that still: never a stop;
+- cut_end: the first segment cuts to that still 3 frames before its end, and the second
+  holds it (the still shot going on): never a stop.
 
 Reported per form: the segments with a freeze flag, those called stopped (by the segment
 itself or across the boundary) and across the boundary alone, after a first segment that
@@ -52,7 +55,7 @@ from scorers.train import realset
 from scorers.types import Verdict
 
 W, H, FPS, N = 640, 360, 25, 50
-FORMS = ("clean", "held", "held_2", "held_4", "cut")
+FORMS = ("clean", "held", "held_2", "held_4", "cut", "cut_2", "cut_end")
 
 
 def _screen(setup: WorkerSetup, frames: list[np.ndarray], seq: int, prev: Any = None) -> Verdict:
@@ -72,7 +75,9 @@ def _second(form: str, clip: list[np.ndarray], other: np.ndarray) -> list[np.nda
     if form.startswith("held_"):
         moved = int(form.split("_")[1])
         return clip[N : N + moved] + [clip[N + moved - 1]] * (N - moved)
-    return [other] * N  # cut
+    if form == "cut_2":
+        return clip[N : N + 2] + [other] * (N - 2)
+    return [other] * N  # cut, cut_end
 
 
 def cost(repeat: int = 2000) -> dict[str, float]:
@@ -112,8 +117,9 @@ def run(assets: Path, split: realset.Split, sources: int, seeds: int) -> dict[st
             other_name = names[(i + 1 + seed) % len(names)]
             other = realset.camera(pictures[other_name], f"{other_name}-still-{seed}", N, (W, H))
             first = _screen(setup, clip[:N], 10)
-            edge = edge_of(first)
+            ends_on_cut = _screen(setup, clip[: N - 3] + [other[N // 2]] * 3, 10)
             for form in FORMS:
+                edge = edge_of(ends_on_cut if form == "cut_end" else first)
                 c = counts[form]
                 c["n"] += 1
                 c["first_moving"] += bool(edge and edge.moving)

@@ -459,6 +459,7 @@ def _decode_open(
     errors: list[str] = []
     first_frame: av.VideoFrame | None = None
     first_thumb: npt.NDArray[np.uint8] | None = None
+    head_thumbs: dict[int, npt.NDArray[np.uint8] | None] = {}
     last: tuple[int, float, av.VideoFrame] | None = None
     # One converter for the segment: `frame.to_ndarray(format=...)` builds a new swscale
     # context for every frame (each frame carries its own reformatter), 0.7-2.5 ms a
@@ -478,6 +479,8 @@ def _decode_open(
         mean, std, diff, dark, lumaf = _luma_stats(luma, scale, prev, cfg.dark_pixel_threshold)
         if first_frame is frame:
             first_thumb = thumb(lumaf)
+        if index < HEAD_FRAMES:  # whether the segment's first frames show one picture
+            head_thumbs[index] = thumb(lumaf)
         prev = lumaf
         pts = frame.pts * tb if frame.pts is not None else index / _fps(stream)
         last = (index, pts, frame)
@@ -542,7 +545,9 @@ def _decode_open(
         frames.append(SampledFrame(index, pts, bool(frame.key_frame), _rgb(to_rgb, frame)))
     stats = _stats(rows, np.asarray(qps, dtype=np.float32) if cfg.bitstream_qp else None, held)
     last_thumb = None if keyframes_only or prev is None else thumb(prev)
-    stats = dataclasses.replace(stats, first_thumb=first_thumb, last_thumb=last_thumb)
+    stats = dataclasses.replace(
+        stats, first_thumb=first_thumb, last_thumb=last_thumb, head_thumbs=head_thumbs
+    )
     info = _info(container, stream, packets, stats, first_frame, keyframes_only)
     packet_stats = _packet_stats(packets, time_base, info.fps)
     return DecodedSegment(
@@ -560,6 +565,8 @@ def _decode_open(
 
 THUMB = 8
 """Block means a side of a frame's thumbnail (FrameStats.first_thumb, last_thumb)."""
+HEAD_FRAMES = 5
+"""Decoded frames among a segment's first this many keep a thumbnail (FrameStats.head_thumbs)."""
 
 
 def thumb(lumaf: np.ndarray) -> npt.NDArray[np.uint8] | None:

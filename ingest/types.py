@@ -97,6 +97,8 @@ class FrameStats:
     last_thumb: npt.NDArray[np.uint8] | None = None
     """The same of the last decoded frame; None when not every frame was decoded in order
     (keyframes only)."""
+    head_thumbs: dict[int, npt.NDArray[np.uint8] | None] | None = None
+    """Display index -> thumbnail of the decoded frames among the first HEAD_FRAMES."""
 
     def __len__(self) -> int:
         return len(self.pts_s)

@@ -5,15 +5,21 @@ held (scorers.artifacts._moved_before): a stuck encoder or a lost feed held on i
 frame, news even on a rendition whose stills are its habit. A hold that begins in a
 segment's first frames (before scorers.artifacts.MOTION_FRAMES) has too little motion
 before it in its own segment to judge: whether the picture stopped is the previous
-segment's to say. The artifacts scorer puts each segment's edges
-in its verdict (`extra["edges"]`: the first and last frames' thumbnails, and whether the
-picture moved up to its end); the screen role hands a job the edge its rendition's
-previous segment ended on (`Edge`, when that segment was screened before the job left),
-and the worker marks the freeze `stopped` when that segment moved up to its end and this
-one begins on the picture it ended on and holds from one of its first frames
-(`held_across`). A cut to a
-still shot at the boundary holds another picture, and a still shot that goes on held
-still before it: neither is a stop.
+segment's to say. The artifacts scorer puts each segment's edges in its verdict
+(`extra["edges"]`: the first and last frames' thumbnails, and whether the picture moved
+up to its end: a cut or a fade into a still in its last frames is no motion), and marks
+such a hold `early` when its first frames show one picture going on (no cut to another
+among them). The screen role hands a job the edge its rendition's segment seq - 1 ended
+on (`Edge`, when that segment was decided before the job left), and the worker marks an
+early freeze `stopped` (`held_across`) when that segment moved up to its end and this
+one begins on the picture it ended on. A cut to a still shot at the boundary holds
+another picture, and a still shot that goes on held still before it: neither is a stop.
+
+What it does not see: a hold after a cheap screen (adaptive screening reads keyframes
+alone, so a cheap verdict has no last frame and its rendition's next segment no edge);
+after a gap in the rendition's numbering, or on a feed whose segments carry no `seq`
+header (the Kafka offset stands in, and a rendition's offsets are not consecutive); and
+after a restart, until a segment of the rendition has been decided.
 """
 
 from __future__ import annotations
@@ -27,15 +33,8 @@ from typing import Any
 import numpy as np
 
 from ingest.decode import THUMB
-from scorers.artifacts import EDGES_KEY
+from scorers.artifacts import EDGES_KEY, SAME_PICTURE
 from scorers.types import Verdict
-
-SAME_PICTURE = 6.0
-"""The largest mean absolute difference (8-bit codes) between the thumbnails of a segment's
-last frame and the next one's first that still shows one picture going on: the held frame
-coded again at the next segment's keyframe (0.25 on a synthetic scene), or a frame's
-motion (realset's camera over 18 training pictures: 0.05-2.34; a synthetic scene panning
-3 pixels a frame: 3.6). Cuts to a still of another of those pictures: 14.5-122.5."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +62,13 @@ def _thumb(text: Any) -> np.ndarray | None:
 
 
 def edge_of(v: Verdict) -> Edge | None:
-    """The edge a verdict's segment ended on, None without one."""
+    """The edge a verdict's segment ended on, None without one (a cheap screen, which read
+    keyframes alone, has none)."""
     got = v.extra.get(EDGES_KEY)
     if not isinstance(got, dict) or _thumb(got.get("last")) is None:
         return None
-    return Edge(v.seq, got["last"], got.get("moving") == 1.0)
+    moving = got.get("moving")
+    return Edge(v.seq, got["last"], type(moving) is float and moving == 1.0)
 
 
 def held_across(v: Verdict, prev: Edge | None) -> Verdict:
@@ -84,7 +85,8 @@ def held_across(v: Verdict, prev: Edge | None) -> Verdict:
         return v
     flags = list(v.flags)
     for i, f in enumerate(flags):
-        if f.kind != "freeze" or f.evidence.get("early") != 1.0 or f.evidence.get("stopped"):
+        early, stopped = f.evidence.get("early"), f.evidence.get("stopped")
+        if f.kind != "freeze" or type(early) is not float or early != 1.0 or stopped != 0.0:
             continue
         if float(np.mean(np.abs(first - last))) > SAME_PICTURE:
             return v  # another picture: a cut to a still, not a stop

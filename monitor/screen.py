@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 DISPLAY_WINDOW_S = 120.0
 """A rendition not screened this long no longer sets its stream's display size."""
 MAX_EDGES = 10_000
-"""Renditions whose last segment's edge is kept (least recent forgotten)."""
+"""Renditions whose last segments' edges are kept (least recent forgotten)."""
+EDGES_KEPT = 4
+"""A rendition's latest segments whose edges are kept (a redelivery looks one back)."""
 
 
 def source_of(record: Record) -> Source:
@@ -185,9 +187,11 @@ class ScreenStep:
         stream's rungs at one size instead of each learning it from what it happened to
         see (a worker that had not seen the top rung judged a low one at its coded size).
         A damaged segment teaches nothing; a rung gone from the ladder is forgotten."""
-        self._edges: collections.OrderedDict[tuple[str, str], Edge] = collections.OrderedDict()
-        """Per rendition, what its last segment decided ended on (monitor.boundary): given
-        to its next segment's job."""
+        self._edges: collections.OrderedDict[tuple[str, str], dict[int, Edge]]
+        self._edges = collections.OrderedDict()
+        """Per rendition, what its last EDGES_KEPT segments decided ended on, by seq
+        (monitor.boundary): seq - 1's is given to a segment's job (a redelivered segment
+        finds its predecessor's, not its own)."""
         self._held: dict[int, Result] = {}
         """Finished results waiting for an earlier job of their rendition: the policy
         decides a rendition's segments in the order they were sent (see _release)."""
@@ -221,9 +225,8 @@ class ScreenStep:
             job = message.payload
             if seg.display is None and (shown := self.display_of(seg.stream)) is not None:
                 job = dataclasses.replace(job, segment=dataclasses.replace(seg, display=shown))
-            edge = self._edges.get((seg.stream, seg.rendition))
-            if edge is not None and edge.seq != seg.seq - 1:
-                edge = None  # not the segment before (one missing, or not yet decided)
+            # the segment just before's, if it was decided (not after a gap)
+            edge = self._edges.get((seg.stream, seg.rendition), {}).get(seg.seq - 1)
             self.pool.submit(self._ids, ScreenJob(job, mode, ref, recent, room, edge))
 
     def _in_flight(self, seg: Segment) -> bool:
@@ -278,11 +281,14 @@ class ScreenStep:
 
     def _learn_edge(self, v: Verdict) -> None:
         key = (v.stream, v.rendition)
+        edges = self._edges.setdefault(key, {})
         edge = edge_of(v)
         if edge is None:
-            self._edges.pop(key, None)
-            return
-        self._edges[key] = edge
+            edges.pop(v.seq, None)
+        else:
+            edges[v.seq] = edge
+        while len(edges) > EDGES_KEPT:
+            del edges[min(edges)]
         self._edges.move_to_end(key)
         while len(self._edges) > MAX_EDGES:
             self._edges.popitem(last=False)

@@ -252,7 +252,10 @@ def screen_job(job_id: int, job: ScreenJob, setup: WorkerSetup) -> Result:
         return Failed(
             job_id, SCORER_ERROR, f"{type(exc).__name__}: {exc}", time.monotonic() - started
         )
-    verdict = held_across(verdict, job.prev_edge)
+    try:
+        verdict = held_across(verdict, job.prev_edge)
+    except Exception:  # a scorer's odd evidence costs the boundary judgement, not the worker
+        log.exception("boundary judgement failed", extra={"source": seg.source})
     request, request_error = _escalation(setup, job, decoded, verdict)
     done = time.monotonic()
     return Screened(

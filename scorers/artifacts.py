@@ -21,6 +21,7 @@ peaks), noise only where the residual behaves like noise.
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,9 +67,16 @@ def edges(decoded: DecodedSegment, cfg: FreezeConfig) -> dict[str, Any]:
         out["first"] = base64.b64encode(stats.first_thumb.tobytes()).decode("ascii")
     if stats.last_thumb is not None:
         out["last"] = base64.b64encode(stats.last_thumb.tobytes()).decode("ascii")
-        tail = stats.luma_diff[1:][-TAIL_FRAMES:]
+        # judged as _moved_before judges motion: less each frame's change of mean luma (a
+        # fade is no motion), and not when a cut (to a still shot) came in the last frames
+        # (the encoder refines a still after a cut over a few frames)
+        diff, n = stats.luma_diff, len(stats.luma_diff)
+        tail = (diff[1:] - np.abs(np.diff(stats.luma_mean)))[-TAIL_FRAMES:]
         threshold = 10 ** (cfg.noise_db / 20)
-        moving = len(tail) == TAIL_FRAMES and bool(np.all(tail >= threshold))
+        recent_cut = any(
+            _after_cut(diff, n - j, cfg) for j in range(TAIL_FRAMES + cfg.settle_frames)
+        )
+        moving = len(tail) == TAIL_FRAMES and bool(np.all(tail >= threshold)) and not recent_cut
         out["moving"] = float(moving)
     return out
 
@@ -611,7 +619,7 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
     if length and _after_cut(stats.luma_diff, start, cfg):
         # A still shot after a cut is content, and it must not hide a picture that stopped
         # elsewhere in the segment. With shots in the segment, only a picture seen to stop
-        # counts: a still from the first frame, like the shot, is the next segment's to judge.
+        # counts.
         moved = np.flatnonzero(np.nan_to_num(stats.luma_diff, nan=0.0) >= threshold)
         still[: moved[0] if len(moved) else len(still)] = False
         while length and _after_cut(stats.luma_diff, start, cfg):
@@ -624,13 +632,35 @@ def detect_freeze(decoded: DecodedSegment, cfg: FreezeConfig) -> Flag | None:
         evidence["stopped"] = float(_moved_before(diff, stats.luma_mean, start, threshold))
         # held before this segment could show motion before it: whether the picture
         # stopped is the previous segment's to say (monitor.boundary)
-        evidence["early"] = float(start < MOTION_FRAMES)
+        evidence["early"] = float(start < MOTION_FRAMES and _one_picture(stats.head_thumbs, start))
     return _run_flag("freeze", mask, decoded, cfg.min_duration_s, evidence)
 
 
 MOTION_FRAMES = 5
 """The first frame a still run can start at for `_moved_before` to judge the motion before
 it (two differences after the first, less the held frame's step and the one before)."""
+SAME_PICTURE = 6.0
+"""The largest mean absolute difference (8-bit codes) between two frames' thumbnails that
+still shows one picture going on (monitor.boundary: a segment's last frame and the next
+one's first; `_one_picture`: a segment's first frames, a frame apart): the held frame coded
+again at the next segment's keyframe (0.25 on a synthetic scene), or a frame's motion
+(realset's camera over 18 training pictures: 0.05-2.34; a synthetic scene panning 3
+pixels a frame: 3.6). Cuts to a still of another of those pictures: 14.5-122.5."""
+
+
+def _one_picture(head: dict[int, Any] | None, start: int) -> bool:
+    """The frames before a still run from `start` show one picture going on (its thumbnails
+    step by at most SAME_PICTURE a frame): no cut to another picture inside the hold's
+    first frames, whose first frame alone monitor.boundary compares."""
+    got = sorted((i, t) for i, t in (head or {}).items() if i < start)
+    if not got or any(t is None for _, t in got):
+        return False
+    return all(
+        float(np.mean(np.abs(a.astype(np.float32) - b))) <= SAME_PICTURE * (j - i)
+        for (i, a), (j, b) in itertools.pairwise(got)
+    )
+
+
 STILL_STRETCH = 3
 """Differences under the still threshold in a row that end the motion a stop is judged on."""
 

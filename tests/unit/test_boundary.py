@@ -33,13 +33,15 @@ STILLS_ARE_THE_HABIT = Recent(settled=(("flag_freeze", 1.0),))
 """A rendition whose still shots make freezes its habit: a freeze alone is no news."""
 
 
-def _job(frames: list[np.ndarray], seq: int) -> SegmentJob:
-    data = encode(frames, EncodeSettings(fps=25, gop=N, crf=23))
+def _job(frames: list[np.ndarray], seq: int, crf: int = 23) -> SegmentJob:
+    data = encode(frames, EncodeSettings(fps=25, gop=N, crf=crf))
     return SegmentJob(Segment(data, "news", "360p", seq))
 
 
-def _screen(frames: list[np.ndarray], seq: int, prev: Edge | None = None) -> Screened:
-    job = ScreenJob(_job(frames, seq), recent=STILLS_ARE_THE_HABIT, room="impaired")
+def _screen(
+    frames: list[np.ndarray], seq: int, prev: Edge | None = None, crf: int = 23
+) -> Screened:
+    job = ScreenJob(_job(frames, seq, crf), recent=STILLS_ARE_THE_HABIT, room="impaired")
     out = screen_job(seq, dataclasses.replace(job, prev_edge=prev), SETUP)
     assert isinstance(out, Screened)
     return out
@@ -131,3 +133,44 @@ def test_edges_off_the_topic_are_no_edges(before: Edge, edges: object) -> None:
     assert edge_of(hostile) is None
     assert held_across(hostile, before) is hostile
     assert held_across(held, Edge(10, "AAAA", True)) is held  # nor a previous edge's
+
+
+def _fade(frame: np.ndarray, steps: int) -> list[np.ndarray]:
+    """`frame` fading towards black over `steps` frames, then held."""
+    out = [(frame * (1.0 - 0.04 * i)).astype(np.uint8) for i in range(steps)]
+    return out + [out[-1]] * (N - steps)
+
+
+def test_a_cut_or_a_fade_into_a_still_at_the_boundary_is_no_stop(before: Edge) -> None:
+    # the segment before ends on a cut (or a fade) into a still: no motion up to its end,
+    # so the still going on in the next segment is the shot, not a picture that stopped
+    for ending in (
+        MOVING[: N - 2] + [STILL[0]] * 2,
+        MOVING[: N - 12] + _fade(MOVING[N - 12], 6)[:12],
+    ):
+        edge = edge_of(_screen(ending, 10).verdict)
+        assert edge is not None and not edge.moving
+        on = _screen([ending[-1]] * N, 11, edge)
+        assert _freeze(on.verdict)["stopped"] == 0.0 and on.escalation is None
+    # coarser: the encoder refines the still over the frames after the cut (steps of 0.5-1.3
+    # codes, above the still threshold), which is no motion either
+    for k in (1, 2, 3, 4):
+        edge = edge_of(_screen(MOVING[: N - k] + STILL[:k], 10, crf=30).verdict)
+        assert edge is not None and not edge.moving, k
+
+
+@pytest.mark.parametrize("moved", [1, 2])
+def test_a_cut_to_a_still_in_a_segments_first_frames_is_no_stop(before: Edge, moved: int) -> None:
+    # the segment begins on the picture going on, then cuts to a still: its first frame
+    # alone would pass for the held picture
+    cut = _screen(MOVING[N : N + moved] + STILL[: N - moved], 11, before)
+    assert _freeze(cut.verdict)["early"] == 0.0
+    assert _freeze(cut.verdict)["stopped"] == 0.0 and cut.escalation is None
+
+
+def test_a_hold_its_own_segment_could_judge_is_not_judged_across(before: Edge) -> None:
+    # a fade, then a hold from frame 8: early enough for nothing, and a fade is no motion
+    faded = _screen(_fade(MOVING[N], 8), 11, before)
+    assert _freeze(faded.verdict)["early"] == 0.0
+    assert _freeze(faded.verdict)["stopped"] == 0.0
+    assert "held_across" not in _freeze(faded.verdict)

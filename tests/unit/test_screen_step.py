@@ -175,13 +175,13 @@ def test_a_job_gets_the_edge_its_renditions_previous_segment_ended_on() -> None:
     step = _step(pool, sink)
     edge = {"first": "A" * 88, "last": "AQ" * 42 + "AQ==", "moving": 1.0}
 
-    def offer(seq: int) -> None:
-        seg = Segment(b"", "news", "640x360", seq)
+    def offer(seq: int, rendition: str = "640x360") -> None:
+        seg = Segment(b"", "news", rendition, seq)
         step.submit(Message(Record("seg", 0, seq, None, b""), SegmentJob(seg)))
         step.poll(0.0)
 
-    def finish(job_id: int, seq: int) -> None:
-        v = Verdict(f"news/640x360/{seq}", "news", "640x360", seq, 4.0, 4.0, (), (), ("x@1",))
+    def finish(job_id: int, seq: int, rendition: str = "640x360") -> None:
+        v = Verdict(f"news/{rendition}/{seq}", "news", rendition, seq, 4.0, 4.0, (), (), ("x@1",))
         v = dataclasses.replace(v, extra={"edges": edge})
         info = StreamInfo("h264", None, 640, 360, 25.0, "yuv420p", 8, None, 2.0, 1e5, 50, 1, "ts")
         pool.done.append(Screened(job_id, v, info, DecodeSummary(0, 0, 0.1), 0.0))
@@ -196,3 +196,8 @@ def test_a_job_gets_the_edge_its_renditions_previous_segment_ended_on() -> None:
     assert pool.jobs[2][1].prev_edge == Edge(2, edge["last"], True)
     offer(5)  # 4 never came: 3's edge is not the one before 5
     assert pool.jobs[3][1].prev_edge is None
+    offer(3, "320x180")  # another rendition of the stream: its own edges
+    assert pool.jobs[4][1].prev_edge is None
+    finish(pool.jobs[2][0], 3)
+    offer(3)  # redelivered: still the edge of the segment before it, not its own
+    assert pool.jobs[5][1].prev_edge == Edge(2, edge["last"], True)
