@@ -477,10 +477,11 @@ def _decode_open(
         index = len(rows) if plan is None else plan.display_index(frame.pts, indices)
         luma, scale = _luma(frame)
         mean, std, diff, dark, lumaf = _luma_stats(luma, scale, prev, cfg.dark_pixel_threshold)
+        small = thumb(lumaf) if first_frame is frame or index < HEAD_FRAMES else None
         if first_frame is frame:
-            first_thumb = thumb(lumaf)
+            first_thumb = small
         if index < HEAD_FRAMES:  # whether the segment's first frames show one picture
-            head_thumbs[index] = thumb(lumaf)
+            head_thumbs[index] = small
         prev = lumaf
         pts = frame.pts * tb if frame.pts is not None else index / _fps(stream)
         last = (index, pts, frame)
