@@ -78,19 +78,24 @@ def held_across(v: Verdict, prev: Edge | None) -> Verdict:
     `early`); else `v` unchanged."""
     if prev is None or not prev.moving or v.seq != prev.seq + 1:
         return v
+    early = [i for i, f in enumerate(v.flags) if f.kind == "freeze" and _early(f.evidence)]
+    if not early:
+        return v
     got = v.extra.get(EDGES_KEY)
     first = _thumb(got.get("first")) if isinstance(got, dict) else None
     last = _thumb(prev.last)
-    if first is None or last is None:
-        return v
+    if first is None or last is None or float(np.mean(np.abs(first - last))) > SAME_PICTURE:
+        return v  # no thumbnails, or another picture: a cut to a still, not a stop
     flags = list(v.flags)
-    for i, f in enumerate(flags):
-        early, stopped = f.evidence.get("early"), f.evidence.get("stopped")
-        if f.kind != "freeze" or type(early) is not float or early != 1.0 or stopped != 0.0:
-            continue
-        if float(np.mean(np.abs(first - last))) > SAME_PICTURE:
-            return v  # another picture: a cut to a still, not a stop
-        evidence = {**f.evidence, "stopped": 1.0, "held_across": 1.0}
-        flags[i] = dataclasses.replace(f, evidence=evidence)
-        return dataclasses.replace(v, flags=tuple(flags))
-    return v
+    f = flags[early[0]]
+    flags[early[0]] = dataclasses.replace(
+        f, evidence={**f.evidence, "stopped": 1.0, "held_across": 1.0}
+    )
+    return dataclasses.replace(v, flags=tuple(flags))
+
+
+def _early(evidence: dict[str, Any]) -> bool:
+    """A freeze held from a segment's first frames that its own segment did not call
+    stopped (scorers.artifacts.detect_freeze's evidence)."""
+    early = evidence.get("early")
+    return type(early) is float and early == 1.0 and evidence.get("stopped") == 0.0

@@ -866,9 +866,10 @@ class EscalationPolicy:
         self._seen = 0
         self._escalated = 0
         self._since = math.inf
-        """When the budget window began filling: its first second since it was last empty
-        (a cold start, or a silence longer than the window), or a warm start's earliest
-        remembered second; budget_lend_s lends while it is younger than the window."""
+        """When the budget window began filling: the first segment counted since it was
+        last empty (a cold start, or a silence longer than the window), or a warm start's
+        earliest remembered segment; budget_lend_s lends while it is younger than the
+        window."""
         self._ranks = _Ranks(config.rank, config.budget_window_s) if config.rank else None
 
     def decide(self, v: Verdict, has_request: bool = True) -> Decision:

@@ -152,6 +152,9 @@ def test_a_cut_or_a_fade_into_a_still_at_the_boundary_is_no_stop(before: Edge) -
         assert edge is not None and not edge.moving
         on = _screen([ending[-1]] * N, 11, edge)
         assert _freeze(on.verdict)["stopped"] == 0.0 and on.escalation is None
+    # a picture that stopped 2 frames before the end did not move up to it
+    edge = edge_of(_screen(MOVING[: N - 2] + [MOVING[N - 3]] * 2, 10).verdict)
+    assert edge is not None and not edge.moving
     # coarser: the encoder refines the still over the frames after the cut (steps of 0.5-1.3
     # codes, above the still threshold), which is no motion either
     for k in (1, 2, 3, 4):
