@@ -16,8 +16,9 @@ from scorers.vlm.prompts import NO_DISTORTION, SEVERITIES
 from scorers.vlm.types import Diagnosis, EscalationRequest, Task, TaskResult
 
 RULES_MODEL = "rules"
-RULES_VERSION = "rules/2"
-"""rules/2: the escalation's own triggers, when they name what changed, pick the evidence."""
+RULES_VERSION = "rules/3"
+"""rules/2: the escalation's own triggers, when they name what changed, pick the evidence.
+rules/3: a noise flag beside compression evidence names noise (RulesConfig.noise_starves)."""
 
 FLAG_TO_CLASS = {
     "black": "black",
@@ -111,6 +112,16 @@ class RulesConfig(StrictModel):
         description="The distilled head's top class is used only at or above this probability; "
         "below it the class is 'none' (unsure).",
     )
+    noise_starves: bool = Field(
+        True,
+        description="A noise flag (at any severity) beside evidence of compression (a "
+        "blockiness flag, a coarse or risen quantiser, the head's compression) names noise: "
+        "grain at the source takes the bits of an encoder held to a bitrate, so its "
+        "quantiser rises and its blocks show, most on the lower rungs, where the grain "
+        "itself is mostly coded away. Denoising mends both; more bits mend only the blocks. "
+        "The noise detector fired on no clean segment and no other impairment of the "
+        "escalation bench's training libraries. False: compression is answered as such.",
+    )
     follow_reason: bool = Field(
         True,
         description="When the escalation's reason names what changed (its novel triggers: "
@@ -134,7 +145,28 @@ def rules_degradation(
     """(class, severity, why) from the worst flag (a freeze yields to transport and encoder
     evidence: RulesConfig.freeze_yields), else a coarse quantiser, else the distilled head,
     else none; first narrowed to what the escalation's `reason` names as changed
-    (RulesConfig.follow_reason)."""
+    (RulesConfig.follow_reason). Compression beside a noise flag is noise
+    (RulesConfig.noise_starves)."""
+    cls, sev, why = _degradation(verdict, cfg, reason)
+    if cfg.noise_starves and cls in ("compression", "blocking"):
+        noise = [
+            float(f.get("severity", 0.0))
+            for f in verdict.get("flags", ())
+            if f.get("kind") == "noise" and f.get("severity", 0) >= cfg.min_flag_severity
+        ]
+        if noise:
+            shown = SEVERITIES.index(sev) / len(SEVERITIES) if sev in SEVERITIES else 0.0
+            level = max(max(noise), shown)
+            return (
+                "noise",
+                severity_label(level),
+                f"noise flag {max(noise):.2f} beside {cls} ({why}): a noisy source starves "
+                "the encoder",
+            )
+    return cls, sev, why
+
+
+def _degradation(verdict: dict[str, Any], cfg: RulesConfig, reason: str) -> tuple[str, str, str]:
     flags = [f for f in verdict.get("flags", ()) if f.get("severity", 0) >= cfg.min_flag_severity]
     kinds, classes = changed(reason) if cfg.follow_reason else (frozenset(), ())
     if "freeze" in kinds:  # a named freeze still yields to what explains it (freeze_yields)

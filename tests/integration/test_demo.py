@@ -52,8 +52,19 @@ def test_demo_finds_every_injected_impairment_and_raises_nothing_on_clean_segmen
     # blur on one rung is a blur incident, not starvation with a bitrate raise
     assert result["misdirected_decisions"] == [], result
     assert result["incidents"] >= 3 and result["decisions"] >= 1 and result["diagnoses"] >= 1
-    # every fault reached the diagnose role (the rules backend: its class is not checked)
-    assert all(f["diagnosed_as"] for f in result["findings"]), result["findings"]
+    # every fault reached the diagnose role, and the rules backend named what it is (a
+    # starved rung shows blocks to the detectors and compression to the head: both right;
+    # the noise starves the bitrate-capped lower rung, which is still noise)
+    right = {
+        "starve": {"compression", "blocking"},
+        "black": {"black"},
+        "noise": {"noise"},
+        "freeze": {"freeze"},
+        "blur": {"blur"},
+        "loss": {"packet_loss"},
+    }
+    wrong = [f for f in result["findings"] if f["diagnosed_as"] not in right[f["kind"]]]
+    assert not wrong, result["findings"]
     assert "NOT DETECTED" not in proc.stdout and "injected impairment" in proc.stdout
     html = report.read_text()
     assert all(name in html for name in ("news", "sport", "nature")) and "<svg" in html

@@ -138,7 +138,39 @@ def test_the_escalations_reason_picks_the_evidence_of_what_changed() -> None:
     req = dataclasses.replace(request(), verdict=still, reason="rise:comb_mass>=0.30")
     d = Diagnoser(DiagnoseConfig()).diagnose(req)
     assert d.degradation is not None and d.degradation[0] == "banding"
-    assert d.prompt_version == "rules/2" and d.escalation_reason == "rise:comb_mass>=0.30"
+    assert d.prompt_version == "rules/3" and d.escalation_reason == "rise:comb_mass>=0.30"
+
+
+def test_noise_beside_compression_evidence_is_noise() -> None:
+    """The demo's noise fault on its 320x180 rung: the grain is mostly coded away (noise
+    flag 0.15, under its trigger) while the rung's quantiser rises; escalated on that rise,
+    rules/2 answered compression. The noise starved the encoder: denoise mends both."""
+    cfg = RulesConfig()
+    grain = Flag("noise", 0.15, 0, 2)
+    v = verdict(3, (grain,)).to_json()
+    cls, sev, why = rules_degradation(v, cfg, "rise:qp>=12.00,soft:mos_low_drop>0.50")
+    assert cls == "noise" and "starves the encoder" in why and "rise:qp" in why
+    assert sev == "catastrophic"  # the compression it caused (mos_low 1.8) is the harm shown
+    # the 640x360 rung's ongoing segments: blockiness beside the noise
+    blocky = verdict(3, (Flag("blockiness", 0.39, 0, 2), Flag("noise", 0.28, 0, 2))).to_json()
+    assert rules_degradation(blocky, cfg, "ongoing:qp>=40.0")[0] == "noise"
+    assert rules_degradation(blocky, cfg)[0] == "noise"
+    coarse = {**v, "extra": {"hybrid": {"qp_mean": 46.0 / 51.0, "has_qp": 1.0}}}
+    assert rules_degradation(coarse, cfg, "qp>=40.0")[0] == "noise"
+    assert rules_degradation(v, cfg, "degraded:compression>=0.50")[0] == "noise"
+    # without a noise flag compression stays compression; other classes are left alone
+    clean = verdict(3).to_json()
+    assert rules_degradation(clean, cfg, "rise:qp>=12.00")[0] == "compression"
+    blurred = verdict(3, (grain, Flag("blur", 0.7, 0, 2))).to_json()
+    assert rules_degradation(blurred, cfg, "flag:blur>=0.50")[0] == "blur"
+    lost = verdict(3, (grain, Flag("corruption", 0.7, 0, 2))).to_json()
+    assert rules_degradation(lost, cfg)[0] == "packet_loss"
+    # a noise flag under min_flag_severity is not read; the switch turns it off
+    assert rules_degradation(v, RulesConfig(min_flag_severity=0.2), "qp>=40.0")[0] == (
+        "compression"
+    )
+    off = RulesConfig(noise_starves=False)
+    assert rules_degradation(v, off, "rise:qp>=12.00")[0] == "compression"
 
 
 def test_rules_score_without_mos_is_a_failure() -> None:
