@@ -51,6 +51,10 @@ FINDS = {
 # Impairments that more bits can mend: a starved rung, and a noisy picture whose noise
 # takes the bits its detail needed. A bitrate raise for anything else is misdirected.
 BITS_MEND = {"starve", "noise"}
+# What each encoder filter mends: denoising a noisy source, deblocking a starved rung. A
+# filter switched on for anything else is misdirected (deblocking the blocks a noisy
+# source's grain made of a bitrate-capped encode hides them and leaves their cause).
+FILTER_MENDS = {"denoise": {"noise"}, "deblock": {"starve"}}
 # Segments after an impairment's last one where its effects (gates, hysteresis, a
 # starved rung until the encoder applies the decision) may still show.
 GRACE = 4
@@ -281,11 +285,20 @@ def evaluate(seen: Seen, impairments: Iterable[Impairment], seg_s: float) -> dic
         i for i in seen.incidents.values() if not impaired(i["stream"], None, i["opened_seq"])
     ]
     false_alerts = [a for a in seen.alerts if not impaired(a["stream"], a["rendition"], a["seq"])]
+
+    def mends(d: dict[str, Any]) -> set[str] | None:
+        """The fault kinds a decision mends (None: an action this check does not judge)."""
+        if d.get("action") == "raise_bitrate":
+            return BITS_MEND
+        if d.get("action") == "enable_filter":
+            return FILTER_MENDS.get(str((d.get("parameters") or {}).get("filter")), set())
+        return None
+
     misdirected = [
         d
         for d in seen.decisions
-        if d.get("action") == "raise_bitrate"
-        and not impaired(d["stream"], d["rendition"], int(d.get("seq") or 0), BITS_MEND)
+        if (mended := mends(d)) is not None
+        and not impaired(d["stream"], d["rendition"], int(d.get("seq") or 0), mended)
     ]
     return {
         "findings": [
@@ -363,7 +376,8 @@ def print_table(result: dict[str, Any], out: Any) -> None:
     )
     wrong = result["misdirected_decisions"]
     print(
-        f"bitrate raises for faults bits do not mend (blur, black, freeze, loss, clean): "
+        f"decisions that mend no fault on their stream (a bitrate raise for blur, black, "
+        f"freeze, loss or clean segments; a filter for another fault): "
         f"{len(wrong)}" + "".join(f"\n  {w}" for w in wrong),
         file=out,
     )

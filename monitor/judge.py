@@ -307,6 +307,19 @@ class JudgeConfig(StrictModel):
         "grainy or banded opens no incident.",
     )
     starvation: StarvationConfig = Field(default_factory=StarvationConfig)
+    noise_starves: bool = Field(
+        True,
+        description="A segment starved (below its baseline) or blocky beside new grain is bad "
+        "for noise, not for starvation or blocking. New grain: a noise flag at any severity "
+        "on a rendition whose usual level of it (its look) is under look.margin / 2, or one "
+        "look.margin above that level. Grain at the source takes a bitrate-capped encoder's "
+        "bits: its quantiser rises and blocks show, most on the lower rungs, where the grain "
+        "itself is coded away (a flag under noise's min_severity). Denoising mends both; a "
+        "deblocking filter hides the blocks and leaves their cause. A rendition that is "
+        "always grainy still starves as starvation. The noise detector fired on no clean "
+        "segment and no other impairment of the escalation bench's training libraries. False: "
+        "each judged on its own.",
+    )
     ladder: LadderCheckConfig = Field(default_factory=LadderCheckConfig)
     round_wait_s: float = Field(
         10.0,
@@ -997,7 +1010,11 @@ class Judge:
         cfg = self.cfg
         seg_s = obs.duration_s or cfg.default_segment_s
         findings: dict[str, Finding] = dict(flag_findings(obs, cfg.kinds, seg_s))
+        grain = self._new_grain(r, obs, findings)
+        look = r.looks.get("noise")
+        before = None if look is None else (look.level, look.count)
         self._against_looks(r, obs, findings)
+        sf = None
         pictured = (
             obs.degradation in cfg.starvation.explained_by
             and obs.degradation in findings
@@ -1013,13 +1030,26 @@ class Judge:
             # on a starved encode does not keep it from opening); a segment back in range
             # still steps it, and clears an open incident.
             held = pictured and sf is not None and sf.bad
-            if sf is not None and not held:
-                findings["starvation"] = sf
         elif starving is not None and not starving.active:
             # A run of low segments must be consecutive: one that another fault explains
             # (a freeze, a black run) interrupts a run not yet opened, so a dip before a
             # freeze and one after it are not "stays bad". An open incident keeps going.
             starving.reset()
+        if (
+            grain
+            and not held
+            and not explained
+            and self._starved_by_grain(findings, sf, grain, seg_s)
+        ):
+            # new grain starved the encoder: a noise fault; a run of starvation neither
+            # counts this segment nor is broken by it, and the look learns nothing from it
+            held, sf = True, None
+            if before is None:
+                r.looks.pop("noise", None)
+            else:
+                r.looks["noise"] = Look(*before)
+        if sf is not None and not held:
+            findings["starvation"] = sf
         bad_kinds = []
         for kind, f in findings.items():
             whole_segment = kind in ("starvation", "corruption")
@@ -1041,6 +1071,43 @@ class Judge:
         if healthy and obs.mos is not None:
             r.baseline.update(obs.mos, obs.mos_low, cfg.baseline_segments)
         return bad_kinds, held
+
+    def _new_grain(
+        self, r: RenditionState, obs: Observation, findings: dict[str, Finding]
+    ) -> float:
+        """The segment's noise flag severity when it is new grain for the rendition (see
+        JudgeConfig.noise_starves), else 0."""
+        if not self.cfg.noise_starves or "noise" not in findings:
+            return 0.0
+        grain = max(
+            (f.severity for f in obs.flags if FLAG_TO_KIND.get(f.kind) == "noise"), default=0.0
+        )
+        look = r.looks.get("noise")
+        cfg = self.cfg.look
+        if grain <= 0.0 or not (cfg.enabled and "noise" in cfg.kinds) or look is None:
+            return grain
+        # new: the rendition usually shows next to no grain, or this is well above its usual
+        new = look.level < cfg.margin / 2 or grain >= look.level + cfg.margin
+        return grain if new else 0.0
+
+    @staticmethod
+    def _starved_by_grain(
+        findings: dict[str, Finding], sf: Finding | None, grain: float, seg_s: float
+    ) -> bool:
+        """Attribute a starved or blocky segment to the new grain beside it (in place):
+        noise bad, blocking taken out of this round (its run neither counted nor broken)."""
+        blocky = findings.get("blocking")
+        starved = sf is not None and sf.bad
+        if not (starved or (blocky is not None and blocky.bad)):
+            return False
+        shown = findings["noise"]
+        why = "starvation" if starved else "blocking"
+        severity = max(grain, shown.severity, blocky.severity if blocky and blocky.bad else 0.0)
+        findings["noise"] = Finding(
+            True, severity, seg_s, {**shown.evidence, "severity": round(grain, 4), "starves": why}
+        )
+        findings.pop("blocking", None)
+        return True
 
     def _against_looks(
         self, r: RenditionState, obs: Observation, findings: dict[str, Finding]

@@ -1203,3 +1203,81 @@ def test_a_still_picture_still_shows_its_look() -> None:
     for _ in range(3):
         run.round(**{"360p": 3.6, "720p": {"flags": [*still, ("blur", 0.95, 2.0)]}})
     assert ("open", "720p", "blur", "rendition") in states(run.events)
+
+
+def test_new_grain_that_starves_the_encoder_is_a_noise_fault() -> None:
+    """The demo's 30-s run: noise at the source of a bitrate-capped ladder. The 720p rung
+    flagged noise 0.85, 0.28, 0.62 with blockiness 0.44, 0.39, 0.47, the 360p rung noise
+    0.15, 0.10, 0.05 and both dropped: starvation at the source and blocking on 720p opened
+    (with a deblocking decision), and no noise incident. The grain starved the encoder."""
+    run = Run()
+    run.clean(8)
+    grain720, blocks = (0.85, 0.28, 0.62), (0.44, 0.39, 0.47)
+    for n, b, low in zip(grain720, blocks, (0.15, 0.10, 0.05), strict=True):
+        run.round(
+            **{
+                "360p": {"mos": 2.6, "flags": [("noise", low, 2.0)]},
+                "720p": {"mos": 2.8, "flags": [("noise", n, 2.0), ("blockiness", b, 2.0)]},
+            }
+        )
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert opened == {("noise", "*")}, opened
+    (inc,) = [e for e in run.events if e.state == "open"]
+    assert inc.evidence["renditions"]["360p"]["starves"] == "starvation"
+    # switched off, each is judged on its own, as before
+    run = Run(noise_starves=False)
+    run.clean(8)
+    for n, b, low in zip(grain720, blocks, (0.15, 0.10, 0.05), strict=True):
+        run.round(
+            **{
+                "360p": {"mos": 2.6, "flags": [("noise", low, 2.0)]},
+                "720p": {"mos": 2.8, "flags": [("noise", n, 2.0), ("blockiness", b, 2.0)]},
+            }
+        )
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert ("starvation", "*") in opened and ("blocking", "720p") in opened
+    assert ("noise", "*") not in opened
+
+
+def test_a_rendition_that_is_always_grainy_still_starves_as_starvation() -> None:
+    run = Run(starvation={"open_after": 2}, ladder={"enabled": False})
+    for _ in range(10):  # film grain is this channel's look on both rungs
+        run.round(
+            **{
+                "360p": {"mos": 3.6, "flags": [("noise", 0.4, 2.0)]},
+                "720p": {"mos": 4.3, "flags": [("noise", 0.45, 2.0)]},
+            }
+        )
+    assert run.events == []
+    for _ in range(3):  # a bitrate cut on 720p: the grain is as usual
+        run.round(
+            **{
+                "360p": {"mos": 3.6, "flags": [("noise", 0.4, 2.0)]},
+                "720p": {"mos": 2.9, "flags": [("noise", 0.42, 2.0)]},
+            }
+        )
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert opened == {("starvation", "720p")}, opened
+    # a drop with no grain at all is starvation, and blockiness without grain is blocking
+    run = Run(starvation={"open_after": 2}, ladder={"enabled": False})
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"mos": 2.9, "flags": [("blockiness", 0.6, 2.0)]}})
+    opened = {(e.kind, e.scope) for e in run.events if e.state == "open"}
+    assert opened == {("starvation", "720p"), ("blocking", "720p")}, opened
+
+
+def test_grain_that_starved_a_segment_is_not_learned_as_the_look() -> None:
+    judge = Judge(cfg(starvation={"open_after": 2}))
+    run = Run(judge)
+    run.clean(8)
+    low = {"mos": 2.6, "flags": [("noise", 0.2, 2.0)]}
+    run.round(**{"360p": dict(low), "720p": dict(low)})
+    look = judge.streams["news"].renditions["360p"].looks["noise"]
+    assert (look.level, look.count) == (0.0, 8)
+    # a segment with grain and nothing starved is learned as usual (once the noise run
+    # the grain began is over: a look learns nothing while its kind is going bad)
+    run.clean(1)
+    run.round(**{"360p": {"mos": 3.6, "flags": [("noise", 0.2, 2.0)]}, "720p": 4.3})
+    look = judge.streams["news"].renditions["360p"].looks["noise"]
+    assert look.count == 9 and look.level > 0.0
