@@ -42,6 +42,7 @@ from av.sidedata.encparams import VideoEncParams, VideoEncParamsType
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
+from ingest.bmff import bmff_problem
 from ingest.config import DecodeConfig
 from ingest.sps import claimed_sizes, ts_video
 from ingest.types import (
@@ -159,106 +160,6 @@ def _looks_like_ts(data: bytes) -> bool:
         return False
     checks = range(_TS_PACKET, min(len(data), 4 * _TS_PACKET), _TS_PACKET)
     return all(data[i] == 0x47 for i in checks)
-
-
-# Boxes whose payload is only child boxes (ISO/IEC 14496-12), walked by bmff_problem.
-_BMFF_CONTAINERS = {
-    b"moov",
-    b"trak",
-    b"mdia",
-    b"minf",
-    b"stbl",
-    b"moof",
-    b"traf",
-    b"mvex",
-    b"edts",
-    b"dinf",
-    b"mfra",
-}
-# Sample tables whose claimed count FFmpeg allocates for (checked by _table_problem).
-_BMFF_TABLES = {b"trun", b"stsz"}
-
-
-# Most samples one `trun` or `stsz` may claim, whatever the segment's size. FFmpeg's mov
-# demuxer allocates index entries for a table's claimed count up front (~36 bytes a
-# sample): a 64-byte `trun` claiming 67 million samples cost 2.4 GB (bench/fuzz.py). 4M
-# samples is 80 s of 48 kHz PCM, far beyond a segment; it bounds that index near 150 MB.
-MAX_TABLE_SAMPLES = 1 << 22
-
-
-def _table_problem(kind: bytes, payload: bytes, segment_bytes: int, cut: bool) -> str | None:
-    """What is wrong with a sample table's claimed count, or None.
-
-    Every sample takes at least one byte of the segment, so a table may not claim more
-    samples than the segment has bytes (nor more than MAX_TABLE_SAMPLES); a table whose
-    per-sample fields are present must hold them, unless the segment `cut` it short.
-    """
-    if len(payload) < 8:
-        return None  # too short to claim anything; FFmpeg refuses it on its own
-    flags = int.from_bytes(payload[1:4], "big")
-    if kind == b"trun":
-        count, fixed = int.from_bytes(payload[4:8], "big"), 8
-        fixed += 4 * bool(flags & 0x1) + 4 * bool(flags & 0x4)  # data offset, first flags
-        each = 4 * sum(bool(flags & bit) for bit in (0x100, 0x200, 0x400, 0x800))
-    else:  # stsz: a size for every sample unless one size is given for all
-        if len(payload) < 12:
-            return None
-        count, fixed = int.from_bytes(payload[8:12], "big"), 12
-        each = 0 if int.from_bytes(payload[4:8], "big") else 4
-    bound = min(segment_bytes, MAX_TABLE_SAMPLES)
-    if count > bound:
-        return (
-            f"box {kind!r} claims {count} samples, more than the {bound} "
-            f"a segment of {segment_bytes} bytes can hold"
-        )
-    if each and not cut and fixed + count * each > len(payload):
-        return f"box {kind!r} claims {count} samples, its {len(payload)} bytes hold fewer"
-    return None
-
-
-def bmff_problem(
-    data: bytes, start: int = 0, end: int | None = None, depth: int = 0, cut_ok: bool = True
-) -> str | None:
-    """The first box whose size does not fit its parent, or None when the tree is sound.
-
-    FFmpeg's mov demuxer bounds what it allocates for a box by the box's size; a nested
-    box claiming more than its parent holds (a 64-bit size read from garbage) made it
-    spend seconds and over a gigabyte on a 20 KB fragment (found by bench/fuzz.py).
-    The last top-level box may run past the end (a truncated file FFmpeg can still read),
-    and so may the last box inside it (`cut_ok`); what it holds is walked up to the end.
-    Sample tables (`trun`, `stsz`) are held to what the segment can hold, wherever they
-    sit: FFmpeg reads them under any parent.
-    """
-    end = len(data) if end is None else end
-    pos = start
-    while pos + 8 <= end:
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        header = 8
-        if size == 1:
-            if pos + 16 > end:
-                return f"box {kind!r} at byte {pos} has a cut 64-bit size"
-            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
-        elif size == 0:
-            size = end - pos
-        if size < header:
-            return f"box {kind!r} at byte {pos} has size {size}"
-        cut = pos + size > end
-        if cut and not cut_ok:
-            return f"box {kind!r} at byte {pos} claims {size} bytes, its parent holds {end - pos}"
-        inside = min(pos + size, end)
-        if kind in _BMFF_TABLES:
-            problem = _table_problem(kind, data[pos + header : inside], len(data), cut)
-            if problem is not None:
-                return f"{problem} (at byte {pos})"
-        if kind in _BMFF_CONTAINERS and depth < 8:
-            problem = bmff_problem(data, pos + header, inside, depth + 1, cut_ok=cut)
-            if problem is not None:
-                return problem
-        if cut:
-            return None
-        pos += size
-    return None
 
 
 def _refuse_nested_open(url: str, flags: int, options: dict[str, str]) -> None:

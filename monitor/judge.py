@@ -311,14 +311,17 @@ class JudgeConfig(StrictModel):
         True,
         description="A segment starved (below its baseline) or blocky beside new grain is bad "
         "for noise, not for starvation or blocking. New grain: a noise flag at any severity "
-        "on a rendition whose usual level of it (its look) is under look.margin / 2, or one "
-        "look.margin above that level. Grain at the source takes a bitrate-capped encoder's "
-        "bits: its quantiser rises and blocks show, most on the lower rungs, where the grain "
-        "itself is coded away (a flag under noise's min_severity). Denoising mends both; a "
-        "deblocking filter hides the blocks and leaves their cause. A rendition that is "
-        "always grainy still starves as starvation. The noise detector fired on no clean "
-        "segment and no other impairment of the escalation bench's training libraries. False: "
-        "each judged on its own.",
+        "above the rendition's usual level of it (its learned look, judge.look), when that "
+        "level is under look.margin / 2, or look.margin above it. Grain at the source takes "
+        "a bitrate-capped encoder's bits: its quantiser rises and blocks show, most on the "
+        "lower rungs, where the grain itself is coded away (a flag under noise's "
+        "min_severity). Denoising mends both; a deblocking filter hides the blocks and "
+        "leaves their cause. Not read so: a starvation or blocking that began before the "
+        "grain (its gate open or counting), a rendition whose look is off or still being "
+        "learned, or one always grainy. A starved segment so read is held for starvation "
+        "(and sits out the ladder check); a blocky one in range is not. The noise detector "
+        "fired on no clean segment and no other impairment of the escalation bench's "
+        "training libraries. False: each judged on its own.",
     )
     ladder: LadderCheckConfig = Field(default_factory=LadderCheckConfig)
     round_wait_s: float = Field(
@@ -1039,14 +1042,14 @@ class Judge:
             grain
             and not held
             and not explained
-            and self._starved_by_grain(findings, sf, grain, seg_s)
+            and self._starved_by_grain(r, findings, sf, grain, seg_s)
         ):
-            # new grain starved the encoder: a noise fault; a run of starvation neither
-            # counts this segment nor is broken by it, and the look learns nothing from it
-            held, sf = True, None
-            if before is None:
-                r.looks.pop("noise", None)
-            else:
+            # new grain starved the encoder: a noise fault, and the look learns nothing
+            # from it; a starved segment is held (a run of starvation neither counts it nor
+            # is broken by it)
+            if sf is not None and sf.bad:
+                held, sf = True, None
+            if before is not None:  # always: new grain needs a learned look
                 r.looks["noise"] = Look(*before)
         if sf is not None and not held:
             findings["starvation"] = sf
@@ -1076,35 +1079,55 @@ class Judge:
         self, r: RenditionState, obs: Observation, findings: dict[str, Finding]
     ) -> float:
         """The segment's noise flag severity when it is new grain for the rendition (see
-        JudgeConfig.noise_starves), else 0."""
-        if not self.cfg.noise_starves or "noise" not in findings:
+        JudgeConfig.noise_starves), else 0. Only a rendition whose noise look is learned
+        can tell: none while the look is off or warming up."""
+        cfg = self.cfg.look
+        look = r.looks.get("noise")
+        if (
+            not self.cfg.noise_starves
+            or "noise" not in findings
+            or not (cfg.enabled and "noise" in cfg.kinds)
+            or look is None
+            or look.count < cfg.warmup_segments
+        ):
             return 0.0
         grain = max(
             (f.severity for f in obs.flags if FLAG_TO_KIND.get(f.kind) == "noise"), default=0.0
         )
-        look = r.looks.get("noise")
-        cfg = self.cfg.look
-        if grain <= 0.0 or not (cfg.enabled and "noise" in cfg.kinds) or look is None:
-            return grain
-        # new: the rendition usually shows next to no grain, or this is well above its usual
-        new = look.level < cfg.margin / 2 or grain >= look.level + cfg.margin
+        # new: above a usual level of next to none, or well above the rendition's usual
+        usual = look.level
+        new = grain > usual and (usual < cfg.margin / 2 or grain >= usual + cfg.margin)
         return grain if new else 0.0
 
-    @staticmethod
     def _starved_by_grain(
-        findings: dict[str, Finding], sf: Finding | None, grain: float, seg_s: float
+        self,
+        r: RenditionState,
+        findings: dict[str, Finding],
+        sf: Finding | None,
+        grain: float,
+        seg_s: float,
     ) -> bool:
-        """Attribute a starved or blocky segment to the new grain beside it (in place):
-        noise bad, blocking taken out of this round (its run neither counted nor broken)."""
+        """Attribute a starved or blocky segment to the new grain beside it (in place): noise
+        bad, blocking taken out of this round (its run neither counted nor broken). Not when
+        the starvation or blocking began before the grain (its gate is open or counting)."""
         blocky = findings.get("blocking")
         starved = sf is not None and sf.bad
         if not (starved or (blocky is not None and blocky.bad)):
             return False
+        for kind in ("starvation", "blocking"):
+            g = r.gates.get(kind)
+            if g is not None and (g.active or g.bad_run > 0):
+                return False
         shown = findings["noise"]
         why = "starvation" if starved else "blocking"
         severity = max(grain, shown.severity, blocky.severity if blocky and blocky.bad else 0.0)
+        # a starved segment is bad for its whole length, as starvation is; blocks for theirs
+        seconds = seg_s if starved else blocky.seconds if blocky else 0.0
         findings["noise"] = Finding(
-            True, severity, seg_s, {**shown.evidence, "severity": round(grain, 4), "starves": why}
+            True,
+            severity,
+            max(seconds, shown.seconds),
+            {**shown.evidence, "severity": round(grain, 4), "starves": why},
         )
         findings.pop("blocking", None)
         return True

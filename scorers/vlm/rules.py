@@ -120,7 +120,10 @@ class RulesConfig(StrictModel):
         "quantiser rises and its blocks show, most on the lower rungs, where the grain "
         "itself is mostly coded away. Denoising mends both; more bits mend only the blocks. "
         "The noise detector fired on no clean segment and no other impairment of the "
-        "escalation bench's training libraries. False: compression is answered as such.",
+        "escalation bench's training libraries. A verdict alone cannot tell a channel that "
+        "is always grainy (film grain) starved by a bitrate cut: that too is answered noise, "
+        "where the judge (judge.noise_starves, which knows the rendition's look) opens "
+        "starvation. False: compression is answered as such.",
     )
     follow_reason: bool = Field(
         True,
@@ -152,7 +155,9 @@ def rules_degradation(
         noise = [
             float(f.get("severity", 0.0))
             for f in verdict.get("flags", ())
-            if f.get("kind") == "noise" and f.get("severity", 0) >= cfg.min_flag_severity
+            if f.get("kind") == "noise"
+            and f.get("severity", 0) > 0
+            and f.get("severity", 0) >= cfg.min_flag_severity
         ]
         if noise:
             shown = SEVERITIES.index(sev) / len(SEVERITIES) if sev in SEVERITIES else 0.0

@@ -472,7 +472,7 @@ def test_trun_claiming_more_samples_than_the_segment_has_bytes_is_refused() -> N
     assert bmff_problem(init + frag) is None
     assert decode(Segment(frag, init=init)).frames  # the untouched fragment decodes
     huge = _set_trun(frag, flags=0, count=1 << 26)
-    with pytest.raises(DecodeError, match=r"trun.*claims 67108864 samples, more than"):
+    with pytest.raises(DecodeError, match=r"trun.*claims 67108864 samples.*more than"):
         decode(Segment(huge, init=init))
     # One sample past the bytes there are is refused; as many samples as bytes is not.
     total = len(init) + len(frag)
@@ -492,6 +492,62 @@ def test_trun_whose_sample_fields_do_not_fit_is_refused() -> None:
     assert problem is not None and "hold fewer" in problem
 
 
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def _trun(count: int, flags: int = 0) -> bytes:
+    return _box(b"trun", bytes([0]) + flags.to_bytes(3, "big") + count.to_bytes(4, "big"))
+
+
+def test_sample_tables_are_held_together_wherever_they_sit() -> None:
+    """Found in review: many truns each under the bound (64 in 1 MB peaked at 2.4 GB),
+    truns under boxes the walk skipped (udta, sinf: 2.4 GB), nesting past the walk's
+    depth, and stz2. FFmpeg reads trun and stz2 under any parent it walks."""
+    from ingest.bmff import MAX_DEPTH, MAX_SAMPLES, bmff_problem
+
+    pad = _box(b"free", bytes(100_000))
+    one = _box(b"moof", _box(b"traf", _trun(60_000))) + pad
+    assert bmff_problem(one) is None
+    many = _box(b"moof", _box(b"traf", _trun(60_000) * 2)) + pad  # 120,000 > 100,032 bytes
+    assert "with the tables before it" in (bmff_problem(many) or "")
+    for parent in (b"udta", b"sinf", b"schi", b"tref", b"wave"):
+        hidden = _box(b"moof", _box(b"traf", _box(parent, _trun(1 << 26))))
+        assert "trun" in (bmff_problem(hidden) or ""), parent
+    meta = _box(b"meta", bytes(4) + _box(b"hdlr", bytes(24)) + _trun(1 << 26))
+    assert "trun" in (bmff_problem(_box(b"moov", _box(b"udta", meta))) or "")
+    deep = _trun(5)
+    for _ in range(MAX_DEPTH):
+        deep = _box(b"traf", deep)
+    assert "nested deeper" in (bmff_problem(_box(b"moof", deep)) or "")
+    stz2 = _box(b"stz2", bytes(7) + bytes([4]) + (1 << 25).to_bytes(4, "big") + bytes(16))
+    assert "stz2" in (bmff_problem(_box(b"moov", _box(b"stbl", stz2)) + pad) or "")
+    # per-sample sizes must be there; 4-bit ones pack two a byte
+    small = _box(b"stz2", bytes(7) + bytes([4]) + (10).to_bytes(4, "big") + bytes(5))
+    assert bmff_problem(_box(b"stbl", small) + pad) is None
+    short = _box(b"stsz", bytes(4) + bytes(4) + (10).to_bytes(4, "big") + bytes(36))
+    assert "hold fewer" in (bmff_problem(_box(b"stbl", short) + pad) or "")
+    # the bound is MAX_SAMPLES however large the segment
+    big = _box(b"free", bytes(MAX_SAMPLES + 1000))
+    assert bmff_problem(_box(b"moof", _trun(MAX_SAMPLES)) + big) is None
+    assert "more than the 4194304" in (
+        bmff_problem(_box(b"moof", _trun(MAX_SAMPLES + 1)) + big) or ""
+    )
+
+
+def test_pcm_with_one_size_for_every_sample_is_held_to_the_bytes_alone() -> None:
+    """Found in review: 90 s of 48 kHz stereo PCM in MOV (4.32M samples of 4 bytes, which
+    FFmpeg indexes by chunk) was refused by the 4M-sample bound."""
+    from ingest.bmff import MAX_SAMPLES, bmff_problem
+
+    count = MAX_SAMPLES + 125_696
+    pcm = _box(b"stsz", bytes(4) + (4).to_bytes(4, "big") + count.to_bytes(4, "big"))
+    mdat = _box(b"mdat", bytes(4 * count))
+    assert bmff_problem(_box(b"moov", _box(b"trak", _box(b"stbl", pcm))) + mdat) is None
+    lying = _box(b"stsz", bytes(4) + (4).to_bytes(4, "big") + (1 << 30).to_bytes(4, "big"))
+    assert "of one size" in (bmff_problem(_box(b"stbl", lying) + mdat) or "")
+
+
 def test_a_top_level_box_cut_short_is_still_searched_for_sample_tables() -> None:
     """Found by bench/fuzz.py (decode-5e37c953bdc7): a moof claiming 4 GB (allowed, the last
     top-level box may be cut short) holding a trun that claims 47 million samples: 643 MB
@@ -507,5 +563,14 @@ def test_a_top_level_box_cut_short_is_still_searched_for_sample_tables() -> None
     sound = bytearray(frag)
     sound[0:4] = (0xFFFFFFFF).to_bytes(4, "big")
     assert bmff_problem(init + bytes(sound)) is None
-    # ...and a segment cut off inside its last box still decodes what it holds.
+    # ...and a segment cut off inside its last box still decodes what it holds, even
+    # inside its sample table (whose per-sample sizes then run past the end)
     assert bmff_problem(init + frag[: len(frag) - 100]) is None
+    inside_trun = frag.index(b"trun") + 16
+    assert bmff_problem(init + frag[:inside_trun]) is None
+    whole = bytearray(frag[: inside_trun + 8])
+    whole[0:4] = len(whole).to_bytes(4, "big")  # the same table, its boxes claiming no more
+    for kind in (b"traf", b"trun"):
+        at = whole.index(kind) - 4
+        whole[at : at + 4] = (len(whole) - at).to_bytes(4, "big")
+    assert "hold fewer" in (bmff_problem(init + bytes(whole)) or "")

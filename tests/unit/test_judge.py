@@ -1281,3 +1281,85 @@ def test_grain_that_starved_a_segment_is_not_learned_as_the_look() -> None:
     run.round(**{"360p": {"mos": 3.6, "flags": [("noise", 0.2, 2.0)]}, "720p": 4.3})
     look = judge.streams["news"].renditions["360p"].looks["noise"]
     assert look.count == 9 and look.level > 0.0
+
+
+def test_grain_beside_blocks_on_a_rung_in_range_does_not_hold_its_starvation() -> None:
+    """Found in review: a blocky rung whose MOS held, beside new grain, was held like a
+    starved one and so counted as dropped with a starved sibling: a bitrate cut on 720p
+    opened starvation at the source. Its starvation gate is stepped as usual."""
+    run = Run()
+    run.clean(8)
+    for _ in range(3):
+        run.round(
+            **{
+                "360p": {"mos": 3.6, "flags": [("blockiness", 0.4, 2.0), ("noise", 0.1, 2.0)]},
+                "720p": 2.9,
+            }
+        )
+    opened = {(e.kind, e.scope, e.localisation) for e in run.events if e.state == "open"}
+    assert ("starvation", "720p", "rendition") in opened, opened
+    assert ("noise", "360p", "rendition") in opened and not {k for k, *_ in opened} & {"blocking"}
+
+
+def test_grain_after_a_fault_began_is_not_its_cause() -> None:
+    """Found in review: a bitrate cut (or an encoder set up blocky), then a little grain: a
+    noise incident opened beside it and the policy would denoise."""
+    for first in ({"mos": 2.9}, {"mos": 4.3, "flags": [("blockiness", 0.6, 2.0)]}):
+        run = Run(ladder={"enabled": False})
+        run.clean(8)
+        run.round(**{"360p": 3.6, "720p": dict(first)})  # the fault begins with no grain
+        later = {**first, "flags": [*first.get("flags", []), ("noise", 0.1, 2.0)]}
+        for _ in range(4):
+            run.round(**{"360p": 3.6, "720p": dict(later)})
+        kinds = {e.kind for e in run.events if e.state == "open"}
+        assert "noise" not in kinds and kinds & {"starvation", "blocking"}, (first, kinds)
+
+
+def test_occasional_grain_or_no_look_does_not_take_a_bitrate_cut() -> None:
+    # a channel grainy one segment in four (its look ~0.05), cut during a grainy scene
+    run = Run(ladder={"enabled": False})
+    for i in range(16):
+        grainy = [("noise", 0.2, 2.0)] if i % 4 == 0 else []
+        run.round(**{"360p": 3.6, "720p": {"mos": 4.3, "flags": grainy}})
+    for i in range(4):
+        grainy = [("noise", 0.2, 2.0)] if i % 4 == 0 else []
+        run.round(**{"360p": 3.6, "720p": {"mos": 2.9, "flags": grainy}})
+    assert {e.kind for e in run.events if e.state == "open"} == {"starvation"}
+    # with looks off nothing says what is usual: grain is not read as new
+    run = Run(ladder={"enabled": False}, look={"enabled": False})
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"mos": 2.9, "flags": [("noise", 0.2, 2.0)]}})
+    assert {e.kind for e in run.events if e.state == "open"} == {"starvation"}
+    # nor while the look is still being learned (a fault in the first segments)
+    run = Run(ladder={"enabled": False}, starvation={"open_after": 1}, warmup_segments=1)
+    run.clean(2)
+    out = run.round(**{"360p": 3.6, "720p": {"mos": 2.9, "flags": [("noise", 0.2, 2.0)]}})
+    assert [e.kind for e in out if e.state == "open"] == ["starvation"]
+    assert run.judge.streams["news"].renditions["720p"].looks["noise"].count < 5
+
+
+def test_a_rung_starved_by_new_grain_sits_out_the_ladder_check() -> None:
+    # the grain starved 720p below 360p: that is the noise, not an inverted ladder
+    run = Run()
+    run.clean(8)
+    for _ in range(3):
+        run.round(**{"360p": 3.6, "720p": {"mos": 3.2, "flags": [("noise", 0.2, 2.0)]}})
+    assert {e.kind for e in run.events if e.state == "open"} == {"noise"}
+
+
+def test_grain_well_above_a_grainy_look_is_new() -> None:
+    """A channel that usually shows some grain (0.2: under min_severity, over margin / 2)
+    gets much more (0.6) with the blocks of a starved encoder: noise. Grain at its usual
+    level with the same blocks: blocking."""
+    for grain, expected in ((0.6, "noise"), (0.25, "blocking")):
+        run = Run(ladder={"enabled": False})
+        for _ in range(10):
+            run.round(**{"360p": 3.6, "720p": {"mos": 4.3, "flags": [("noise", 0.2, 2.0)]}})
+        blocks = [("blockiness", 0.7, 2.0), ("noise", grain, 2.0)]
+        for _ in range(3):
+            run.round(**{"360p": 3.6, "720p": {"mos": 4.3, "flags": blocks}})
+        opened = [e for e in run.events if e.state == "open"]
+        assert {e.kind for e in opened} == {expected}, (grain, opened)
+        if expected == "noise":  # as bad as the blocks the grain made
+            assert opened[0].severity >= 0.7

@@ -169,6 +169,8 @@ def test_noise_beside_compression_evidence_is_noise() -> None:
     assert rules_degradation(v, RulesConfig(min_flag_severity=0.2), "qp>=40.0")[0] == (
         "compression"
     )
+    zero = verdict(3, (Flag("noise", 0.0, 0, 2),)).to_json()  # a flag of no severity
+    assert rules_degradation(zero, cfg, "rise:qp>=12.00")[0] == "compression"
     off = RulesConfig(noise_starves=False)
     assert rules_degradation(v, off, "rise:qp>=12.00")[0] == "compression"
 
