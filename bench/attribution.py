@@ -19,7 +19,8 @@ per fault, 4 segments (other variants): starved to 50 and 20 kbit/s, blurred (si
 4.5) and noisy (sigma 12, 25) at the rung's bitrate. A fresh judge (default config) sees
 10 clean rounds, then 4 rounds with the fault on that rung alone (the other rung clean),
 then 4 clean ones; the kinds opened during the fault are counted, with the picture
-explanation (the default) and without it (`explained_by: []`, the judge before it).
+explanations (the default), with new grain not read as starving the encoder
+(`noise_starves: false`), and with neither (`explained_by: []` too, the judge before both).
 """
 
 from __future__ import annotations
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     chain = Chain.from_configs(config.scorers)
     modes = {
         "explained": JudgeConfig(),
-        "before": JudgeConfig.model_validate({"starvation": {"explained_by": []}}),
+        "grain alone": JudgeConfig(noise_starves=False),
+        "before": JudgeConfig.model_validate(
+            {"starvation": {"explained_by": []}, "noise_starves": False}
+        ),
     }
     counts: dict[str, dict[str, collections.Counter[str]]] = {m: {} for m in modes}
     heads: dict[str, collections.Counter[str]] = {}
@@ -187,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     chain.close()
     n = len(chosen)
     print(f"{n} pictures of the {args.split} split; runs per row: {n}")
-    print("fault rung | opened with the explanation | before | head's class (segments)")
+    print(
+        "fault rung | opened with the explanations | new grain not read as starving the "
+        "encoder (noise_starves off) | neither explanation | head's class (segments)"
+    )
     for key in counts["explained"]:
         row = []
         for mode in modes:
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             row.append(kinds or "nothing")
         head = ", ".join(f"{k} {v}" for k, v in heads[key].most_common(3))
-        print(f"{key:22s} | {row[0]} | {row[1]} | {head}; its flag on {flagged[key]}")
+        print(f"{key:22s} | {' | '.join(row)} | {head}; its flag on {flagged[key]}")
     if args.json:
         args.json.write_text(
             json.dumps(

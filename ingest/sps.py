@@ -5,8 +5,10 @@ while probing a stream only when the demuxer has listed its streams before the p
 MPEG-TS segment whose PAT or PMT is damaged or missing lists none: its streams appear
 during the probe, whose decoders then decode at whatever size the SPS claims. SPS bombs
 with flipped bits (bench/fuzz.py) cost the probe 0.7-1.2 GB and 1-2.5 s that way before
-decode.py's pixel check saw the size. So the sizes the SPS units of a TS segment's video
-PIDs claim are read here first, and decode.py refuses a segment over `limits.max_pixels`
+decode.py's pixel check saw the size; a 96x64 HEVC segment spliced with such a bomb off
+the 188-byte grid cost it 1.2 GB too (FFmpeg resyncs at the next sync byte, and so does
+ts_video). So the sizes the SPS units of a TS segment's video PIDs claim are read here
+first, and decode.py refuses a segment over `limits.max_pixels`
 before FFmpeg sees it. Only the fields up to the size and its cropping are read; an SPS
 that cannot be read is left to FFmpeg, which refuses or bounds it as before.
 """
@@ -17,6 +19,7 @@ import re
 from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 
 # H.264 profiles whose SPS carries chroma format, bit depths and scaling matrices
 HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
@@ -150,11 +153,12 @@ def ts_video(data: bytes) -> bytes:
     """The video elementary stream bytes of an MPEG-TS segment: the payloads of the PIDs
     whose PES packets carry a video stream id (0xE0-0xEF), PES headers left out, in
     order (the PIDs' streams interleaved, which only adds start codes between them).
-    Packets that do not start with the sync byte are skipped."""
-    n = len(data) // TS_PACKET
+    Where the 188-byte grid loses its sync byte (a splice, a cut), packets are found again
+    at the next sync byte, as FFmpeg's demuxer resyncs."""
+    a = _packets(data)
+    n = len(a)
     if n == 0:
         return b""
-    a = np.frombuffer(data, np.uint8, n * TS_PACKET).reshape(n, TS_PACKET)
     pid = (a[:, 1].astype(np.int32) & 0x1F) << 8 | a[:, 2]
     control = a[:, 3] >> 4
     start = np.where(control & 2, 5 + a[:, 4].astype(np.int32), 4)
@@ -189,6 +193,29 @@ def ts_video(data: bytes) -> bytes:
         row = int(rows[first_])
         pieces.append(a[row : row + last - first_, int(skip[first_]) :].tobytes())
     return b"".join(pieces)
+
+
+def _packets(data: bytes) -> npt.NDArray[np.uint8]:
+    """The segment's 188-byte packets as rows: the grid from the first byte when every row
+    starts with the sync byte (a sound segment), else each packet from the next sync byte
+    after the one before (rows of bytes that merely look like one included)."""
+    buf = np.frombuffer(data, np.uint8)
+    n = len(data) // TS_PACKET
+    grid = buf[: n * TS_PACKET].reshape(n, TS_PACKET)
+    if n == 0 or bool(np.all(grid[:, 0] == 0x47)):
+        return grid
+    offsets = []
+    at = data.find(b"\x47")
+    while 0 <= at <= len(data) - TS_PACKET:
+        offsets.append(at)
+        at = (
+            at + TS_PACKET
+            if data[at + TS_PACKET : at + TS_PACKET + 1] == b"\x47"
+            else data.find(b"\x47", at + 1)
+        )
+    if not offsets:
+        return grid[:0]
+    return buf[np.array(offsets)[:, None] + np.arange(TS_PACKET)[None, :]]
 
 
 def claimed_sizes(data: bytes) -> Iterator[tuple[int, int]]:

@@ -14,7 +14,7 @@ from ingest.decode import decode
 from ingest.hostile import sps_bomb
 from ingest.sps import Bits, claimed_sizes, ts_video
 from ingest.synth import EncodeSettings, clip
-from ingest.types import Segment
+from ingest.types import LimitExceeded, Segment
 
 CASES = [
     ("libx264", "yuv420p", (100, 58), ()),
@@ -118,3 +118,15 @@ def test_bits_read_what_is_there_and_refuse_the_rest() -> None:
     # unreadable SPS units are skipped, not guessed
     assert list(claimed_sizes(b"\x00\x00\x01\x67")) == []
     assert list(claimed_sizes(b"\x00\x00\x01\x42\x01" + bytes(8))) == []
+
+
+def test_packets_after_a_splice_are_found_again_at_the_next_sync_byte() -> None:
+    """bench/fuzz.py: a 96x64 HEVC TS spliced with an SPS bomb, off the 188-byte grid: the
+    grid alone missed the bomb's SPS, and the probe spent 1.2 GB on it; FFmpeg resyncs."""
+    sound = clip("bars", width=96, height=64, seconds=0.4)
+    spliced = sound + b"\x00\x11\x22" + sps_bomb(frames=3)
+    assert set(claimed_sizes(ts_video(sound + sps_bomb(frames=3)))) >= {(16000, 16000)}
+    assert set(claimed_sizes(ts_video(spliced))) == {(96, 64), (16000, 16000)}
+    with pytest.raises(LimitExceeded, match="16000x16000"):
+        decode(Segment(spliced))
+    assert ts_video(b"\x00" * 500) == b"" and ts_video(b"\x47" + b"\x00" * 300) == b""
