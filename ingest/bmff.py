@@ -95,7 +95,11 @@ class _Walk:
         return None
 
     def table(self, kind: bytes, payload: bytes, cut: bool) -> str | None:
-        """What is wrong with a sample table's claimed count, or None."""
+        """What is wrong with a sample table's claimed count, or None. A table the segment
+        cuts short is read as FFmpeg reads it: zeros past the end (a count cut after its
+        first byte is still a count)."""
+        if cut:
+            payload = payload + bytes(max(0, 12 - len(payload)))
         if len(payload) < 8:
             return None  # too short to claim anything; FFmpeg refuses it on its own
         flags = int.from_bytes(payload[1:4], "big")
