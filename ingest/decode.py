@@ -11,10 +11,10 @@ files (ffconcat, HLS playlists), images and the other few hundred demuxers are n
 reached, and nested opens (a demuxer opening another file) are refused.
 
 Limits are checked as early as the information exists: size and container before
-opening; the size an MPEG-TS segment's SPS units claim before opening (ingest/sps.py:
-FFmpeg's probe gets no options when a damaged PMT lists no stream) and FFmpeg's own
-`max_pixels` while it probes the stream at open (so a header that claims 16000x16000 is
-refused before a picture is allocated), resolution and the bytes
+opening; FFmpeg's own `max_pixels` while it probes the stream at open (so a header that
+claims 16000x16000 is refused before a picture is allocated; not for an MPEG-TS segment
+whose damaged PAT or PMT lists no stream: PyAV then passes the probe no options, and
+FFmpeg decodes at the claimed size before the check below), resolution and the bytes
 the sampled frames would take from the header before decoding, frame count and duration
 while demuxing, wall time while decoding. A hang inside FFmpeg itself is beyond a
 cooperative deadline; the daemon's decode workers are processes watched from outside
@@ -44,7 +44,6 @@ from av.video.reformatter import VideoReformatter
 
 from ingest.bmff import bmff_problem
 from ingest.config import DecodeConfig
-from ingest.sps import claimed_sizes, ts_video
 from ingest.types import (
     DecodedSegment,
     DecodeError,
@@ -182,11 +181,6 @@ def open_container(
             "publish one of those containers",
             source=source,
         )
-    if fmt == "mpegts":
-        # FFmpeg probes a TS whose PMT lists no stream with decoders that got none of our
-        # options: a claimed size over max_pixels cost it a gigabyte (ingest/sps.py)
-        for w, h in claimed_sizes(ts_video(data)):
-            _check_pixels(w, h, max_pixels, source)
     if fmt == "mov":
         problem = bmff_problem(data)
         if problem is not None:

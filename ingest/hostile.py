@@ -13,8 +13,32 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ingest.sps import HIGH_PROFILES, Bits, unescape
 from ingest.synth import pattern_frames
+
+_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+
+
+class _Bits:
+    """MSB-first bit reader/writer over an RBSP (emulation prevention removed)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.bits = [(byte >> (7 - i)) & 1 for byte in data for i in range(8)]
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            value = (value << 1) | self.bits[self.pos]
+            self.pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.bits[self.pos] == 0:
+            zeros += 1
+            self.pos += 1
+        self.pos += 1
+        return (1 << zeros) - 1 + self.u(zeros)
 
 
 def _put_u(out: list[int], value: int, n: int) -> None:
@@ -26,6 +50,10 @@ def _put_ue(out: list[int], value: int) -> None:
     n = code.bit_length()
     out.extend([0] * (n - 1))
     _put_u(out, code, n)
+
+
+def _unescape(nal: bytes) -> bytes:
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
 def _escape(rbsp: bytes) -> bytes:
@@ -45,14 +73,14 @@ def patch_sps(nal: bytes, width: int, height: int) -> bytes:
 
     Frame cropping is dropped; everything after the size fields is copied bit for bit.
     """
-    rbsp = unescape(nal[1:])
-    r = Bits(rbsp)
+    rbsp = _unescape(nal[1:])
+    r = _Bits(rbsp)
     out: list[int] = []
     profile = r.u(8)
     _put_u(out, profile, 8)
     _put_u(out, r.u(16), 16)  # constraint flags, level
     _put_ue(out, r.ue())  # seq_parameter_set_id
-    if profile in HIGH_PROFILES:
+    if profile in _HIGH_PROFILES:
         chroma = r.ue()
         _put_ue(out, chroma)
         if chroma == 3:
@@ -84,7 +112,7 @@ def patch_sps(nal: bytes, width: int, height: int) -> bytes:
         r.ue(), r.ue(), r.ue(), r.ue()
     _put_u(out, 0, 1)
     # The rest (VUI, stop bit) verbatim, then byte alignment from the original stop bit.
-    rest = r.rest()
+    rest = r.bits[r.pos :]
     while rest and rest[-1] == 0:
         rest.pop()
     out.extend(rest)  # ends with the rbsp stop bit
