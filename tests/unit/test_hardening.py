@@ -511,7 +511,7 @@ def test_sample_tables_are_held_together_wherever_they_sit() -> None:
     assert bmff_problem(one) is None
     many = _box(b"moof", _box(b"traf", _trun(60_000) * 2)) + pad  # 120,000 > 100,032 bytes
     assert "with the tables before it" in (bmff_problem(many) or "")
-    for parent in (b"udta", b"sinf", b"schi", b"tref", b"wave"):
+    for parent in (b"udta", b"sinf", b"schi", b"tref", b"wave", b"ilst", b"clip", b"matt"):
         hidden = _box(b"moof", _box(b"traf", _box(parent, _trun(1 << 26))))
         assert "trun" in (bmff_problem(hidden) or ""), parent
     meta = _box(b"meta", bytes(4) + _box(b"hdlr", bytes(24)) + _trun(1 << 26))
@@ -522,9 +522,21 @@ def test_sample_tables_are_held_together_wherever_they_sit() -> None:
     assert "nested deeper" in (bmff_problem(_box(b"moof", deep)) or "")
     stz2 = _box(b"stz2", bytes(7) + bytes([4]) + (1 << 25).to_bytes(4, "big") + bytes(16))
     assert "stz2" in (bmff_problem(_box(b"moov", _box(b"stbl", stz2)) + pad) or "")
-    # per-sample sizes must be there; 4-bit ones pack two a byte
+    # a box of size 0 runs to the end of its parent, and is walked to it
+    to_end = bytes(4) + b"moof" + _box(b"traf", _trun(1 << 26))
+    assert "trun" in (bmff_problem(to_end) or "")
+    # ...and what a size-0 mdat holds is media, not boxes (whatever it looks like)
+    media = _box(b"moof", _box(b"traf", _trun(2))) + bytes(4) + b"mdat" + _trun(1 << 26)
+    assert bmff_problem(media + bytes(64)) is None
+    # a meta's children are read from its hdlr box found 4 bytes at a time, as FFmpeg does:
+    # one it cannot find is no parent to FFmpeg, nor to the walk
+    askew = _box(b"meta", bytes(2) + _box(b"hdlr", bytes(24)) + _trun(1 << 26))
+    assert bmff_problem(_box(b"moov", _box(b"udta", askew))) is None
+    # per-sample sizes must be there; 4-bit ones pack two a byte, 16-bit ones take two
     small = _box(b"stz2", bytes(7) + bytes([4]) + (10).to_bytes(4, "big") + bytes(5))
     assert bmff_problem(_box(b"stbl", small) + pad) is None
+    wide = _box(b"stz2", bytes(7) + bytes([16]) + (10).to_bytes(4, "big") + bytes(19))
+    assert "hold fewer" in (bmff_problem(_box(b"stbl", wide) + pad) or "")
     short = _box(b"stsz", bytes(4) + bytes(4) + (10).to_bytes(4, "big") + bytes(36))
     assert "hold fewer" in (bmff_problem(_box(b"stbl", short) + pad) or "")
     # a table the segment cuts inside its count: FFmpeg reads zeros past the end, so
@@ -549,6 +561,13 @@ def test_pcm_with_one_size_for_every_sample_is_held_to_the_bytes_alone() -> None
     pcm = _box(b"stsz", bytes(4) + (4).to_bytes(4, "big") + count.to_bytes(4, "big"))
     mdat = _box(b"mdat", bytes(4 * count))
     assert bmff_problem(_box(b"moov", _box(b"trak", _box(b"stbl", pcm))) + mdat) is None
+
+    def one_size(n: int) -> bytes:
+        return _box(b"stsz", bytes(4) + (4).to_bytes(4, "big") + n.to_bytes(4, "big"))
+
+    segment = len(_box(b"stbl", one_size(0)) + mdat)
+    assert bmff_problem(_box(b"stbl", one_size(segment)) + mdat) is None
+    assert "of one size" in (bmff_problem(_box(b"stbl", one_size(segment + 1)) + mdat) or "")
     lying = _box(b"stsz", bytes(4) + (4).to_bytes(4, "big") + (1 << 30).to_bytes(4, "big"))
     assert "of one size" in (bmff_problem(_box(b"stbl", lying) + mdat) or "")
 
