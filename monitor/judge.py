@@ -1049,7 +1049,7 @@ class Judge:
             # is broken by it)
             if sf is not None and sf.bad:
                 held, sf = True, None
-            if before is not None:  # always: new grain needs a learned look
+            if before is not None:  # never None: new grain needs a learned look
                 r.looks["noise"] = Look(*before)
         if sf is not None and not held:
             findings["starvation"] = sf

@@ -152,21 +152,20 @@ def rules_degradation(
     (RulesConfig.noise_starves)."""
     cls, sev, why = _degradation(verdict, cfg, reason)
     if cfg.noise_starves and cls in ("compression", "blocking"):
-        noise = [
-            float(f.get("severity", 0.0))
-            for f in verdict.get("flags", ())
-            if f.get("kind") == "noise"
-            and f.get("severity", 0) > 0
-            and f.get("severity", 0) >= cfg.min_flag_severity
-        ]
-        if noise:
+        grain = max(
+            (
+                float(f.get("severity", 0.0))
+                for f in verdict.get("flags", ())
+                if f.get("kind") == "noise"
+            ),
+            default=0.0,
+        )
+        if grain > 0 and grain >= cfg.min_flag_severity:
             shown = SEVERITIES.index(sev) / len(SEVERITIES) if sev in SEVERITIES else 0.0
-            level = max(max(noise), shown)
             return (
                 "noise",
-                severity_label(level),
-                f"noise flag {max(noise):.2f} beside {cls} ({why}): a noisy source starves "
-                "the encoder",
+                severity_label(max(grain, shown)),
+                f"noise flag {grain:.2f} beside {cls} ({why}): a noisy source starves the encoder",
             )
     return cls, sev, why
 
