@@ -12,11 +12,12 @@ reached, and nested opens (a demuxer opening another file) are refused.
 
 Limits are checked as early as the information exists: size and container before
 opening; FFmpeg's own `max_pixels` while it probes the stream at open (so a header that
-claims 16000x16000 is refused before a picture is allocated; not for an MPEG-TS segment
-whose damaged PAT or PMT lists no stream: PyAV then passes the probe no options, and
-FFmpeg decodes at the claimed size before the check below), resolution and the bytes
-the sampled frames would take from the header before decoding, frame count and duration
-while demuxing, wall time while decoding. A hang inside FFmpeg itself is beyond a
+claims 16000x16000 is refused before a picture is allocated: PyAV passes it only to the
+streams the demuxer lists before the probe, so an MPEG-TS segment is first rebuilt as
+the one programme its PAT and PMT declare, ingest/tsguard.py, and an ISO-BMFF one has
+its boxes walked, ingest/bmff.py), resolution and the bytes the sampled frames would
+take from the header before decoding, frame count and duration while demuxing, wall
+time while decoding. A hang inside FFmpeg itself is beyond a
 cooperative deadline; the daemon's decode workers are processes watched from outside
 for that reason.
 """
@@ -44,6 +45,7 @@ from av.video.reformatter import VideoReformatter
 
 from ingest.bmff import bmff_problem
 from ingest.config import DecodeConfig
+from ingest.tsguard import TransportProblem, single_programme
 from ingest.types import (
     DecodedSegment,
     DecodeError,
@@ -187,6 +189,11 @@ def open_container(
             raise DecodeError(
                 f"malformed ISO-BMFF: {problem}; the segment is corrupt", source=source
             )
+    if fmt == "mpegts":
+        try:
+            data = single_programme(data)
+        except TransportProblem as exc:
+            raise DecodeError(f"malformed MPEG-TS: {exc}", source=source) from exc
     container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
     if fmt == "mov":
         container_options["enable_drefs"] = "0"  # data references name other files
@@ -349,6 +356,8 @@ def _assemble(segment: Segment, cfg: DecodeConfig) -> bytes:
                 source=segment.source,
             )
         return segment.init + data
+    if segment.init is not None and _looks_like_ts(segment.init) and _looks_like_ts(data):
+        return segment.init + data  # an init section (EXT-X-MAP) holding the PAT and PMT
     return data
 
 
