@@ -194,6 +194,12 @@ def open_container(
             data = single_programme(data)
         except TransportProblem as exc:
             raise DecodeError(f"malformed MPEG-TS: {exc}", source=source) from exc
+        except Exception as exc:  # any other exception here is a fault, never an escape
+            raise DecoderFault(
+                f"reading its MPEG-TS tables failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                "the segment is malformed",
+                source=source,
+            ) from exc
     container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
     if fmt == "mov":
         container_options["enable_drefs"] = "0"  # data references name other files

@@ -1,28 +1,39 @@
-"""An MPEG-TS segment rebuilt as the one programme FFmpeg makes streams of when it opens it.
+"""An MPEG-TS segment rebuilt as the one video stream FFmpeg is to decode, declared so that
+FFmpeg makes that stream when it opens the segment and never probes its type.
 
-FFmpeg's MPEG-TS demuxer creates the streams of the first PMT it reads while it opens the
-segment (avformat_open_input). Every other PES it meets later, while
-avformat_find_stream_info probes (a PID no PMT listed, another programme, a later PMT
-version, a segment whose PAT or PMT is damaged or missing), becomes a stream then, and
-PyAV passes its options (`max_pixels`, `skip_frame`) only to the streams that existed
-before the probe. A probe decoder without them decodes an H.264 picture at whatever size
-its SPS claims: 0.7-1.2 GB and 1-2.5 s for a 16000x16000 one (bench/fuzz.py).
+PyAV passes its options (`max_pixels`, `skip_frame`) to the decoders FFmpeg runs while
+probing (avformat_find_stream_info) only through the streams that exist before the probe,
+and an option a decoder takes is used up. FFmpeg's MPEG-TS demuxer makes at open only the
+streams of the first PMT it reads. Every other PES it meets while probing (a PID no PMT
+lists, another programme, a later PMT, a segment whose PAT or PMT is damaged or missing)
+became a stream then, without options; and a stream whose type FFmpeg probes (MPEG audio
+and AAC types, private data 0x06, a PID listed twice) was opened first as what its type
+said and reopened as what its payload looked like, the options spent. Either way a probe
+decoder decoded an H.264 picture at whatever size its SPS claimed: 0.7-1.2 GB and
+1-4.5 s for a 16000x16000 one (bench/fuzz.py; a review's crafted segments).
 
-`single_programme` hands FFmpeg only what it makes streams of at open:
+`single_programme` hands FFmpeg only what it makes a stream of at open, with no probing:
 
 1. the packets, found as FFmpeg finds them (188 bytes apart; after a lost sync byte, the
-   next sync byte within RESYNC_BYTES);
-2. the first PAT section that holds (table id, current, CRC) and the first such PMT of the
-   first programme it names, written as fresh packets at the segment's start (one
-   section each, stuffed: nothing else FFmpeg could read in them);
-3. the streams FFmpeg itself makes of those two tables (opened alone: no media, nothing
-   decoded), and of them the video and audio ones;
-4. then, in their order, the packets of those streams' PIDs and no other: SI tables, null
-   and PCR-only packets, other programmes, later tables and stray bytes are dropped.
+   next sync byte);
+2. the first PAT section that holds (table id, current, CRC; one that fails its CRC only
+   after ten such, as FFmpeg accepts them), and of its programmes (at most MAX_PROGRAMMES)
+   the first whose PMT holds and lists a video stream FFmpeg makes of it as one of
+   VIDEO_TYPES (the PAT and that PMT opened alone with PyAV: no media, nothing decoded);
+3. a PAT naming that programme alone and a PMT listing that one stream alone, with its
+   plain ISO stream type and no descriptors (a type FFmpeg maps to one codec and never
+   probes), written as fresh packets at the segment's start;
+4. then, in their order, that stream's packets and no other: audio, SI tables, null and
+   PCR-only packets, other programmes, later tables and stray bytes are dropped (vqmon
+   scores one video stream; decode.py takes the first one FFmpeg lists, the same one).
 
 A segment with no such PAT and PMT is refused (TransportProblem): HLS asks each segment to
 start with them, or to name an init section (EXT-X-MAP) that holds them, which decode.py
-puts before the segment.
+puts before the segment. One whose programme has no video stream FFmpeg makes of its
+tables (audio only; or video a probe alone would find, as H.264 under a private or an
+audio type), or whose video FFmpeg has no decoder for, keeps its tables alone, so
+decode.py says what is missing; one whose video codec has no plain ISO type here
+(VIDEO_TYPES) is refused, naming the codec.
 """
 
 from __future__ import annotations
@@ -37,8 +48,6 @@ import numpy.typing as npt
 
 PACKET = 188
 SYNC = 0x47
-RESYNC_BYTES = 65536
-"""How far FFmpeg looks for the next sync byte after a lost one (its resync_size)."""
 PAT_PID = 0
 NULL_PID = 0x1FFF
 PAT_TID = 0x00
@@ -48,6 +57,26 @@ MAX_SECTION = 1024
 MAX_TRIES = 32
 """Section starts read per table before giving up: a packager repeats its PAT and PMT
 every 100 ms or so, each one whole; a segment of damaged ones is refused, not searched."""
+MAX_PROGRAMMES = 16
+"""Programmes of the PAT looked at for one with video (HLS segments carry one)."""
+BAD_CRC_TRUSTED_AFTER = 10
+"""FFmpeg takes a section whose CRC fails once ten sections of its PID have failed (a
+muxer that writes wrong CRCs); so does this, when no section of the table holds."""
+VIDEO_TYPES = {
+    "mpeg2video": 0x02,  # FFmpeg decodes MPEG-1 video (type 0x01) with it too
+    "mpeg4": 0x10,
+    "h264": 0x1B,
+    "jpeg2000": 0x21,
+    "hevc": 0x24,
+    "vvc": 0x33,
+    "cavs": 0x42,
+    "dirac": 0xD1,
+    "avs2": 0xD2,
+    "avs3": 0xD4,
+    "vc1": 0xEA,
+}
+"""Video codecs by the ISO stream type FFmpeg maps to that codec alone, with no probing
+(mpegts.c ISO_types: request_probe 0; no descriptor follows to change it)."""
 
 
 class TransportProblem(ValueError):
@@ -89,7 +118,8 @@ def packet_starts(data: bytes) -> npt.NDArray[np.int64]:
             starts.append(pos)
             pos += PACKET
             continue
-        pos = data.find(b"\x47", pos + 1, pos + 1 + RESYNC_BYTES)
+        # FFmpeg looks 64 KiB on at a time, and goes on looking past a window without one
+        pos = data.find(b"\x47", pos + 1)
         if pos < 0:
             break
     return np.asarray(starts, dtype=np.int64)
@@ -106,9 +136,17 @@ def _payload(packet: bytes) -> bytes:
     return packet[p:] if p < PACKET else b""
 
 
-def _sections(data: bytes, starts: npt.NDArray[np.int64], pid: int, tid: int) -> Iterator[bytes]:
-    """The sections of table `tid` on `pid` that hold, in order: each starting where a
-    packet's pointer field says, continued by the PID's next packets."""
+def _pids(data: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    buf = np.frombuffer(data, np.uint8)
+    return ((buf[starts + 1].astype(np.int64) & 0x1F) << 8) | buf[starts + 2]
+
+
+def _sections(
+    data: bytes, starts: npt.NDArray[np.int64], pid: int, tid: int
+) -> Iterator[tuple[bytes, bool]]:
+    """The whole, current sections of table `tid` on `pid`, in order, each with whether its
+    CRC holds: each starts where a packet's pointer field says and is continued by the
+    PID's next packets (up to the next that starts a section)."""
     mine = starts[_pids(data, starts) == pid]
     tries = 0
     for i, s in enumerate(mine.tolist()):
@@ -135,14 +173,21 @@ def _sections(data: bytes, starts: npt.NDArray[np.int64], pid: int, tid: int) ->
                 break
             body += _payload(follow)
         section = body[:total]
-        # complete, current (not the next version) and its CRC holds
-        if len(section) == total and section[5] & 1 and crc32_mpeg(section) == 0:
+        if len(section) == total and section[5] & 1:
+            yield section, crc32_mpeg(section) == 0
+
+
+def _first(sections: Iterator[tuple[bytes, bool]]) -> Iterator[bytes]:
+    """The sections FFmpeg would take, in order: those whose CRC holds; those that fail it
+    only after BAD_CRC_TRUSTED_AFTER failed ones, and only if none holds."""
+    failed: list[bytes] = []
+    for section, holds in sections:
+        if holds:
             yield section
-
-
-def _pids(data: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    buf = np.frombuffer(data, np.uint8)
-    return ((buf[starts + 1].astype(np.int64) & 0x1F) << 8) | buf[starts + 2]
+        else:
+            failed.append(section)
+    for section in failed[BAD_CRC_TRUSTED_AFTER:]:  # taken as it is, its CRC written anew
+        yield section[:-4] + crc32_mpeg(section[:-4]).to_bytes(4, "big")
 
 
 def _packetise(pid: int, section: bytes) -> bytes:
@@ -157,34 +202,16 @@ def _packetise(pid: int, section: bytes) -> bytes:
     return b"".join(out)
 
 
-def _programme(data: bytes, starts: npt.NDArray[np.int64]) -> tuple[int, bytes, bytes]:
-    """(PMT PID, PAT section, PMT section): the first programme of the first PAT that
-    holds, and the first PMT of it that holds."""
-    pat = next(_sections(data, starts, PAT_PID, PAT_TID), None)
-    if pat is None:
-        raise TransportProblem(
-            "no PAT in the MPEG-TS segment (or none whose CRC holds); each segment should "
-            "start with a PAT and a PMT, or its playlist should name an init section "
-            "(EXT-X-MAP) holding them"
-        )
-    # the first programme (number 0 names the network PID, not a programme)
-    programmes = [
-        ((pat[at] << 8) | pat[at + 1], ((pat[at + 2] & 0x1F) << 8) | pat[at + 3])
-        for at in range(8, len(pat) - 4, 4)
-    ]
-    number, pmt_pid = next(((n, p) for n, p in programmes if n != 0), (0, NULL_PID))
-    if pmt_pid not in (PAT_PID, NULL_PID):
-        for pmt in _sections(data, starts, pmt_pid, PMT_TID):
-            if (pmt[3] << 8) | pmt[4] == number:
-                return pmt_pid, pat, pmt
-    raise TransportProblem(
-        "no PMT of the programme the PAT names (or none whose CRC holds); each segment "
-        "should carry its PMT, or its playlist should name an init section (EXT-X-MAP)"
-    )
+def _section(tid: int, head: bytes, body: bytes) -> bytes:
+    """A section of table `tid`: `head` is its five bytes after the length (id, version,
+    section numbers), `body` what follows them; the length and the CRC are written."""
+    length = len(head) + len(body) + 4
+    out = bytes((tid, 0xB0 | (length >> 8), length & 0xFF)) + head + body
+    return out + crc32_mpeg(out).to_bytes(4, "big")
 
 
-def _media_pids(tables: bytes) -> set[int]:
-    """The PIDs of the video and audio streams FFmpeg makes of a PAT and PMT alone."""
+def _streams(tables: bytes) -> list[tuple[int, str, str]]:
+    """(PID, media type, codec) of each stream FFmpeg makes of these tables alone."""
     try:
         with av.open(
             io.BytesIO(tables),
@@ -192,30 +219,77 @@ def _media_pids(tables: bytes) -> set[int]:
             format="mpegts",
             container_options={"protocol_whitelist": "none"},
         ) as container:
-            return {s.id for s in container.streams if s.type in ("video", "audio")}
+            return [
+                (s.id, s.type, s.codec_context.name if s.codec_context is not None else "")
+                for s in container.streams
+            ]
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise TransportProblem(f"its PAT and PMT cannot be read ({exc})") from exc
 
 
+def _choose(
+    data: bytes, starts: npt.NDArray[np.int64]
+) -> tuple[bytes, int, list[tuple[int, str, str]], bytes]:
+    """(the rewritten PAT, the PMT's PID, the streams FFmpeg makes of it, the PMT) of the
+    first programme with a video stream (else the first programme with a PMT)."""
+    pat = next(_first(_sections(data, starts, PAT_PID, PAT_TID)), None)
+    if pat is None:
+        raise TransportProblem(
+            "no PAT in the MPEG-TS segment (or none whose CRC holds); each segment should "
+            "start with a PAT and a PMT, or its playlist should name an init section "
+            "(EXT-X-MAP) holding them"
+        )
+    # programme 0 names the network PID, not a programme
+    programmes = [
+        ((pat[at] << 8) | pat[at + 1], ((pat[at + 2] & 0x1F) << 8) | pat[at + 3])
+        for at in range(8, len(pat) - 4 - 3, 4)
+    ]
+    found = None
+    for number, pmt_pid in [(n, p) for n, p in programmes if n != 0][:MAX_PROGRAMMES]:
+        if pmt_pid in (PAT_PID, NULL_PID):
+            continue
+        pmts = _first(_sections(data, starts, pmt_pid, PMT_TID))
+        pmt = next((s for s in pmts if (s[3] << 8) | s[4] == number), None)
+        if pmt is None:
+            continue
+        entry = bytes((number >> 8, number & 0xFF, 0xE0 | (pmt_pid >> 8), pmt_pid & 0xFF))
+        one = _section(PAT_TID, pat[3:8], entry)  # the PAT naming this programme alone
+        streams = _streams(_packetise(PAT_PID, one) + _packetise(pmt_pid, pmt))
+        if any(kind == "video" for _, kind, _ in streams):
+            return one, pmt_pid, streams, pmt
+        found = found or (one, pmt_pid, streams, pmt)
+    if found is None:
+        raise TransportProblem(
+            "no PMT of a programme the PAT names (or none whose CRC holds); each segment "
+            "should carry its PMT, or its playlist should name an init section (EXT-X-MAP)"
+        )
+    return found
+
+
 def single_programme(data: bytes) -> bytes:
-    """`data` rebuilt as its first PAT and PMT, then the packets of the streams FFmpeg makes
-    of them (see the module doc); raise TransportProblem if it has no such tables."""
+    """`data` rebuilt as one programme of one video stream, declared so that FFmpeg makes
+    it at open and never probes it (see the module doc); raise TransportProblem if it has
+    no PAT and PMT that hold, or video of a codec VIDEO_TYPES does not name."""
     starts = packet_starts(data)
-    pmt_pid, pat, pmt = _programme(data, starts)
-    # the PAT rewritten to name that programme alone
-    number = (pmt[3] << 8) | pmt[4]
-    entry = bytes((number >> 8, number & 0xFF, 0xE0 | (pmt_pid >> 8), pmt_pid & 0xFF))
-    body = pat[:1] + _length(pat[1:3], 5 + len(entry) + 4) + pat[3:8] + entry
-    pat = body + crc32_mpeg(body).to_bytes(4, "big")
-    tables = _packetise(PAT_PID, pat) + _packetise(pmt_pid, pmt)
-    media = _media_pids(tables) - {PAT_PID, pmt_pid, NULL_PID}
-    keep = np.isin(_pids(data, starts), sorted(media))
+    pat, pmt_pid, streams, pmt = _choose(data, starts)
+    video = [(pid, codec) for pid, kind, codec in streams if kind == "video"]
+    if not video or not video[0][1]:
+        # its tables alone: decode.py says the segment has no video, or no decoder for it
+        return _packetise(PAT_PID, pat) + _packetise(pmt_pid, pmt)
+    pid, codec = video[0]
+    if pid in (PAT_PID, pmt_pid, NULL_PID):
+        raise TransportProblem(f"its PMT puts the video on PID {pid:#x}, which is reserved")
+    if codec not in VIDEO_TYPES:
+        raise TransportProblem(
+            f"its video (PID {pid:#x}) is {codec}, which vqmon does not decode from MPEG-TS "
+            f"(it decodes {', '.join(sorted(VIDEO_TYPES))})"
+        )
+    es = bytes((VIDEO_TYPES[codec], 0xE0 | (pid >> 8), pid & 0xFF, 0xF0, 0x00))
+    head = bytes((pmt[3], pmt[4], 0xC1, 0x00, 0x00))  # programme, version 0, current
+    body = bytes((0xE0 | (pid >> 8), pid & 0xFF, 0xF0, 0x00)) + es  # PCR on the video PID
+    tables = _packetise(PAT_PID, pat) + _packetise(pmt_pid, _section(PMT_TID, head, body))
+    keep = _pids(data, starts) == pid
     if len(starts) and int(starts[-1]) == (len(starts) - 1) * PACKET:  # unbroken grid
         grid = np.frombuffer(data, np.uint8)[: len(starts) * PACKET].reshape(-1, PACKET)
         return tables + grid[keep].tobytes()
     return tables + b"".join(data[s : s + PACKET] for s in starts[keep].tolist())
-
-
-def _length(field: bytes, length: int) -> bytes:
-    """A section header's two length bytes with section_length set, other bits kept."""
-    return bytes(((field[0] & 0xF0) | (length >> 8), length & 0xFF))

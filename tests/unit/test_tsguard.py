@@ -13,12 +13,19 @@ import numpy as np
 import pytest
 
 import ingest.decode
+import ingest.tsguard
 from ingest import impair
 from ingest.decode import decode
 from ingest.hostile import sps_bomb
 from ingest.synth import EncodeSettings, clip, pattern_frames
-from ingest.tsguard import TransportProblem, crc32_mpeg, packet_starts, single_programme
-from ingest.types import DecodeError, Segment
+from ingest.tsguard import (
+    NULL_PID,
+    TransportProblem,
+    crc32_mpeg,
+    packet_starts,
+    single_programme,
+)
+from ingest.types import DecodeError, LimitExceeded, NoDecoder, NoVideoStream, Segment
 
 
 def _packets(data: bytes) -> list[bytes]:
@@ -241,7 +248,34 @@ def test_tables_that_do_not_hold_are_skipped_or_refused(ts_h264: bytes) -> None:
         single_programme(b"".join(no_pmt))
     # many damaged PATs are not searched without end
     with pytest.raises(TransportProblem, match="no PAT"):
-        single_programme(wrong[0] * 5000 + ts_h264)
+        single_programme(wrong[1] * 5000 + ts_h264)
+
+
+def _break_crcs(data: bytes, pids: tuple[int, ...], keep_first: int | None = None) -> bytes:
+    """Every section start on `pids` with its CRC's last byte flipped (a muxer writing
+    wrong CRCs); with keep_first, only that many such packets are kept of each PID."""
+    out, seen = [], dict.fromkeys(pids, 0)
+    for p in _packets(data):
+        pid = _pid(p)
+        if pid in pids and p[1] & 0x40:
+            seen[pid] += 1
+            if keep_first is not None and seen[pid] > keep_first:
+                continue
+            end = 5 + 3 + (((p[6] & 0x0F) << 8) | p[7])
+            p = p[: end - 1] + bytes((p[end - 1] ^ 0xFF,)) + p[end:]
+        out.append(p)
+    return b"".join(out)
+
+
+def test_tables_whose_crc_always_fails_are_taken_after_ten_as_ffmpeg_does(
+    ts_h264: bytes,
+) -> None:
+    pmt = _pmt_pid(ts_h264)
+    broken = _break_crcs(ts_h264, (0, pmt))  # 2 s of tables every 100 ms: 20 of each
+    assert _video_streams(broken) == [0x100]  # FFmpeg takes them in the end
+    assert decode(Segment(broken)).info.width == 320
+    with pytest.raises(DecodeError, match="no PAT"):
+        decode(Segment(_break_crcs(ts_h264, (0, pmt), keep_first=10)))
 
 
 def test_a_pmt_longer_than_one_packet_is_read_whole(ts_h264: bytes) -> None:
@@ -287,3 +321,137 @@ def test_resync_after_a_lost_sync_byte_finds_the_next_packet(ts_h264: bytes) -> 
     # one stray byte: the packet after it starts one byte later
     stray = ts_h264[:1128] + b"\x00" + ts_h264[1128:]
     assert packet_starts(stray).tolist()[5:8] == [940, 1129, 1317]
+
+
+def _segment_with(ts_h264: bytes, streams: list[tuple[int, int]], extra: list[bytes]) -> bytes:
+    """ts_h264 (video on PID 0x100) with its PMT replaced by one listing `streams` and the
+    packets `extra` mixed in after its first 20."""
+    good = [p for p in _packets(ts_h264) if _pid(p) != 0x1000]
+    pmt = _pmt(1, 0x100, streams)
+    return b"".join([*good[:1], pmt, *good[1:20], *extra, *good[20:]])
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        [(0x0F, 0x101)],  # AAC: FFmpeg probes its payload (request_probe 50)
+        [(0x04, 0x101)],  # MPEG-2 audio: the same
+        [(0x1B, 0x101), (0x06, 0x101)],  # listed twice, then as private data: probed
+    ],
+    ids=["aac-type", "mpeg-audio-type", "listed-twice"],
+)
+def test_a_bomb_ffmpeg_would_reprobe_as_h264_never_reaches_it(
+    ts_h264: bytes, listed: list[tuple[int, int]]
+) -> None:
+    """A review's bypass of the first form: a stream listed with a type FFmpeg re-probes
+    was opened as what its type said (taking max_pixels) and reopened as H.264 without
+    it: 1.24 GB, 4.5 s, and the decode went on. Now only the first video stream is
+    declared, with its plain type."""
+    bomb = [_relabel(p, 0x101) for p in _packets(sps_bomb(frames=25)) if _pid(p) == 0x100]
+    mixed = _segment_with(ts_h264, [(0x1B, 0x100), *listed], bomb)
+    rebuilt = single_programme(mixed)
+    assert _pids_of(rebuilt) == {0, 0x1000, 0x100}
+    pmt = _packets(rebuilt)[1]
+    assert pmt[5 + 12 : 5 + 17] == bytes((0x1B, 0xE1, 0x00, 0xF0, 0x00))  # h264, nothing more
+    d = decode(Segment(mixed))
+    assert (d.info.width, d.info.height, len(d.stats.pts_s)) == (320, 180, 50)
+
+
+def test_a_bomb_declared_as_the_video_is_refused_by_max_pixels(ts_h264: bytes) -> None:
+    """The bomb as the programme's first video, listed as H.264 and again as private data
+    (which made FFmpeg probe it): declared once, as H.264, it is opened with max_pixels."""
+    bomb = [_relabel(p, 0x101) for p in _packets(sps_bomb(frames=25)) if _pid(p) == 0x100]
+    mixed = _segment_with(ts_h264, [(0x1B, 0x101), (0x06, 0x101), (0x1B, 0x100)], bomb)
+    with pytest.raises(LimitExceeded, match="16000x16000"):
+        decode(Segment(mixed))
+
+
+def test_a_programme_without_video_is_passed_over_and_audio_only_says_so() -> None:
+    frames = list(pattern_frames("scene", 320, 180, 25, seed=4))
+    data = _mux(frames, "libx264", "aac", {})
+    packets = _packets(data)
+    pmt_pid = _pmt_pid(data)
+    # a radio programme listed first, on its own PMT PID, carrying the same audio PID
+    radio = _pmt(9, 0x101, [(0x0F, 0x101)])
+    radio = _relabel(radio, 0x1300)
+    pat = _pat([(9, 0x1300), (1, pmt_pid)])
+    rest = [p for p in packets if _pid(p) != 0]
+    d = decode(Segment(b"".join([pat, radio, *rest])))
+    assert (d.info.width, len(d.stats.pts_s)) == (320, 25)
+    # audio alone, its PMT listing it alone: the tables alone reach FFmpeg, and the
+    # decoder says what is missing
+    sound = _pmt(1, 0x101, [(0x0F, 0x101)])
+    audio_only = [sound if _pid(p) == pmt_pid else p for p in packets if _pid(p) != 0x100]
+    assert _pids_of(single_programme(b"".join(audio_only))) == {0, pmt_pid}
+    with pytest.raises(NoVideoStream):
+        decode(Segment(b"".join(audio_only)))
+
+
+def test_tables_after_an_adaptation_field_and_a_pointer_are_read(ts_h264: bytes) -> None:
+    """PSI packets may carry an adaptation field, and a section may start past the tail of
+    an earlier one (the pointer field says where): every PAT and PMT of the segment written
+    so, it still decodes."""
+
+    def reshaped(packet: bytes) -> bytes:
+        section = packet[5 : 5 + 3 + (((packet[6] & 0x0F) << 8) | packet[7])]
+        adaptation = bytes((7, 0x00)) + b"\xff" * 6  # 8 bytes: length 7, no flags, stuffing
+        payload = bytes((2, 0xAB, 0xCD)) + section  # pointer 2: two bytes of an earlier tail
+        body = adaptation + payload
+        header = bytes((0x47, packet[1], packet[2], 0x30 | (packet[3] & 0x0F)))
+        return header + body + b"\xff" * (184 - len(body))
+
+    pmt = _pmt_pid(ts_h264)
+    data = b"".join(
+        reshaped(p) if _pid(p) in (0, pmt) and p[1] & 0x40 else p for p in _packets(ts_h264)
+    )
+    assert _video_streams(data) == [0x100]  # FFmpeg reads them so
+    assert _video_streams(single_programme(data)) == [0x100]
+    assert decode(Segment(data)).info.width == 320
+
+
+def test_section_starts_that_are_not_are_skipped(ts_h264: bytes) -> None:
+    """A packet that starts no section (its PUSI bit clear) is not read as one, and a
+    section too short to hold its header is skipped, not indexed past its end."""
+    fake = _pat([(1, 0x777)])
+    fake = fake[:1] + bytes((fake[1] & ~0x40 & 0xFF,)) + fake[2:]  # PUSI cleared
+    empty = bytes((0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xB0, 0x00)) + b"\xff" * 180
+    data = b"".join([fake, empty, ts_h264])
+    assert _video_streams(single_programme(data)) == [0x100]
+
+
+def test_reserved_pids_are_no_pmt_and_no_video(ts_h264: bytes) -> None:
+    packets = [p for p in _packets(ts_h264) if _pid(p) != 0]
+    # a PMT on the null PID (which carries nothing) is passed over for the next programme
+    on_null = _relabel(_pmt(1, 0x555, [(0x1B, 0x555)]), NULL_PID)
+    pat = _pat([(1, NULL_PID), (2, 0x1000)])
+    own = _pmt(2, 0x100, [(0x1B, 0x100)])
+    rest = [p for p in packets if _pid(p) != 0x1000]
+    assert _video_streams(single_programme(b"".join([pat, on_null, own, *rest]))) == [0x100]
+    # video on the null PID is refused
+    null_video = _pmt(1, NULL_PID, [(0x1B, NULL_PID)])
+    with pytest.raises(TransportProblem, match="reserved"):
+        single_programme(b"".join([_pat([(1, 0x1000)]), null_video, *rest]))
+
+
+def test_video_without_a_decoder_or_a_plain_type_is_named(
+    ts_h264: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = [p for p in _packets(ts_h264) if _pid(p) not in (0, 0x1000)]
+    # AVS2 (0xd2): FFmpeg makes a video stream it has no decoder for here
+    avs2 = b"".join([_pat([(1, 0x1000)]), _pmt(1, 0x100, [(0xD2, 0x100)]), *rest])
+    with pytest.raises(NoDecoder):
+        decode(Segment(avs2))
+    # a codec the table does not name is refused, naming it
+    monkeypatch.delitem(ingest.tsguard.VIDEO_TYPES, "h264")
+    with pytest.raises(TransportProblem, match=r"video .* is h264"):
+        single_programme(ts_h264)
+
+
+def test_a_hole_longer_than_ffmpegs_resync_window_is_read_past(ts_h264: bytes) -> None:
+    """FFmpeg looks for the next sync byte 64 KiB at a time and goes on past a window
+    without one: the packets after a 70,000-byte hole are still read."""
+    cut = 188 * (len(ts_h264) // 188 // 2)
+    holed = ts_h264[:cut] + bytes(70_000) + ts_h264[cut:]
+    starts = packet_starts(holed)
+    assert len(starts) == len(ts_h264) // 188
+    assert int(starts[-1]) == len(holed) - 188 - len(ts_h264) % 188
