@@ -57,8 +57,9 @@ MAX_SECTION = 1024
 MAX_TRIES = 32
 """Section starts read per table before giving up: a packager repeats its PAT and PMT
 every 100 ms or so, each one whole; a segment of damaged ones is refused, not searched."""
-MAX_PROGRAMMES = 16
-"""Programmes of the PAT looked at for one with video (HLS segments carry one)."""
+MAX_PROGRAMMES = 4
+"""Programmes of the PAT looked at for one with video (HLS segments carry one; each costs
+an open of its tables, ~30 ms for a PMT of 200 streams)."""
 BAD_CRC_TRUSTED_AFTER = 10
 """FFmpeg takes a section whose CRC fails once ten sections of its PID have failed (a
 muxer that writes wrong CRCs); so does this, when no section of the table holds."""
