@@ -16,9 +16,8 @@ claims 16000x16000 is refused before a picture is allocated: PyAV passes it only
 streams the demuxer lists before the probe, so an MPEG-TS segment is first rebuilt as
 the one programme its PAT and PMT declare, ingest/tsguard.py, and an ISO-BMFF one has
 its boxes walked, ingest/bmff.py), resolution and the bytes the sampled frames would
-take from the header before decoding, frame count and duration while demuxing, the
-size every H.264/HEVC SPS of the packets claims after demuxing (ingest/sps.py: an SPS
-that grows mid-segment), wall time while decoding. A hang inside FFmpeg itself is beyond a
+take from the header before decoding, frame count and duration while demuxing, wall
+time while decoding. A hang inside FFmpeg itself is beyond a
 cooperative deadline; the daemon's decode workers are processes watched from outside
 for that reason.
 """
@@ -46,7 +45,6 @@ from av.video.reformatter import VideoReformatter
 
 from ingest.bmff import bmff_problem
 from ingest.config import DecodeConfig
-from ingest.sps import oversized
 from ingest.tsguard import TransportProblem, single_programme
 from ingest.types import (
     DecodedSegment,
@@ -406,11 +404,6 @@ def _decode_open(
         ctx.skip_frame = "NONKEY"
 
     packets = _demux(container, stream, segment, cfg, deadline)
-    # an SPS that grows mid-segment: refused before the decoder allocates for it
-    views = (memoryview(p) for p in packets)
-    claimed = oversized(views, ctx.name, ctx.extradata, (width, height), limits.max_pixels)
-    if claimed is not None:
-        _check_pixels(*claimed, limits.max_pixels, segment.source)
     time_base = stream.time_base or Fraction(1, 90000)
     n_packets = len(packets)
     wanted = _wanted_indices(n_packets, cfg) if not keyframes_only else None

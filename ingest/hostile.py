@@ -111,20 +111,15 @@ def patch_sps(nal: bytes, width: int, height: int) -> bytes:
     if r.u(1):  # frame cropping: dropped
         r.ue(), r.ue(), r.ue(), r.ue()
     _put_u(out, 0, 1)
-    return nal[:1] + _with_rest(r, out)
-
-
-def _with_rest(r: _Bits, out: list[int]) -> bytes:
-    """`out`, then what `r` has not read (the VUI and the rest, verbatim, ending with the
-    RBSP stop bit), byte-aligned and escaped."""
+    # The rest (VUI, stop bit) verbatim, then byte alignment from the original stop bit.
     rest = r.bits[r.pos :]
     while rest and rest[-1] == 0:
         rest.pop()
-    out.extend(rest)
+    out.extend(rest)  # ends with the rbsp stop bit
     while len(out) % 8:
         out.append(0)
     data = bytes(int("".join(map(str, out[i : i + 8])), 2) for i in range(0, len(out), 8))
-    return _escape(data)
+    return nal[:1] + _escape(data)
 
 
 def _nal_units(data: bytes) -> list[bytes]:
@@ -136,67 +131,14 @@ def _annexb(nals: list[bytes]) -> bytes:
     return b"".join(b"\x00\x00\x00\x01" + n for n in nals)
 
 
-def patch_hevc_sps(nal: bytes, width: int, height: int) -> bytes:
-    """An HEVC SPS NAL unit (both header bytes included) rewritten to claim width x height.
-
-    The conformance window is dropped; everything after it is copied bit for bit.
-    """
-    r = _Bits(_unescape(nal[2:]))
-    out: list[int] = []
-
-    def copy(n: int) -> int:
-        value = r.u(n)
-        _put_u(out, value, n)
-        return value
-
-    copy(4)  # sps_video_parameter_set_id
-    sub_layers = copy(3)
-    copy(1)  # temporal_id_nesting
-    copy(88)  # general profile space, tier, profile, compatibility and constraint flags
-    copy(8)  # general_level_idc
-    present = [(copy(1), copy(1)) for _ in range(sub_layers)]
-    if sub_layers:
-        copy(2 * (8 - sub_layers))
-    for profile, level in present:
-        copy(88 * profile + 8 * level)
-    _put_ue(out, r.ue())  # sps_seq_parameter_set_id
-    chroma = r.ue()
-    _put_ue(out, chroma)
-    if chroma == 3:
-        copy(1)
-    r.ue(), r.ue()  # the real size, replaced
-    _put_ue(out, width)
-    _put_ue(out, height)
-    if r.u(1):  # conformance window: dropped
-        r.ue(), r.ue(), r.ue(), r.ue()
-    _put_u(out, 0, 1)
-    return nal[:2] + _with_rest(r, out)
-
-
-def sps_bomb(
-    width: int = 16000,
-    height: int = 16000,
-    *,
-    frames: int = 25,
-    size: int = 64,
-    codec: str = "h264",
-    from_key: int = 0,
-) -> bytes:
-    """MPEG-TS of `frames` tiny H.264 (or HEVC: codec "hevc") pictures whose SPS claims
-    width x height: every SPS, or those from keyframe `from_key` on (a keyframe every fifth
-    picture; the first ones honest, so the stream's header passes any size check and the
-    decoder meets the lie mid-segment)."""
-    hevc = codec == "hevc"
-    ctx = av.CodecContext.create("libx265" if hevc else "libx264", "w")
+def sps_bomb(width: int = 16000, height: int = 16000, *, frames: int = 25, size: int = 64) -> bytes:
+    """MPEG-TS of `frames` tiny H.264 pictures whose SPS claims width x height."""
+    ctx = av.CodecContext.create("libx264", "w")
     ctx.width = ctx.height = size
     ctx.pix_fmt = "yuv420p"
     ctx.time_base = Fraction(1, 25)
     ctx.framerate = Fraction(25)
-    ctx.options = (
-        {"preset": "ultrafast", "x265-params": "keyint=5:min-keyint=5:log-level=error"}
-        if hevc
-        else {"preset": "ultrafast", "tune": "zerolatency", "crf": "30", "g": "5"}
-    )
+    ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "30", "g": "5"}
     packets: list[tuple[bytes, bool]] = []
     for i, rgb in enumerate(pattern_frames("bars", size, size, frames)):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -204,17 +146,14 @@ def sps_bomb(
         packets.extend((bytes(p), p.is_keyframe) for p in ctx.encode(frame))
     packets.extend((bytes(p), p.is_keyframe) for p in ctx.encode(None))
     buf = io.BytesIO()
-    keys = 0
     with av.open(buf, "w", format="mpegts") as out:
-        stream = out.add_stream(codec, rate=25)
-        if not isinstance(stream, av.VideoStream):
-            raise ValueError(f"{codec} is not a video codec")
+        stream = out.add_stream("h264", rate=25)
         stream.width = stream.height = size
         stream.time_base = Fraction(1, 90000)
         for n, (data, key) in enumerate(packets):
-            lie = keys >= from_key
-            keys += key
-            nals = [_lie(u, width, height, hevc) if lie else u for u in _nal_units(data)]
+            nals = [
+                patch_sps(u, width, height) if u[0] & 0x1F == 7 else u for u in _nal_units(data)
+            ]
             packet = av.Packet(_annexb(nals))
             packet.stream = stream
             packet.pts = packet.dts = n * 3600
@@ -222,9 +161,3 @@ def sps_bomb(
             packet.is_keyframe = key
             out.mux(packet)
     return buf.getvalue()
-
-
-def _lie(nal: bytes, width: int, height: int, hevc: bool) -> bytes:
-    if hevc:
-        return patch_hevc_sps(nal, width, height) if (nal[0] >> 1) & 0x3F == 33 else nal
-    return patch_sps(nal, width, height) if nal[0] & 0x1F == 7 else nal
