@@ -38,6 +38,7 @@ decode.py says what is missing; one whose video codec has no plain ISO type here
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 
@@ -211,8 +212,10 @@ def _section(tid: int, head: bytes, body: bytes) -> bytes:
     return out + crc32_mpeg(out).to_bytes(4, "big")
 
 
-def _streams(tables: bytes) -> list[tuple[int, str, str]]:
-    """(PID, media type, codec) of each stream FFmpeg makes of these tables alone."""
+@functools.lru_cache(maxsize=256)
+def _streams(tables: bytes) -> tuple[tuple[int, str, str], ...]:
+    """(PID, media type, codec) of each stream FFmpeg makes of these tables alone (kept for
+    the tables seen last: a rendition's segments repeat the same ones)."""
     try:
         with av.open(
             io.BytesIO(tables),
@@ -220,17 +223,17 @@ def _streams(tables: bytes) -> list[tuple[int, str, str]]:
             format="mpegts",
             container_options={"protocol_whitelist": "none"},
         ) as container:
-            return [
+            return tuple(
                 (s.id, s.type, s.codec_context.name if s.codec_context is not None else "")
                 for s in container.streams
-            ]
+            )
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         raise TransportProblem(f"its PAT and PMT cannot be read ({exc})") from exc
 
 
 def _choose(
     data: bytes, starts: npt.NDArray[np.int64]
-) -> tuple[bytes, int, list[tuple[int, str, str]], bytes]:
+) -> tuple[bytes, int, tuple[tuple[int, str, str], ...], bytes]:
     """(the rewritten PAT, the PMT's PID, the streams FFmpeg makes of it, the PMT) of the
     first programme with a video stream (else the first programme with a PMT)."""
     pat = next(_first(_sections(data, starts, PAT_PID, PAT_TID)), None)
