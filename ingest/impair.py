@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from ingest.tsguard import payload_offset
+
 RGB = npt.NDArray[np.uint8]
 Frames = Sequence[RGB]
 
@@ -215,20 +217,9 @@ def _pid(packet: bytes) -> int:
     return ((packet[1] & 0x1F) << 8) | packet[2]
 
 
-def _payload_offset(packet: bytes) -> int:
-    """Offset of the payload after the TS header and adaptation field (188 if none)."""
-    control = (packet[3] >> 4) & 0x3
-    if control in (0, 2):
-        return TS_PACKET
-    offset = 4
-    if control == 3:
-        offset += 1 + packet[4]
-    return min(offset, TS_PACKET)
-
-
 def _section(packet: bytes) -> bytes:
     """The PSI section starting in a packet (after its pointer field)."""
-    start = _payload_offset(packet)
+    start = payload_offset(packet)
     if start >= TS_PACKET:
         return b""
     pointer = packet[start]
@@ -319,7 +310,7 @@ def corrupt_packets(
 
 
 def _overwrite(packet: bytes, rng: np.random.Generator) -> bytes:
-    start = _payload_offset(packet)
+    start = payload_offset(packet)
     if packet[1] & 0x40:
         start = _pes_header_end(packet, start)
     junk = rng.integers(0, 256, size=TS_PACKET - start, dtype=np.uint8).tobytes()

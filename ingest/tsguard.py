@@ -127,15 +127,17 @@ def packet_starts(data: bytes) -> npt.NDArray[np.int64]:
     return np.asarray(starts, dtype=np.int64)
 
 
-def _payload(packet: bytes) -> bytes:
-    """The packet's payload (after its adaptation field), empty if it carries none."""
+def payload_offset(packet: bytes) -> int:
+    """Where a packet's payload starts, after its header and adaptation field (PACKET if it
+    carries none)."""
     afc = (packet[3] >> 4) & 3
     if not afc & 1:
-        return b""
-    p = 4
-    if afc & 2:
-        p += 1 + packet[4]
-    return packet[p:] if p < PACKET else b""
+        return PACKET
+    return min(4 + (1 + packet[4] if afc & 2 else 0), PACKET)
+
+
+def _payload(packet: bytes) -> bytes:
+    return packet[payload_offset(packet) :]
 
 
 def _pids(data: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -144,12 +146,12 @@ def _pids(data: bytes, starts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 
 def _sections(
-    data: bytes, starts: npt.NDArray[np.int64], pid: int, tid: int
+    data: bytes, starts: npt.NDArray[np.int64], pids: npt.NDArray[np.int64], pid: int, tid: int
 ) -> Iterator[tuple[bytes, bool]]:
     """The whole, current sections of table `tid` on `pid`, in order, each with whether its
     CRC holds: each starts where a packet's pointer field says and is continued by the
     PID's next packets (up to the next that starts a section)."""
-    mine = starts[_pids(data, starts) == pid]
+    mine = starts[pids == pid]
     tries = 0
     for i, s in enumerate(mine.tolist()):
         packet = data[s : s + PACKET]
@@ -232,11 +234,11 @@ def _streams(tables: bytes) -> tuple[tuple[int, str, str], ...]:
 
 
 def _choose(
-    data: bytes, starts: npt.NDArray[np.int64]
+    data: bytes, starts: npt.NDArray[np.int64], pids: npt.NDArray[np.int64]
 ) -> tuple[bytes, int, tuple[tuple[int, str, str], ...], bytes]:
     """(the rewritten PAT, the PMT's PID, the streams FFmpeg makes of it, the PMT) of the
     first programme with a video stream (else the first programme with a PMT)."""
-    pat = next(_first(_sections(data, starts, PAT_PID, PAT_TID)), None)
+    pat = next(_first(_sections(data, starts, pids, PAT_PID, PAT_TID)), None)
     if pat is None:
         raise TransportProblem(
             "no PAT in the MPEG-TS segment (or none whose CRC holds); each segment should "
@@ -252,7 +254,7 @@ def _choose(
     for number, pmt_pid in [(n, p) for n, p in programmes if n != 0][:MAX_PROGRAMMES]:
         if pmt_pid in (PAT_PID, NULL_PID):
             continue
-        pmts = _first(_sections(data, starts, pmt_pid, PMT_TID))
+        pmts = _first(_sections(data, starts, pids, pmt_pid, PMT_TID))
         pmt = next((s for s in pmts if (s[3] << 8) | s[4] == number), None)
         if pmt is None:
             continue
@@ -275,7 +277,8 @@ def single_programme(data: bytes) -> bytes:
     it at open and never probes it (see the module doc); raise TransportProblem if it has
     no PAT and PMT that hold, or video of a codec VIDEO_TYPES does not name."""
     starts = packet_starts(data)
-    pat, pmt_pid, streams, pmt = _choose(data, starts)
+    pids = _pids(data, starts)
+    pat, pmt_pid, streams, pmt = _choose(data, starts, pids)
     video = [(pid, codec) for pid, kind, codec in streams if kind == "video"]
     if not video or not video[0][1]:
         # its tables alone: decode.py says the segment has no video, or no decoder for it
@@ -292,7 +295,7 @@ def single_programme(data: bytes) -> bytes:
     head = bytes((pmt[3], pmt[4], 0xC1, 0x00, 0x00))  # programme, version 0, current
     body = bytes((0xE0 | (pid >> 8), pid & 0xFF, 0xF0, 0x00)) + es  # PCR on the video PID
     tables = _packetise(PAT_PID, pat) + _packetise(pmt_pid, _section(PMT_TID, head, body))
-    keep = _pids(data, starts) == pid
+    keep = pids == pid
     if len(starts) and int(starts[-1]) == (len(starts) - 1) * PACKET:  # unbroken grid
         grid = np.frombuffer(data, np.uint8)[: len(starts) * PACKET].reshape(-1, PACKET)
         return tables + grid[keep].tobytes()
