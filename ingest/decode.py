@@ -194,12 +194,6 @@ def open_container(
             data = single_programme(data)
         except TransportProblem as exc:
             raise DecodeError(f"malformed MPEG-TS: {exc}", source=source) from exc
-        except Exception as exc:  # any other exception here is a fault, never an escape
-            raise DecoderFault(
-                f"reading its MPEG-TS tables failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                "the segment is malformed",
-                source=source,
-            ) from exc
     container_options = {"format_whitelist": ",".join(DEMUXERS), "protocol_whitelist": "none"}
     if fmt == "mov":
         container_options["enable_drefs"] = "0"  # data references name other files
@@ -298,8 +292,9 @@ def _refused_size(logs: list[tuple[int, str, str]]) -> tuple[int, int] | None:
 def _decode_bytes(
     data: bytes, segment: Segment, cfg: DecodeConfig, started: float
 ) -> DecodedSegment:
-    container = open_container(data, cfg.limits.max_pixels, segment.source, cfg)
-    try:
+    container: av.container.InputContainer | None = None
+    try:  # opening too: the checks before FFmpeg read hostile bytes as well
+        container = open_container(data, cfg.limits.max_pixels, segment.source, cfg)
         try:
             return _decode_open(container, segment, cfg, started)
         except _DecodeInFull:
@@ -320,7 +315,8 @@ def _decode_bytes(
             source=segment.source,
         ) from exc
     finally:
-        container.close()
+        if container is not None:
+            container.close()
 
 
 # Per process: once a hardware device has failed to open, software decoding is used
