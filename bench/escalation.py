@@ -2,7 +2,7 @@
 and the tiny VLM's generation latency on CPU.
 
     python bench/escalation.py [--json OUT] [--no-vlm] [--pictures ASSETS] [--vmaf] [--warmup S]
-                              [--restart]
+                              [--restart] [--shot-segments N [--twins]]
 
 1. A library of real segments (2 s, 640x360, 25 fps, H.264 in MPEG-TS) from the
    procedural sources of ingest.synth (scene, texture, bars, gradient, zoneplate; several
@@ -27,6 +27,12 @@ and the tiny VLM's generation latency on CPU.
    the policy meets the feed in its steady state rather than as a daemon just started;
    with `--restart` that warm-up is decided by the daemon before a restart and read back
    by the measured one, as its warm start reads the published verdicts.
+   With `--twins` (shots of real pictures), the shot an impaired segment falls in shows
+   its picture going on around it: the camera's 2 s before the impaired frames, then the
+   fault, then those frames clean (each screened once, kept in the cache). Every segment
+   is judged against the edge its stream's last segment ended on, as the screen role
+   hands a worker (monitor.boundary): a picture held from the fault's first frames after
+   one that moved is a stop, which the independent draws cannot show.
    With `--vmaf`, each impaired segment's VMAF drop against the clean CRF-23 encode of
    the same frames is measured (once, kept in the cache) and recall is also reported on
    the visible impairments (a drop of at least VISIBLE points). VMAF is made for natural
@@ -70,6 +76,7 @@ from ingest.config import DecodeConfig
 from ingest.decode import decode
 from ingest.synth import EncodeSettings, encode, pattern_frames
 from ingest.types import DecodedSegment, IngestError, Segment
+from monitor.boundary import Edge, edge_of, held_across
 from monitor.escalation import (
     EscalationConfig,
     EscalationPolicy,
@@ -121,13 +128,35 @@ class Item:
     vmaf_drop: float | None = None
     """VMAF of the clean CRF-23 encode of the same frames less the impaired version's
     (--vmaf): how visible the impairment is, in VMAF points."""
+    twins: Twins | None = None
+    """The picture going on around the fault (--twins)."""
 
 
-def frames_of(source: str, seed: int) -> list[RGB]:
+@dataclass
+class Twins:
+    """An impaired item's picture going on (--twins): the camera's 2 s before its frames
+    and those frames, each encoded clean at CRF 23 and screened, and the fault screened
+    again by today's chain (its verdict then carries the edges a boundary is judged on)."""
+
+    before: Verdict
+    fault: Verdict
+    after: Verdict
+
+
+def frames_of(source: str, seed: int, start: int = 0) -> list[RGB]:
+    """A source's 2 s of a seed (with `start` -N, of a real picture: the camera's 2 s
+    before them)."""
     if source in PICTURES:
-        return realset.camera(PICTURES[source], f"{source}-{seed}", N, size=(W, H))
+        return realset.camera(PICTURES[source], f"{source}-{seed}", N, (W, H), None, start)
+    if start:
+        raise ValueError("the procedural sources have no camera to go back in time")
     speed = 1.0 + (seed % 4)
     return list(pattern_frames(source, W, H, N, seed=seed, speed=speed))
+
+
+def _impaired_seed(kind_index: int, i: int) -> int:
+    """The seed of a kind's i-th impaired build: other seeds than the clean library's."""
+    return 5000 + 37 * kind_index + i
 
 
 def impaired_frames(kind: str, frames: list[RGB], i: int) -> list[RGB] | None:
@@ -206,8 +235,7 @@ def build_library(
     for ki, kind in enumerate(KINDS):
         for i in range(impaired_per_kind):
             source = SOURCES[(ki + i) % len(SOURCES)]
-            seed = 5000 + 37 * ki + i  # other seeds than the clean library
-            frames = frames_of(source, seed)
+            frames = frames_of(source, _impaired_seed(ki, i))
             if unchanged(kind, frames, i):
                 untouched[kind] += 1
                 continue
@@ -244,12 +272,16 @@ def run_feed(
     shot_segments: int = 1,
     warmup_s: float = 0.0,
     restart: bool = False,
+    twins: bool = False,
 ) -> dict[str, Any]:
     """Replay a feed through the policy on a simulated clock; impaired items once each.
 
     A stream's clean segments are drawn from its source's library; with `shot_segments`
     N > 1 a draw holds for N segments in a row (a shot, as a channel keeps one), else
-    every segment is a fresh draw. With `warmup_s`, every stream first plays that long of
+    every segment is a fresh draw. With `twins` (shots only), a shot that an impaired item
+    falls in shows that item's clean twin (the same frames, encoded clean): the fault hits
+    the picture the channel is showing, which goes on around it, instead of cutting to
+    other content that is broken. With `warmup_s`, every stream first plays that long of
     clean segments through the policy, not counted: the measured feed then meets a policy
     in its steady state (histories, habits and budget window filled), as a monitor that
     has been running meets a fault, instead of one that started with the feed. With
@@ -259,6 +291,8 @@ def run_feed(
     restarted just before the feed."""
     rng = random.Random(seed)
     shot: dict[int, Item] = {}
+    after: dict[int, Item] = {}  # with twins: what a shot shows once its fault has passed
+    edge: dict[int, Edge | None] = {}  # what each stream's last segment ended on
     n_bad = min(len(bad), round(segments * impaired_share))
     clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
     bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
@@ -291,8 +325,19 @@ def run_feed(
         else:
             if (per_stream_seq[stream] - 1) % shot_segments == 0:
                 shot[stream] = rng.choice(clean_of[SOURCES[stream % len(SOURCES)]])
+                if twins:  # the shot a fault falls in shows its picture going on around it
+                    hit = (place.get(k + m * streams) for m in range(shot_segments))
+                    if b := next((b for b in hit if b is not None and b.twins), None):
+                        assert b.twins is not None
+                        shot[stream] = Item("clean", b.source, b.twins.before)
+                        after[stream] = Item("clean", b.source, b.twins.after)
             item = place.get(k) or shot[stream]
-        v = _renamed(item.verdict, f"s{stream}", per_stream_seq[stream])
+            if twins and item.twins is not None and stream in after:
+                shot[stream] = after.pop(stream)  # the picture goes on past the fault
+        shown = item.twins.fault if twins and item.twins is not None else item.verdict
+        v = _renamed(shown, f"s{stream}", per_stream_seq[stream])
+        v = held_across(v, edge.get(stream))  # as the screen role hands a worker its edge
+        edge[stream] = edge_of(v)
         if k < 0:
             if prior is not None:  # the daemon before the restart decided; the new one reads it
                 policy.remember(v, 0.0, prior.decide(v).escalate)
@@ -376,7 +421,7 @@ def _builds(bad: list[Item]) -> Iterator[tuple[Item, int, list[RGB]]]:
         while queue and queue[0].kind == kind:
             source = SOURCES[(ki + i) % len(SOURCES)]
             if queue[0].source == source:
-                yield queue.pop(0), i, frames_of(source, 5000 + 37 * ki + i)
+                yield queue.pop(0), i, frames_of(source, _impaired_seed(ki, i))
                 missed = -1
             elif missed >= len(SOURCES):
                 raise ValueError(f"a {kind} item of {queue[0].source!r} is of no source here")
@@ -397,6 +442,25 @@ def add_vmaf_drops(bad: list[Item]) -> None:
     for item, i, frames in _builds(bad):
         clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
         item.vmaf_drop = clean - vmaf(frames, impaired(item.kind, frames, i))
+
+
+def add_twins(bad: list[Item], variant: Variant = "full") -> None:
+    """Set each impaired item's `twins` (see _builds), screened by the library's chain."""
+    chain = Chain.from_configs([ArtifactsConfig(), DistilledConfig(threads=2, variant=variant)])
+    dcfg = DecodeConfig()
+
+    def screen(data: bytes) -> Verdict:
+        return chain.score([decode(Segment(data, "lib", "360p", 0), dcfg)])[0]
+
+    clean = EncodeSettings(fps=FPS, gop=N, crf=23)
+    for item, i, frames in _builds(bad):
+        before = frames_of(item.source, _impaired_seed(KINDS.index(item.kind), i), -N)
+        item.twins = Twins(
+            screen(encode(before, clean)),
+            screen(impaired(item.kind, frames, i)),
+            screen(encode(frames, clean)),
+        )
+    chain.close()
 
 
 def drop_unchanged(bad: list[Item]) -> dict[str, int]:
@@ -501,6 +565,13 @@ def main(argv: list[str] | None = None) -> int:
         "fresh draw, the harder case)",
     )
     ap.add_argument(
+        "--twins",
+        action="store_true",
+        help="with --shot-segments: the shot an impaired segment falls in shows its clean "
+        "twin (the same frames encoded clean, screened once and kept in --cache), so the "
+        "fault hits the content the channel is showing",
+    )
+    ap.add_argument(
         "--warmup",
         type=float,
         default=0.0,
@@ -562,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         '\'{"flag_kinds": {"freeze": 0.4}}\')',
     )
     args = ap.parse_args(argv)
+    if args.twins and (args.shot_segments <= 1 or not args.pictures):
+        ap.error("--twins needs --shot-segments above 1 and --pictures (a camera to film on)")
     if args.pictures:
         use_pictures(args.pictures, args.split, args.sources, args.sources_offset)
 
@@ -578,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     if "unchanged_impaired" not in cost:  # a cache of a library that still had them
         cost["unchanged_impaired"] = drop_unchanged(bad)
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
+    if args.twins and any(it.twins is None for it in bad):
+        add_twins(bad, args.variant)
         if args.cache:
             args.cache.write_bytes(pickle.dumps((clean, bad, cost)))
     if args.vmaf and any(it.vmaf_drop is None for it in bad):
@@ -606,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             shot_segments=args.shot_segments,
             warmup_s=args.warmup,
             restart=args.restart,
+            twins=args.twins,
         )
         for s in range(args.seeds)
     ]

@@ -206,9 +206,12 @@ def camera(
     frames: int = CLIP_FRAMES,
     size: tuple[int, int] = DISPLAY,
     rng: np.random.Generator | None = None,
+    start: int = 0,
 ) -> list[RGB]:
     """A clean clip: a moving 16:9 window over the picture (pan, zoom, handheld shake or a
-    cut), resampled to `size`; seeded by `name` unless an rng is given."""
+    cut), resampled to `size`; seeded by `name` unless an rng is given. With `start` -n,
+    the camera's n frames before the clip instead (its motion carried on backwards, n at
+    most `frames`), so that they lead into it: what a channel showed before it."""
     from PIL import Image
 
     rng = rng if rng is not None else np.random.default_rng(zlib.crc32(name.encode()))
@@ -231,15 +234,19 @@ def camera(
     cut_at = int(rng.integers(frames // 3, 2 * frames // 3))
     xc, yc = window()
     shake = np.cumsum(rng.normal(0, 0.004 * cw, (frames, 2)), axis=0) if motion == "shake" else None
+    if not -frames <= start <= 0:
+        raise ValueError(f"start {start} is not within the clip's {frames} frames before it")
     out = []
-    for i in range(frames):
+    for i in range(start, start + frames):
         t = i / max(1, frames - 1)
         x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        z = 1.0 - 0.25 * t if motion == "zoom" else 1.0
+        # backwards, a zoom widens no further than the picture
+        z = min(1.0 - 0.25 * t, w / cw, h / ch) if motion == "zoom" else 1.0
         if motion == "cut" and i >= cut_at:
             x, y = xc, yc
-        if shake is not None:
-            x, y = x + shake[i, 0], y + shake[i, 1]
+        if shake is not None:  # the walk mirrored before the clip's first frame
+            j = min(abs(i), frames - 1)
+            x, y = x + shake[j, 0], y + shake[j, 1]
         bw, bh = cw * z, ch * z
         x = float(np.clip(x + (cw - bw) / 2, 0, w - bw))
         y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))

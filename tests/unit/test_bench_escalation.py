@@ -3,12 +3,16 @@ and old caches are mended by pairing their items with the builds that made them.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 
 from bench import escalation as E
+from scorers.artifacts import EDGES_KEY
+from scorers.types import Flag, Verdict
 
 
 def _frames(source: str, seed: int) -> list[Any]:
@@ -54,3 +58,65 @@ def test_old_caches_lose_exactly_the_unchanged_draws(library: None) -> None:
 def test_an_item_of_no_source_is_an_error(library: None) -> None:
     with pytest.raises(ValueError, match="of no source here"):
         E.drop_unchanged([_item("black", "elsewhere")])
+
+
+def _verdict(
+    seq: int, mos_low: float, flags: tuple[Flag, ...] = (), edges: dict[str, Any] | None = None
+) -> Verdict:
+    extra = {EDGES_KEY: edges} if edges else {}
+    return Verdict(
+        f"lib/360p/{seq}", "lib", "360p", seq, mos_low, mos_low, (), flags, ("x@1",), extra
+    )
+
+
+THUMB_TEXT = base64.b64encode(bytes(range(64))).decode()
+HELD = Flag("freeze", 1.0, 0, 2, {"early": 1.0, "stopped": 0.0})
+"""A freeze held from the segment's first frames, which its own segment cannot call stopped."""
+
+
+@pytest.mark.parametrize("twins", [False, True])
+def test_twins_put_a_fault_in_the_picture_it_hit(
+    monkeypatch: pytest.MonkeyPatch, twins: bool
+) -> None:
+    monkeypatch.setattr(E, "SOURCES", ("a",))
+    clean = [E.Item("clean", "a", _verdict(i, 3.0 + i / 10)) for i in range(5)]
+    before = _verdict(9, 4.2, edges={"first": THUMB_TEXT, "last": THUMB_TEXT, "moving": 1.0})
+    fault = _verdict(10, 4.1, (HELD,), edges={"first": THUMB_TEXT, "last": THUMB_TEXT})
+    after = _verdict(11, 4.3)
+    stale = _verdict(8, 4.1, (dataclasses.replace(HELD, evidence={}),))  # the cache's own
+    bad = [E.Item("freeze", "a", stale, twins=E.Twins(before, fault, after))]
+    shown: list[Verdict] = []
+    held = E.held_across
+    monkeypatch.setattr(E, "held_across", lambda v, e: shown.append(held(v, e)) or shown[-1])
+    where = set()
+    for seed in range(40):
+        shown.clear()
+        r = E.run_feed(
+            clean,
+            bad,
+            streams=1,
+            segments=40,
+            impaired_share=0.025,  # one impaired segment in 40
+            seed=seed,
+            config=E.EscalationConfig(),
+            shot_segments=10,
+            twins=twins,
+        )
+        assert r["impaired"] == 1 and r["per_kind"]["freeze"]["n"] == 1
+        at = next(k for k, x in enumerate(shown) if x.mos_low == 4.1)
+        where.add(at % 10)
+        # the shot a fault falls in shows the picture before it, then the picture after it
+        expected = [(c.verdict.mos_low,) for c in clean]
+        for start in range(0, 40, 10):
+            got = [x.mos_low for x in shown[start : start + 10]]
+            if twins and start <= at < start + 10:
+                m = at - start
+                assert got == [4.2] * m + [4.1] + [4.3] * (9 - m)
+            else:
+                rest = {x for k, x in enumerate(got, start) if k != at}
+                assert len(rest) == 1 and (*rest,) in expected
+        # the fault is judged against the edge the segment before it ended on, as the
+        # screen role hands it: held from the boundary after a moving picture, it stopped
+        stopped = shown[at].flags[0].evidence.get("held_across") == 1.0
+        assert stopped == (twins and at % 10 > 0)
+    assert {0, 9} <= where  # faults at a shot's first and last segment were among them

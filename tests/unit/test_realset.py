@@ -32,6 +32,23 @@ def test_film_moves_a_camera_over_a_photograph() -> None:
     )
 
 
+def test_the_camera_leads_into_its_clip() -> None:
+    """start=-n films the camera's n frames before the clip, its motion carried on: the step
+    into the clip's first frame is like the clip's own steps (every motion: pan, zoom,
+    shake and the window before a cut)."""
+    picture = content._still("coffee")
+    for seed in range(12):
+        clip = realset.camera(picture, f"c{seed}", frames=12, size=(64, 36))
+        before = realset.camera(picture, f"c{seed}", frames=12, size=(64, 36), start=-12)
+        assert len(before) == 12 and before[0].shape == clip[0].shape
+        step = float(np.abs(clip[1].astype(int) - clip[0]).mean())
+        into = float(np.abs(clip[0].astype(int) - before[-1]).mean())
+        assert into <= 2 * step + 1.0
+        assert before[0].tobytes() != clip[0].tobytes()  # other frames: the ones before
+    with pytest.raises(ValueError, match="not within"):
+        realset.camera(picture, "c", frames=12, size=(64, 36), start=-13)
+
+
 def test_a_rung_is_delivered_at_its_coded_size_and_judged_displayed() -> None:
     clip = realset.film(content._still("chelsea"), "t", frames=6, size=(640, 360))
     v = realset.Version("ladder", crf=None, bitrate=300_000, width=320, height=180)
