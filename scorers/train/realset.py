@@ -210,8 +210,9 @@ def camera(
 ) -> list[RGB]:
     """A clean clip: a moving 16:9 window over the picture (pan, zoom, handheld shake or a
     cut), resampled to `size`; seeded by `name` unless an rng is given. With `start` -n,
-    the camera's n frames before the clip instead (its motion carried on backwards, n at
-    most `frames`), so that they lead into it: what a channel showed before it."""
+    the camera's n frames before the clip instead (its motion carried on backwards, turning
+    back at the picture's edges; n at most `frames`), so that they lead into it: what a
+    channel showed before it."""
     from PIL import Image
 
     rng = rng if rng is not None else np.random.default_rng(zlib.crc32(name.encode()))
@@ -240,19 +241,34 @@ def camera(
     for i in range(start, start + frames):
         t = i / max(1, frames - 1)
         x, y = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        # backwards, a zoom widens no further than the picture
-        z = min(1.0 - 0.25 * t, w / cw, h / ch) if motion == "zoom" else 1.0
+        z = 1.0 - 0.25 * t if motion == "zoom" else 1.0
         if motion == "cut" and i >= cut_at:
             x, y = xc, yc
         if shake is not None:  # the walk mirrored before the clip's first frame
             j = min(abs(i), frames - 1)
             x, y = x + shake[j, 0], y + shake[j, 1]
-        bw, bh = cw * z, ch * z
-        x = float(np.clip(x + (cw - bw) / 2, 0, w - bw))
-        y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))
+        if i < 0:  # before the clip the camera turns back at the picture's edges
+            z = _bounce(z, 0.75, min(w / cw, h / ch)) if motion == "zoom" else z
+            bw, bh = min(w, cw * z), min(h, ch * z)
+            x = _bounce(x + (cw - bw) / 2, 0, w - bw)
+            y = _bounce(y + (ch - bh) / 2, 0, h - bh)
+        else:
+            bw, bh = cw * z, ch * z
+            x = float(np.clip(x + (cw - bw) / 2, 0, w - bw))
+            y = float(np.clip(y + (ch - bh) / 2, 0, h - bh))
         frame = np.asarray(im.resize(size, Image.Resampling.LANCZOS, box=(x, y, x + bw, y + bh)))
         out.append(frame)
     return out
+
+
+def _bounce(v: float, lo: float, hi: float) -> float:
+    """`v` reflected into [lo, hi]: a camera that reaches an edge turns back (instead of
+    stopping there, which would film a still where the clip moves)."""
+    if hi <= lo:
+        return lo
+    span = 2 * (hi - lo)
+    r = (v - lo) % span
+    return float(lo + (r if r <= hi - lo else span - r))
 
 
 def film(
