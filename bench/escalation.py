@@ -76,7 +76,7 @@ from ingest.config import DecodeConfig
 from ingest.decode import decode
 from ingest.synth import EncodeSettings, encode, pattern_frames
 from ingest.types import DecodedSegment, IngestError, Segment
-from monitor.boundary import Edge, edge_of, held_across
+from monitor.boundary import edge_of, held_across
 from monitor.escalation import (
     EscalationConfig,
     EscalationPolicy,
@@ -292,7 +292,8 @@ def run_feed(
     rng = random.Random(seed)
     shot: dict[int, Item] = {}
     after: dict[int, Item] = {}  # with twins: what a shot shows once its fault has passed
-    edge: dict[int, Edge | None] = {}  # what each stream's last segment ended on
+    lead_in: dict[int, Verdict | None] = {}  # each stream's last clean segment, as drawn
+    last: dict[int, Verdict] = {}  # and as shown
     n_bad = min(len(bad), round(segments * impaired_share))
     clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
     bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
@@ -323,21 +324,28 @@ def run_feed(
         if shot_segments <= 1:
             item = place.get(k) or rng.choice(clean_of[SOURCES[stream % len(SOURCES)]])
         else:
-            if (per_stream_seq[stream] - 1) % shot_segments == 0:
+            pos = (per_stream_seq[stream] - 1) % shot_segments  # in its shot
+            if pos == 0:
                 shot[stream] = rng.choice(clean_of[SOURCES[stream % len(SOURCES)]])
-                if twins:  # the shot a fault falls in shows its picture going on around it
-                    hit = (place.get(k + m * streams) for m in range(shot_segments))
-                    if b := next((b for b in hit if b is not None and b.twins), None):
-                        assert b.twins is not None
-                        shot[stream] = Item("clean", b.source, b.twins.before)
-                        after[stream] = Item("clean", b.source, b.twins.after)
+                if twins and (got := _lead(place, k, streams, 0, shot_segments)):
+                    shot[stream], after[stream] = got
             item = place.get(k) or shot[stream]
-            if twins and item.twins is not None and stream in after:
-                shot[stream] = after.pop(stream)  # the picture goes on past the fault
-        shown = item.twins.fault if twins and item.twins is not None else item.verdict
+            if twins and item.twins is not None:  # the picture goes on past the fault,
+                shot[stream] = after.pop(stream, shot[stream])
+                if got := _lead(place, k, streams, 1, shot_segments - pos):
+                    shot[stream], after[stream] = got  # unless the shot's next one hits
+        shown, edge_before = item.verdict, None
+        if twins and item.twins is not None:
+            shown = item.twins.fault
+            if lead_in.get(stream) is item.twins.before and not (restart and k < streams):
+                edge_before = edge_of(last[stream])  # its own lead-in, in this daemon's life
         v = _renamed(shown, f"s{stream}", per_stream_seq[stream])
-        v = held_across(v, edge.get(stream))  # as the screen role hands a worker its edge
-        edge[stream] = edge_of(v)
+        # judged across the boundary where a picture goes on (a fault after its own
+        # lead-in), as the screen role hands a worker its rendition's last edge; a clean
+        # shot repeats one clip and a draw cuts to another, neither a picture going on
+        v = held_across(v, edge_before)
+        lead_in[stream] = item.verdict if item.kind == "clean" else None
+        last[stream] = v
         if k < 0:
             if prior is not None:  # the daemon before the restart decided; the new one reads it
                 policy.remember(v, 0.0, prior.decide(v).escalate)
@@ -401,6 +409,18 @@ def run_feed(
         "dropped": dict(dropped),
         "per_kind": {k: dict(c) for k, c in sorted(kinds.items())},
     }
+
+
+def _lead(
+    place: dict[int, Item], k: int, streams: int, first: int, stop: int
+) -> tuple[Item, Item] | None:
+    """The picture the first fault with twins among a stream's segments k + m * streams
+    (first <= m < stop) hits: its lead-in and, once it has passed, its frames clean."""
+    for m in range(first, stop):
+        b = place.get(k + m * streams)
+        if b is not None and b.twins is not None:
+            return Item("clean", b.source, b.twins.before), Item("clean", b.source, b.twins.after)
+    return None
 
 
 def _share(kinds: dict[str, collections.Counter[str]], part: str, whole: str) -> float | None:

@@ -4,7 +4,7 @@ and old caches are mended by pairing their items with the builds that made them.
 from __future__ import annotations
 
 import base64
-import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -74,49 +74,105 @@ HELD = Flag("freeze", 1.0, 0, 2, {"early": 1.0, "stopped": 0.0})
 """A freeze held from the segment's first frames, which its own segment cannot call stopped."""
 
 
+MOVED = {"first": THUMB_TEXT, "last": THUMB_TEXT, "moving": 1.0}
+"""Edges of a segment that moved up to its end and begins on the picture it ended on: any
+such segment held from its first frames after another would be called stopped."""
+
+
+def _twinned(n: int, mos: float) -> E.Item:
+    """An impaired freeze whose lead-in, fault and picture after have mos_low mos, mos + 0.01
+    and mos + 0.02 (the cache's own verdict, stale, is never shown with twins)."""
+    twins = E.Twins(
+        _verdict(n, mos, (HELD,), MOVED),
+        _verdict(n + 1, mos + 0.01, (HELD,), MOVED),
+        _verdict(n + 2, mos + 0.02, (HELD,), MOVED),
+    )
+    return E.Item("freeze", "a", _verdict(n + 3, 0.5, (HELD,), MOVED), twins=twins)
+
+
+def _feeds(
+    monkeypatch: pytest.MonkeyPatch, bad: list[E.Item], seeds: range, **kw: Any
+) -> Iterator[tuple[int, list[Verdict]]]:
+    """Each seed's feed on one stream of shots of 10 (clean draws with edges and early holds
+    too), as shown to the policy after the boundary was judged."""
+    monkeypatch.setattr(E, "SOURCES", ("a",))
+    clean = [E.Item("clean", "a", _verdict(i, 3.0 + i / 10, (HELD,), MOVED)) for i in range(5)]
+    shown: list[Verdict] = []
+    held = E.held_across
+    monkeypatch.setattr(E, "held_across", lambda v, e: shown.append(held(v, e)) or shown[-1])
+    for seed in seeds:
+        shown.clear()
+        r = E.run_feed(clean, bad, streams=1, seed=seed, config=E.EscalationConfig(), **kw)
+        assert r["impaired"] == len(bad)
+        yield seed, list(shown)
+
+
+def _stopped(v: Verdict) -> bool:
+    return v.flags[0].evidence.get("held_across") == 1.0
+
+
 @pytest.mark.parametrize("twins", [False, True])
 def test_twins_put_a_fault_in_the_picture_it_hit(
     monkeypatch: pytest.MonkeyPatch, twins: bool
 ) -> None:
-    monkeypatch.setattr(E, "SOURCES", ("a",))
-    clean = [E.Item("clean", "a", _verdict(i, 3.0 + i / 10)) for i in range(5)]
-    before = _verdict(9, 4.2, edges={"first": THUMB_TEXT, "last": THUMB_TEXT, "moving": 1.0})
-    fault = _verdict(10, 4.1, (HELD,), edges={"first": THUMB_TEXT, "last": THUMB_TEXT})
-    after = _verdict(11, 4.3)
-    stale = _verdict(8, 4.1, (dataclasses.replace(HELD, evidence={}),))  # the cache's own
-    bad = [E.Item("freeze", "a", stale, twins=E.Twins(before, fault, after))]
-    shown: list[Verdict] = []
-    held = E.held_across
-    monkeypatch.setattr(E, "held_across", lambda v, e: shown.append(held(v, e)) or shown[-1])
+    bad = [_twinned(10, 4.2)]
     where = set()
-    for seed in range(40):
-        shown.clear()
-        r = E.run_feed(
-            clean,
-            bad,
-            streams=1,
-            segments=40,
-            impaired_share=0.025,  # one impaired segment in 40
-            seed=seed,
-            config=E.EscalationConfig(),
-            shot_segments=10,
-            twins=twins,
-        )
-        assert r["impaired"] == 1 and r["per_kind"]["freeze"]["n"] == 1
-        at = next(k for k, x in enumerate(shown) if x.mos_low == 4.1)
+    kw = {"segments": 40, "impaired_share": 0.025, "shot_segments": 10, "twins": twins}
+    for _seed, shown in _feeds(monkeypatch, bad, range(40), **kw):
+        fault = 4.21 if twins else 0.5
+        at = next(k for k, x in enumerate(shown) if x.mos_low == fault)
         where.add(at % 10)
         # the shot a fault falls in shows the picture before it, then the picture after it
-        expected = [(c.verdict.mos_low,) for c in clean]
         for start in range(0, 40, 10):
             got = [x.mos_low for x in shown[start : start + 10]]
             if twins and start <= at < start + 10:
                 m = at - start
-                assert got == [4.2] * m + [4.1] + [4.3] * (9 - m)
+                assert got == [4.2] * m + [4.21] + [4.22] * (9 - m)
             else:
                 rest = {x for k, x in enumerate(got, start) if k != at}
-                assert len(rest) == 1 and (*rest,) in expected
-        # the fault is judged against the edge the segment before it ended on, as the
-        # screen role hands it: held from the boundary after a moving picture, it stopped
-        stopped = shown[at].flags[0].evidence.get("held_across") == 1.0
-        assert stopped == (twins and at % 10 > 0)
+                assert len(rest) == 1 and 3.0 <= rest.pop() < 3.5
+        # the fault is judged against the edge its lead-in ended on, as the screen role
+        # hands it: held from the boundary after a moving picture, it stopped; nothing else
+        # is a picture going on (a shot repeats its clip, a draw cuts to another)
+        assert [k for k, x in enumerate(shown) if _stopped(x)] == (
+            [at] if twins and at % 10 else []
+        )
     assert {0, 9} <= where  # faults at a shot's first and last segment were among them
+
+
+def test_two_faults_in_a_shot_each_hit_their_own_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = [_twinned(10, 4.2), _twinned(20, 4.5)]
+    kw = {"segments": 40, "impaired_share": 0.05, "shot_segments": 10, "twins": True}
+    seen = 0
+    for _seed, shown in _feeds(monkeypatch, bad, range(200), **kw):
+        got = [round(x.mos_low, 2) for x in shown]
+        at = sorted(k for k, x in enumerate(got) if x in (4.21, 4.51))
+        if at[0] // 10 != at[1] // 10:
+            continue
+        seen += 1
+        start, (a, b) = at[0] // 10 * 10, at
+        first, second = (4.2, 4.5) if got[a] == 4.21 else (4.5, 4.2)
+        lead, later = round(first + 0.01, 2), round(second + 0.01, 2)
+        assert got[start:a] == [first] * (a - start) and got[a] == lead
+        assert got[a + 1 : b] == [second] * (b - a - 1) and got[b] == later
+        assert got[b + 1 : start + 10] == [round(second + 0.02, 2)] * (start + 9 - b)
+        # each fault stopped after its own lead-in; straight after the other, none shown
+        assert [k for k, x in enumerate(shown) if _stopped(x)] == [
+            k for k in at if k % 10 and (k == a or b > a + 1)
+        ]
+    assert seen >= 5
+
+
+def test_a_restart_hands_no_edge_from_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 18 s of warm-up: 9 segments, so the measured feed's first segment ends a shot whose
+    # lead-in the daemon before the restart screened; the new one has no edge for it
+    kw = {"segments": 40, "impaired_share": 0.025, "shot_segments": 10, "twins": True}
+    firsts = 0
+    for restart in (False, True):
+        for _seed, shown in _feeds(
+            monkeypatch, [_twinned(10, 4.2)], range(400), warmup_s=18.0, restart=restart, **kw
+        ):
+            if round(shown[9].mos_low, 2) == 4.21:  # the fault is the first one measured
+                firsts += 1
+                assert _stopped(shown[9]) is not restart
+    assert firsts >= 4
