@@ -29,10 +29,10 @@ and the tiny VLM's generation latency on CPU.
    by the measured one, as its warm start reads the published verdicts.
    With `--twins` (shots of real pictures), the shot an impaired segment falls in shows
    its picture going on around it: the camera's 2 s before the impaired frames, then the
-   fault, then those frames clean (each screened once, kept in the cache). Every segment
-   is judged against the edge its stream's last segment ended on, as the screen role
-   hands a worker (monitor.boundary): a picture held from the fault's first frames after
-   one that moved is a stop, which the independent draws cannot show.
+   fault, then those frames clean (each screened once, kept in the cache). The fault is
+   judged against the edge its lead-in ended on, as the screen role hands a worker its
+   rendition's last edge (monitor.boundary): a picture held from the fault's first frames
+   after one that moved is a stop, which the independent draws cannot show.
    With `--vmaf`, each impaired segment's VMAF drop against the clean CRF-23 encode of
    the same frames is measured (once, kept in the cache) and recall is also reported on
    the visible impairments (a drop of at least VISIBLE points). VMAF is made for natural
@@ -103,6 +103,8 @@ W, H, FPS, SECONDS = 640, 360, 25, 2.0
 PICTURES: dict[str, RGB] = {}
 """Real pictures by source name (--pictures); empty: the procedural sources."""
 N = int(FPS * SECONDS)
+CLEAN = EncodeSettings(fps=FPS, gop=N, crf=23)
+"""The encode impairments are made at and judged against (VMAF, twins)."""
 SOURCES: tuple[str, ...] = ("scene", "texture", "bars", "gradient", "zoneplate")
 KINDS = ("black", "freeze", "blur", "noise", "banding", "packet_loss", "compression")
 EXPECTED = {
@@ -189,22 +191,25 @@ def unchanged(kind: str, frames: list[RGB], i: int) -> bool:
 
 def impaired(kind: str, frames: list[RGB], i: int) -> bytes:
     """One impaired segment (see impaired_frames)."""
-    s = EncodeSettings(fps=FPS, gop=N, crf=23)
     pictures = impaired_frames(kind, frames, i)
     if pictures is not None:
-        return encode(pictures, s)
+        return encode(pictures, CLEAN)
     if kind == "packet_loss":
-        return impair.corrupt_packets(encode(frames, s), (0.02, 0.05, 0.1)[i % 3], seed=i)
+        return impair.corrupt_packets(encode(frames, CLEAN), (0.02, 0.05, 0.1)[i % 3], seed=i)
     if kind == "compression":
         return encode(frames, EncodeSettings(fps=FPS, gop=N, crf=(44, 47, 51)[i % 3]))
     raise ValueError(kind)
 
 
+def screen_chain(variant: Variant = "full") -> Chain:
+    """The default chain the screen workers run: artifacts and the shipped student."""
+    return Chain.from_configs([ArtifactsConfig(), DistilledConfig(threads=2, variant=variant)])
+
+
 def build_library(
     clean_per_source: int, impaired_per_kind: int, variant: Variant = "full"
 ) -> tuple[list[Item], list[Item], dict[str, Any]]:
-    student = DistilledConfig(threads=2, variant=variant)
-    chain = Chain.from_configs([ArtifactsConfig(), student])
+    chain = screen_chain(variant)
     dcfg = DecodeConfig()
     clean: list[Item] = []
     bad: list[Item] = []
@@ -279,21 +284,20 @@ def run_feed(
     A stream's clean segments are drawn from its source's library; with `shot_segments`
     N > 1 a draw holds for N segments in a row (a shot, as a channel keeps one), else
     every segment is a fresh draw. With `twins` (shots only), a shot that an impaired item
-    falls in shows that item's clean twin (the same frames, encoded clean): the fault hits
-    the picture the channel is showing, which goes on around it, instead of cutting to
-    other content that is broken. With `warmup_s`, every stream first plays that long of
-    clean segments through the policy, not counted: the measured feed then meets a policy
-    in its steady state (histories, habits and budget window filled), as a monitor that
-    has been running meets a fault, instead of one that started with the feed. With
-    `restart`, the warm-up is decided by another policy (the daemon before a restart) and
-    only remembered by the measured one (EscalationPolicy.remember, with whether it was
-    escalated, as the daemon's warm start reads its verdicts back), as for a daemon
-    restarted just before the feed."""
+    falls in shows its picture going on around it (Twins: the camera's lead-in, the fault,
+    then its frames clean), instead of cutting to other content that is broken; the fault
+    alone is judged across its boundary, after its own lead-in. With `warmup_s`, every
+    stream first plays that long of clean segments through the policy, not counted: the
+    measured feed then meets a policy in its steady state (histories, habits and budget
+    window filled), as a monitor that has been running meets a fault, instead of one that
+    started with the feed. With `restart`, the warm-up is decided by another policy (the
+    daemon before a restart) and only remembered by the measured one
+    (EscalationPolicy.remember, with whether it was escalated, as the daemon's warm start
+    reads its verdicts back), as for a daemon restarted just before the feed."""
     rng = random.Random(seed)
     shot: dict[int, Item] = {}
     after: dict[int, Item] = {}  # with twins: what a shot shows once its fault has passed
-    lead_in: dict[int, Verdict | None] = {}  # each stream's last clean segment, as drawn
-    last: dict[int, Verdict] = {}  # and as shown
+    last: dict[int, tuple[Verdict, Verdict]] = {}  # each stream's last segment: drawn, shown
     n_bad = min(len(bad), round(segments * impaired_share))
     clean_of = {src: [c for c in clean if c.source == src] for src in SOURCES}
     bad_of = {src: [b for b in rng.sample(bad, n_bad) if b.source == src] for src in SOURCES}
@@ -337,15 +341,15 @@ def run_feed(
         shown, edge_before = item.verdict, None
         if twins and item.twins is not None:
             shown = item.twins.fault
-            if lead_in.get(stream) is item.twins.before and not (restart and k < streams):
-                edge_before = edge_of(last[stream])  # its own lead-in, in this daemon's life
+            drawn, was = last.get(stream, (None, None))
+            if drawn is item.twins.before and was is not None and not (restart and k < streams):
+                edge_before = edge_of(was)  # its own lead-in, in this daemon's life
         v = _renamed(shown, f"s{stream}", per_stream_seq[stream])
         # judged across the boundary where a picture goes on (a fault after its own
         # lead-in), as the screen role hands a worker its rendition's last edge; a clean
         # shot repeats one clip and a draw cuts to another, neither a picture going on
         v = held_across(v, edge_before)
-        lead_in[stream] = item.verdict if item.kind == "clean" else None
-        last[stream] = v
+        last[stream] = (item.verdict, v)
         if k < 0:
             if prior is not None:  # the daemon before the restart decided; the new one reads it
                 policy.remember(v, 0.0, prior.decide(v).escalate)
@@ -460,25 +464,24 @@ def add_vmaf_drops(bad: list[Item]) -> None:
         return float(np.mean(teacher.raw(frames, [shown])[0]))
 
     for item, i, frames in _builds(bad):
-        clean = vmaf(frames, encode(frames, EncodeSettings(fps=FPS, gop=N, crf=23)))
+        clean = vmaf(frames, encode(frames, CLEAN))
         item.vmaf_drop = clean - vmaf(frames, impaired(item.kind, frames, i))
 
 
 def add_twins(bad: list[Item], variant: Variant = "full") -> None:
     """Set each impaired item's `twins` (see _builds), screened by the library's chain."""
-    chain = Chain.from_configs([ArtifactsConfig(), DistilledConfig(threads=2, variant=variant)])
+    chain = screen_chain(variant)
     dcfg = DecodeConfig()
 
     def screen(data: bytes) -> Verdict:
         return chain.score([decode(Segment(data, "lib", "360p", 0), dcfg)])[0]
 
-    clean = EncodeSettings(fps=FPS, gop=N, crf=23)
     for item, i, frames in _builds(bad):
         before = frames_of(item.source, _impaired_seed(KINDS.index(item.kind), i), -N)
         item.twins = Twins(
-            screen(encode(before, clean)),
+            screen(encode(before, CLEAN)),
             screen(impaired(item.kind, frames, i)),
-            screen(encode(frames, clean)),
+            screen(encode(frames, CLEAN)),
         )
     chain.close()
 
@@ -587,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--twins",
         action="store_true",
-        help="with --shot-segments: the shot an impaired segment falls in shows its clean "
-        "twin (the same frames encoded clean, screened once and kept in --cache), so the "
-        "fault hits the content the channel is showing",
+        help="with --shot-segments and --pictures: the shot an impaired segment falls in "
+        "shows the camera's 2 s before it, the fault, then its frames clean (screened once "
+        "and kept in --cache), so the fault hits the picture the channel is showing",
     )
     ap.add_argument(
         "--warmup",
